@@ -1,0 +1,188 @@
+"""The interrogator frame wire format (version 1): a public contract.
+
+A frame is one block of samples from one stream, ``n_samples x n_channels``, time-major
+(row ``i`` holds every channel's sample ``i``)::
+
+    offset size  field
+    0      4     magic        b"FWFR"
+    4      1     version      1
+    5      1     kind         1 = DAS, 2 = DTS
+    6      1     dtype        1 = int16, 2 = float32
+    7      1     flags        0 (reserved; non-zero is rejected)
+    8      8     seq          u64, per stream, +1 per frame
+    16     8     t0_ns        i64, time of the first sample, ns since the Unix epoch
+    24     8     sample_rate  f64, Hz, finite and > 0
+    32     4     first_ch     u32, index of the first channel on the fiber
+    36     4     n_channels   u32, 1 .. MAX_CHANNELS
+    40     4     n_samples    u32, 1 .. MAX_SAMPLES
+    44     4     scale        f32, finite and > 0; physical value = raw * scale
+    48     4     payload_len  u32, n_samples * n_channels * itemsize
+    52     ...   payload      little-endian samples
+    end-4  4     crc32        zlib.crc32 of everything before it
+
+All integers are little-endian. `decode` checks every length and field and raises
+`FrameError` (and nothing else) on any malformed input.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+MAGIC = b"FWFR"
+VERSION = 1
+HEADER = struct.Struct("<4sBBBBQqdIIIfI")
+HEADER_SIZE = HEADER.size  # 52
+CRC_SIZE = 4
+MAX_CHANNELS = 65_536
+MAX_SAMPLES = 1_000_000
+MAX_PAYLOAD = 64 * 1024 * 1024
+
+
+class StreamKind(enum.IntEnum):
+    DAS = 1
+    DTS = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def from_label(cls, label: str) -> StreamKind:
+        try:
+            return cls[label.upper()]
+        except KeyError:
+            raise ValueError(f"unknown stream kind {label!r} (expected 'das' or 'dts')") from None
+
+
+class DType(enum.IntEnum):
+    INT16 = 1
+    FLOAT32 = 2
+
+
+_NUMPY = {DType.INT16: np.dtype("<i2"), DType.FLOAT32: np.dtype("<f4")}
+
+
+class FrameError(ValueError):
+    """A malformed frame. `reason` is a short stable code, usable as a counter label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A decoded frame; `data` is float32 physical values, shape (n_samples, n_channels)."""
+
+    kind: StreamKind
+    seq: int
+    t0_ns: int
+    sample_rate: float
+    first_channel: int
+    data: np.ndarray
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def end_ns(self) -> int:
+        """Time just after the last sample."""
+        return self.t0_ns + round(self.n_samples * 1e9 / self.sample_rate)
+
+
+def encode(
+    kind: StreamKind,
+    seq: int,
+    t0_ns: int,
+    sample_rate: float,
+    first_channel: int,
+    data: np.ndarray,
+    *,
+    dtype: DType = DType.FLOAT32,
+    scale: float = 1.0,
+) -> bytes:
+    """Encode samples (n_samples, n_channels) into a frame.
+
+    With ``dtype=INT16`` the values are divided by `scale`, rounded and clipped to int16.
+    """
+    if data.ndim != 2:
+        raise ValueError(f"data must be 2-D (n_samples, n_channels), got shape {data.shape}")
+    n_samples, n_channels = data.shape
+    if not (1 <= n_samples <= MAX_SAMPLES and 1 <= n_channels <= MAX_CHANNELS):
+        raise ValueError(f"frame shape {data.shape} out of range")
+    if not (scale > 0 and np.isfinite(scale)):
+        raise ValueError(f"scale must be finite and > 0, got {scale}")
+    if not (sample_rate > 0 and np.isfinite(sample_rate)):
+        raise ValueError(f"sample_rate must be finite and > 0, got {sample_rate}")
+    if dtype is DType.INT16:
+        raw = np.clip(np.rint(data / scale), -32768, 32767).astype("<i2")
+    else:
+        raw = np.ascontiguousarray(data, dtype="<f4")
+    payload = raw.tobytes()
+    header = HEADER.pack(
+        MAGIC, VERSION, int(kind), int(dtype), 0, seq, t0_ns, float(sample_rate),
+        first_channel, n_channels, n_samples, float(scale), len(payload),
+    )
+    body = header + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def decode(buf: bytes | bytearray | memoryview) -> Frame:
+    """Decode and validate one frame; raise `FrameError` on anything malformed."""
+    mv = memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
+    total = len(mv)
+    if total < HEADER_SIZE + CRC_SIZE:
+        raise FrameError("short", f"{total} bytes, need at least {HEADER_SIZE + CRC_SIZE}")
+    (magic, version, kind, dtype, flags, seq, t0_ns, rate, first_ch, n_ch, n_samp, scale,
+     payload_len) = HEADER.unpack_from(mv, 0)
+    if magic != MAGIC:
+        raise FrameError("magic", f"bad magic {bytes(magic)!r}")
+    if version != VERSION:
+        raise FrameError("version", f"unsupported version {version}")
+    if kind not in StreamKind._value2member_map_:
+        raise FrameError("kind", f"unknown stream kind {kind}")
+    if dtype not in DType._value2member_map_:
+        raise FrameError("dtype", f"unknown dtype {dtype}")
+    if flags != 0:
+        raise FrameError("flags", f"reserved flags set: {flags:#x}")
+    if not (np.isfinite(rate) and rate > 0):
+        raise FrameError("sample_rate", f"sample rate {rate} not finite and positive")
+    if not (np.isfinite(scale) and scale > 0):
+        raise FrameError("scale", f"scale {scale} not finite and positive")
+    if not (1 <= n_ch <= MAX_CHANNELS):
+        raise FrameError("n_channels", f"{n_ch} channels out of 1..{MAX_CHANNELS}")
+    if not (1 <= n_samp <= MAX_SAMPLES):
+        raise FrameError("n_samples", f"{n_samp} samples out of 1..{MAX_SAMPLES}")
+    if first_ch + n_ch > 2**32:
+        raise FrameError("first_channel", f"channels {first_ch}+{n_ch} overflow")
+    np_dtype = _NUMPY[DType(dtype)]
+    expected = n_ch * n_samp * np_dtype.itemsize
+    if payload_len != expected or expected > MAX_PAYLOAD:
+        raise FrameError("payload_len", f"payload_len {payload_len}, shape implies {expected}")
+    if total != HEADER_SIZE + payload_len + CRC_SIZE:
+        raise FrameError(
+            "length", f"{total} bytes, header implies {HEADER_SIZE + payload_len + CRC_SIZE}"
+        )
+    (crc,) = struct.unpack_from("<I", mv, total - CRC_SIZE)
+    if zlib.crc32(mv[: total - CRC_SIZE]) != crc:
+        raise FrameError("checksum", "crc32 mismatch")
+    raw = np.frombuffer(mv, dtype=np_dtype, count=n_ch * n_samp, offset=HEADER_SIZE)
+    raw = raw.reshape(n_samp, n_ch)
+    if dtype == DType.INT16:
+        data = raw.astype(np.float32)
+        if scale != 1.0:
+            data *= np.float32(scale)
+    else:
+        data = raw.astype(np.float32)  # own copy: the buffer may be reused by the caller
+    return Frame(StreamKind(kind), int(seq), int(t0_ns), float(rate), int(first_ch), data)

@@ -1,0 +1,5 @@
+import sys
+
+from fiberwatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""Start and stop the real services (Mosquitto, influxd) in temp dirs on free loopback ports.
+
+Used by the tests, the demo and the benchmarks. Each service is a context manager that
+starts one process, waits until it answers, and stops exactly that process by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServiceError(RuntimeError):
+    """A service binary is missing or did not become ready."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def _find_binary(name: str, *extra: str) -> str:
+    for candidate in (shutil.which(name), *extra):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise ServiceError(
+        f"{name} not found: install Debian's package (see README, 'bash .ci/run' installs it)"
+    )
+
+
+def _wait_until(check: callable, proc: subprocess.Popen, what: str, timeout: float) -> None:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"{what} exited with status {proc.returncode} during start")
+        if check():
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+    raise ServiceError(f"{what} not ready after {timeout:.0f} s")
+
+
+class _Service:
+    name = "service"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.workdir / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 20.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process lifetime
+        self.proc = subprocess.Popen(
+            self._command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            _wait_until(self._ready, self.proc, f"{self.name} on port {self.port}", timeout)
+        except ServiceError as exc:
+            self.stop()
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise ServiceError(f"{exc}; log tail:\n{tail}") from exc
+
+    def stop(self, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL, for outage tests."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def __enter__(self) -> _Service:
+        self.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class Mosquitto(_Service):
+    """A real Mosquitto broker on loopback, persistence in `workdir`."""
+
+    name = "mosquitto"
+
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
+        super().__init__(workdir, port)
+        self.binary = _find_binary("mosquitto", "/usr/sbin/mosquitto")
+        self.conf_path = self.workdir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} {LOOPBACK}",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            "set_tcp_nodelay true",
+            "max_inflight_messages 1000",
+            "max_queued_messages 100000",
+            "max_packet_size 16777216",
+            "log_type error",
+            "log_type warning",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")  # else mosquitto drops privileges and cannot write its dir
+        self.conf_path.write_text("\n".join(lines) + "\n" + extra_conf)
+
+    def _command(self) -> list[str]:
+        return [self.binary, "-c", str(self.conf_path)]
+
+    def _ready(self) -> bool:
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+
+class Influxd(_Service):
+    """A real InfluxDB 1.x server on loopback, data in `workdir`."""
+
+    name = "influxd"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir, port)
+        self.binary = _find_binary("influxd", "/usr/bin/influxd")
+        self.rpc_port = free_port()
+        self.conf_path = self.workdir / "influxdb.conf"
+        d = self.workdir
+        self.conf_path.write_text(
+            f"""reporting-disabled = true
+bind-address = "{LOOPBACK}:{self.rpc_port}"
+[meta]
+  dir = "{d}/meta"
+[data]
+  dir = "{d}/data"
+  wal-dir = "{d}/wal"
+  query-log-enabled = false
+  trace-logging-enabled = false
+[coordinator]
+  log-queries-after = "0s"
+[http]
+  enabled = true
+  bind-address = "{LOOPBACK}:{self.port}"
+  log-enabled = false
+  max-body-size = 0
+[logging]
+  level = "warn"
+[continuous_queries]
+  enabled = true
+  run-interval = "1s"
+[monitor]
+  store-enabled = false
+"""
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [self.binary, "-config", str(self.conf_path)]
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=0.5) as r:  # noqa: S310
+                return r.status == 204
+        except (OSError, urllib.error.URLError):
+            return False
