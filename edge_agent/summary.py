@@ -1,0 +1,83 @@
+"""Downsampled feature/score summaries and the health heartbeat: public contracts.
+
+`FeatureSummary` travels as JSON on ``features/{stream}`` about once a second per stream:
+one value per channel group (``group_size`` adjacent channels starting at ``ch_start``), the
+cloud's waterfall and history. `HEALTH_KEYS` are the keys every retained health message has.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+#: Keys of the retained health heartbeat (JSON object on the ``health`` topic).
+HEALTH_KEYS = (
+    "schema",  # 1
+    "site", "gateway",
+    "t_ns",  # when it was sent
+    "status",  # "ok" | "degraded" | "stopping"
+    "uptime_s",
+    "frames_per_s", "samples_per_s",
+    "queue_depth",
+    "drops",  # {reason: count}, cumulative: queue_full, malformed:<reason>, nonfinite, ...
+    "gaps",  # cumulative sequence gaps (frames missing)
+    "latency_ms",  # {"p50": float, "p99": float} frame-to-score
+    "outbox_depth",
+    "outbox_evicted",
+    "model_version", "model_hash",
+    "rss_mb",
+)
+
+
+class SummaryError(ValueError):
+    """A feature summary that does not satisfy the schema."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSummary:
+    site: str
+    gateway: str
+    stream: str
+    t_ns: int  # end of the last window summarised
+    ch_start: int
+    group_size: int
+    score: list[float]  # max anomaly score per group over the interval
+    energy: list[float]  # mean log10 RMS per group (DAS) or mean temperature (DTS)
+    threshold: list[float]  # threshold in force per group
+    model_version: str
+    flagged: list[int] = field(default_factory=list)  # group indices above threshold
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        n = len(self.score)
+        if self.stream not in ("das", "dts"):
+            raise SummaryError(f"unknown stream {self.stream!r}")
+        if self.group_size < 1 or self.ch_start < 0:
+            raise SummaryError("group_size must be >= 1 and ch_start >= 0")
+        if n == 0 or len(self.energy) != n or len(self.threshold) != n:
+            raise SummaryError("score, energy and threshold must be non-empty and equally long")
+        for name in ("score", "energy", "threshold"):
+            if not all(isinstance(v, int | float) and math.isfinite(v) for v in getattr(self, name)):
+                raise SummaryError(f"{name} must hold finite numbers")
+        if any(not (0 <= i < n) for i in self.flagged):
+            raise SummaryError("flagged index out of range")
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":"), allow_nan=False).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> FeatureSummary:
+        try:
+            d: Any = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SummaryError(f"not JSON: {exc}") from exc
+        if not isinstance(d, dict):
+            raise SummaryError("summary must be a JSON object")
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise SummaryError(str(exc)) from exc
