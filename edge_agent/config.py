@@ -1,0 +1,195 @@
+"""Gateway configuration: the schema of ``firmware_configs/gateways/*.toml``.
+
+One `GatewayConfig` per agent process, loaded by `load_gateway_config` and passed down
+explicitly. Errors name the file and the field: ``gw.toml: streams.0.hop_s: ...``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge_agent.features import DEFAULT_DAS_BANDS, FeatureSpec, FeatureSpecError
+from edge_agent.topics import check_name
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewayIdentity(_Strict):
+    site: str
+    id: str
+    data_dir: Path = Field(description="outbox, models, normal-window buffer")
+
+    @field_validator("site", "id")
+    @classmethod
+    def _topic_safe(cls, v: str) -> str:
+        return check_name(v)
+
+
+class BrokerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password_env: str | None = Field(None, description="name of the env var holding the password")
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+
+
+class StreamConfig(_Strict):
+    kind: Literal["das", "dts"]
+    interrogator: str = ""
+    first_channel: int = Field(0, ge=0)
+    channels: int = Field(ge=1, le=65536)
+    spacing_m: float = Field(1.0, gt=0)
+    fiber_offset_m: float = 0.0
+    sample_rate_hz: float = Field(gt=0)
+    window_s: float = Field(gt=0)
+    hop_s: float = Field(gt=0)
+    bands_hz: list[tuple[float, float]] = Field(default_factory=lambda: list(DEFAULT_DAS_BANDS))
+    context_radius: int = Field(4, ge=0, le=64)
+    baseline_alpha: float = Field(0.02, gt=0, le=1)
+    group_size: int = Field(8, ge=1, description="channels per threshold group / summary cell")
+
+    @model_validator(mode="after")
+    def _spec_is_computable(self) -> StreamConfig:
+        if self.hop_s > self.window_s:
+            raise ValueError("hop_s must not exceed window_s (windows would skip samples)")
+        try:
+            self.feature_spec()
+        except FeatureSpecError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
+
+    def feature_spec(self) -> FeatureSpec:
+        return FeatureSpec(
+            profile=self.kind,
+            sample_rate_hz=self.sample_rate_hz,
+            window_s=self.window_s,
+            hop_s=self.hop_s,
+            bands_hz=tuple(self.bands_hz) if self.kind == "das" else (),
+            context_radius=self.context_radius,
+            baseline_alpha=self.baseline_alpha,
+        )
+
+    def distance_m(self, channel: int) -> float:
+        return self.fiber_offset_m + channel * self.spacing_m
+
+
+class ModelConfig(_Strict):
+    package: Path | None = Field(None, description="initial model package; none = statistical")
+    public_key: Path | None = Field(None, description="Ed25519 public key that signs packages")
+    latency_budget_ms: float = Field(20.0, gt=0)
+    smoke_windows: int = Field(8, ge=1)
+
+
+class ThresholdConfig(_Strict):
+    false_alarm_rate: float = Field(1e-4, gt=0, lt=0.5, description="per group per window")
+    warmup_windows: int = Field(40, ge=1)
+    history_windows: int = Field(2000, ge=50)
+    min_threshold: float = Field(0.0, ge=0)
+
+
+class EventConfig(_Strict):
+    merge_gap_channels: int = Field(2, ge=0)
+    merge_gap_windows: int = Field(1, ge=0)
+    max_open_s: float = Field(60.0, gt=0, description="emit a long event at least this often")
+
+
+class OutboxConfig(_Strict):
+    max_events: int = Field(100_000, ge=1)
+    max_age_s: float = Field(7 * 86400, gt=0)
+
+
+class UplinkConfig(_Strict):
+    summary_interval_s: float = Field(1.0, gt=0)
+    health_interval_s: float = Field(5.0, gt=0)
+
+
+class IngestConfig(_Strict):
+    queue_frames: int = Field(256, ge=1)
+    backpressure: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+
+
+class FederationConfig(_Strict):
+    enabled: bool = False
+    superlink: str = "127.0.0.1:9092"
+    normal_buffer_windows: int = Field(4000, ge=10)
+    insecure: bool = False
+    root_certificates: Path | None = None
+
+
+class GatewayConfig(_Strict):
+    gateway: GatewayIdentity
+    broker: BrokerConfig = BrokerConfig()
+    streams: list[StreamConfig] = Field(min_length=1)
+    model: ModelConfig = ModelConfig()
+    threshold: ThresholdConfig = ThresholdConfig()
+    events: EventConfig = EventConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    uplink: UplinkConfig = UplinkConfig()
+    ingest: IngestConfig = IngestConfig()
+    federation: FederationConfig = FederationConfig()
+
+    @model_validator(mode="after")
+    def _one_per_kind(self) -> GatewayConfig:
+        kinds = [s.kind for s in self.streams]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError("at most one stream per kind (das, dts)")
+        return self
+
+    def stream(self, kind: str) -> StreamConfig | None:
+        return next((s for s in self.streams if s.kind == kind), None)
+
+
+def format_validation_error(path: Path | str, exc: ValidationError) -> str:
+    """One line per problem: ``file: field.path: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{path}: {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_toml(path: Path | str) -> dict:
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+
+
+def load_gateway_config(path: Path | str) -> GatewayConfig:
+    """Load and validate a gateway config; relative paths resolve against the file's folder."""
+    p = Path(path)
+    data = load_toml(p)
+    try:
+        cfg = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(p, exc)) from None
+    return _resolve_paths(cfg, p.parent)
+
+
+def _resolve_paths(cfg: GatewayConfig, root: Path) -> GatewayConfig:
+    def fix(v: Path | None) -> Path | None:
+        return v if v is None or v.is_absolute() else (root / v).resolve()
+
+    model = cfg.model.model_copy(
+        update={"package": fix(cfg.model.package), "public_key": fix(cfg.model.public_key)}
+    )
+    gw = cfg.gateway.model_copy(update={"data_dir": fix(cfg.gateway.data_dir)})
+    return cfg.model_copy(update={"model": model, "gateway": gw})
