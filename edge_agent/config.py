@@ -6,11 +6,20 @@ explicitly. Errors name the file and the field: ``gw.toml: streams.0.hop_s: ...`
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from edge_agent.features import DEFAULT_DAS_BANDS, FeatureSpec, FeatureSpecError
 from edge_agent.topics import check_name
@@ -62,10 +71,23 @@ class StreamConfig(_Strict):
     baseline_alpha: float = Field(0.02, gt=0, le=1)
     group_size: int = Field(8, ge=1, description="channels per threshold group / summary cell")
 
+    @field_validator("hop_s")
+    @classmethod
+    def _hop_within_window(cls, v: float, info: ValidationInfo) -> float:
+        window = info.data.get("window_s")
+        if window is not None and v > window:
+            raise ValueError("hop_s must not exceed window_s (windows would skip samples)")
+        return v
+
+    @field_validator("fiber_offset_m")
+    @classmethod
+    def _finite_offset(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("fiber_offset_m must be finite")
+        return v
+
     @model_validator(mode="after")
     def _spec_is_computable(self) -> StreamConfig:
-        if self.hop_s > self.window_s:
-            raise ValueError("hop_s must not exceed window_s (windows would skip samples)")
         try:
             self.feature_spec()
         except FeatureSpecError as exc:
@@ -171,6 +193,8 @@ def load_toml(path: Path | str) -> dict:
         raise ConfigError(f"{p}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
 
 
 def load_gateway_config(path: Path | str) -> GatewayConfig:

@@ -1,0 +1,15 @@
+"""firmware_configs: the TOML configs of interrogators and gateways, and their schema.
+
+``interrogators/*.toml`` describe the units that produce frames, ``gateways/*.toml`` the edge
+agents that consume them (the demo site: gateways well-a, well-b and pipeline-1). The schema
+and the checker live in `firmware_configs.schema`; this module only names the folders, so
+importing it costs nothing.
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+GATEWAYS = ROOT / "gateways"
+INTERROGATORS = ROOT / "interrogators"
+
+__all__ = ["GATEWAYS", "INTERROGATORS", "ROOT"]
