@@ -34,7 +34,7 @@ def test_an_invalid_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
     out, err = capsys.readouterr()
     assert out == f"OK {good} (gateway)\n"
     assert err.splitlines() == [
-        f"{bad}: streams.0: hop_s must not exceed window_s (windows would skip samples)"
+        f"{bad}: streams.0.hop_s: hop_s must not exceed window_s (windows would skip samples)"
     ]
 
 
