@@ -1,0 +1,104 @@
+"""Anomaly events: search, detail with the waterfall around the event, and operator labels."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+
+from cloud.api import bounds
+from cloud.api.deps import CurrentUser, SettingsDep, StoreDep, needs
+from cloud.api.schemas import AnomalyDetail, LabelIn, Name, Page, Stream
+from edge_agent.events import CLASS_HINTS, SEVERITIES
+
+router = APIRouter(tags=["anomalies"])
+
+Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
+ClassHint = Literal[CLASS_HINTS]  # type: ignore[valid-type]
+Time = Annotated[str, Query(description="RFC 3339, ns since the epoch, or now-15m")]
+DETAIL_PAD_S = 30.0  # waterfall around an event: at least this much before and after
+DETAIL_PAD_CH = 32  # and at least this many channels either side
+DETAIL_TIMES = 300
+
+
+@router.get("/anomalies", response_model=Page, **needs("viewer"))
+def list_anomalies(
+    store: StoreDep,
+    settings: SettingsDep,
+    site: Name | None = None,
+    gateway: Name | None = None,
+    stream: Stream | None = None,
+    start: Time | None = None,
+    end: Time | None = None,
+    ch_min: Annotated[int | None, Query(ge=0)] = None,
+    ch_max: Annotated[int | None, Query(ge=0)] = None,
+    dist_min: float | None = None,
+    dist_max: float | None = None,
+    severity: Severity | None = None,
+    class_hint: ClassHint | None = None,
+    model_version: Annotated[str | None, Query(max_length=256)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> dict[str, Any]:
+    """Events, newest first, filtered; `limit` ≤ 1000 per page, then `next_offset`."""
+    now = time.time_ns()
+    start_ns = bounds.time_param("start", start, now)
+    end_ns = bounds.time_param("end", end, now)
+    bounds.ordered("start", start_ns, "end", end_ns)
+    bounds.ordered("ch_min", ch_min, "ch_max", ch_max)
+    bounds.ordered("dist_min", dist_min, "dist_max", dist_max)
+    if limit > settings.anomalies_max_limit:
+        raise bounds.bad(f"limit {limit} exceeds the limit of {settings.anomalies_max_limit}")
+    items = store.anomalies(
+        site=site, gateway=gateway, stream=stream, start_ns=start_ns, end_ns=end_ns,
+        ch_min=ch_min, ch_max=ch_max, dist_min=dist_min, dist_max=dist_max, severity=severity,
+        class_hint=class_hint, model_version=model_version, limit=limit, offset=offset,
+    )
+    more = len(items) >= limit
+    return {"items": items, "limit": limit, "offset": offset,
+            "next_offset": offset + len(items) if more else None}
+
+
+def _event(store: StoreDep, event_id: str) -> dict[str, Any]:
+    event = store.anomaly(event_id)
+    if event is None:
+        raise HTTPException(404, f"no anomaly with id {event_id!r}")
+    return event
+
+
+@router.get("/anomalies/{event_id}", response_model=AnomalyDetail, **needs("viewer"))
+def get_anomaly(event_id: str, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """One event, its labels, and the score waterfall around it (time and channels padded)."""
+    event = _event(store, event_id)
+    pad_ns = int(max(DETAIL_PAD_S * 1e9, event["end_ns"] - event["start_ns"]))
+    width = event["ch_end"] - event["ch_start"] + 1
+    pad_ch = max(DETAIL_PAD_CH, width)
+    extent = {
+        "start_ns": event["start_ns"] - pad_ns, "end_ns": event["end_ns"] + pad_ns,
+        "ch_start": max(0, event["ch_start"] - pad_ch), "ch_end": event["ch_end"] + pad_ch,
+    }
+    try:
+        times = bounds.window_times(settings, **extent, resolution_s=None,
+                                    max_times=min(DETAIL_TIMES, settings.window_max_times))
+        waterfall = store.window(site=event["site"], gateway=event["gateway"],
+                                 stream=event["stream"], **extent, max_times=times, field="score")
+    except (HTTPException, ValueError) as exc:
+        reason = exc.detail if isinstance(exc, HTTPException) else str(exc)
+        return {"event": event, "waterfall": None, "waterfall_error": reason}
+    return {"event": event, "waterfall": waterfall}
+
+
+@router.get("/anomalies/{event_id}/labels", **needs("viewer"))
+def get_labels(event_id: str, store: StoreDep) -> dict[str, Any]:
+    _event(store, event_id)
+    return {"items": store.labels(event_id)}
+
+
+@router.post("/anomalies/{event_id}/labels", status_code=201, **needs("operator"))
+def add_label(event_id: str, body: LabelIn, store: StoreDep, user: CurrentUser) -> dict[str, Any]:
+    """Confirm an event, mark it a false alarm, or attach a note (operator or admin)."""
+    try:
+        return store.add_label(event_id, label=body.label, note=body.note, user=user.name)
+    except LookupError:
+        raise HTTPException(404, f"no anomaly with id {event_id!r}") from None

@@ -1,0 +1,112 @@
+// The tables: anomalies, fleet, models and rounds, plus the rounds chart.
+
+import { fillTable, fmt, h } from "./api.js";
+
+export function renderEvents(table, items, selected, onSelect) {
+  fillTable(table, [["time"], ["where"], ["event"], ["peak", "r"]], items.map((e) =>
+    h("tr", { class: e.id === selected ? "selected" : null, "data-id": e.id, onclick: () => onSelect(e.id) },
+      h("td", { title: fmt.datetime(e.start_ns) }, fmt.time(e.start_ns)),
+      h("td", { title: `${e.site}/${e.gateway} ${e.stream}, ${e.dist_start_m}–${e.dist_end_m} m` },
+        `${e.gateway} `, h("span", { class: "muted" }, e.stream), ` ${e.ch_start}–${e.ch_end}`),
+      h("td", {}, h("span", { class: `sev ${e.severity}` }, e.severity), ` ${e.class_hint}`),
+      h("td", { class: "r" }, fmt.num(e.peak_score)))));
+  if (!items.length) table.append(h("tbody", {}, h("tr", {}, h("td", { class: "muted", colspan: 4 }, "no anomalies"))));
+}
+
+export function renderFleet(table, summary, data) {
+  const now = data.now_ns;
+  fillTable(table, [["gateway"], ["last seen", "r"], ["model"], ["frames/s", "r"], ["p99 ms", "r"],
+    ["outbox", "r"], ["drops", "r"], ["gaps", "r"], ["RSS", "r"]], data.items.map((g) => {
+    const age = g.last_seen_ns ? (now - g.last_seen_ns) / 1e9 : null;
+    return h("tr", {},
+      h("td", { title: `${g.site}/${g.gateway}: ${g.status}` }, h("span", { class: `dot ${g.status}` }), g.gateway,
+        h("span", { class: "muted small" }, ` ${g.site}`)),
+      h("td", { class: "r" }, fmt.age(age)),
+      h("td", {}, g.model_version || "–"),
+      h("td", { class: "r" }, fmt.num(g.frames_per_s)),
+      h("td", { class: "r" }, fmt.num(g.latency_p99_ms)),
+      h("td", { class: "r" }, g.outbox_depth ?? "–"),
+      h("td", { class: "r" }, g.drops_total ?? "–"),
+      h("td", { class: "r" }, g.gaps ?? "–"),
+      h("td", { class: "r" }, g.rss_mb === undefined ? "–" : `${fmt.num(g.rss_mb)} MB`));
+  }));
+  const ok = data.items.filter((g) => g.status === "ok").length;
+  summary.textContent = `${ok}/${data.items.length} ok`;
+}
+
+export function renderModels(table, summary, data) {
+  const rank = { production: 0, canary: 1, candidate: 2, retired: 3 };
+  const items = [...data.items].sort((a, b) => rank[a.state] - rank[b.state] || String(b.version).localeCompare(a.version));
+  fillTable(table, [["version"], ["state"], ["parent"], ["AUC", "r"], ["F1", "r"]], items.map((m) =>
+    h("tr", { title: `created ${created(m.created)} · package ${String(m.package_hash || "").slice(0, 16)}` },
+      h("td", {}, m.version),
+      h("td", {}, h("span", { class: `state ${m.state}` }, m.state)),
+      h("td", { class: "muted" }, m.parent || "–"),
+      h("td", { class: "r" }, fmt.num(m.metrics?.auc)),
+      h("td", { class: "r" }, fmt.num(m.metrics?.f1)))));
+  const canary = items.filter((m) => m.state === "canary").map((m) => m.version);
+  summary.textContent = `production ${data.production || "none"}`;
+  return { canary };
+}
+
+function created(value) {
+  if (value === null || value === undefined) return "–";
+  const d = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+  return isNaN(d) ? String(value) : d.toISOString().slice(0, 16).replace("T", " ");
+}
+
+export function renderRounds(table, summary, canvas, items) {
+  fillTable(table, [["round", "r"], ["clients", "r"], ["fail", "r"], ["loss", "r"],
+    ["AUC", "r"], ["s", "r"], ["up", "r"]], items.map((r) =>
+    h("tr", { title: `${r.run_id} · ${r.strategy} · model ${r.model_version}` },
+      h("td", { class: "r" }, r.round),
+      h("td", { class: "r" }, r.participants),
+      h("td", { class: "r" }, r.failures),
+      h("td", { class: "r" }, fmt.num(r.loss)),
+      h("td", { class: "r" }, fmt.num(r.auc)),
+      h("td", { class: "r" }, fmt.num(r.duration_s)),
+      h("td", { class: "r" }, fmt.bytes(r.bytes_up)))));
+  summary.textContent = items.length ? `${items[0].strategy} · ${items[0].run_id}` : "no rounds yet";
+  drawRounds(canvas, [...items].reverse());
+}
+
+function drawRounds(canvas, rows) {
+  const dpr = window.devicePixelRatio || 1;
+  const r = canvas.getBoundingClientRect();
+  canvas.width = r.width * dpr;
+  canvas.height = r.height * dpr;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, r.width, r.height);
+  ctx.font = "11px system-ui, sans-serif";
+  const m = { l: 46, r: 46, t: 18, b: 16 };
+  const pw = r.width - m.l - m.r, ph = r.height - m.t - m.b;
+  ctx.strokeStyle = "#272e38";
+  ctx.strokeRect(m.l + 0.5, m.t + 0.5, pw, ph);
+  if (rows.length < 2) return;
+  const xs = (i) => m.l + (i / (rows.length - 1)) * pw;
+  const series = [["loss", "#f2914a", "left"], ["auc", "#7ec699", "right"]];
+  for (const [key, colour, side] of series) {
+    const vals = rows.map((row) => row[key]).filter((v) => v !== null && v !== undefined);
+    if (!vals.length) continue;
+    let lo = Math.min(...vals), hi = Math.max(...vals);
+    if (hi === lo) { lo -= 0.5; hi += 0.5; }
+    const ys = (v) => m.t + ph - ((v - lo) / (hi - lo)) * ph;
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 1.8;
+    ctx.beginPath();
+    rows.forEach((row, i) => (i ? ctx.lineTo(xs(i), ys(row[key])) : ctx.moveTo(xs(i), ys(row[key]))));
+    ctx.stroke();
+    ctx.fillStyle = colour;
+    ctx.textAlign = side === "left" ? "right" : "left";
+    const x = side === "left" ? m.l - 4 : m.l + pw + 4;
+    ctx.fillText(fmt.num(hi), x, m.t + 8);
+    ctx.fillText(fmt.num(lo), x, m.t + ph);
+    ctx.textAlign = side === "left" ? "left" : "right";
+    ctx.fillText(key === "auc" ? "AUC (right axis) —" : "— loss (left axis)", side === "left" ? m.l : m.l + pw, 11);
+  }
+  ctx.fillStyle = "#8b95a5";
+  ctx.textAlign = "center";
+  ctx.fillText(`round ${rows[0].round}`, m.l + 24, r.height - 3);
+  ctx.fillText(`round ${rows.at(-1).round}`, m.l + pw - 24, r.height - 3);
+}

@@ -1,0 +1,98 @@
+"""The cloud app: JSON API under /api/v1, OpenAPI at /docs, the dashboard at /.
+
+``create_app()`` builds the routes only; settings, the Store and the Registry are built in the
+lifespan (or injected, for tests and the demo), never at import. ``cloud.main:app`` is the
+default instance for ``uvicorn cloud.main:app``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import ExitStack, asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import JSONResponse
+
+from cloud import dashboard
+from cloud.api.deps import (
+    RegistryLike,
+    StoreLike,
+    build_registry,
+    build_store,
+    get_settings,
+    require_viewer,
+)
+from cloud.api.routes import anomalies, fleet, health, models, rounds, window
+from cloud.influx import InfluxError
+from cloud.settings import CloudSettings
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+
+
+def _settings(app: FastAPI) -> CloudSettings:
+    return app.dependency_overrides.get(get_settings, get_settings)()  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = _settings(app)
+    if settings.cors_origins and not app.state.cors:
+        raise RuntimeError("cors_origins needs the settings passed to create_app(settings)")
+    injected = app.state.injected
+    with ExitStack() as stack:
+        app.state.store = injected["store"] or build_store(settings, stack)
+        if injected["registry"] is not None:
+            app.state.registry, app.state.registry_error = injected["registry"], ""
+        else:
+            app.state.registry, app.state.registry_error = build_registry(settings)
+        log.info("cloud api ready influx=%s db=%s registry=%s", settings.influx_url,
+                 settings.influx_db, settings.registry_dir)
+        yield
+
+
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    """InfluxDB down or failing: 503 (try later) or 502, details in the log, not the reply."""
+    log.warning("storage error path=%s error=%r", request.url.path, str(exc))
+    if isinstance(exc, InfluxError) and not exc.retryable:
+        return JSONResponse({"detail": "storage query failed (see the server log)"}, 502)
+    return JSONResponse({"detail": "storage unavailable: InfluxDB did not answer"}, 503)
+
+
+def create_app(
+    settings: CloudSettings | None = None,
+    *,
+    store: StoreLike | None = None,
+    registry: RegistryLike | None = None,
+) -> FastAPI:
+    """The app; `settings`, `store` and `registry` replace what the lifespan would build."""
+    app = FastAPI(
+        title="fiberwatch cloud API",
+        version="1",
+        summary="Anomaly history, waterfalls, fleet, models and federated rounds.",
+        lifespan=_lifespan,
+    )
+    app.state.injected = {"store": store, "registry": registry}
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    # Every API route needs at least a viewer token; routes declare more with deps.needs().
+    api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_viewer)])
+    for module in (anomalies, window, fleet, models, rounds, health):
+        api.include_router(module.router)
+    app.include_router(health.open_router, prefix=API_PREFIX)
+    app.include_router(api)
+    app.add_exception_handler(InfluxError, _storage_error)
+    app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=5)  # waterfalls
+    app.state.cors = bool(settings and settings.cors_origins)
+    if settings and settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    dashboard.mount(app)
+    return app
+
+
+app = create_app()

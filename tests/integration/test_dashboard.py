@@ -1,0 +1,207 @@
+"""The dashboard in real Chromium: the real app (uvicorn) over the real Store and influxd.
+
+Data: `cloud.api.sample` (30 minutes of one DAS fiber on two gateways) plus one injected
+event with its feature data, written as ingestion writes them (`cloud.codec`). The model
+registry is the in-memory one (the real one needs signed packages).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import uvicorn
+
+from cloud import codec, schema
+from cloud.api import sample
+from cloud.influx import InfluxClient
+from cloud.main import create_app
+from cloud.settings import CloudSettings, TokenInfo
+from edge_agent.events import Event, event_id
+from edge_agent.summary import FeatureSummary
+from fiberwatch.services import LOOPBACK, Influxd, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ADMIN = "admin-token-0123456789abcdef"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+DOCS_SHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+
+
+def _injected_event(now_ns: int) -> Event:
+    start = now_ns - 200 * 10**9
+    return Event(
+        id=event_id(sample.SITE, "gw-01", "das", start, 560), site=sample.SITE, gateway="gw-01",
+        stream="das", start_ns=start, end_ns=start + 50 * 10**9, ch_start=560, ch_end=583,
+        dist_start_m=571.2, dist_end_m=594.7, peak_score=2.7, mean_score=1.9, threshold=1.0,
+        severity="high", class_hint="fault", n_windows=25, model_version=sample.MODEL,
+        model_hash=sample.MODEL_HASH, detected_ns=start + 51 * 10**9,
+    )
+
+
+def _with_event(s: FeatureSummary, e: Event) -> FeatureSummary:
+    """The summary with the event's channel groups scored above threshold while it lasts."""
+    if s.gateway != e.gateway or not e.start_ns <= s.t_ns <= e.end_ns:
+        return s
+    score = list(s.score)
+    for g in range(e.ch_start // s.group_size, e.ch_end // s.group_size + 1):
+        score[g] = 1.8 + 0.9 * ((g + s.t_ns // 10**9) % 3) / 2
+    return dataclasses.replace(s, score=score)
+
+
+def _write(client: InfluxClient, now_ns: int, event: Event) -> None:
+    schema.ensure_schema(client)
+    features = [codec.features_line(
+        schema.FEATURES, site=s.site, gateway=s.gateway, stream=s.stream, t_ns=s.t_ns,
+        ch_start=s.ch_start, group_size=s.group_size, score=np.asarray(s.score),
+        energy=np.asarray(s.energy), threshold=np.asarray(s.threshold),
+        model_version=s.model_version, flagged=len(s.flagged))
+        for s in (_with_event(x, event) for x in sample.sample_summaries(now_ns))]
+    client.write(schema.DB, features, rp=schema.RP_RAW, timeout=60)
+    events = sample.sample_events(now_ns) + [(event, event.detected_ns + 180_000_000)]
+    client.write(schema.DB, [codec.event_line(e, r) for e, r in events], rp=schema.RP_EVENTS)
+    for health in sample.sample_health(now_ns):
+        line, fleet = codec.health_lines(health, health["t_ns"])
+        client.write(schema.DB, [line], rp=schema.RP_HISTORY)
+        client.write(schema.DB, [fleet], rp=schema.RP_EVENTS)
+    client.write(schema.DB, [
+        f"fl_round,run_id={r['run_id']},strategy={r['strategy']} round={r['round']}i,"
+        f"participants={r['participants']}i,failures={r['failures']}i,loss={r['loss']},"
+        f"auc={r['auc']},bytes_up={r['bytes_up']}i,bytes_down={r['bytes_down']}i,"
+        f"duration_s={r['duration_s']},model_version=\"{r['model_version']}\" {r['time_ns']}"
+        for r in sample.sample_rounds(now_ns)], rp=schema.RP_HISTORY)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Event]]:
+    now_ns = time.time_ns() // 10**9 * 10**9
+    event = _injected_event(now_ns)
+    with Influxd(tmp_path_factory.mktemp("influxd")) as influxd:
+        with InfluxClient(influxd.url) as client:
+            _write(client, now_ns, event)
+        settings = CloudSettings(influx_url=influxd.url,
+                                 tokens={ADMIN: TokenInfo(name="ops", role="admin")})
+        app = create_app(settings, registry=sample.sample_registry())
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port,
+                                               log_level="warning", ws="none"))
+        thread = threading.Thread(target=server.run, name="uvicorn-test")
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.started, "uvicorn did not start"
+        try:
+            yield f"http://{LOOPBACK}:{port}", event
+        finally:
+            server.should_exit = True
+            thread.join(15)
+            assert not thread.is_alive()
+
+
+@pytest.fixture(scope="module")
+def browser():  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1600, "height": 1080})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def _until(page, expression: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    """Poll a JS expression until truthy (the page's CSP forbids wait_for_function's eval)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = page.evaluate(expression)
+        if value or time.monotonic() > deadline:
+            assert value, f"timed out waiting for: {expression[:200]}"
+            return value
+        page.wait_for_timeout(100)
+
+
+_DATA_PIXELS = """(id) => {
+  const c = document.getElementById(id);
+  const g = c._wf;
+  if (!g) return 0;
+  const k = c.width / c.getBoundingClientRect().width;
+  const d = c.getContext('2d').getImageData(
+    Math.ceil(g.px * k) + 2, Math.ceil(g.py * k) + 2,
+    Math.floor(g.pw * k) - 4, Math.floor(g.ph * k) - 4).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    const bg = d[i] === 10 && d[i + 1] === 12 && d[i + 2] === 16;
+    if (d[i + 3] > 0 && !bg) n++;
+  }
+  return n / (d.length / 4);
+}"""
+
+
+def test_dashboard_shows_event_and_waterfall(  # type: ignore[no-untyped-def]
+    served: tuple[str, Event], page, tmp_path: Path
+) -> None:
+    base, event = served
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{base}/#token={ADMIN}")
+    row = page.locator(f'#events tr[data-id="{event.id}"]')  # re-rendered every poll
+    row.wait_for(timeout=20_000)
+    assert "fault" in row.inner_text()
+    _until(page, f"({_DATA_PIXELS})('waterfall') > 0.5")
+    assert "#token" not in page.url  # the token leaves the address bar
+    page.wait_for_selector("#fleet tbody tr")
+    page.wait_for_selector("#models tbody tr")
+    page.wait_for_selector("#rounds tbody tr")
+
+    row.click()
+    page.wait_for_selector(".detail-wf")
+    _until(page, "document.getElementById('detail-title').textContent.includes('fault')")
+    _until(page, f"(() => {{ document.querySelector('.detail-wf').id = 'detail-wf';"
+                 f" return ({_DATA_PIXELS})('detail-wf') > 0.5; }})()")
+    page.mouse.move(700, 300)  # a probe reading on the info line
+
+    shot = tmp_path / "dashboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    DOCS_SHOT.parent.mkdir(exist_ok=True)
+    shutil.copyfile(shot, DOCS_SHOT)
+    assert not errors, errors
+    foreign = [u for u in requests if not u.startswith(base)]
+    assert foreign == []  # nothing from a CDN
+
+
+def test_dashboard_asks_for_a_token(served: tuple[str, Event], page) -> None:  # type: ignore[no-untyped-def]
+    base, _ = served
+    page.goto(base + "/")
+    page.wait_for_selector("#login:not([hidden])")
+    page.fill("#token-input", "wrong-token-wrong-token")
+    page.click("#login-form button")
+    _until(page, "document.getElementById('login-error').textContent.includes('not accepted')")
+    page.fill("#token-input", ADMIN)
+    page.click("#login-form button")
+    page.wait_for_selector("#login", state="hidden")
+    _until(page, "document.getElementById('user').textContent.includes('ops (admin)')")
+    page.fill("#ch-end", "99999")
+    page.dispatch_event("#ch-end", "change")
+    _until(page, "document.getElementById('wf-info').textContent.includes("
+                 "'100000 channels exceed the limit')")
