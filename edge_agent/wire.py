@@ -101,6 +101,14 @@ class Frame:
         return self.t0_ns + round(self.n_samples * 1e9 / self.sample_rate)
 
 
+def _rate_ok(rate: float, n_samples: int) -> bool:
+    """Finite, positive, and the frame's duration in ns representable."""
+    if not (np.isfinite(rate) and rate > 0):
+        return False
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(n_samples * 1e9 / rate) and n_samples * 1e9 / rate < 2**62)
+
+
 def encode(
     kind: StreamKind,
     seq: int,
@@ -116,23 +124,36 @@ def encode(
 
     With ``dtype=INT16`` the values are divided by `scale`, rounded and clipped to int16.
     """
+    kind = StreamKind(kind)  # ValueError on an unknown kind
     if data.ndim != 2:
         raise ValueError(f"data must be 2-D (n_samples, n_channels), got shape {data.shape}")
     n_samples, n_channels = data.shape
     if not (1 <= n_samples <= MAX_SAMPLES and 1 <= n_channels <= MAX_CHANNELS):
         raise ValueError(f"frame shape {data.shape} out of range")
-    if not (scale > 0 and np.isfinite(scale)):
-        raise ValueError(f"scale must be finite and > 0, got {scale}")
-    if not (sample_rate > 0 and np.isfinite(sample_rate)):
+    if not (0 <= seq < 2**64):
+        raise ValueError(f"seq {seq} out of the u64 range")
+    if not (-(2**63) <= t0_ns < 2**63):
+        raise ValueError(f"t0_ns {t0_ns} out of the i64 range")
+    if not (0 <= first_channel and first_channel + n_channels <= 2**32):
+        raise ValueError(f"channels {first_channel}+{n_channels} out of the u32 range")
+    with np.errstate(over="ignore", under="ignore"):
+        scale32 = np.float32(scale)
+    if not (np.isfinite(scale32) and scale32 > 0):
+        raise ValueError(f"scale must be finite and > 0 in float32, got {scale}")
+    if not _rate_ok(sample_rate, n_samples):
         raise ValueError(f"sample_rate must be finite and > 0, got {sample_rate}")
     if dtype is DType.INT16:
-        raw = np.clip(np.rint(data / scale), -32768, 32767).astype("<i2")
+        if not np.isfinite(data).all():
+            raise ValueError("int16 frames cannot carry NaN or inf samples")
+        raw = np.clip(np.rint(data / scale32), -32768, 32767).astype("<i2")
     else:
         raw = np.ascontiguousarray(data, dtype="<f4")
+    if raw.nbytes > MAX_PAYLOAD:
+        raise ValueError(f"payload of {raw.nbytes} bytes exceeds {MAX_PAYLOAD}")
     payload = raw.tobytes()
     header = HEADER.pack(
         MAGIC, VERSION, int(kind), int(dtype), 0, seq, t0_ns, float(sample_rate),
-        first_channel, n_channels, n_samples, float(scale), len(payload),
+        first_channel, n_channels, n_samples, float(scale32), len(payload),
     )
     body = header + payload
     return body + struct.pack("<I", zlib.crc32(body))
@@ -156,7 +177,7 @@ def decode(buf: bytes | bytearray | memoryview) -> Frame:
         raise FrameError("dtype", f"unknown dtype {dtype}")
     if flags != 0:
         raise FrameError("flags", f"reserved flags set: {flags:#x}")
-    if not (np.isfinite(rate) and rate > 0):
+    if not _rate_ok(rate, n_samp):
         raise FrameError("sample_rate", f"sample rate {rate} not finite and positive")
     if not (np.isfinite(scale) and scale > 0):
         raise FrameError("scale", f"scale {scale} not finite and positive")
