@@ -1,0 +1,152 @@
+"""Line protocol for every measurement of `cloud.schema`, and the packed-array codec.
+
+Lines are serialised by ``influxdb.line_protocol.make_line`` (the `influxdb` 5.3 package):
+escaping is its job, not ours. Numbers are coerced to the field's declared type first, so a
+float field that arrives as JSON ``1`` does not become an integer field (InfluxDB rejects a
+type change within a shard).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from influxdb.line_protocol import make_line
+
+from cloud import schema
+from edge_agent.events import Event
+
+FORMAT = 1
+DTYPES = {"score": "<f2", "energy": "<f4", "threshold": "<f2"}
+_F16_MAX = 65504.0
+_EVENT_TAGS = ("id", "site", "gateway", "stream", "severity", "class_hint", "model_version")
+_EVENT_INTS = ("start_ns", "end_ns", "ch_start", "ch_end", "n_windows", "detected_ns", "schema")
+_EVENT_FLOATS = ("dist_start_m", "dist_end_m", "peak_score", "mean_score", "threshold")
+HEALTH_FLOATS = ("uptime_s", "frames_per_s", "samples_per_s", "rss_mb")
+HEALTH_INTS = ("queue_depth", "gaps", "outbox_depth", "outbox_evicted")
+
+
+def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, Any], time_ns: int) -> str:
+    """One line of line protocol (no trailing newline); None-valued fields are left out."""
+    return str(make_line(measurement, tags=dict(tags), time=int(time_ns),
+                         fields={k: v for k, v in fields.items() if v is not None}))
+
+
+def pack(values: Sequence[float] | np.ndarray, dtype: str) -> str:
+    """Pack a 1-D array as base64 of little-endian `dtype`, padded to whole base64 quads."""
+    a = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        packed = a.astype(dtype)
+    if dtype == "<f2" and not np.isfinite(packed).all():  # overflow: clip, not inf
+        packed = np.clip(a, -_F16_MAX, _F16_MAX).astype(dtype)
+    raw = packed.tobytes()
+    raw += b"\0" * (-len(raw) % 3)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def unpack(strings: Sequence[str], n: int, dtype: str) -> np.ndarray:
+    """Decode packed rows of `n` values each into a float32 array of shape (rows, n).
+
+    Raises
+    ------
+    ValueError
+        If a string does not hold `n` values of `dtype`.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    nbytes = n * itemsize
+    padded = nbytes + (-nbytes % 3)
+    if not strings:
+        return np.empty((0, n), dtype=np.float32)
+    expect = padded // 3 * 4
+    if any(len(s) != expect for s in strings):
+        raise ValueError(f"packed row is not {n} x {dtype}")
+    buf = base64.b64decode("".join(strings), validate=True)
+    rows = np.ndarray((len(strings), n), dtype=dtype, buffer=buf, strides=(padded, itemsize))
+    return rows.astype(np.float32)
+
+
+def event_line(e: Event, received_ns: int) -> str:
+    """The ``event`` point of one event (time = start_ns)."""
+    d = e.to_dict()
+    fields: dict[str, Any] = {k: int(d[k]) for k in _EVENT_INTS}
+    fields.update({k: float(d[k]) for k in _EVENT_FLOATS})
+    fields["model_hash"] = d["model_hash"]
+    fields["received_ns"] = int(received_ns)
+    return line(schema.EVENT, {k: d[k] for k in _EVENT_TAGS}, fields, e.start_ns)
+
+
+def features_line(measurement: str, *, site: str, gateway: str, stream: str, t_ns: int,
+                  ch_start: int, group_size: int, score: np.ndarray, energy: np.ndarray,
+                  threshold: np.ndarray, model_version: str, flagged: int,
+                  count: int | None = None) -> str:
+    """A ``features`` or ``features_10s`` point: the arrays packed per `DTYPES`."""
+    fields: dict[str, Any] = {
+        "score": pack(score, DTYPES["score"]), "energy": pack(energy, DTYPES["energy"]),
+        "threshold": pack(threshold, DTYPES["threshold"]), "n": len(score),
+        "ch_start": int(ch_start), "group_size": int(group_size), "fmt": FORMAT,
+        "model_version": model_version, "flagged": int(flagged),
+        "score_max": float(np.max(score)), "count": count,
+    }
+    return line(measurement, {"site": site, "gateway": gateway, "stream": stream}, fields, t_ns)
+
+
+def health_fields(d: Mapping[str, Any], received_ns: int) -> dict[str, Any]:
+    """Fields of a ``health``/``fleet`` point from a validated health message."""
+    fields: dict[str, Any] = {k: float(d[k]) for k in HEALTH_FLOATS}
+    fields.update({k: int(d[k]) for k in HEALTH_INTS})
+    lat = d["latency_ms"]
+    fields["latency_p50_ms"] = float(lat["p50"])
+    fields["latency_p99_ms"] = float(lat["p99"])
+    drops = d["drops"]
+    fields["drops_total"] = int(sum(drops.values()))
+    fields["drops_json"] = json.dumps(drops, sort_keys=True, separators=(",", ":"))
+    for k in ("status", "model_version", "model_hash"):
+        fields[k] = str(d[k])
+    fields["t_ns"] = int(d["t_ns"])
+    fields["received_ns"] = int(received_ns)
+    return fields
+
+
+def health_lines(d: Mapping[str, Any], received_ns: int, *, fleet: bool = True) -> list[str]:
+    """The ``health`` point and (if `fleet`) the gateway's ``fleet`` snapshot (time 0)."""
+    tags = {"site": d["site"], "gateway": d["gateway"]}
+    fields = health_fields(d, received_ns)
+    out = [line(schema.HEALTH, tags, fields, int(d["t_ns"]))]
+    if fleet:
+        out.append(line(schema.FLEET, tags, fields, 0))
+    return out
+
+
+def model_state_lines(site: str, gateway: str, d: Mapping[str, Any], received_ns: int) -> list[str]:
+    """The ``model_state`` point, and the ``model_*`` fields of the ``fleet`` snapshot."""
+    tags = {"site": site, "gateway": gateway}
+    t = d.get("t_ns")
+    t_ns = t if isinstance(t, int) and not isinstance(t, bool) and t > 0 else received_ns
+    fields = {"model_version": str(d["model_version"]), "model_hash": str(d["model_hash"]),
+              "status": str(d["status"]), "received_ns": int(received_ns),
+              "state_json": json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)}
+    fleet = {"model_status": fields["status"], "model_state_ns": int(t_ns)}
+    return [line(schema.MODEL_STATE, tags, fields, t_ns), line(schema.FLEET, tags, fleet, 0)]
+
+
+def label_line(event_id: str, *, label: str, note: str, user: str, created_ns: int) -> str:
+    """A ``label`` point; `note` is stored JSON-encoded (see `note_text`)."""
+    return line(schema.LABEL, {"event_id": event_id, "label": label},
+                {"note": json.dumps(note), "user": user, "created_ns": int(created_ns)},
+                created_ns)
+
+
+def note_text(stored: str | None) -> str:
+    """The note as written. Line protocol cannot carry a newline in a string (the
+    serializer writes it as the two characters backslash-n, indistinguishable from typed
+    ones), so notes are stored as JSON text; anything else is returned as it is."""
+    if not stored:
+        return ""
+    try:
+        value = json.loads(stored)
+    except ValueError:
+        return stored
+    return value if isinstance(value, str) else stored

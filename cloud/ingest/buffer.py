@@ -1,0 +1,119 @@
+"""The bounded buffer between ``on_message`` and the writer, and the retry backoff."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from cloud.ingest.parse import Record
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One received message: its record (None if malformed), and what to ack once stored."""
+
+    record: Record | None
+    received_ns: int
+    mid: int = 0  # MQTT packet id to acknowledge after the write (qos >= 1)
+    qos: int = 0
+    nbytes: int = 0
+    lines: int = 1
+
+
+class Buffer:
+    """A FIFO bounded in bytes for QoS0 messages.
+
+    QoS1 messages are always accepted: they are not acknowledged until written, so the
+    broker's in-flight window (our MQTT v5 Receive Maximum) bounds how many can be here,
+    and the rest wait at the broker. QoS0 messages beyond `max_bytes` are refused (the
+    caller counts the drop).
+    """
+
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._items: deque[tuple[float, Item]] = deque()  # (arrival, item)
+        self._bytes = 0
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def put(self, item: Item) -> bool:
+        """Append `item`; False (and nothing appended) if it is QoS0 and would overflow."""
+        with self._cond:
+            if item.qos == 0 and self._bytes + item.nbytes > self.max_bytes:
+                return False
+            self._items.append((self._clock(), item))
+            self._bytes += item.nbytes
+            self._cond.notify()
+            return True
+
+    def get_batch(self, *, max_lines: int, max_bytes: int, linger_s: float, idle_s: float,
+                  timeout: float) -> list[Item]:
+        """Take a batch: wait up to `timeout` for a first item, then keep taking items
+        until `max_lines` or `max_bytes` is reached, the oldest item has waited `linger_s`,
+        or no new item came for `idle_s`. Returns [] if nothing came within `timeout`.
+
+        The linger counts from the oldest item's arrival, so items that piled up during
+        the previous write go out at once: under load, batches grow with the backlog and
+        the writer never idles.
+        """
+        batch: list[Item] = []
+        lines = nbytes = 0
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items, timeout):
+                return batch
+            deadline = self._items[0][0] + linger_s
+            while True:
+                while self._items and lines < max_lines and nbytes < max_bytes:
+                    item = self._items.popleft()[1]
+                    self._bytes -= item.nbytes
+                    batch.append(item)
+                    lines += item.lines
+                    nbytes += item.nbytes
+                if lines >= max_lines or nbytes >= max_bytes:
+                    return batch
+                wait = min(deadline - self._clock(), idle_s)
+                if wait <= 0 or not self._cond.wait_for(lambda: self._items, wait):
+                    return batch
+
+    def drain(self) -> list[Item]:
+        """Everything left, at once."""
+        with self._cond:
+            items = [item for _, item in self._items]
+            self._items.clear()
+            self._bytes = 0
+            return items
+
+
+class Backoff:
+    """Exponential backoff with jitter: initial, initial*factor, ... capped at `maximum`."""
+
+    def __init__(self, initial: float = 0.2, maximum: float = 10.0, factor: float = 2.0,
+                 jitter: float = 0.1, rng: random.Random | None = None) -> None:
+        self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
+        self._rng = rng or random.Random()
+        self._next = initial
+
+    def __iter__(self) -> Iterator[float]:
+        while True:
+            yield self.next()
+
+    def next(self) -> float:
+        """The next delay in seconds."""
+        base = self._next
+        self._next = min(self._next * self.factor, self.maximum)
+        return base * (1 + self.jitter * (2 * self._rng.random() - 1))
+
+    def reset(self) -> None:
+        """Back to the initial delay (after a success)."""
+        self._next = self.initial

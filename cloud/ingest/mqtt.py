@@ -1,0 +1,130 @@
+"""The MQTT subscriber: a persistent MQTT v5 session, manual acknowledgements.
+
+``on_connect`` subscribes (so a reconnect resubscribes); ``on_message`` only parses and
+enqueues. QoS1 messages are acknowledged by the writer once stored (`Subscriber.ack`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from cloud.ingest.buffer import Buffer, Item
+from cloud.ingest.config import IngestSettings
+from cloud.ingest.parse import FeaturesRecord, Malformed, parse
+from cloud.ingest.stats import IngestStats, RateLimitedLog
+from edge_agent import topics
+
+log = logging.getLogger(__name__)
+SUBSCRIPTIONS = (topics.ALL_EVENTS, topics.ALL_FEATURES, topics.ALL_HEALTH,
+                 topics.ALL_MODEL_STATE)
+_KIND = {"events": "event", "health": "health", "model_state": "model_state"}
+
+
+class Subscriber:
+    """Receive every gateway's events, features, health and model state into `buffer`."""
+
+    def __init__(self, settings: IngestSettings, buffer: Buffer, stats: IngestStats) -> None:
+        self.s = settings
+        self.buffer = buffer
+        self.stats = stats
+        self.accepting = True  # False while stopping: messages stay unacked at the broker
+        self.connected = False
+        self.subscribed = threading.Event()  # set once the broker granted the subscriptions
+        self._limited = RateLimitedLog(log)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
+                        protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+        if settings.mqtt_username:
+            c.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        if settings.mqtt_tls_ca:
+            c.tls_set(ca_certs=settings.mqtt_tls_ca)
+        c.reconnect_delay_set(1, 30)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        self.client = c
+
+    def start(self) -> None:
+        """Connect in the background (retrying until the broker answers) and start the loop."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.s.session_expiry_s
+        props.ReceiveMaximum = self.s.receive_maximum
+        self.client.connect_async(self.s.mqtt_host, self.s.mqtt_port, self.s.keepalive_s,
+                                  clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def stop_accepting(self) -> None:
+        """Stop taking messages (they stay unacknowledged at the broker for the next run)."""
+        self.accepting = False
+
+    def stop(self) -> None:
+        """Disconnect (the session, and what is unacknowledged, stays at the broker)."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def ack(self, mid: int) -> None:
+        self.client.ack(mid, 1)
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason: ReasonCode, properties: Properties | None) -> None:
+        if reason.is_failure:
+            log.warning("event=mqtt_connect_failed reason=%r", str(reason))
+            return
+        self.connected = True
+        log.info("event=mqtt_connected session_present=%s", flags.session_present)
+        client.subscribe([(t, 1) for t in SUBSCRIPTIONS])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                      reasons: list[ReasonCode], properties: Properties | None) -> None:
+        failed = [str(r) for r in reasons if r.is_failure]
+        if failed:
+            log.error("event=mqtt_subscribe_failed reasons=%r", failed)
+        else:
+            self.subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
+                       reason: ReasonCode, properties: Properties | None) -> None:
+        self.connected = False
+        if self.accepting:
+            log.warning("event=mqtt_disconnected reason=%r", str(reason))
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if not self.accepting:
+            return
+        received_ns = time.time_ns()
+        qos = msg.qos
+        try:
+            record = parse(msg.topic, msg.payload)
+        except Malformed as exc:
+            self.stats.add("malformed", exc.reason)
+            self._limited.log(logging.WARNING, exc.reason, "event=malformed reason=%s topic=%s "
+                              "detail=%r", exc.reason, msg.topic, exc.detail[:200])
+            record = None
+        except Exception:  # noqa: BLE001 - a parser bug must not end ingestion: count, log
+            self.stats.add("malformed", "internal_error")
+            self._limited.log(logging.ERROR, "internal", "event=parse_crashed topic=%s",
+                              msg.topic, exc_info=True)
+            record = None
+        if record is None:  # acked in order with the rest, after the batch before it
+            if qos > 0:
+                self.buffer.put(Item(None, received_ns, msg.mid, qos, 0, 0))
+            return
+        if isinstance(record, FeaturesRecord):
+            kind, nbytes, lines = "features", record.nbytes, 1
+        else:
+            kind = _KIND.get(msg.topic.rsplit("/", 1)[-1], "other")
+            nbytes, lines = len(msg.payload) + 200, 2
+        if self.buffer.put(Item(record, received_ns, msg.mid, qos, nbytes, lines)):
+            self.stats.add("received", kind)
+        else:
+            self.stats.add("dropped", "buffer_full")
+            self._limited.log(logging.WARNING, "buffer_full", "event=buffer_full bytes=%d",
+                              self.buffer.nbytes)

@@ -1,0 +1,153 @@
+"""The ingestion process: `run_ingest` (for a supervisor) and `main` (command line)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from collections.abc import Sequence
+
+from cloud import schema
+from cloud.influx import InfluxClient, InfluxError
+from cloud.ingest.buffer import Backoff, Buffer
+from cloud.ingest.config import IngestSettings
+from cloud.ingest.mqtt import Subscriber
+from cloud.ingest.stats import IngestStats
+from cloud.ingest.writer import Writer
+
+log = logging.getLogger("cloud.ingest")
+
+
+def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
+               stats: IngestStats | None = None,
+               ready: threading.Event | None = None) -> IngestStats:
+    """Ingest MQTT into InfluxDB until `stop_event` is set; returns the final counters.
+
+    Creates the schema (retrying while InfluxDB is unreachable), subscribes, and writes.
+    On stop: stops taking messages (unacknowledged QoS1 ones stay at the broker), writes
+    what is buffered (retrying for at most ``drain_s``), acknowledges it, disconnects.
+
+    Parameters
+    ----------
+    settings : IngestSettings
+        Where MQTT and InfluxDB are, and the batching and buffer bounds.
+    stop_event : threading.Event
+        Set it (e.g. from a SIGTERM handler) to stop.
+    stats : IngestStats, optional
+        Counters to fill (pass your own to read them while it runs).
+    ready : threading.Event, optional
+        Set once the schema exists and the subscriber and writer run.
+    """
+    stats = stats or IngestStats()
+    influx = InfluxClient(settings.influx_url, settings.influx_username,
+                          settings.influx_password, timeout=10.0)
+
+    def ensure() -> None:
+        schema.ensure_schema(influx, settings.db, settings.retention)
+
+    try:
+        backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+        while not stop_event.is_set():
+            try:
+                ensure()
+                break
+            except InfluxError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("event=influx_unreachable url=%s error=%r", settings.influx_url,
+                            str(exc))
+                stop_event.wait(backoff.next())
+        if stop_event.is_set():
+            return stats
+        buffer = Buffer(settings.buffer_bytes)
+        stats.gauges.update(buffer_messages=lambda: len(buffer),
+                            buffer_bytes=lambda: buffer.nbytes)
+        subscriber = Subscriber(settings, buffer, stats)
+        writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure)
+        writer.start()
+        subscriber.start()
+        try:
+            while not (stop_event.is_set() or subscriber.subscribed.wait(0.1)):
+                pass  # connecting: paho retries in the background until the broker answers
+            log.info("event=ingest_started mqtt=%s:%d influx=%s db=%s", settings.mqtt_host,
+                     settings.mqtt_port, settings.influx_url, settings.db)
+            if ready is not None and not stop_event.is_set():
+                ready.set()
+            while not stop_event.wait(settings.stats_interval_s):
+                log.info("event=ingest_stats %s", _kv(stats.snapshot()))
+        finally:
+            subscriber.stop_accepting()
+            writer.stop()
+            subscriber.stop()
+        log.info("event=ingest_stopped %s", _kv(stats.snapshot()))
+        return stats
+    finally:
+        influx.close()
+
+
+def _kv(d: dict[str, object]) -> str:
+    return " ".join(f"{k}={str(v).replace(' ', '')}" for k, v in d.items())
+
+
+def settings_from_args(args: argparse.Namespace) -> IngestSettings:
+    """`IngestSettings` from `parser()`'s flags (passwords from the environment)."""
+    return IngestSettings(
+        mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, mqtt_username=args.mqtt_username,
+        mqtt_password=os.environ.get("FIBERWATCH_MQTT_PASSWORD"), mqtt_tls_ca=args.mqtt_tls_ca,
+        client_id=args.client_id, influx_url=args.influx_url,
+        influx_username=args.influx_username,
+        influx_password=os.environ.get("FIBERWATCH_INFLUX_PASSWORD"), db=args.db,
+        retention=schema.Retention(raw=args.raw_retention, history=args.history_retention),
+        buffer_bytes=int(args.buffer_mb * (1 << 20)),
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fiberwatch cloud ingest",
+        description="MQTT -> InfluxDB ingestion of events, features, health and model state. "
+                    "Passwords come from FIBERWATCH_MQTT_PASSWORD / FIBERWATCH_INFLUX_PASSWORD.")
+    d = IngestSettings()
+    p.add_argument("--mqtt-host", default=d.mqtt_host)
+    p.add_argument("--mqtt-port", type=int, default=d.mqtt_port)
+    p.add_argument("--mqtt-username")
+    p.add_argument("--mqtt-tls-ca", help="CA certificate file; enables TLS")
+    p.add_argument("--client-id", default=d.client_id,
+                   help="MQTT client id of the persistent session (one process per id)")
+    p.add_argument("--influx-url", default=d.influx_url)
+    p.add_argument("--influx-username")
+    p.add_argument("--db", default=d.db)
+    p.add_argument("--raw-retention", default=d.retention.raw, help="e.g. 24h")
+    p.add_argument("--history-retention", default=d.retention.history, help="e.g. 365d")
+    p.add_argument("--buffer-mb", type=float, default=d.buffer_bytes / (1 << 20),
+                   help="bound of QoS0 summaries buffered while InfluxDB is down")
+    p.add_argument("--log-level", default="WARNING")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ingestion until SIGINT or SIGTERM; exit status 2 on bad arguments."""
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        p.error(str(exc))
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("event=signal signal=%d", signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run_ingest(settings, stop)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0

@@ -1,0 +1,371 @@
+# ruff: noqa: S608 - InfluxQL here is built from constants of this module
+"""`fiberwatch bench cloud`: MQTT -> InfluxDB ingestion rate and history-window latency.
+
+Real Mosquitto and influxd in a temp dir; ingestion runs as its own process
+(``python -m cloud.ingest``), exactly as deployed.
+
+(1) Three simulated gateways publish 1,024-group feature summaries (QoS1, so the broker
+    queues what ingestion has not taken yet); the figure is stored summaries per second
+    from the first publish until the last one is in InfluxDB. A summary is one InfluxDB
+    point holding 1,024 groups x (score, energy, threshold). The peer writes the same lines
+    (built by the same code) straight to the same influxd in 1,000-line batches from one
+    thread. Goal: ingestion / peer >= 0.6.
+(2) One hour x 1,024 channels at 1 s is written directly, then `Store.window` asks ~20 times
+    for all of it at <= 2,000 columns. Goal: p95 <= 300 ms.
+Full runs add the rejected layout (one point per channel) for comparison, and a 30 s
+influxd outage during ingestion that must lose nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from cloud import codec, schema
+from cloud.influx import InfluxClient
+from cloud.store import Store
+from edge_agent import topics
+from edge_agent.events import Event, event_id
+from edge_agent.summary import FeatureSummary
+from fiberwatch.services import Influxd, Mosquitto
+
+S = 1_000_000_000
+GROUPS = 1024
+GATEWAYS = ("gw1", "gw2", "gw3")
+RATIO_GOAL, P95_GOAL_MS = 0.6, 300.0
+_MARK = 1234567890123456789  # t_ns placeholder in the pre-encoded payloads
+
+
+def _wait(cond: Any, timeout: float, what: str) -> None:
+    deadline, tick = time.monotonic() + timeout, threading.Event()
+    while not cond():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench cloud: timed out waiting for {what}")
+        tick.wait(0.05)
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (Linux), 0.0 if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _count(influx: InfluxClient, rp: str, meas: str, site: str) -> int:
+    rows = influx.rows(f'SELECT count("n") FROM "fiberwatch"."{rp}"."{meas}" '
+                       f"WHERE \"site\" = '{site}'")
+    return int(rows[0]["count"]) if rows else 0
+
+
+def _summaries(rng: np.random.Generator, gateway: str, variants: int = 4) -> list[bytes]:
+    """Pre-encoded payload templates split at the t_ns placeholder (values to 4 decimals)."""
+    out = []
+    for _ in range(variants):
+        s = FeatureSummary(
+            site="bench", gateway=gateway, stream="das", t_ns=_MARK, ch_start=0, group_size=1,
+            score=np.round(rng.gamma(2.0, 0.3, GROUPS), 4).tolist(),
+            energy=np.round(rng.normal(-2.0, 0.3, GROUPS), 4).tolist(),
+            threshold=[1.5] * GROUPS, model_version="1.0.0", flagged=[3, 700])
+        out.append(s.to_json())
+    return out
+
+
+def _ingest_rate(broker: Mosquitto, influx: InfluxClient, n_per_gw: int,
+                 pids: dict[str, int | None]) -> dict[str, Any]:
+    rng = np.random.default_rng(1)
+    templates = {g: _summaries(rng, g) for g in GATEWAYS}
+    t_first = time.time_ns() // S * S - n_per_gw * S
+    clients = []
+    for g in GATEWAYS:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{g}")
+        c.max_inflight_messages_set(200)
+        c.max_queued_messages_set(0)
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        clients.append(c)
+    total = n_per_gw * len(GATEWAYS)
+    nbytes = 0
+    cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
+    t0 = time.perf_counter()
+    for k in range(n_per_gw):
+        for g, c in zip(GATEWAYS, clients, strict=True):
+            tpl = templates[g][k % 4]
+            payload = tpl.replace(b"%d" % _MARK, b"%d" % (t_first + k * S))
+            nbytes += len(payload)
+            c.publish(topics.features("bench", g, "das"), payload, qos=1)
+    published = time.perf_counter() - t0
+    _wait(lambda: _count(influx, "raw", "features", "bench") >= total, 600, "summaries stored")
+    seconds = time.perf_counter() - t0
+    cpu = {f"{name}_cpu_ms_per_summary": round((_cpu_s(pid) - cpu0[name]) / total * 1000, 3)
+           for name, pid in pids.items()}
+    for c in clients:
+        c.disconnect()
+        c.loop_stop()
+    rate = total / seconds
+    return {"gateways": len(GATEWAYS), "groups": GROUPS, "summaries": total,
+            "payload_bytes_mean": round(nbytes / total), "publish_seconds": round(published, 2),
+            "seconds": round(seconds, 2), "summaries_per_s": round(rate, 1),
+            "influx_points_per_s": round(rate, 1), "channel_values_per_s": round(rate * GROUPS * 3),
+            "history_points": _count(influx, "history", "features_10s", "bench"), **cpu}
+
+
+def _feature_lines(site: str, gateway: str, t_first: int, n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [codec.features_line(
+        schema.FEATURES, site=site, gateway=gateway, stream="das", t_ns=t_first + k * S,
+        ch_start=0, group_size=1, score=np.round(rng.gamma(2.0, 0.3, GROUPS), 4),
+        energy=np.round(rng.normal(-2.0, 0.3, GROUPS), 4), threshold=np.full(GROUPS, 1.5),
+        model_version="1.0.0", flagged=2) for k in range(n)]
+
+
+def _peer_write(influx: InfluxClient, n_per_gw: int, influxd_pid: int | None) -> dict[str, Any]:
+    t_first = time.time_ns() // S * S - n_per_gw * S
+    lines = [ln for i, g in enumerate(GATEWAYS)
+             for ln in _feature_lines("peer", g, t_first, n_per_gw, seed=i)]
+    cpu0 = _cpu_s(influxd_pid)
+    t0 = time.perf_counter()
+    for k in range(0, len(lines), 1000):
+        influx.write(schema.DB, lines[k:k + 1000], rp=schema.RP_RAW, timeout=120)
+    seconds = time.perf_counter() - t0
+    influxd_cpu = (_cpu_s(influxd_pid) - cpu0) / len(lines) * 1000
+    rate = len(lines) / seconds
+    return {"points": len(lines), "batch_lines": 1000, "seconds": round(seconds, 2),
+            "points_per_s": round(rate, 1), "channel_values_per_s": round(rate * GROUPS * 3),
+            "line_bytes_mean": round(sum(map(len, lines)) / len(lines)),
+            "influxd_cpu_ms_per_point": round(influxd_cpu, 3)}
+
+
+def _window_latency(influx: InfluxClient, queries: int) -> dict[str, Any]:
+    end = time.time_ns() // S * S
+    start = end - 3600 * S
+    lines = _feature_lines("hist", "q1", start, 3600, seed=9)
+    for k in range(0, len(lines), 600):
+        influx.write(schema.DB, lines[k:k + 600], rp=schema.RP_RAW, timeout=120)
+    store = Store(influx)
+    fetch: list[float] = []
+    real = influx.query_table
+
+    def timed(*a: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return real(*a, **kw)
+        finally:
+            fetch.append((time.perf_counter() - t) * 1000)
+
+    influx.query_table = timed  # type: ignore[method-assign]
+    total: list[float] = []
+    try:
+        for _ in range(queries):
+            t = time.perf_counter()
+            w = store.window(site="hist", gateway="q1", stream="das", start_ns=start,
+                             end_ns=end, ch_start=0, ch_end=GROUPS - 1, max_times=2000)
+            total.append((time.perf_counter() - t) * 1000)
+    finally:
+        del influx.query_table
+    filled = sum(v is not None for row in w["values"] for v in row)
+    p95 = float(np.percentile(total, 95))
+    return {"span_s": 3600, "channels": GROUPS, "max_times": 2000, "columns": len(w["times_ns"]),
+            "rows": len(w["values"]), "cells_with_data": filled, "queries": queries,
+            "p50_ms": round(statistics.median(total), 1), "p95_ms": round(p95, 1),
+            "max_ms": round(max(total), 1),
+            "influx_fetch_p50_ms": round(statistics.median(fetch), 1),
+            "goal_p95_ms": P95_GOAL_MS, "meets_goal": p95 <= P95_GOAL_MS}
+
+
+def _per_channel_layout(influx: InfluxClient, seconds: int) -> dict[str, Any]:
+    """The rejected layout: one point per channel and second; write rate and a window."""
+    end = time.time_ns() // S * S
+    start = end - seconds * S
+    rng = np.random.default_rng(3)
+    lines = []
+    for k in range(seconds):
+        v = np.round(rng.gamma(2.0, 0.3, GROUPS), 4).tolist()
+        lines += [codec.line("features_pc", {"site": "alt", "gateway": "q1", "stream": "das",
+                                             "ch": str(c)},
+                             {"score": v[c], "energy": 1.0, "threshold": 1.5}, start + k * S)
+                  for c in range(GROUPS)]
+    n = len(lines)
+    t0 = time.perf_counter()
+    for k in range(0, n, 5000):
+        influx.write(schema.DB, lines[k:k + 5000], rp=schema.RP_RAW, timeout=120)
+    write_s = time.perf_counter() - t0
+    t = time.perf_counter()
+    influx.query(f'SELECT max("score") FROM "fiberwatch"."raw"."features_pc" WHERE '
+                 f"\"site\" = 'alt' AND time >= {start} AND time < {end} "
+                 'GROUP BY time(2s), "ch"',
+                 timeout=600)
+    return {"span_s": seconds, "points": n, "points_per_s": round(n / write_s),
+            "channel_values_per_s": round(n * 3 / write_s),
+            "window_query_ms": round((time.perf_counter() - t) * 1000, 1)}
+
+
+def _outage(broker: Mosquitto, server: Influxd, influx: InfluxClient, outage_s: float) -> dict:
+    """Events (QoS1) and summaries (QoS0) published at 20/s each across an influxd outage."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-outage")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    rng, tpl = np.random.default_rng(5), None
+    tpl = _summaries(rng, "gw9", variants=1)[0]
+    t_first, sent, tick = time.time_ns() // S * S - 600 * S, 0, threading.Event()
+
+    def send(seconds: float) -> None:
+        nonlocal sent
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            t = t_first + sent * S
+            e = Event(id=event_id("outage", "gw9", "das", t, 0), site="outage", gateway="gw9",
+                      stream="das", start_ns=t, end_ns=t + S, ch_start=0, ch_end=3,
+                      dist_start_m=0.0, dist_end_m=4.0, peak_score=2.0, mean_score=1.0,
+                      threshold=1.0, severity="low", class_hint="unknown", n_windows=1,
+                      model_version="1.0.0", model_hash="h", detected_ns=t + S)
+            c.publish(topics.events("outage", "gw9"), e.to_json(), qos=1)
+            c.publish(topics.features("outage", "gw9", "das"),
+                      tpl.replace(b"%d" % _MARK, b"%d" % t).replace(b"bench", b"outage"), qos=0)
+            sent += 1
+            tick.wait(0.05)
+
+    send(2.0)
+    server.stop()
+    send(outage_s)
+    server.start()
+    send(2.0)
+    def stored() -> tuple[int, int]:
+        rows = influx.rows('SELECT count("end_ns") FROM "fiberwatch"."events"."event" '
+                           "WHERE \"site\" = 'outage'")
+        return (rows[0]["count"] if rows else 0), _count(influx, "raw", "features", "outage")
+
+    try:  # both kinds: a batch writes its events before its (much larger) summaries
+        _wait(lambda: min(stored()) >= sent, 120, "everything after the outage")
+    except RuntimeError:
+        pass  # report what arrived
+    c.disconnect()
+    c.loop_stop()
+    events, summaries = stored()
+    return {"outage_s": outage_s, "events_published": sent, "events_stored": events,
+            "summaries_published": sent, "summaries_stored": summaries}
+
+
+def run(quick: bool, out_dir: Path) -> dict[str, Any]:
+    """Both parts (plus, in full runs, the per-channel layout and a 30 s outage)."""
+    del out_dir  # no plots: the figures are in the returned dict
+    n_per_gw = 400 if quick else 3000
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="fw-bench-cloud-") as tmp, \
+            Mosquitto(Path(tmp) / "mosquitto") as broker, Influxd(Path(tmp) / "influxd") as server:
+        influx = InfluxClient(server.url, timeout=30)
+        schema.ensure_schema(influx)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloud.ingest", "--mqtt-port", str(broker.port),
+             "--influx-url", server.url, "--log-level", "INFO"],
+            stderr=open(Path(tmp) / "ingest.log", "wb"))  # noqa: SIM115
+        try:
+            _probe_ready(broker, influx)
+            peer = _peer_write(influx, n_per_gw, server.pid)
+            ingest = _ingest_rate(broker, influx, n_per_gw, {
+                "ingest": proc.pid, "influxd": server.pid, "mosquitto": broker.pid})
+            win = _window_latency(influx, 10 if quick else 20)
+            extra: dict[str, Any] = {}
+            if not quick:
+                extra["per_channel_layout"] = _per_channel_layout(influx, 300)
+                extra["durability"] = _outage(broker, server, influx, 30.0)
+        finally:
+            proc.terminate()
+            code = proc.wait(60)
+        log = (Path(tmp) / "ingest.log").read_text(errors="replace")
+    final = [ln for ln in log.splitlines() if "event=ingest_stopped" in ln]
+    ratio = ingest["summaries_per_s"] / peer["points_per_s"]
+    return {"benchmark": "cloud", "quick": quick, "ingest": ingest, "peer_raw_write": peer,
+            "ratio_ingest_over_peer": round(ratio, 3), "ratio_goal": RATIO_GOAL,
+            "ratio_meets_goal": ratio >= RATIO_GOAL, "window": win, **extra,
+            "ingest_exit_code": code,
+            "ingest_final_counters": final[-1].split("event=ingest_stopped ", 1)[-1] if final
+            else None,
+            "ingest_warnings": [ln for ln in log.splitlines() if " WARNING " in ln
+                                or " ERROR " in ln][-5:],
+            "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
+
+
+def _probe_ready(broker: Mosquitto, influx: InfluxClient) -> None:
+    """Publish a probe event until ingestion has stored one (it has subscribed)."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    t = time.time_ns()
+    e = Event(id=event_id("probe", "p", "das", t, 0), site="probe", gateway="p", stream="das",
+              start_ns=t, end_ns=t, ch_start=0, ch_end=0, dist_start_m=0.0, dist_end_m=0.0,
+              peak_score=1.0, mean_score=1.0, threshold=1.0, severity="low",
+              class_hint="unknown", n_windows=1, model_version="0", model_hash="0",
+              detected_ns=t)
+    store, tick, deadline = Store(influx), threading.Event(), time.monotonic() + 60
+    while store.anomaly(e.id) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("bench cloud: ingestion did not start within 60 s")
+        c.publish(topics.events("probe", "p"), e.to_json(), qos=1)
+        tick.wait(0.25)
+    c.disconnect()
+    c.loop_stop()
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The BENCHMARKS.md section."""
+    i, p, w = result["ingest"], result["peer_raw_write"], result["window"]
+    k = lambda x: f"{x / 1e3:,.0f} k"  # noqa: E731
+    lines = [
+        "## cloud: MQTT -> InfluxDB ingestion and history windows",
+        "",
+        f"{i['gateways']} gateways x {i['summaries'] // i['gateways']} feature summaries of "
+        f"{i['groups']} channel groups (score, energy, threshold; JSON ~"
+        f"{i['payload_bytes_mean'] / 1024:.0f} KiB each) through Mosquitto into influxd, "
+        "ingestion in its own process" + (" (quick run)." if result.get("quick") else "."),
+        "One InfluxDB point per summary; channel values = points x 1,024 x 3.",
+        "",
+        "| writer | InfluxDB points/s | channel values/s |",
+        "|---|---|---|",
+        f"| ingestion (MQTT -> parse -> line protocol -> /write) | {i['influx_points_per_s']:,.0f}"
+        f" | {k(i['channel_values_per_s'])} |",
+        f"| peer: same lines, 1,000-line batches, one thread | {p['points_per_s']:,.0f} | "
+        f"{k(p['channel_values_per_s'])} |",
+        "",
+        f"Ingestion / peer: **{result['ratio_ingest_over_peer']:.2f}** (goal >= "
+        f"{result['ratio_goal']}: " + ("met" if result["ratio_meets_goal"] else "**not met**")
+        + ").",
+        "",
+        f"CPU per summary (less sensitive to other load than the rates): ingestion process "
+        f"{i.get('ingest_cpu_ms_per_summary', 0):.2f} ms, influxd "
+        f"{i.get('influxd_cpu_ms_per_summary', 0):.2f} ms, Mosquitto "
+        f"{i.get('mosquitto_cpu_ms_per_summary', 0):.2f} ms; influxd for the peer's points "
+        f"{p.get('influxd_cpu_ms_per_point', 0):.2f} ms each.",
+        "",
+        f"History window: {w['span_s'] // 3600} h x {w['channels']} channels at 1 s, "
+        f"{w['columns']} columns (<= {w['max_times']}), {w['queries']} calls of `Store.window`:"
+        f" p50 {w['p50_ms']:.0f} ms, p95 **{w['p95_ms']:.0f} ms**, max {w['max_ms']:.0f} ms "
+        f"(InfluxDB fetch p50 {w['influx_fetch_p50_ms']:.0f} ms; goal p95 <= "
+        f"{w['goal_p95_ms']:.0f} ms: " + ("met" if w["meets_goal"] else "**not met**") + ").",
+    ]
+    if "per_channel_layout" in result:
+        a = result["per_channel_layout"]
+        lines += ["", f"Rejected layout, one point per channel: {a['points_per_s']:,} points/s "
+                  f"({k(a['channel_values_per_s'])} channel values/s); a {a['span_s'] // 60}-minute"
+                  f" window took {a['window_query_ms'] / 1000:.1f} s."]
+    if "durability" in result:
+        d = result["durability"]
+        lines += ["", f"influxd stopped for {d['outage_s']:.0f} s during ingestion: events "
+                  f"{d['events_stored']}/{d['events_published']} stored, summaries "
+                  f"{d['summaries_stored']}/{d['summaries_published']}."]
+    la = result.get("load_average_before_after")
+    if la:
+        lines += ["", f"Load average (1 min) before/after: {la[0]} / {la[1]}."]
+    return "\n".join(lines)

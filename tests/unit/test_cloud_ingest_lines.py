@@ -1,0 +1,100 @@
+"""Line protocol and packing: types coerced, strings escaped, arrays round-trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cloud import codec, schema
+from tests.unit.test_cloud_ingest_parse import T, health_dict, make_event
+
+
+def fields_of(line: str) -> str:
+    return line.split(" ")[1]
+
+
+def test_event_line_tags_fields_and_time() -> None:
+    e = make_event(peak_score=3, mean_score=2)  # ints where the schema says float
+    line = codec.event_line(e, received_ns=T + 9)
+    head, fields, ts = line.split(" ")
+    assert head == ("event,class_hint=leak,gateway=g1,id=" + e.id +
+                    ",model_version=1.0.0,severity=high,site=s1,stream=das")
+    assert ts == str(T)
+    assert "peak_score=3.0" in fields and "mean_score=2.0" in fields
+    assert f"start_ns={T}i" in fields and f"received_ns={T + 9}i" in fields
+    assert 'model_hash="abc"' in fields and "ch_end=20i" in fields and "schema=1i" in fields
+
+
+def test_strings_are_escaped_by_the_serializer() -> None:
+    line = codec.label_line("e1", label="note", note='a=b x', user='al "ice", b\\c',
+                            created_ns=5)
+    assert line == ('label,event_id=e1,label=note created_ns=5i,'
+                    'note="\\"a=b x\\"",user="al \\"ice\\", b\\\\c" 5')
+
+
+@pytest.mark.parametrize("note", ["", "a\nb", "a\\nb", "two\r\nlines", 'q"uote', "Δ°C"])
+def test_notes_round_trip_through_json(note: str) -> None:
+    assert codec.note_text(json.dumps(note)) == note
+    assert codec.note_text("legacy plain text") == "legacy plain text"
+    assert codec.note_text(None) == ""
+
+
+@given(st.lists(st.floats(-1e4, 1e4, width=16), min_size=1, max_size=300))
+def test_pack_unpack_float16(values: list[float]) -> None:
+    packed = codec.pack(values, "<f2")
+    assert "=" not in packed  # padded to whole quads: rows concatenate
+    out = codec.unpack([packed, packed], len(values), "<f2")
+    assert out.shape == (2, len(values))
+    np.testing.assert_array_equal(out[1], np.asarray(values, dtype=np.float32))
+
+
+@given(st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=100))
+def test_pack_unpack_float32(values: list[float]) -> None:
+    out = codec.unpack([codec.pack(values, "<f4")], len(values), "<f4")
+    np.testing.assert_array_equal(out[0], np.asarray(values, dtype=np.float32))
+
+
+def test_float16_clips_instead_of_overflowing() -> None:
+    out = codec.unpack([codec.pack([1e9, -1e9, 1.0], "<f2")], 3, "<f2")
+    np.testing.assert_array_equal(out[0], [65504.0, -65504.0, 1.0])
+
+
+def test_unpack_rejects_wrong_lengths() -> None:
+    with pytest.raises(ValueError):
+        codec.unpack([codec.pack([1.0, 2.0], "<f2")], 5, "<f2")
+
+
+def test_features_line() -> None:
+    score = np.array([0.5, 2.0, 1.0])
+    line = codec.features_line(schema.FEATURES, site="s1", gateway="g1", stream="das", t_ns=T,
+                               ch_start=8, group_size=4, score=score, energy=score,
+                               threshold=score, model_version="1.0.0", flagged=1)
+    head, fields, ts = line.split(" ")
+    assert head == "features,gateway=g1,site=s1,stream=das" and ts == str(T)
+    assert "n=3i" in fields and "ch_start=8i" in fields and "fmt=1i" in fields
+    assert "score_max=2.0" in fields and "count=" not in fields
+
+
+def test_health_and_fleet_lines() -> None:
+    health, fleet = codec.health_lines(health_dict(uptime_s=5, queue_depth=2.0), T + 1)
+    assert health.startswith("health,gateway=g1,site=s1 ") and health.endswith(f" {T}")
+    assert fleet.startswith("fleet,gateway=g1,site=s1 ") and fleet.endswith(" 0")
+    f = fields_of(health)
+    assert "uptime_s=5.0" in f and "queue_depth=2i" in f and "drops_total=2i" in f
+    assert "latency_p99_ms=3.0" in f and f"received_ns={T + 1}i" in f
+    assert codec.health_lines(health_dict(), T, fleet=False)[0] == codec.health_lines(
+        health_dict(), T)[0]
+
+
+def test_model_state_lines() -> None:
+    d = {"model_version": "2", "model_hash": "h", "status": "canary", "t_ns": T}
+    state, fleet = codec.model_state_lines("s1", "g1", d, received_ns=T + 3)
+    assert state.endswith(f" {T}") and 'status="canary"' in state
+    assert json.dumps(d, sort_keys=True, separators=(",", ":")).replace('"', '\\"') in state
+    assert fleet.startswith("fleet,gateway=g1,site=s1 ") and 'model_status="canary"' in fleet
+    untimed = codec.model_state_lines("s1", "g1", {**d, "t_ns": None}, received_ns=T + 3)
+    assert untimed[0].endswith(f" {T + 3}")

@@ -1,0 +1,232 @@
+"""The writer: batching, backoff while InfluxDB is down, acks only after the write."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cloud import schema
+from cloud.influx import InfluxError
+from cloud.ingest.buffer import Backoff, Buffer, Item
+from cloud.ingest.config import IngestSettings
+from cloud.ingest.downsample import Downsampler
+from cloud.ingest.parse import EventRecord, FeaturesRecord, HealthRecord, ModelStateRecord
+from cloud.ingest.stats import IngestStats, RateLimitedLog
+from cloud.ingest.writer import Writer
+from tests.unit.test_cloud_ingest_parse import T, health_dict, make_event
+
+
+class FakeInflux:
+    """Records writes; fails with the queued errors first."""
+
+    def __init__(self, errors: list[InfluxError] | None = None, forever: InfluxError | None = None):
+        self.errors = list(errors or [])
+        self.forever = forever
+        self.writes: list[tuple[str, list[str]]] = []
+        self.attempts = 0
+
+    def write(self, db: str, lines: list[str], rp: str | None = None, precision: str = "ns",
+              timeout: float | None = None) -> None:
+        self.attempts += 1
+        if self.forever is not None:
+            raise self.forever
+        if self.errors:
+            raise self.errors.pop(0)
+        self.writes.append((rp or "", list(lines)))
+
+
+def features(t_ns: int, score: list[float] | None = None, gateway: str = "g1",
+             ch_start: int = 0) -> FeaturesRecord:
+    s = np.asarray(score or [0.1, 0.2], dtype=np.float64)
+    return FeaturesRecord("s1", gateway, "das", t_ns, ch_start, 1, s, s * 2, s * 0 + 1,
+                          "1.0.0", 0)
+
+
+def item(record: Any, mid: int = 0, qos: int = 0, nbytes: int = 10) -> Item:
+    return Item(record, T, mid, qos, nbytes, 1)
+
+
+def make_writer(client: FakeInflux, **kw: Any) -> tuple[Writer, list[int], list[float]]:
+    acked: list[int] = []
+    waits: list[float] = []
+    settings = IngestSettings(**{"drain_s": 0.5, **kw})
+    w = Writer(client, Buffer(1 << 20), IngestStats(), settings, ack=acked.append,
+               wait=waits.append, backoff=Backoff(0.2, 1.0, jitter=0.0))
+    return w, acked, waits
+
+
+UNAVAILABLE = InfluxError("/write: ConnectError", retryable=True)
+
+
+# --- buffer and backoff -------------------------------------------------------------------
+
+def test_batch_closes_at_max_lines_and_bytes() -> None:
+    b = Buffer(1000)
+    for i in range(10):
+        assert b.put(item(None, mid=i, nbytes=10))
+    got = b.get_batch(max_lines=4, max_bytes=10**6, linger_s=5, idle_s=5, timeout=1)
+    assert [i.mid for i in got] == [0, 1, 2, 3]
+    got = b.get_batch(max_lines=100, max_bytes=25, linger_s=5, idle_s=5, timeout=1)
+    assert [i.mid for i in got] == [4, 5, 6]
+    got = b.get_batch(max_lines=100, max_bytes=10**6, linger_s=5, idle_s=0.01, timeout=1)
+    assert [i.mid for i in got] == [7, 8, 9]  # nothing more came within idle_s
+    assert b.get_batch(max_lines=1, max_bytes=1, linger_s=1, idle_s=1, timeout=0.01) == []
+
+
+def test_batch_waits_for_the_first_item() -> None:
+    b = Buffer(1000)
+    threading.Timer(0.05, b.put, args=(item(None, mid=7),)).start()
+    got = b.get_batch(max_lines=1, max_bytes=10**6, linger_s=1, idle_s=1, timeout=10)
+    assert [i.mid for i in got] == [7]
+
+
+def test_buffer_bounds_qos0_only() -> None:
+    b = Buffer(25)
+    assert b.put(item(None, nbytes=20))
+    assert not b.put(item(None, nbytes=10))  # QoS0 over the bound: refused
+    assert b.put(item(None, qos=1, mid=3, nbytes=10))  # QoS1: flow-controlled by the broker
+    assert len(b) == 2 and b.nbytes == 30
+    assert [i.nbytes for i in b.drain()] == [20, 10] and b.nbytes == 0
+
+
+def test_backoff_doubles_caps_and_resets() -> None:
+    b = Backoff(0.1, 1.0, jitter=0.0)
+    assert [round(b.next(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    b.reset()
+    assert b.next() == 0.1
+    jittered = Backoff(1.0, 1.0, jitter=0.1)
+    assert all(0.9 <= jittered.next() <= 1.1 for _ in range(50))
+
+
+# --- writer -------------------------------------------------------------------------------
+
+def test_batch_written_per_retention_policy_then_acked_in_order() -> None:
+    client = FakeInflux()
+    w, acked, _ = make_writer(client)
+    items = [item(EventRecord(make_event()), mid=1, qos=1), item(features(T)),
+             item(None, mid=2, qos=1), item(HealthRecord(health_dict()), mid=3, qos=1)]
+    assert w.process(items)
+    assert [rp for rp, _ in client.writes] == [schema.RP_EVENTS, schema.RP_RAW, schema.RP_HISTORY]
+    events_lines = client.writes[0][1]
+    assert events_lines[0].startswith("event,") and events_lines[1].startswith("fleet,")
+    assert acked == [1, 2, 3]
+    snap = w.stats.snapshot()
+    assert snap["lines"] == {"events": 2, "raw": 1, "history": 1}
+    assert snap["acked"] == 3 and snap["messages_written"] == 3
+
+
+def test_outage_retries_with_backoff_and_acks_only_after_the_write() -> None:
+    client = FakeInflux(errors=[UNAVAILABLE] * 4)
+    w, acked, waits = make_writer(client)
+
+    def wait(seconds: float) -> None:
+        assert acked == []  # nothing acknowledged while InfluxDB is down
+        waits.append(seconds)
+
+    w._wait = wait
+    assert w.process([item(EventRecord(make_event()), mid=9, qos=1)])
+    assert waits == pytest.approx([0.2, 0.4, 0.8, 1.0])
+    assert acked == [9] and client.attempts == 5
+    assert w.stats.snapshot()["write_retries"] == 4
+
+
+def test_bad_data_is_not_retried() -> None:
+    client = FakeInflux(errors=[InfluxError("/write: HTTP 400: partial write: field type "
+                                            "conflict dropped=1", status=400)])
+    w, acked, waits = make_writer(client)
+    assert w.process([item(EventRecord(make_event()), mid=4, qos=1)])
+    assert waits == [] and acked == [4]
+    assert w.stats.snapshot()["dropped"] == {"rejected": 1}
+
+
+def test_missing_database_is_recreated() -> None:
+    client = FakeInflux(errors=[InfluxError('/write: HTTP 404: database not found: "fw"',
+                                            status=404)])
+    ensured: list[bool] = []
+    w, acked, _ = make_writer(client)
+    w._ensure_schema = lambda: ensured.append(True)
+    assert w.process([item(EventRecord(make_event()), mid=4, qos=1)])
+    assert ensured == [True] and acked == [4] and len(client.writes) == 1
+
+
+def test_stop_during_an_outage_gives_up_after_drain_without_acking() -> None:
+    client = FakeInflux(forever=UNAVAILABLE)
+    acked: list[int] = []
+    w = Writer(client, Buffer(1 << 20), IngestStats(), IngestSettings(drain_s=0.2, linger_s=0.01),
+               ack=acked.append, backoff=Backoff(0.05, 0.05, jitter=0.0))
+    w.buffer.put(item(EventRecord(make_event()), mid=1, qos=1))
+    w.buffer.put(item(features(T)))
+    w.start()
+    stalled = threading.Event()
+    deadline = threading.Timer(10, stalled.set)
+    deadline.start()
+    while client.attempts < 2 and not stalled.is_set():
+        stalled.wait(0.01)  # poll: the writer is failing its first batch
+    deadline.cancel()
+    w.stop(timeout=10)
+    assert w._thread is not None and not w._thread.is_alive()
+    assert acked == []  # the QoS1 message stays at the broker for the next run
+    assert w.stats.snapshot()["dropped"] == {"shutdown": 1}  # the QoS0 summary
+
+
+def test_stale_health_does_not_overwrite_the_fleet_view() -> None:
+    client = FakeInflux()
+    w, _, _ = make_writer(client)
+    w.process([item(HealthRecord(health_dict(t_ns=T + 10)))])
+    w.process([item(HealthRecord(health_dict(t_ns=T)))])
+    fleet_lines = [ln for rp, lines in client.writes for ln in lines if ln.startswith("fleet")]
+    assert len(fleet_lines) == 1 and f"t_ns={T + 10}i" in fleet_lines[0]
+
+
+def test_retained_model_state_replays_are_skipped() -> None:
+    client = FakeInflux()
+    w, _, _ = make_writer(client)
+    state = {"model_version": "1", "model_hash": "h", "status": "serving"}
+    for _ in range(3):
+        w.process([item(ModelStateRecord("s1", "g1", state))])
+    w.process([item(ModelStateRecord("s1", "g1", {**state, "status": "canary"}))])
+    states = [ln for rp, lines in client.writes for ln in lines if ln.startswith("model_state")]
+    assert len(states) == 2
+
+
+# --- downsampler and rate-limited log -----------------------------------------------------
+
+def test_downsampler_buckets_max_mean_and_late() -> None:
+    now = [0.0]
+    d = Downsampler(10, idle_s=30, clock=lambda: now[0])
+    base = 1_700_000_000 * 10**9
+    assert d.add(features(base + 1 * 10**9, [1.0, 5.0])) == []
+    assert d.add(features(base + 2 * 10**9, [3.0, 2.0])) == []
+    (line,) = d.add(features(base + 10 * 10**9, [0.0, 0.0]))  # next bucket closes the first
+    assert line.startswith("features_10s,gateway=g1,site=s1,stream=das ")
+    assert line.endswith(f" {base}") and "count=2i" in line and "score_max=5.0" in line
+    assert d.add(features(base + 3 * 10**9)) == [] and d.late == 1  # too late for history
+    now[0] = 31.0
+    (idle,) = d.flush_idle()
+    assert idle.endswith(f" {base + 10 * 10**9}")
+    assert d.flush_all() == []
+
+
+def test_downsampler_keeps_gateways_apart_and_flushes_all() -> None:
+    d = Downsampler(10)
+    d.add(features(T, gateway="g1"))
+    d.add(features(T, gateway="g2"))
+    assert sorted(line.split(",")[1] for line in d.flush_all()) == ["gateway=g1", "gateway=g2"]
+
+
+def test_rate_limited_log(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    now = [0.0]
+    rl = RateLimitedLog(logging.getLogger("t"), interval_s=10, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING):
+        assert rl.log(logging.WARNING, "k", "event=x n=%d", 1)
+        assert not rl.log(logging.WARNING, "k", "event=x n=%d", 2)
+        assert rl.log(logging.WARNING, "other", "event=y")
+        now[0] = 11
+        assert rl.log(logging.WARNING, "k", "event=x n=%d", 3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "event=x n=1 suppressed=0", "event=y suppressed=0", "event=x n=3 suppressed=1"]
