@@ -15,6 +15,9 @@ from collections.abc import Sequence
 
 from fiberwatch import __version__
 
+#: Subcommands whose own parser takes the rest of the command line: (words) -> module.main
+PASSTHROUGH = {("cloud", "ingest"): "cloud.ingest.service"}
+
 #: Subcommand modules, in the order `--help` lists them.
 COMMANDS = ("demo", "sim", "edge", "model", "score", "fl", "cloud", "query", "config", "bench")
 
@@ -50,6 +53,10 @@ def configure_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for words, module in PASSTHROUGH.items():
+        if tuple(argv[: len(words)]) == words:
+            return int(importlib.import_module(module).main(argv[len(words):]) or 0)
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.verbose)

@@ -1,4 +1,4 @@
-"""`fiberwatch cloud serve`: the cloud API, its OpenAPI docs and the dashboard (uvicorn).
+"""`fiberwatch cloud serve|ingest`: the cloud API, its OpenAPI docs and the dashboard (uvicorn).
 
 Flags override the ``FIBERWATCH_CLOUD_*`` environment (see `cloud.settings.CloudSettings`).
 Ctrl-C or SIGTERM stops the server cleanly: uvicorn finishes open requests and runs the
@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--sample-data", action="store_true",
                    help="serve built-in synthetic data from memory instead of InfluxDB")
     s.set_defaults(func=_serve)
+    i = csub.add_parser("ingest", add_help=False,
+                        help="MQTT -> InfluxDB ingestion (see 'fiberwatch cloud ingest --help')")
+    i.set_defaults(func=None)  # fiberwatch.cli hands the rest of argv to cloud.ingest
 
 
 def _settings(args: argparse.Namespace) -> Any:
