@@ -19,7 +19,7 @@ HEALTH_KEYS = (
     "schema",  # 1
     "site", "gateway",
     "t_ns",  # when it was sent
-    "status",  # "ok" | "degraded" | "stopping"
+    "status",  # "ok" | "degraded" | "stopping" | "offline" (last will)
     "uptime_s",
     "frames_per_s", "samples_per_s",
     "queue_depth",
