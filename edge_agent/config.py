@@ -141,6 +141,7 @@ class UplinkConfig(_Strict):
 
 class IngestConfig(_Strict):
     queue_frames: int = Field(256, ge=1)
+    queue_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     backpressure: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
 
 

@@ -49,7 +49,7 @@ class Event:
     class_hint: str
     n_windows: int
     model_version: str
-    model_hash: str
+    model_hash: str  # sha256 of the model package; "none" for built-in detectors
     detected_ns: int  # when the gateway emitted it (for end-to-end latency)
     schema: int = SCHEMA_VERSION
 

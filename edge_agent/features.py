@@ -74,7 +74,9 @@ class FeatureSpec:
                 raise FeatureSpecError("the das profile needs at least one band")
             for lo, hi in self.bands_hz:
                 if not (0 <= lo < hi <= nyq):
-                    raise FeatureSpecError(f"band ({lo}, {hi}) Hz must satisfy 0 <= lo < hi <= {nyq}")
+                    raise FeatureSpecError(
+                        f"band ({lo}, {hi}) Hz must satisfy 0 <= lo < hi <= {nyq}"
+                    )
 
     @property
     def window_samples(self) -> int:

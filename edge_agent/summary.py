@@ -47,7 +47,7 @@ class FeatureSummary:
     group_size: int
     score: list[float]  # max anomaly score per group over the interval
     energy: list[float]  # mean log10 RMS per group (DAS) or mean temperature (DTS)
-    threshold: list[float]  # threshold in force per group
+    threshold: list[float]  # threshold in force per group; 0.0 = warming up, none yet
     model_version: str
     flagged: list[int] = field(default_factory=list)  # group indices above threshold
     schema: int = SCHEMA_VERSION
@@ -61,7 +61,8 @@ class FeatureSummary:
         if n == 0 or len(self.energy) != n or len(self.threshold) != n:
             raise SummaryError("score, energy and threshold must be non-empty and equally long")
         for name in ("score", "energy", "threshold"):
-            if not all(isinstance(v, int | float) and math.isfinite(v) for v in getattr(self, name)):
+            values = getattr(self, name)
+            if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
                 raise SummaryError(f"{name} must hold finite numbers")
         if any(not (0 <= i < n) for i in self.flagged):
             raise SummaryError("flagged index out of range")

@@ -1,0 +1,163 @@
+"""The frozen int8 model on the gateway: `LiteRTDetector` (a `Detector`).
+
+Score of a feature row ``x`` (D features)::
+
+    z     = (x - mean) / std                       # manifest normalization
+    recon = dequantize(model(quantize(z)))         # int8 autoencoder, LiteRT
+    score = mean_d( ((z - recon) / error_scale)^2 )
+
+so a normal row scores about 1 and each feature counts in units of its own typical
+reconstruction error. The residual uses the unclipped ``z``: values beyond the int8 input
+range (never seen in training) raise the score instead of being clipped away.
+Rows with non-finite features score NaN; the caller decides what that means.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from edge_agent.package import ModelPackage, PackageError
+
+log = logging.getLogger(__name__)
+
+#: rows per interpreter call; larger batches run in chunks of this size
+CHUNK_ROWS = 8192
+
+
+class Int8AutoencoderScorer:
+    """Scores rows with a ``.tflite`` and a manifest dict (no signature checks: see
+    `LiteRTDetector`). Not thread-safe on its own."""
+
+    def __init__(self, tflite: bytes, manifest: dict[str, Any], *, num_threads: int = 1) -> None:
+        self.dim = int(manifest["dim"])
+        try:
+            self._it = Interpreter(model_content=bytes(tflite), num_threads=num_threads)
+        except (ValueError, RuntimeError) as exc:
+            raise PackageError("model", f"LiteRT cannot load the model: {exc}") from None
+        inp, out = self._it.get_input_details(), self._it.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise PackageError("model", "the model must have one input and one output")
+        self._in, self._out = int(inp[0]["index"]), int(out[0]["index"])
+        for det, side in ((inp[0], "input"), (out[0], "output")):
+            if det["dtype"] != np.int8:
+                raise PackageError("model", f"{side} tensor is {det['dtype']}, expected int8")
+            if int(det["shape_signature"][-1]) != self.dim:
+                raise PackageError("model", f"{side} width {det['shape_signature']} != {self.dim}")
+            scale, zp = det["quantization"]
+            want = manifest[side]
+            if not (np.isclose(scale, want["scale"], rtol=1e-6) and zp == want["zero_point"]):
+                raise PackageError("model", f"{side} quantization differs from the manifest")
+        self._dynamic = int(inp[0]["shape_signature"][0]) == -1
+        self._batch = int(inp[0]["shape"][0])
+        self._allocated = False
+        s_in, z_in = inp[0]["quantization"]
+        s_out, z_out = out[0]["quantization"]
+        self._s_out, self._z_out = np.float32(s_out), np.float32(z_out)
+        mean = np.asarray(manifest["normalization"]["mean"], np.float64)
+        std = np.asarray(manifest["normalization"]["std"], np.float64)
+        inv_err = 1.0 / np.asarray(manifest["error_scale"], np.float64)
+        # z = x*a + b; quantized input = rint(z / s_in + z_in); residual r = x*A + q_out*B + C
+        self._a = (1.0 / std).astype(np.float32)
+        self._b = (-mean / std).astype(np.float32)
+        self._qa = (1.0 / (std * s_in)).astype(np.float32)
+        self._qb = (z_in - mean / (std * s_in)).astype(np.float32)
+        self._ra = (inv_err / std).astype(np.float32)
+        self._rb = (-s_out * inv_err).astype(np.float32)
+        self._rc = (-mean / std * inv_err + z_out * s_out * inv_err).astype(np.float32)
+
+    def _invoke(self, q: np.ndarray) -> np.ndarray:
+        """Run int8 rows ``q`` (n <= batch size in use); returns int8 output rows."""
+        n = q.shape[0]
+        if self._dynamic and n != self._batch:
+            self._it.resize_tensor_input(self._in, [n, self.dim], strict=False)
+            self._batch = n
+            self._allocated = False
+        elif n < self._batch:  # fixed-batch model: pad
+            q = np.concatenate([q, np.zeros((self._batch - n, self.dim), np.int8)])
+        if not self._allocated:
+            self._it.allocate_tensors()
+            self._allocated = True
+        self._it.set_tensor(self._in, q)
+        self._it.invoke()
+        return self._it.get_tensor(self._out)[:n]
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        qf = x * self._qa + self._qb
+        np.nan_to_num(qf, copy=False, nan=0.0, posinf=127.0, neginf=-128.0)
+        return np.clip(np.rint(qf), -128, 127).astype(np.int8)
+
+    def _chunks(self, n: int) -> tuple[int, bool]:
+        """(chunk rows, pad the last chunk): one tensor size per call, no re-allocation
+        between calls of the same size."""
+        if not self._dynamic:
+            return self._batch, True
+        return (n, False) if n <= CHUNK_ROWS else (CHUNK_ROWS, True)
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        x = self._check(rows)
+        n = x.shape[0]
+        out = np.empty(n, np.float32)
+        if n == 0:
+            return out
+        chunk, pad = self._chunks(n)
+        for i in range(0, n, chunk):
+            xs = x[i:i + chunk]
+            q = self._quantize(xs)
+            if pad and q.shape[0] < chunk:
+                q = np.concatenate([q, np.zeros((chunk - q.shape[0], self.dim), np.int8)])
+            y = self._invoke(q)[: xs.shape[0]]
+            r = xs * self._ra + y.astype(np.float32) * self._rb + self._rc
+            out[i:i + chunk] = np.mean(r * r, axis=1)
+        return out
+
+    def reconstruct(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(z, recon)`` in normalised units, for diagnostics and parity checks."""
+        x = self._check(rows)
+        chunk, _ = self._chunks(x.shape[0])
+        recon = np.concatenate([
+            (self._invoke(self._quantize(x[i:i + chunk])).astype(np.float32) - self._z_out)
+            * self._s_out for i in range(0, x.shape[0], chunk)
+        ]) if x.shape[0] else np.empty((0, self.dim), np.float32)
+        return x * self._a + self._b, recon
+
+    def _check(self, rows: np.ndarray) -> np.ndarray:
+        x = np.asarray(rows, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"rows must be (N, {self.dim}), got shape {x.shape}")
+        return x
+
+
+class LiteRTDetector:
+    """The packaged int8 autoencoder behind the `Detector` protocol.
+
+    Parameters
+    ----------
+    pkg : ModelPackage
+        A package from `edge_agent.package.read_package` (already verified).
+    num_threads : int
+        LiteRT CPU threads.
+
+    `score` is pure and safe to call from several threads (calls are serialised).
+    """
+
+    def __init__(self, pkg: ModelPackage, *, num_threads: int = 1) -> None:
+        self.version = pkg.version
+        self.package_hash = pkg.sha256
+        self.feature_spec_hash = pkg.feature_spec_hash
+        self.dim = pkg.dim
+        self.threshold_quantiles = {
+            float(k): float(v) for k, v in pkg.manifest["threshold"]["quantiles"].items()
+        }
+        self._scorer = Int8AutoencoderScorer(pkg.tflite, pkg.manifest, num_threads=num_threads)
+        self._lock = threading.Lock()
+        log.info("model=%s hash=%s dim=%d loaded", self.version, self.package_hash[:12], self.dim)
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        """(N, D) float32 feature rows -> (N,) float32 scores (high = anomalous)."""
+        with self._lock:
+            return self._scorer.score(rows)

@@ -1,0 +1,251 @@
+"""One stream's stages wired in order: validate -> window -> features -> model -> threshold
+-> events and summaries.
+
+`StreamPipeline` runs on the processing thread only (no locks on the hot path), except
+`StreamPipeline.recent_rows`, which the model worker reads. Between windows it lets the model
+slot swap; it scores every channel's row of a window in one batch; it learns (detector,
+thresholds, normal-row buffer) only from groups that are not flagged, not next to a flagged
+group and free of non-finite samples.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from edge_agent.config import EventConfig, StreamConfig, ThresholdConfig
+from edge_agent.event_builder import EventBuilder
+from edge_agent.features import FeatureExtractor
+from edge_agent.metrics import Metrics, RateLimitedLog
+from edge_agent.summaries import SummaryAccumulator
+from edge_agent.thresholds import GroupThreshold, group_max
+from edge_agent.types import RawMessage, Scored, Sink, Slot, Window
+from edge_agent.validate import FrameValidator
+from edge_agent.windowing import StreamBuffer
+
+log = logging.getLogger(__name__)
+#: channels per `FeatureExtractor.transform` call (das): bounds temporaries, stays in cache
+CHUNK_CHANNELS = 512
+_SCORE_CAP = 1e30
+
+
+def extract(fx: FeatureExtractor, data: np.ndarray, chunk: int = CHUNK_CHANNELS) -> np.ndarray:
+    """`FeatureExtractor.transform` in channel blocks; identical rows to one call.
+
+    The das profile is stateless per window and its spatial context only reaches
+    ``context_radius`` channels, so blocks overlapping by that radius give the same rows.
+    Stateful profiles (dts, raw) are transformed in one call.
+    """
+    n = data.shape[1]
+    if fx.spec.profile != "das" or n <= chunk:
+        return fx.transform(data)
+    r = fx.spec.context_radius
+    out = np.empty((n, fx.spec.dim), dtype=np.float32)
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
+        a, b = max(0, c0 - r), min(n, c1 + r)
+        out[c0:c1] = fx.transform(data[:, a:b])[c0 - a:c1 - a]
+    return out
+
+
+class StreamPipeline:
+    """Validate, window, featurise, score, threshold and build events for one stream.
+
+    Parameters
+    ----------
+    site, gateway : str
+    stream : StreamConfig
+    thresholds : ThresholdConfig
+    events : EventConfig
+    slot : Slot
+        Holds the active detector (`edge_agent.hot_swap.ModelSlot`).
+    sink : Sink
+        Receives events and summaries (`edge_agent.uplink.Uplink`).
+    metrics : Metrics
+    summary_interval_s : float
+    normal_buffer : object with ``append(rows)``, optional
+        Receives a subsample of normal rows (`edge_agent.normal_buffer.NormalBuffer`).
+    smoke_windows : int
+        Windows of rows kept for the model slot's smoke test.
+    learn_rows, normal_rows : int
+        Normal rows per window given to the detector / the normal buffer.
+    clock_ns, monotonic : callable
+        Wall clock (latency, event times) and monotonic clock (summary cadence).
+    """
+
+    def __init__(self, *, site: str, gateway: str, stream: StreamConfig,
+                 thresholds: ThresholdConfig, events: EventConfig, slot: Slot, sink: Sink,
+                 metrics: Metrics, summary_interval_s: float = 1.0, normal_buffer=None,
+                 smoke_windows: int = 8, learn_rows: int = 256, normal_rows: int = 16,
+                 seed: int = 0, clock_ns: Callable[[], int] = time.time_ns,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        spec = stream.feature_spec()
+        self.stream, self.slot, self.sink, self.metrics = stream, slot, sink, metrics
+        self.validator = FrameValidator(stream, metrics, RateLimitedLog(log))
+        self.buffer = StreamBuffer(stream.kind, stream.channels, stream.first_channel,
+                                   stream.sample_rate_hz, window_samples=spec.window_samples,
+                                   hop_samples=spec.hop_samples)
+        self.extractor = FeatureExtractor(spec)
+        self.n_groups = -(-stream.channels // stream.group_size)
+        self._thr_cfg = thresholds
+        self._thresholds: dict[tuple[str, str], GroupThreshold] = {}
+        self.events = EventBuilder(site=site, gateway=gateway, stream=stream, cfg=events,
+                                   hop_ns=round(spec.hop_s * 1e9), names=spec.names,
+                                   clock_ns=clock_ns)
+        self.summaries = SummaryAccumulator(site, gateway, stream)
+        self.normal_buffer = normal_buffer
+        self._energy_col = spec.names.index("log_rms") if spec.profile == "das" else None
+        self._starts = np.arange(0, stream.channels, stream.group_size)
+        self._sizes = np.diff(np.append(self._starts, stream.channels))
+        self._learn_rows, self._normal_rows = learn_rows, normal_rows
+        self._rng = np.random.default_rng(seed)
+        self._recent: deque[np.ndarray] = deque(maxlen=max(1, smoke_windows))
+        self._recent_lock = threading.Lock()
+        self._normal_pending: list[np.ndarray] = []
+        self._clock_ns, self._monotonic = clock_ns, monotonic
+        self._summary_every = summary_interval_s
+        self._next_summary = monotonic() + summary_interval_s
+
+    # -- stages ---------------------------------------------------------------------------
+    def handle(self, msg: RawMessage) -> int:
+        """Validate one message, buffer it, process the windows it completes; return how many."""
+        acc = self.validator.accept(msg.payload)
+        if acc is None:
+            return 0
+        f = acc.frame
+        expected = self.buffer.expected_t0_ns()
+        if acc.reset or (expected is not None
+                         and abs(f.t0_ns - expected) > 2e9 / self.stream.sample_rate_hz):
+            if not acc.reset:
+                self.metrics.add("time_jumps")
+            if self.buffer.buffered:
+                self.metrics.add("resets")
+            self.buffer.reset()
+        self.metrics.add("frames")
+        self.metrics.add("samples", f.data.size)
+        windows = self.buffer.push(f.data, f.t0_ns, msg.recv_ns, acc.nonfinite)
+        for w in windows:
+            self.process(w)
+        return len(windows)
+
+    def process(self, w: Window) -> Scored:
+        """Features, model, threshold, events, learning and summary for one window."""
+        self.slot.apply_pending()
+        det = self.slot.active
+        model = (det.version, det.package_hash)
+        thr = self._threshold_for(model)
+        rows = extract(self.extractor, w.data)
+        t0 = time.perf_counter()
+        scores = self._clean(np.asarray(det.score(rows), dtype=np.float32))
+        self.slot.report_latency((time.perf_counter() - t0) * 1e3)
+        gscores = group_max(scores, self.stream.group_size)
+        flagged = thr.classify(gscores)
+        s = Scored(w, rows, scores, gscores, thr.thresholds.copy(), flagged, *model)
+        self._record_latency(w)
+        for e in self.events.update(s):
+            self.sink.send_event(e)
+            self.metrics.add("events")
+        self._learn(s, det, thr)
+        self.summaries.add(s, self._energy(w, rows), thr.reported())
+        self.metrics.add("windows")
+        self.metrics.add("samples_scored", self.buffer.hop * w.n_channels)
+        return s
+
+    def tick(self) -> None:
+        """Periodic work (processing thread): summaries, events that saw no data."""
+        for e in self.events.expire():
+            self.sink.send_event(e)
+            self.metrics.add("events")
+        now = self._monotonic()
+        if now >= self._next_summary:
+            self._next_summary = now + self._summary_every
+            summary = self.summaries.take(self.slot.active.version)
+            if summary is not None:
+                self.sink.send_summary(summary)
+                self.metrics.add("summaries")
+
+    def flush(self) -> None:
+        """At shutdown: emit open events, the last summary and pending normal rows."""
+        for e in self.events.flush():
+            self.sink.send_event(e)
+            self.metrics.add("events")
+        summary = self.summaries.take(self.slot.active.version)
+        if summary is not None:
+            self.sink.send_summary(summary)
+        self._write_normal(force=True)
+
+    def recent_rows(self) -> np.ndarray:
+        """Rows of the last ``smoke_windows`` windows (a copy; any thread)."""
+        with self._recent_lock:
+            parts = list(self._recent)
+        if not parts:
+            return np.empty((0, self.extractor.spec.dim), dtype=np.float32)
+        return np.concatenate(parts)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _threshold_for(self, model: tuple[str, str]) -> GroupThreshold:
+        """Thresholds live in one model's score units: one set per model (this + previous)."""
+        thr = self._thresholds.get(model)
+        if thr is None:
+            if len(self._thresholds) >= 2:
+                self._thresholds.pop(next(iter(self._thresholds)))
+            thr = self._thresholds[model] = GroupThreshold(self.n_groups, self._thr_cfg)
+            log.info("event=thresholds_new stream=%s model=%s", self.stream.kind, model[0])
+        return thr
+
+    def _clean(self, scores: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(scores)
+        if not finite.all():
+            self.metrics.drop("score_nonfinite", int((~finite).sum()))
+            scores = np.nan_to_num(scores, nan=0.0, posinf=_SCORE_CAP, neginf=0.0)
+        return np.minimum(scores, _SCORE_CAP)
+
+    def _record_latency(self, w: Window) -> None:
+        if w.recv_ns:
+            now = self._clock_ns()
+            recv = np.asarray(w.recv_ns, dtype=np.int64)
+            self.metrics.record_latency((now - recv) / 1e6, (now - int(recv.max())) / 1e6)
+
+    def _energy(self, w: Window, rows: np.ndarray) -> np.ndarray:
+        per_ch = rows[:, self._energy_col] if self._energy_col is not None \
+            else w.data.mean(axis=0)
+        return np.add.reduceat(per_ch.astype(np.float64), self._starts) / self._sizes
+
+    def _learn(self, s: Scored, det: object, thr: GroupThreshold) -> None:
+        exclude = s.flagged.copy()
+        if s.window.nonfinite is not None:
+            exclude |= np.logical_or.reduceat(s.window.nonfinite, self._starts)
+        if getattr(det, "ready", True):
+            thr.learn(s.group_scores, exclude)
+        near = exclude.copy()
+        near[1:] |= exclude[:-1]
+        near[:-1] |= exclude[1:]
+        ok = np.repeat(~near, self._sizes)
+        idx = np.flatnonzero(ok)
+        if idx.size == 0:
+            return
+        with self._recent_lock:
+            self._recent.append(s.rows[idx])
+        if self.events.reference is None or s.window.index % 10 == 0:
+            self.events.reference = np.median(s.rows[idx], axis=0)  # for class hints
+        learn = getattr(det, "learn", None)
+        if learn is not None:
+            pick = idx if idx.size <= self._learn_rows else \
+                self._rng.choice(idx, self._learn_rows, replace=False)
+            learn(s.rows[pick])
+        if self.normal_buffer is not None and self._normal_rows > 0:
+            k = min(self._normal_rows, idx.size)
+            self._normal_pending.append(s.rows[self._rng.choice(idx, k, replace=False)])
+            self._write_normal()
+
+    def _write_normal(self, force: bool = False) -> None:
+        if self.normal_buffer is None or not self._normal_pending:
+            return
+        if force or len(self._normal_pending) >= 10:
+            self.normal_buffer.append(np.concatenate(self._normal_pending))
+            self._normal_pending = []

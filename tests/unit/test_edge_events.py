@@ -1,0 +1,192 @@
+"""Event builder: merging over channels and windows, closing, segments, class hints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.config import EventConfig, StreamConfig
+from edge_agent.event_builder import EventBuilder, class_hint, severity
+from edge_agent.events import Event, event_id
+from edge_agent.features import FeatureSpec
+from edge_agent.types import Scored, Window
+
+CH = 64
+GS = 8
+HOP = 500_000_000
+STREAM = StreamConfig(kind="das", first_channel=1000, channels=CH, spacing_m=2.0,
+                      fiber_offset_m=10.0, sample_rate_hz=2000.0, window_s=1.0, hop_s=0.5,
+                      group_size=GS)
+NAMES = FeatureSpec().names
+DIM = len(NAMES)
+
+
+def builder(**cfg) -> EventBuilder:
+    now = [10**18]
+
+    def clock() -> int:
+        now[0] += 1
+        return now[0]
+
+    b = EventBuilder(site="s", gateway="g", stream=STREAM, cfg=EventConfig(**cfg), hop_ns=HOP,
+                     names=NAMES, clock_ns=clock)
+    b.reference = np.zeros(DIM, np.float32)
+    return b
+
+
+def scored(k: int, hot: dict[int, float] | None = None, *, model=("m1", "h1"), thr=5.0,
+           nonfinite: list[int] | None = None, rows: np.ndarray | None = None) -> Scored:
+    scores = np.ones(CH, np.float32)
+    for c, v in (hot or {}).items():
+        scores[c] = v
+    g = scores.reshape(-1, GS).max(axis=1)
+    t = np.full(CH // GS, thr)
+    nf = None
+    if nonfinite:
+        nf = np.zeros(CH, bool)
+        nf[nonfinite] = True
+    w = Window("das", np.zeros((4, CH), np.float32), k * HOP, k * HOP + 2 * HOP, 1000, (),
+               nf, False, k)
+    r = rows if rows is not None else np.zeros((CH, DIM), np.float32)
+    return Scored(w, r, scores, g, t, g > t, *model)
+
+
+def run(b: EventBuilder, windows: list[Scored]) -> list[Event]:
+    out = []
+    for s in windows:
+        out += b.update(s)
+    return out
+
+
+def test_one_event_over_channels_and_windows_with_geometry() -> None:
+    b = builder(merge_gap_channels=2, merge_gap_windows=1)
+    leak = {20: 9.0, 21: 12.0, 23: 8.0}  # 22 quiet but within the channel gap
+    ws = [scored(0), scored(1, leak), scored(2, leak), scored(3), scored(4, leak), scored(5),
+          scored(6), scored(7)]
+    (e,) = run(b, ws)
+    assert (e.ch_start, e.ch_end) == (1020, 1023)
+    assert (e.dist_start_m, e.dist_end_m) == (10.0 + 1020 * 2, 10.0 + 1023 * 2)
+    assert e.start_ns == 1 * HOP + HOP  # newest hop of the first flagged window
+    assert e.end_ns == 4 * HOP + 2 * HOP
+    assert e.n_windows == 3 and e.peak_score == 12.0 and e.threshold == 5.0
+    assert e.id == event_id("s", "g", "das", e.start_ns, 1020)
+    assert (e.model_version, e.model_hash) == ("m1", "h1")
+
+
+def test_channel_resolution_is_per_channel_not_per_group() -> None:
+    b = builder()
+    (e,) = run(b, [scored(0, {13: 9.0}), scored(1), scored(2), scored(3)])
+    assert (e.ch_start, e.ch_end) == (1013, 1013)
+
+
+def test_far_apart_clusters_are_separate_events() -> None:
+    b = builder(merge_gap_channels=2)
+    evs = run(b, [scored(0, {3: 9.0, 40: 9.0}), scored(1), scored(2), scored(3)])
+    assert sorted((e.ch_start, e.ch_end) for e in evs) == [(1003, 1003), (1040, 1040)]
+
+
+def test_a_growing_anomaly_merges_open_events() -> None:
+    b = builder(merge_gap_channels=1)
+    ws = [scored(0, {10: 9.0, 20: 9.0}), scored(1, dict.fromkeys(range(10, 21), 9.0)),
+          scored(2), scored(3), scored(4)]
+    (e,) = run(b, ws)
+    assert (e.ch_start, e.ch_end, e.n_windows) == (1010, 1020, 2)
+
+
+def test_quiet_longer_than_the_gap_splits_events() -> None:
+    b = builder(merge_gap_windows=1)
+    leak = {30: 9.0}
+    evs = run(b, [scored(0, leak), scored(1), scored(2), scored(3, leak), scored(4), scored(5)])
+    assert len(evs) == 2
+
+
+def test_long_events_are_emitted_as_segments() -> None:
+    b = builder(max_open_s=2.0)  # 4 hops
+    leak = {30: 9.0}
+    evs = run(b, [scored(k, leak) for k in range(11)])
+    assert len(evs) == 2
+    assert evs[1].start_ns == evs[0].end_ns
+    assert len({e.id for e in evs}) == 2
+    evs += b.flush()
+    assert len(evs) == 3 and all(e.n_windows >= 1 for e in evs)
+
+
+def test_model_change_closes_events() -> None:
+    b = builder()
+    leak = {30: 9.0}
+    evs = run(b, [scored(0, leak), scored(1, leak, model=("m2", "h2"))])
+    assert [e.model_version for e in evs] == ["m1"]
+    assert [e.model_version for e in b.flush()] == ["m2"]
+
+
+def test_nonfinite_channels_are_fault_events_even_below_threshold() -> None:
+    b = builder()
+    (e,) = run(b, [scored(0, nonfinite=[5]), scored(1), scored(2)])
+    assert (e.ch_start, e.ch_end, e.class_hint) == (1005, 1005, "fault")
+
+
+def test_expire_closes_events_without_new_windows() -> None:
+    b = builder()
+    b.update(scored(0, {30: 9.0}))
+    b._clock = lambda: 10**19  # much later, no window came
+    assert len(b.expire()) == 1 and b.open == []
+
+
+def test_flush_emits_nothing_when_quiet() -> None:
+    b = builder()
+    run(b, [scored(0), scored(1)])
+    assert b.flush() == []
+
+
+@pytest.mark.parametrize(("ratio", "level"),
+                         [(1.1, "low"), (2.0, "medium"), (4.0, "high"), (9.0, "critical")])
+def test_severity(ratio: float, level: str) -> None:
+    assert severity(ratio) == level
+
+
+def _row(**delta: float) -> np.ndarray:
+    r = np.zeros(DIM, np.float32)
+    r[NAMES.index("log_kurtosis")] = 0.477  # Gaussian kurtosis 3
+    for k, v in delta.items():
+        if k in ("bands_low", "bands_mid", "bands_high"):
+            # default bands: 1-10, 10-30, 30-80 | 80-150, 150-300 | 300-500, 500-800, 800-1000
+            idx = {"bands_low": (0, 3), "bands_mid": (3, 5), "bands_high": (5, 8)}[k]
+            for n in NAMES[idx[0]:idx[1]]:
+                r[NAMES.index(n)] += v
+        else:
+            r[NAMES.index(k)] += v
+    return r
+
+
+REF = _row()
+
+
+@pytest.mark.parametrize(
+    ("row", "extent", "nonfinite", "hint"),
+    [
+        (_row(bands_mid=1.0, bands_high=0.8), 6, False, "leak"),  # 80-950 Hz hiss
+        (_row(bands_low=1.0, bands_mid=1.0, bands_high=0.8), 6, False, "leak"),
+        (_row(bands_high=1.0, log_kurtosis=0.6), 4, False, "sand"),
+        (_row(bands_low=1.0, bands_mid=0.5), 64, False, "flow"),
+        (_row(bands_low=1.0), 64, False, "flow"),
+        (_row(log_rms=-3.0), 2, False, "fault"),
+        (_row(), 2, True, "fault"),
+        (_row(bands_low=0.1), 2, False, "unknown"),
+    ],
+)
+def test_das_class_hints(row, extent, nonfinite, hint) -> None:
+    assert class_hint("das", NAMES, row, REF, extent=extent, nonfinite=nonfinite,
+                      group_size=8) == hint
+
+
+def test_dts_cooling_is_a_leak() -> None:
+    names = FeatureSpec(profile="dts", sample_rate_hz=1.0, window_s=10, hop_s=10,
+                        bands_hz=()).names
+    ref = np.array([0, 0, 0, 0.05, 0], np.float32)
+    cool = np.array([-2.0, 0, -0.1, 0.05, -2.0], np.float32)
+    warm = np.array([2.0, 0, 0.1, 0.05, 2.0], np.float32)
+    flat = np.array([0, 0, 0, 0.0, 0], np.float32)
+    kw = {"extent": 3, "nonfinite": False, "group_size": 8}
+    assert class_hint("dts", names, cool, ref, **kw) == "leak"
+    assert class_hint("dts", names, warm, ref, **kw) == "unknown"
+    assert class_hint("dts", names, flat, ref, **kw) == "fault"

@@ -1,0 +1,156 @@
+"""Adaptive per-group thresholds: POT/GPD with an empirical fallback, warm-up, no learning
+from excluded groups, pure classification."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.config import ThresholdConfig
+from edge_agent.thresholds import (
+    EMPIRICAL,
+    GPD,
+    WARMUP,
+    GroupThreshold,
+    _gpd_pwm,
+    fit_tail,
+    group_max,
+)
+
+
+def _cfg(**kw) -> ThresholdConfig:
+    base = {"false_alarm_rate": 1e-3, "warmup_windows": 40, "history_windows": 2000}
+    return ThresholdConfig(**{**base, **kw})
+
+
+def test_group_max_handles_a_short_last_group() -> None:
+    s = np.array([1, 5, 2, 0, 9, 3, 4], np.float32)
+    assert group_max(s, 3).tolist() == [5, 9, 4]
+
+
+@pytest.mark.parametrize("xi", [-0.2, 0.0, 0.25])
+def test_pwm_recovers_gpd_parameters(xi: float) -> None:
+    rng = np.random.default_rng(1)
+    u = rng.random(20_000)
+    y = -np.log(u) if xi == 0 else (u ** -xi - 1) / xi  # GPD(xi, sigma=1) by inversion
+    fit = _gpd_pwm(np.sort(y * 2.0))
+    assert fit is not None
+    assert fit[0] == pytest.approx(xi, abs=0.05)
+    assert fit[1] == pytest.approx(2.0, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("draw", "true_q"),
+    [
+        (lambda r, n: r.exponential(size=n), np.log(1000)),  # 99.9 % quantile
+        (lambda r, n: r.normal(size=n), 3.090),
+    ],
+)
+def test_fit_tail_extrapolates_to_the_target_rate(draw, true_q) -> None:
+    rng = np.random.default_rng(2)
+    thresholds = [fit_tail(draw(rng, 2000), 1e-3, margin=0.0)[0] for _ in range(20)]
+    assert np.median(thresholds) == pytest.approx(true_q, rel=0.1)
+
+
+@pytest.mark.parametrize("n", [40, 400, 2000])
+def test_realised_false_alarm_rate_stays_near_or_below_target(n: int) -> None:
+    rng = np.random.default_rng(7)
+    rate = 1e-3
+    big = np.sort(rng.normal(size=1_000_000))
+    realised = [1 - np.searchsorted(big, fit_tail(rng.normal(size=n), rate)[0]) / big.size
+                for _ in range(100)]
+    assert np.mean(realised) <= 1.5 * rate
+    if n == 2000:
+        assert np.mean(realised) >= 0.2 * rate  # conservative, not blind
+
+
+def test_fit_tail_falls_back_with_too_few_points() -> None:
+    x = np.random.default_rng(3).exponential(size=30)
+    t, method = fit_tail(x, 1e-3)
+    assert method == EMPIRICAL
+    assert t >= x.max()  # the target rate lies beyond the data: extended, never below the max
+
+
+def test_fit_tail_uses_the_quantile_when_it_exists_in_the_data() -> None:
+    x = np.arange(1000, dtype=float)
+    t, method = fit_tail(x, 0.1, min_exceedances=20, tail_fraction=0.05)
+    assert method == EMPIRICAL and t == pytest.approx(900, abs=1)
+
+
+def test_fit_tail_rejects_a_tail_the_gpd_does_not_fit() -> None:
+    # two point masses: no GPD describes the excesses -> empirical
+    x = np.r_[np.zeros(900), np.full(100, 5.0)]
+    assert fit_tail(x, 1e-3)[1] == EMPIRICAL
+
+
+def test_no_flag_before_warmup_then_thresholds_exist() -> None:
+    thr = GroupThreshold(4, _cfg(warmup_windows=50))
+    rng = np.random.default_rng(4)
+    for _ in range(49):
+        g = rng.exponential(size=4)
+        assert not thr.classify(g * 100).any()
+        thr.learn(g)
+    assert (thr.method == WARMUP).all() and not thr.warm
+    thr.learn(rng.exponential(size=4))
+    assert thr.warm and np.isfinite(thr.thresholds).all()
+    assert set(thr.method.tolist()) <= {GPD, EMPIRICAL}
+    assert thr.classify(np.full(4, 1e6)).all()
+
+
+def test_excluded_groups_never_learn() -> None:
+    thr = GroupThreshold(2, _cfg(warmup_windows=10))
+    for _ in range(100):
+        thr.learn(np.array([1.0, 1000.0]), exclude=np.array([False, True]))
+    assert thr.count.tolist() == [100, 0]
+    assert np.isinf(thr.thresholds[1])
+    assert thr.reported()[1] == 0.0
+
+
+def test_min_threshold_is_a_floor() -> None:
+    thr = GroupThreshold(1, _cfg(warmup_windows=10, min_threshold=50.0))
+    for _ in range(10):
+        thr.learn(np.array([1.0]))
+    assert thr.thresholds[0] == 50.0
+
+
+def test_refits_are_spread_over_windows() -> None:
+    thr = GroupThreshold(40, _cfg(warmup_windows=10), refit_every=20)
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        thr.learn(rng.exponential(size=40))
+    before = thr.thresholds.copy()
+    for _ in range(5):  # with stationary data every group is not refitted at once
+        thr.learn(rng.exponential(size=40) * 10)
+    changed = int((thr.thresholds != before).sum())
+    assert 0 < changed < 40
+
+
+@settings(max_examples=40, deadline=None)
+@given(scores=st.lists(st.floats(0, 1e6, allow_nan=False), min_size=60, max_size=400),
+       rate=st.sampled_from([1e-4, 1e-3, 1e-2, 0.1]))
+def test_threshold_is_finite_and_not_below_the_tail(scores, rate) -> None:
+    x = np.asarray(scores)
+    t, _ = fit_tail(x, rate)
+    assert np.isfinite(t)
+    assert t >= np.quantile(x, 0.5)
+    # classify is pure: same input, same output, no state change
+    thr = GroupThreshold(1, _cfg(warmup_windows=60, false_alarm_rate=rate))
+    for v in x:
+        thr.learn(np.array([v]))
+    state = (thr.thresholds.copy(), thr.count.copy(), thr._hist.copy())
+    a = thr.classify(np.array([t]))
+    b = thr.classify(np.array([t]))
+    assert a.tolist() == b.tolist()
+    assert np.array_equal(state[0], thr.thresholds) and np.array_equal(state[2], thr._hist)
+
+
+@settings(max_examples=30, deadline=None)
+@given(scale=st.floats(0.01, 1e4), shift=st.floats(-1e3, 1e3))
+def test_fit_tail_is_equivariant_to_affine_transforms(scale, shift) -> None:
+    x = np.random.default_rng(6).gamma(2.0, size=1000)
+    t, m = fit_tail(x, 1e-3)
+    t2, m2 = fit_tail(x * scale + shift, 1e-3)
+    assert m == m2
+    assert t2 == pytest.approx(t * scale + shift, rel=1e-4, abs=1e-6 * scale + 1e-9)
