@@ -127,6 +127,9 @@ class EventConfig(_Strict):
     merge_gap_channels: int = Field(2, ge=0)
     merge_gap_windows: int = Field(1, ge=0)
     max_open_s: float = Field(60.0, gt=0, description="emit a long event at least this often")
+    announce_s: float | None = Field(
+        2.0, gt=0, description="announce open events at once, then re-send this often; "
+        "None = only when they close")
 
 
 class OutboxConfig(_Strict):

@@ -10,7 +10,12 @@ An open event closes after ``merge_gap_windows`` quiet windows (the next window 
 closes it), when no window has arrived for that long in wall time, when the model changes
 (every event names the one model that scored it) and at shutdown. An event open longer than
 ``max_open_s`` of stream time is emitted as a segment and continues as a new event from the
-segment's end: every emitted event is final, and its id is stable.
+segment's end.
+
+The cloud hears of an event within a window of its onset: with ``announce_s`` (config
+``events.announce_s``) an open event is announced as soon as it opens and re-sent that often
+while it grows, under the id it got when it opened (merges keep the oldest id), so the final
+emission replaces the announcements.
 
 The onset (``start_ns``) is the start of the newest hop of the first flagged window: the
 window before it was quiet, so most of the change lies in that hop.
@@ -48,6 +53,8 @@ class _Open:
     model: tuple[str, str]
     touched_wall_ns: int
     last_index: int = field(default=-1)
+    id: str = ""
+    announced_wall_ns: int = 0
 
 
 class EventBuilder:
@@ -69,7 +76,8 @@ class EventBuilder:
 
     def __init__(self, *, site: str, gateway: str, stream: StreamConfig, cfg: EventConfig,
                  hop_ns: int, names: tuple[str, ...],
-                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 clock_ns: Callable[[], int] = time.time_ns,
+                 announce_s: float | None = None) -> None:
         self.site, self.gateway, self.stream, self.cfg = site, gateway, stream, cfg
         self.hop_ns = hop_ns
         self.names = names
@@ -77,9 +85,10 @@ class EventBuilder:
         self.open: list[_Open] = []
         self.reference: np.ndarray | None = None  # median of recent normal rows
         self._quiet_ns = (cfg.merge_gap_windows + 1) * hop_ns - hop_ns // 2
+        self._announce_ns = None if announce_s is None else int(announce_s * 1e9)
 
     def update(self, s: Scored) -> list[Event]:
-        """Consume one scored window; return the events it closes."""
+        """Consume one scored window; return the events it closes or announces."""
         w = s.window
         model = (s.model_version, s.model_hash)
         out = self._emit_all([e for e in self.open if e.model != model])
@@ -97,6 +106,11 @@ class EventBuilder:
             else:
                 keep.append(e)
         self.open = keep
+        for e in keep if self._announce_ns is not None else ():
+            if e.score_n > 0 and (e.announced_wall_ns == 0
+                                  or now - e.announced_wall_ns >= self._announce_ns):
+                e.announced_wall_ns = now
+                out.append(self._emit(e))
         return out
 
     def expire(self) -> list[Event]:
@@ -141,6 +155,7 @@ class EventBuilder:
             row_sum=s.rows[chans].sum(axis=0, dtype=np.float64),
             nonfinite=nonfinite, model=model, touched_wall_ns=self._clock(), last_index=w.index,
         )
+        new.id = event_id(self.site, self.gateway, self.stream.kind, new.start_ns, new.ch_lo)
         gap = self.cfg.merge_gap_channels + 1
         touching = [e for e in self.open
                     if new.ch_lo <= e.ch_hi + gap and new.ch_hi >= e.ch_lo - gap]
@@ -155,6 +170,7 @@ class EventBuilder:
             ch_lo=e.ch_lo, ch_hi=e.ch_hi, peak=0.0, threshold=e.threshold, score_sum=0.0,
             score_n=0, windows=set(), row_sum=np.zeros_like(e.row_sum), nonfinite=False,
             model=e.model, touched_wall_ns=now, last_index=e.last_index,
+            id=event_id(self.site, self.gateway, self.stream.kind, e.last_end_ns, e.ch_lo),
         )
 
     def _emit_all(self, events: list[_Open]) -> list[Event]:
@@ -166,7 +182,7 @@ class EventBuilder:
         mean_row = e.row_sum / max(e.score_n, 1)
         ratio = e.peak / e.threshold if e.threshold > 0 else 2.0
         return Event(
-            id=event_id(self.site, self.gateway, st.kind, e.start_ns, e.ch_lo),
+            id=e.id or event_id(self.site, self.gateway, st.kind, e.start_ns, e.ch_lo),
             site=self.site, gateway=self.gateway, stream=st.kind,
             start_ns=e.start_ns, end_ns=max(e.last_end_ns, e.start_ns),
             ch_start=e.ch_lo, ch_end=e.ch_hi,
@@ -184,6 +200,7 @@ class EventBuilder:
 def _merge(a: _Open, b: _Open) -> _Open:
     """Two open events become one (b is the newer)."""
     peak_from_b = b.peak >= a.peak
+    first = a if (a.start_ns, a.ch_lo) <= (b.start_ns, b.ch_lo) else b
     return _Open(
         start_ns=min(a.start_ns, b.start_ns), last_end_ns=max(a.last_end_ns, b.last_end_ns),
         first_end_ns=min(a.first_end_ns, b.first_end_ns), ch_lo=min(a.ch_lo, b.ch_lo),
@@ -194,6 +211,8 @@ def _merge(a: _Open, b: _Open) -> _Open:
         row_sum=a.row_sum + b.row_sum, nonfinite=a.nonfinite or b.nonfinite, model=b.model,
         touched_wall_ns=max(a.touched_wall_ns, b.touched_wall_ns),
         last_index=max(a.last_index, b.last_index),
+        id=first.id or a.id or b.id,
+        announced_wall_ns=first.announced_wall_ns,
     )
 
 

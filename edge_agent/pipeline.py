@@ -96,7 +96,7 @@ class StreamPipeline:
         self._thresholds: dict[tuple[str, str], GroupThreshold] = {}
         self.events = EventBuilder(site=site, gateway=gateway, stream=stream, cfg=events,
                                    hop_ns=round(spec.hop_s * 1e9), names=spec.names,
-                                   clock_ns=clock_ns)
+                                   clock_ns=clock_ns, announce_s=events.announce_s)
         self.summaries = SummaryAccumulator(site, gateway, stream)
         self.normal_buffer = normal_buffer
         self._energy_col = spec.names.index("log_rms") if spec.profile == "das" else None
