@@ -26,6 +26,8 @@ from edge_agent import topics
 from sensors_sim.recording import peek
 
 log = logging.getLogger(__name__)
+#: a run whose first frame is this close to the wall clock is paced by the wall clock
+LIVE_WINDOW_NS = 60 * 10**9
 
 
 @dataclass
@@ -190,6 +192,7 @@ def publish_streams(
     stop: threading.Event | None = None,
     on_frame: Callable[[int, str, bytes], None] | None = None,
     clock: Callable[[], float] = time.monotonic, connect_timeout: float = 10.0,
+    wall_ns: Callable[[], int] = time.time_ns,
 ) -> PublishStats:
     """Send every source's frames, merged by frame end time, each gateway on its own
     connection; return the totals.
@@ -197,8 +200,9 @@ def publish_streams(
     Parameters
     ----------
     realtime : bool
-        Pace by the frames' timestamps (a frame leaves when its last sample is due);
-        otherwise as fast as the broker connection accepts.
+        Pace by the frames' timestamps (a frame leaves when its last sample is due: by the
+        wall clock for a live run, whose first frame lies within `LIVE_WINDOW_NS` of now,
+        else relative to the first frame); otherwise as fast as the broker accepts.
     stop : threading.Event, optional
         Set it (e.g. from a signal handler) to stop cleanly after the current frame.
     on_frame : callable, optional
@@ -222,6 +226,10 @@ def publish_streams(
             if realtime:
                 if base is None:
                     base, wall0 = peek(frame)[2], clock()
+                    if abs(base - wall_ns()) < LIVE_WINDOW_NS:
+                        # a live run: frames leave when the wall clock reaches their end,
+                        # as an interrogator's do, however late this process started
+                        base, wall0 = wall_ns(), clock()
                 assert wall0 is not None
                 delay = wall0 + (end_ns - base) / 1e9 - clock()
                 if delay > 0 and stop.wait(delay):
