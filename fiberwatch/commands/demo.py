@@ -1,14 +1,42 @@
-"""`fiberwatch demo`: not built yet."""
+"""`fiberwatch demo [--seconds N]`: the whole system on one machine (see fiberwatch.demo)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from fiberwatch.cli import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="(not built yet)")
+    p = sub.add_parser(
+        "demo", help="run the whole system on this machine (Ctrl-C stops everything)",
+        description="Starts Mosquitto, influxd, the cloud (ingestion, API, dashboard), Flower, "
+                    "three gateway agents and the simulator; prints the dashboard address and "
+                    "a live status line; runs a federated round and a canary rollout.")
+    p.add_argument("--seconds", type=float, help="stop after N seconds (default: until Ctrl-C)")
+    p.add_argument("--data-dir", type=Path, default=Path(".fiberwatch/demo"),
+                   help="where services keep their data and logs (default .fiberwatch/demo)")
+    p.add_argument("--channels", type=int, default=256,
+                   help="DAS channels per gateway (default 256; 0 = the configs' full size)")
+    p.add_argument("--port", type=int, default=8000, help="dashboard/API port (0 = any free)")
+    p.add_argument("--fl-after", type=float, default=45.0,
+                   help="seconds before the federated round starts (default 45)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("fiberwatch demo: not built yet")
+    from fiberwatch.demo import DemoOptions, main
+    from fiberwatch.services import ServiceError
+
+    if args.seconds is not None and args.seconds <= 0:
+        raise UsageError("--seconds must be > 0")
+    if args.channels < 0:
+        raise UsageError("--channels must be >= 0")
+    opts = DemoOptions(data_dir=args.data_dir, seconds=args.seconds,
+                       channels=args.channels or None, api_port=args.port,
+                       fl_after_s=args.fl_after)
+    try:
+        return main(opts)
+    except ServiceError as exc:
+        raise UsageError(str(exc)) from None

@@ -1,0 +1,163 @@
+"""Everything the demo writes before it starts a process: keys, gateway configs, schedule.
+
+The demo runs the shipped demo-site configs (`firmware_configs/gateways/*.toml`: two wells
+and a pipeline) with the broker port, data dirs, model and channel counts rewritten for
+this machine, and a simulator schedule that matches them fiber for fiber.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from edge_agent.config import GatewayConfig, load_gateway_config
+from firmware_configs import GATEWAYS
+
+DEMO_GATEWAYS = ("well-a", "well-b", "pipeline-1")
+
+
+@dataclass(frozen=True)
+class DemoLayout:
+    root: Path
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.keys / "model-signing.key"
+
+    @property
+    def public_key(self) -> Path:
+        return self.keys / "model-signing.pub"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def gateways(self) -> Path:
+        return self.root / "gateways"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def tokens(self) -> Path:
+        return self.root / "tokens.json"
+
+    @property
+    def schedule(self) -> Path:
+        return self.root / "schedule.json"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels.jsonl"
+
+    def config(self, gateway: str) -> Path:
+        return self.gateways / f"{gateway}.toml"
+
+
+def ensure_keys(layout: DemoLayout) -> None:
+    from federation.keys import save_pair
+
+    if not layout.signing_key.exists():
+        layout.keys.mkdir(parents=True, exist_ok=True)
+        save_pair(layout.signing_key, layout.public_key)
+
+
+def write_tokens(layout: DemoLayout) -> str:
+    """A fresh admin token for this demo run (the dashboard link carries it)."""
+    token = "demo-" + secrets.token_urlsafe(24)
+    layout.tokens.write_text(json.dumps({token: {"name": "demo-admin", "role": "admin"}}))
+    layout.tokens.chmod(0o600)
+    return token
+
+
+def write_gateway_configs(
+    layout: DemoLayout, *, broker_port: int, superlink: str, channels: int | None,
+    package: Path | None,
+) -> dict[str, GatewayConfig]:
+    """Rewrite the shipped demo-site configs for this run; return them validated."""
+    out: dict[str, GatewayConfig] = {}
+    layout.gateways.mkdir(parents=True, exist_ok=True)
+    for name in DEMO_GATEWAYS:
+        with (GATEWAYS / f"{name}.toml").open("rb") as f:
+            data: dict[str, Any] = tomllib.load(f)
+        data["gateway"]["data_dir"] = str(layout.root / "state" / name)
+        data["broker"]["port"] = broker_port
+        data.setdefault("federation", {})["superlink"] = superlink
+        data["federation"]["insecure"] = True
+        data["federation"]["normal_buffer_windows"] = 4000
+        model = data.setdefault("model", {})
+        model["public_key"] = str(layout.public_key)
+        if package is not None:
+            model["package"] = str(package)
+        model["latency_budget_ms"] = max(float(model.get("latency_budget_ms", 20.0)), 50.0)
+        # short warm-up: the demo is minutes long
+        data.setdefault("threshold", {})["warmup_windows"] = 20
+        for stream in data["streams"]:
+            stream.pop("interrogator", None)
+            if channels is not None:
+                stream["channels"] = channels
+        path = layout.config(name)
+        path.write_text(tomli_w.dumps(data))
+        out[name] = load_gateway_config(path)
+    return out
+
+
+def write_schedule(
+    layout: DemoLayout, configs: dict[str, GatewayConfig], *, seconds: float | None,
+    leak_channel: int | None = None, leak_onset: float = 40.0, seed: int = 7,
+) -> None:
+    """One simulated fiber per gateway, matching its streams; anomalies on a schedule."""
+    gateways = []
+    for name, cfg in configs.items():
+        das = cfg.stream("das")
+        dts = cfg.stream("dts")
+        assert das is not None, f"demo gateway {name} has no DAS stream"
+        n = das.channels
+        g: dict[str, Any] = {
+            "site": cfg.gateway.site, "gateway": cfg.gateway.id,
+            "geometry": "pipeline" if name.startswith("pipeline") else "well",
+            "channels": n, "first_channel": das.first_channel, "spacing_m": das.spacing_m,
+            "das_rate": das.sample_rate_hz,
+            "streams": ["das", "dts"] if dts is not None else ["das"],
+        }
+        if dts is not None:
+            g["dts_interval_s"] = 1.0 / dts.sample_rate_hz
+        scen: list[dict[str, Any]] = []
+        if name == "well-a":
+            ch = leak_channel if leak_channel is not None else int(n * 0.3)
+            scen.append({"kind": "leak", "onset": leak_onset, "duration": 30.0, "channel": ch})
+        elif name == "well-b":
+            scen.append({"kind": "sand", "onset": leak_onset + 40, "duration": 20.0,
+                         "channels": f"{int(n * 0.7)}-{int(n * 0.75)}"})
+        else:
+            scen.append({"kind": "slug", "onset": leak_onset + 80, "duration": 30.0,
+                         "channels": f"{int(n * 0.2)}-{int(n * 0.5)}"})
+        # an endless run repeats nothing: anomalies that start after a finite run are dropped
+        g["scenario"] = [x for x in scen
+                         if seconds is None or x["onset"] + 5.0 <= seconds]
+        for x in g["scenario"]:
+            if seconds is not None:
+                x["duration"] = min(x["duration"], seconds - x["onset"])
+        gateways.append(g)
+    schedule: dict[str, Any] = {"seed": seed, "gateways": gateways}
+    if seconds is not None:
+        schedule["seconds"] = seconds
+    else:
+        schedule["seconds"] = None
+    layout.schedule.write_text(json.dumps(schedule, indent=1))

@@ -1,0 +1,119 @@
+"""The demo's live one-line status, from what the gateways and the cloud publish.
+
+It listens on MQTT like any cloud component (retained health, events, model state) and asks
+the model registry for the rollout state: gateways up, frames/s, events, federated round,
+model versions served.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+
+from edge_agent import topics
+
+if TYPE_CHECKING:
+    from fiberwatch.demo import DemoRun
+
+
+class StatusBoard:
+    def __init__(self, run: DemoRun, out: Any = sys.stderr) -> None:
+        self.run = run
+        self.out = out
+        self.tty = bool(getattr(out, "isatty", lambda: False)())
+        self._lock = threading.Lock()
+        self.health: dict[str, dict[str, Any]] = {}
+        self.model_state: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, dict[str, Any]] = {}
+        self._last_print = 0.0
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                   client_id=f"fiberwatch-demo-status-{time.time_ns()}")
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+
+    def start(self) -> None:
+        self._client.connect("127.0.0.1", self.run.broker.port, keepalive=30)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        for t in (topics.ALL_HEALTH, topics.ALL_EVENTS, topics.ALL_MODEL_STATE):
+            client.subscribe(t, qos=1)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            site, gw, suffix = topics.parse(msg.topic)
+            body = json.loads(msg.payload)
+        except ValueError:
+            return
+        with self._lock:
+            if suffix == "health":
+                self.health[f"{site}/{gw}"] = body
+            elif suffix == "model_state":
+                self.model_state[f"{site}/{gw}"] = body
+            elif suffix == "events" and isinstance(body, dict) and "id" in body:
+                self.events[body["id"]] = body
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            health = dict(self.health)
+            events = list(self.events.values())
+        now = time.time_ns()
+        up = [h for h in health.values()
+              if h.get("status") in ("ok", "degraded") and now - int(h.get("t_ns", 0)) < 20e9]
+        versions = sorted({str(h.get("model_version")) for h in up})
+        return {
+            "gateways_up": len(up),
+            "gateways": len(health),
+            "frames_per_s": sum(float(h.get("frames_per_s", 0)) for h in up),
+            "events": len(events),
+            "models": versions,
+            "rollout": self._rollout(),
+        }
+
+    def _rollout(self) -> str:
+        try:
+            from federation.registry import Registry
+
+            recs = Registry(self.run.layout.registry).list()
+        except Exception:  # noqa: BLE001 - status display only; the registry may be mid-write
+            return "?"
+        prod = [r.version for r in recs if r.state == "production"]
+        canary = [r.version for r in recs if r.state == "canary"]
+        fed = sum(1 for r in recs if r.parent)
+        parts = [f"prod {prod[0] if prod else '-'}"]
+        if canary:
+            parts.append(f"canary {canary[0]}")
+        parts.append(f"fed models {fed}")
+        return ", ".join(parts)
+
+    def line(self) -> str:
+        s = self.snapshot()
+        elapsed = (time.time_ns() - self.run.t0_ns) / 1e9
+        fl = "running" if self.run.fl_started and self.run.fl_child is not None and \
+            self.run.fl_child.alive() else ("done" if self.run.fl_started else "waiting")  # type: ignore[attr-defined]
+        return (f"[{elapsed:5.0f}s] gateways {s['gateways_up']}/3  frames/s "
+                f"{s['frames_per_s']:6.0f}  events {s['events']:3d}  FL {fl}  "
+                f"{s['rollout']}  serving {','.join(s['models']) or '-'}")
+
+    def render(self) -> None:
+        now = time.monotonic()
+        if self.tty:
+            self.out.write("\r\x1b[2K" + self.line()[:200])
+            self.out.flush()
+        elif now - self._last_print >= 10:
+            self._last_print = now
+            print(self.line(), file=self.out, flush=True)
+
+    def summary(self) -> str:
+        s = self.snapshot()
+        return (f"fiberwatch demo: {s['events']} events, gateways seen {s['gateways']}, "
+                f"models served {', '.join(s['models']) or '-'}; {s['rollout']}")
