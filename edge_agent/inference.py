@@ -69,6 +69,7 @@ class Int8AutoencoderScorer:
         self._ra = (inv_err / std).astype(np.float32)
         self._rb = (-s_out * inv_err).astype(np.float32)
         self._rc = (-mean / std * inv_err + z_out * s_out * inv_err).astype(np.float32)
+        self._inv_dim = np.float32(1.0 / self.dim)
 
     def _invoke(self, q: np.ndarray) -> np.ndarray:
         """Run int8 rows ``q`` (n <= batch size in use); returns int8 output rows."""
@@ -87,9 +88,12 @@ class Int8AutoencoderScorer:
         return self._it.get_tensor(self._out)[:n]
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:
-        qf = x * self._qa + self._qb
-        np.nan_to_num(qf, copy=False, nan=0.0, posinf=127.0, neginf=-128.0)
-        return np.clip(np.rint(qf), -128, 127).astype(np.int8)
+        qf = np.multiply(x, self._qa)
+        qf += self._qb
+        np.rint(qf, out=qf)
+        np.fmax(qf, -128.0, out=qf)  # fmax/fmin also map NaN and inf into int8 range
+        np.fmin(qf, 127.0, out=qf)
+        return qf.astype(np.int8)
 
     def _chunks(self, n: int) -> tuple[int, bool]:
         """(chunk rows, pad the last chunk): one tensor size per call, no re-allocation
@@ -111,8 +115,10 @@ class Int8AutoencoderScorer:
             if pad and q.shape[0] < chunk:
                 q = np.concatenate([q, np.zeros((chunk - q.shape[0], self.dim), np.int8)])
             y = self._invoke(q)[: xs.shape[0]]
-            r = xs * self._ra + y.astype(np.float32) * self._rb + self._rc
-            out[i:i + chunk] = np.mean(r * r, axis=1)
+            r = np.multiply(xs, self._ra)
+            r += self._rc
+            r += y * self._rb  # int8 * float32 -> float32
+            out[i:i + chunk] = np.einsum("ij,ij->i", r, r) * self._inv_dim
         return out
 
     def reconstruct(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

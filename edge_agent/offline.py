@@ -84,6 +84,14 @@ class _Pipeline(StreamPipeline):
         return s
 
 
+def final_events(emitted: Iterable[Event]) -> list[Event]:
+    """One event per id, the last emission of each, ordered by first emission."""
+    by_id: dict[str, Event] = {}
+    for e in emitted:
+        by_id[e.id] = e  # dicts keep first-insertion order; the value is the latest
+    return list(by_id.values())
+
+
 def stream_config_for(spec: FeatureSpec, *, channels: int, first_channel: int = 0,
                       spacing_m: float = 1.0, group_size: int = 8) -> StreamConfig:
     """A `StreamConfig` that computes ``spec`` (raw specs get a dts carrier)."""
@@ -154,15 +162,22 @@ class OfflineScorer:
         return new
 
     @property
-    def events(self) -> list[Event]:
+    def emitted(self) -> list[Event]:
+        """Every emission, announcements of open events included."""
         return self._sink.events
+
+    @property
+    def events(self) -> list[Event]:
+        """Final events: one per id (a later emission replaces an announcement), in order
+        of first emission, as the cloud stores them."""
+        return final_events(self._sink.events)
 
     def feed(self, frame: bytes) -> int:
         """One wire frame; returns the windows it completed."""
         return self.pipeline.handle(RawMessage(self._topic, frame, self.pipeline.now_ns))
 
     def run(self, frames: Iterable[bytes]) -> list[Event]:
-        """Feed every frame, then close open events; returns all events."""
+        """Feed every frame, then close open events; returns the final events."""
         for f in frames:
             self.feed(f)
         return self.finish()

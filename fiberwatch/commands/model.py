@@ -1,14 +1,291 @@
-"""`fiberwatch model`: not built yet."""
+"""`fiberwatch model train|convert|eval|inspect|sign|verify|keygen`: the model lifecycle.
+
+    fiberwatch model keygen --private signing.pem --public signing.pub
+    fiberwatch model train --sim --channels 512 --seconds 120 --out das.ckpt
+    fiberwatch model train --csv tags.csv --out tags.ckpt
+    fiberwatch model convert das.ckpt --key signing.pem --out das.fwpkg
+    fiberwatch model verify das.fwpkg --public-key signing.pub [--config gw.toml]
+    fiberwatch model eval --model das.fwpkg --json eval.json
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from fiberwatch.cli import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("model", help="(not built yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser("model", help="train, convert, sign, verify and evaluate models")
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+
+    k = msub.add_parser("keygen", help="make an Ed25519 signing key pair")
+    k.add_argument("--private", type=Path, required=True, help="private key file (PEM, 0600)")
+    k.add_argument("--public", type=Path, required=True, help="public key file (PEM)")
+    k.add_argument("--force", action="store_true", help="overwrite existing files")
+    k.set_defaults(func=_keygen)
+
+    t = msub.add_parser("train", help="train an autoencoder on normal data -> checkpoint")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sim", action="store_true", help="simulate normal runs (sensors_sim)")
+    src.add_argument("--recording", type=Path, help="recorded frames (.fwrec)")
+    src.add_argument("--csv", type=Path, help="CSV: a time column + numeric sensor columns")
+    t.add_argument("--stream", choices=("das", "dts"), default="das")
+    t.add_argument("--config", type=Path, help="gateway TOML: take the stream's feature spec")
+    t.add_argument("--channels", type=int, default=512, help="--sim: channels (default 512)")
+    t.add_argument("--seconds", type=float, default=120.0, help="--sim: seconds per run")
+    t.add_argument("--runs", type=int, default=2, help="--sim: runs (seeds) (default 2)")
+    t.add_argument("--geometry", choices=("well", "pipeline"), default="well")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--window", type=int, default=16, help="--csv: samples per window (raw)")
+    t.add_argument("--hop", type=int, default=8, help="--csv: samples per hop (raw)")
+    t.add_argument("--arch", default="ae-32-8")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--batch-size", type=int, default=512)
+    t.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    t.set_defaults(func=_train)
+
+    c = msub.add_parser("convert", help="checkpoint -> int8 .tflite -> (signed) package")
+    c.add_argument("checkpoint", type=Path)
+    c.add_argument("--out", type=Path, required=True, help="package file to write")
+    c.add_argument("--key", type=Path, help="private key to sign with (else unsigned)")
+    c.add_argument("--version", help="package version (default: stream-time-hash)")
+    c.add_argument("--parent", help="parent version")
+    c.add_argument("--name", default="fiberwatch-ae")
+    c.add_argument("--from-stats", action="store_true",
+                   help="calibrate on rows synthesised from feature statistics only")
+    c.set_defaults(func=_convert)
+
+    s = msub.add_parser("sign", help="(re-)sign a package")
+    s.add_argument("package", type=Path)
+    s.add_argument("--key", type=Path, required=True, help="private key (PEM)")
+    s.add_argument("--out", type=Path, help="output (default: in place)")
+    s.set_defaults(func=_sign)
+
+    v = msub.add_parser("verify", help="verify a package's signature, hashes and spec")
+    v.add_argument("package", type=Path)
+    v.add_argument("--public-key", type=Path, required=True)
+    v.add_argument("--config", type=Path, help="gateway TOML: check the stream's feature spec")
+    v.add_argument("--stream", choices=("das", "dts"), help="stream of --config")
+    v.set_defaults(func=_verify)
+
+    i = msub.add_parser("inspect", help="print a package's manifest")
+    i.add_argument("package", type=Path)
+    i.add_argument("--full", action="store_true", help="include per-feature arrays")
+    i.set_defaults(func=_inspect)
+
+    e = msub.add_parser("eval", help="event-level evaluation vs peers on simulator scenarios")
+    e.add_argument("--model", type=Path, required=True, help="package to evaluate")
+    e.add_argument("--public-key", type=Path)
+    e.add_argument("--quick", action="store_true", help="small runs (smoke test)")
+    e.add_argument("--families", default="leak,sand,slug,faults")
+    e.add_argument("--peers", default="iforest,hst,robust_z")
+    e.add_argument("--train-rows", type=Path, help="checkpoint whose rows train the peers")
+    e.add_argument("--seed", type=int, default=1000)
+    e.add_argument("--plots", type=Path, help="directory for PNG plots")
+    e.add_argument("--false-alarm-rate", type=float, default=1e-6,
+                   help="thresholds: target exceedance rate per group and window (1e-6)")
+    e.add_argument("--floor-quantile", type=float, default=0.99999,
+                   help="thresholds: floor at this quantile of each detector's training "
+                        "scores (0 = no floor)")
+    e.add_argument("--json", type=Path, help="write the result object here")
+    e.set_defaults(func=_eval)
 
 
-def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("fiberwatch model: not built yet")
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from federation.keys import KeyFileError, save_pair
+
+    try:
+        kid = save_pair(args.private, args.public, overwrite=args.force)
+    except KeyFileError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"key id {kid}: private {args.private}, public {args.public}")
+    return 0
+
+
+def _spec_from_config(path: Path, stream: str) -> Any:
+    from edge_agent.config import ConfigError, load_gateway_config
+
+    try:
+        cfg = load_gateway_config(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    s = cfg.stream(stream)
+    if s is None:
+        raise UsageError(f"{path}: no {stream} stream")
+    return s.feature_spec()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from federation import datasets
+    from federation.train import save_checkpoint, sim_training_rows, train
+
+    spec = _spec_from_config(args.config, args.stream) if args.config else None
+    try:
+        if args.sim:
+            with tqdm(total=args.runs, desc="simulate", unit="run", disable=None) as bar:
+                rows, spec, source = sim_training_rows(
+                    stream=args.stream, channels=args.channels, seconds=args.seconds,
+                    runs=args.runs, seed=args.seed, geometry=args.geometry, spec=spec,
+                    progress=lambda n: bar.update(n - bar.n))
+        elif args.recording:
+            fs = datasets.read_recording(args.recording, args.stream, spec)
+            rows, spec, source = fs.normal_rows(), fs.spec, {"kind": "recording",
+                                                             "path": str(args.recording)}
+        else:
+            fs = datasets.csv_features(args.csv, spec, window=args.window, hop=args.hop)
+            rows, spec, source = fs.normal_rows(), fs.spec, {"kind": "csv", "path": str(args.csv)}
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    with tqdm(total=args.epochs, desc="train", unit="epoch", disable=None) as bar:
+        def progress(_epoch: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update(1)
+
+        try:
+            model, summary = train(rows, arch=args.arch, epochs=args.epochs, lr=args.lr,
+                                   batch_size=args.batch_size, seed=args.seed,
+                                   progress=progress)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    save_checkpoint(args.out, model, spec, rows=rows, training=summary, source=source)
+    print(json.dumps({"checkpoint": str(args.out), "feature_spec_hash": spec.hash,
+                      "dim": spec.dim, **summary}, indent=2))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from federation.package import package_model
+    from federation.train import load_checkpoint
+
+    key = _private(args.key) if args.key else None
+    try:
+        ck = load_checkpoint(args.checkpoint)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    rows = None if args.from_stats else ck["rows"]
+    if rows is None and ck["stats"] is None:
+        raise UsageError(f"{args.checkpoint}: holds neither training rows nor statistics")
+    with tqdm(desc="calibrate", unit="batch", disable=None) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            data, report = package_model(
+                ck["model"], ck["spec"], rows=rows, stats=ck["stats"], private_key=key,
+                name=args.name, version=args.version, parent=args.parent,
+                training={**ck["training"], "source": ck["source"]}, progress=progress)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    args.out.write_bytes(data)
+    from edge_agent.package import read_package
+
+    pkg = read_package(data, None)
+    print(json.dumps({"package": str(args.out), "version": pkg.version, "sha256": pkg.sha256,
+                      "signed": pkg.signed, **report}, indent=2))
+    return 0
+
+
+def _private(path: Path) -> Any:
+    from federation.keys import KeyFileError, load_private
+
+    try:
+        return load_private(path)
+    except KeyFileError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from edge_agent.package import PackageError
+    from federation.package import sign_package
+
+    try:
+        data = sign_package(_read(args.package, "package"), _private(args.key))
+    except PackageError as exc:
+        raise UsageError(f"{args.package}: {exc}") from None
+    (args.out or args.package).write_bytes(data)
+    print(f"signed {args.out or args.package}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from edge_agent.package import PackageError, read_package
+
+    spec_hash = None
+    if args.config is not None:
+        from edge_agent.config import ConfigError, load_gateway_config
+
+        try:
+            cfg = load_gateway_config(args.config)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        streams = [s for s in cfg.streams if args.stream in (None, s.kind)]
+        if len(streams) != 1:
+            raise UsageError(f"{args.config}: name the stream with --stream (das or dts)")
+        spec_hash = streams[0].feature_spec().hash
+    try:
+        pkg = read_package(_read(args.package, "package"), _read(args.public_key, "public key"),
+                           feature_spec_hash=spec_hash)
+    except PackageError as exc:
+        raise UsageError(f"{args.package}: refused ({exc})") from None
+    print(f"ok: {pkg.version} sha256 {pkg.sha256} spec {pkg.feature_spec_hash[:12]} signed")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from edge_agent.package import PackageError, read_package
+
+    try:
+        pkg = read_package(_read(args.package, "package"), None)
+    except PackageError as exc:
+        raise UsageError(f"{args.package}: {exc}") from None
+    m = dict(pkg.manifest)
+    if not args.full:
+        for key in ("normalization", "error_scale", "feature_names"):
+            m.pop(key, None)
+    m["package_sha256"] = pkg.sha256
+    m["signed"] = pkg.signed
+    print(json.dumps(m, indent=2))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from edge_agent.config import ThresholdConfig
+    from edge_agent.package import PackageError, read_package
+    from federation import evaluate
+
+    public = _read(args.public_key, "public key") if args.public_key else None
+    try:
+        pkg = read_package(_read(args.model, "package"), public)
+    except PackageError as exc:
+        raise UsageError(f"{args.model}: {exc}") from None
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    try:
+        result = evaluate.run_evaluation(
+            pkg, families=families, peers=peers, quick=args.quick, seed=args.seed,
+            train_checkpoint=args.train_rows, plots=args.plots, progress=True,
+            thresholds=ThresholdConfig(false_alarm_rate=args.false_alarm_rate),
+            floor_quantile=args.floor_quantile or None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    print(evaluate.table(result))
+    return 0

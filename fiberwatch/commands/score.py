@@ -1,14 +1,168 @@
-"""`fiberwatch score`: not built yet."""
+"""`fiberwatch score --model PKG --input FILE --output FILE`: offline batch scoring.
+
+The input runs through the gateway's own stages (`edge_agent.offline.OfflineScorer`):
+frame validation, windowing, features, the packaged int8 model, adaptive thresholds and the
+event builder. Input: recorded frames (``.fwrec``, `sensors_sim.read_frames`) or CSV (a
+time column + numeric sensor columns, one channel each). Output by extension: ``.csv`` (one
+row per window and channel; events go to ``OUTPUT.events.jsonl``) or ``.json`` (windows with
+per-channel scores, and the events).
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from fiberwatch.cli import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="(not built yet)")
+    p = sub.add_parser("score", help="score recorded frames or a CSV file with a model package")
+    p.add_argument("--model", type=Path, required=True, help="model package (.fwpkg)")
+    p.add_argument("--input", type=Path, required=True, help=".fwrec recording or .csv file")
+    p.add_argument("--output", type=Path, required=True, help=".csv or .json output")
+    p.add_argument("--public-key", type=Path, help="Ed25519 public key the package must match")
+    p.add_argument("--config", type=Path,
+                   help="gateway TOML: take the stream geometry, thresholds and event settings")
+    p.add_argument("--group-size", type=int, default=8, help="channels per threshold group")
+    p.add_argument("--spacing-m", type=float, default=1.0, help="metres between channels")
     p.set_defaults(func=_run)
 
 
+def _load(args: argparse.Namespace) -> Any:
+    from edge_agent.package import PackageError, read_package
+
+    try:
+        data = args.model.read_bytes()
+        key = args.public_key.read_bytes() if args.public_key else None
+    except OSError as exc:
+        raise UsageError(f"{exc.filename}: {exc.strerror}") from None
+    try:
+        return read_package(data, key)
+    except PackageError as exc:
+        raise UsageError(f"{args.model}: refused ({exc})") from None
+
+
+def _frames(path: Path, spec: Any) -> tuple[Any, int, int]:
+    """``(frames iterable, n_channels, first_channel)`` for the package's stream."""
+    from edge_agent import wire
+    from edge_agent.offline import InputError, csv_frames, csv_rate, read_csv
+
+    if path.suffix.lower() == ".csv":
+        try:
+            t, x, _ = read_csv(path)
+        except InputError as exc:
+            raise UsageError(str(exc)) from None
+        rate = csv_rate(t)
+        if abs(rate - spec.sample_rate_hz) > 0.01 * spec.sample_rate_hz:
+            raise UsageError(f"{path}: {rate:g} Hz data, the model expects "
+                             f"{spec.sample_rate_hz:g} Hz")
+        kind = spec.profile if spec.profile in ("das", "dts") else "dts"
+        return (csv_frames(t, x, kind=kind, rate=spec.sample_rate_hz,
+                           frame_samples=spec.hop_samples), x.shape[1], 0)
+    from sensors_sim import RecordingError, read_frames
+
+    kind = wire.StreamKind.from_label(spec.profile if spec.profile != "raw" else "dts")
+    try:
+        first = next((f for f in map(wire.decode, read_frames(path)) if f.kind == kind), None)
+    except (RecordingError, wire.FrameError, OSError) as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    if first is None:
+        raise UsageError(f"{path}: no {kind.label} frames for this {spec.profile} model")
+    return read_frames(path), first.n_channels, first.first_channel
+
+
 def _run(args: argparse.Namespace) -> int:
-    raise SystemExit("fiberwatch score: not built yet")
+    from tqdm import tqdm
+
+    from edge_agent.config import EventConfig, ThresholdConfig
+    from edge_agent.features import FeatureSpec
+    from edge_agent.inference import LiteRTDetector
+    from edge_agent.offline import OfflineScorer, stream_config_for
+    from edge_agent.package import PackageError
+
+    if args.output.suffix.lower() not in (".csv", ".json"):
+        raise UsageError(f"{args.output}: the output must end in .csv or .json")
+    pkg = _load(args)
+    spec = FeatureSpec.from_dict(pkg.manifest["feature_spec"])
+    frames, n_ch, first = _frames(args.input, spec)
+    thr, evc = ThresholdConfig(), EventConfig()
+    stream = stream_config_for(spec, channels=n_ch, first_channel=first,
+                               spacing_m=args.spacing_m, group_size=args.group_size)
+    if args.config is not None:
+        stream, thr, evc = _from_config(args.config, stream)
+    writer = _Writer(args.output, stream.group_size)
+    try:
+        scorer = OfflineScorer(LiteRTDetector(pkg), stream, spec=spec, thresholds=thr,
+                               events=evc, on_window=writer.window)
+        with tqdm(desc="score", unit="frame", disable=None) as bar:
+            for f in frames:
+                scorer.feed(f)
+                bar.update(1)
+        events = scorer.finish()
+    except PackageError as exc:
+        raise UsageError(f"{args.model}: refused ({exc})") from None
+    writer.close(events, {"model": pkg.version, "package_sha256": pkg.sha256,
+                          "input": str(args.input)})
+    print(json.dumps({"windows": writer.n_windows, "channels": n_ch, "events": len(events),
+                      "output": str(args.output), "model": pkg.version}))
+    return 0
+
+
+def _from_config(path: Path, default: Any) -> tuple[Any, Any, Any]:
+    from edge_agent.config import ConfigError, load_gateway_config
+
+    try:
+        cfg = load_gateway_config(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    s = cfg.stream(default.kind)
+    if s is None:
+        raise UsageError(f"{path}: no {default.kind} stream")
+    if (s.channels, s.first_channel) != (default.channels, default.first_channel):
+        raise UsageError(f"{path}: the {s.kind} stream has channels {s.first_channel}+"
+                         f"{s.channels}, the input {default.first_channel}+{default.channels}")
+    return s, cfg.threshold, cfg.events
+
+
+class _Writer:
+    """Streams per-window, per-channel scores to CSV, or collects them for JSON."""
+
+    def __init__(self, path: Path, group_size: int) -> None:
+        self.path, self.group_size, self.n_windows = path, group_size, 0
+        self.json = path.suffix.lower() == ".json"
+        self._windows: list[dict[str, Any]] = []
+        if not self.json:
+            self._f = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+            self._w = csv.writer(self._f)
+            self._w.writerow(["t_start_ns", "t_end_ns", "channel", "score", "threshold",
+                              "flagged"])
+
+    def window(self, s: Any) -> None:
+        self.n_windows += 1
+        w = s.window
+        thr = s.thresholds.repeat(self.group_size)[: len(s.scores)]
+        flag = s.flagged.repeat(self.group_size)[: len(s.scores)] & (s.scores > thr)
+        if self.json:
+            self._windows.append({
+                "t_start_ns": w.t_start_ns, "t_end_ns": w.t_end_ns,
+                "first_channel": w.first_channel, "scores": [float(v) for v in s.scores],
+                "thresholds": [float(v) if v != float("inf") else None for v in s.thresholds],
+                "flagged_channels": [int(c) + w.first_channel for c in flag.nonzero()[0]]})
+            return
+        for c in range(len(s.scores)):
+            self._w.writerow([w.t_start_ns, w.t_end_ns, w.first_channel + c,
+                              f"{s.scores[c]:.6g}", f"{thr[c]:.6g}", int(flag[c])])
+
+    def close(self, events: list, meta: dict[str, Any]) -> None:
+        if self.json:
+            self.path.write_text(json.dumps({**meta, "windows": self._windows,
+                                             "events": [e.to_dict() for e in events]}))
+            return
+        self._f.close()
+        with open(f"{self.path}.events.jsonl", "w") as f:
+            for e in events:
+                f.write(e.to_json().decode() + "\n")

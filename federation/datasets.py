@@ -1,0 +1,257 @@
+"""Feature datasets for training and evaluation: simulator runs, recordings, CSV.
+
+Every row comes from the gateway's own pipeline (`edge_agent.offline.OfflineScorer`: frame
+validation, `StreamBuffer` windows, `FeatureExtractor`), fed wire frames, so training sees
+exactly the numbers the gateway computes. A `FeatureSet`
+is window-major: row ``w * n_channels + c`` is channel ``first_channel + c`` of window ``w``.
+
+CSV input: a header row, one time column (``time``/``timestamp``/``t``/``ts``, or the first
+column; ISO-8601 or seconds) and numeric sensor columns; each sensor column is a "channel"
+of a ``raw`` profile stream (or of any spec whose sample rate matches the CSV's).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent import wire
+from edge_agent.config import StreamConfig
+from edge_agent.features import FeatureSpec
+from edge_agent.offline import (
+    InputError,
+    OfflineScorer,
+    csv_frames,
+    csv_rate,
+    read_csv,
+    stream_config_for,
+)
+from edge_agent.types import Scored
+
+log = logging.getLogger(__name__)
+
+#: the gateway configs' specs (firmware_configs/gateways/well-*.toml)
+DAS_SPEC = FeatureSpec(profile="das", sample_rate_hz=2000.0, window_s=1.0, hop_s=0.5)
+DTS_SPEC = FeatureSpec(profile="dts", sample_rate_hz=1.0, window_s=10.0, hop_s=5.0, bands_hz=())
+
+
+class DatasetError(InputError):
+    """Input that cannot be turned into feature rows."""
+
+
+@dataclass
+class FeatureSet:
+    """Feature rows of one stream with their windows and ground truth."""
+
+    spec: FeatureSpec
+    stream: str
+    rows: np.ndarray  # (W * C, D) float32
+    t_start_ns: np.ndarray  # (W,) int64
+    t_end_ns: np.ndarray  # (W,)
+    first_channel: int
+    n_channels: int
+    labels: list = field(default_factory=list)  # sensors_sim Labels touching this stream
+    channel_names: list[str] = field(default_factory=list)
+    valid: np.ndarray | None = None  # (W * C,) bool: False where the window had NaN/inf
+
+    def normal_rows(self) -> np.ndarray:
+        """Valid rows outside every label (training rows)."""
+        ok = ~self.truth().ravel()
+        if self.valid is not None:
+            ok &= self.valid
+        return self.rows[ok]
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.t_start_ns.shape[0])
+
+    def grid(self, values: np.ndarray) -> np.ndarray:
+        """Per-row values as a ``(windows, channels)`` grid."""
+        return np.asarray(values).reshape(self.n_windows, self.n_channels)
+
+    def truth(self, kinds: Iterable[str] | None = None) -> np.ndarray:
+        """bool ``(W, C)``: cells that overlap a label (of ``kinds``) in time and channel."""
+        out = np.zeros((self.n_windows, self.n_channels), bool)
+        for lb in self.labels:
+            if (kinds is not None and lb.kind not in kinds) or self.stream not in lb.streams:
+                continue
+            w = (self.t_start_ns < lb.end_ns) & (self.t_end_ns > lb.start_ns)
+            c0 = max(lb.ch_start - self.first_channel, 0)
+            c1 = min(lb.ch_end - self.first_channel, self.n_channels - 1)
+            if c1 >= c0:
+                out[w, c0:c1 + 1] = True
+        return out
+
+
+class _NoModel:
+    """A detector that scores 0: the pipeline only cuts windows and computes features."""
+
+    version, package_hash, feature_spec_hash = "features-only", "", ""
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        return np.zeros(len(rows), np.float32)
+
+
+def from_frames(
+    frames: Iterable[bytes], spec: FeatureSpec, *, labels: list | None = None,
+    stream: StreamConfig | None = None,
+) -> FeatureSet:
+    """Feature rows of wire frames, computed by the gateway's own pipeline (validation,
+    windowing, `edge_agent.pipeline.extract`). Frames of other streams are skipped. Rows of
+    channels that carried non-finite samples are marked invalid."""
+    it = iter(frames)
+    kind = spec.profile if spec.profile in ("das", "dts") else "dts"
+    sk = wire.StreamKind.from_label(kind)
+    first = next((f for f in it if wire.decode(f).kind == sk), None)
+    if first is None:
+        raise DatasetError(f"no {kind} frames in the input")
+    head = wire.decode(first)
+    stream = stream or stream_config_for(spec, channels=head.n_channels,
+                                         first_channel=head.first_channel)
+    rows: list[np.ndarray] = []
+    valid: list[np.ndarray] = []
+    t0s: list[int] = []
+    t1s: list[int] = []
+
+    def keep(s: Scored) -> None:
+        rows.append(s.rows.copy())
+        nf = s.window.nonfinite
+        valid.append(np.ones(len(s.rows), bool) if nf is None else ~nf)
+        t0s.append(s.window.t_start_ns)
+        t1s.append(s.window.t_end_ns)
+
+    scorer = OfflineScorer(_NoModel(), stream, spec=spec, on_window=keep)  # type: ignore[arg-type]
+    # byte 5 of a wire frame is its stream kind (`edge_agent.wire`)
+    scorer.run(f for f in itertools.chain([first], it) if f[5] == int(sk))
+    if not rows:
+        raise DatasetError("the input is shorter than one window")
+    return FeatureSet(spec, kind, np.concatenate(rows), np.asarray(t0s, np.int64),
+                      np.asarray(t1s, np.int64), stream.first_channel, stream.channels,
+                      list(labels or []), valid=np.concatenate(valid))
+
+
+def simulate(cfg: object, seed: int, stream: str = "das",
+             spec: FeatureSpec | None = None) -> FeatureSet:
+    """Run the simulator (``sensors_sim.SimConfig``) and extract one stream's features."""
+    from sensors_sim import Simulator
+
+    spec = spec or (DAS_SPEC if stream == "das" else DTS_SPEC)
+    cfg = replace(cfg, streams=(stream,))  # type: ignore[type-var]
+    sim = Simulator(cfg, seed=seed)  # type: ignore[arg-type]
+    labels = [lb for lb in sim.labels() if stream in lb.streams]
+    fs = from_frames((f for _, f in sim.frames()), spec, labels=labels)
+    log.info("simulated stream=%s seed=%d windows=%d channels=%d", stream, seed,
+             fs.n_windows, fs.n_channels)
+    return fs
+
+
+def read_recording(path: Path, stream: str = "das",
+                   spec: FeatureSpec | None = None) -> FeatureSet:
+    """Features of one stream of a ``.fwrec`` recording (`sensors_sim.read_frames`)."""
+    from sensors_sim import read_frames
+
+    return from_frames(read_frames(path), spec or (DAS_SPEC if stream == "das" else DTS_SPEC))
+
+
+def raw_spec_for_csv(t_ns: np.ndarray, *, window: int = 16, hop: int = 8) -> FeatureSpec:
+    """A ``raw`` profile spec: ``window`` samples every ``hop`` samples at the CSV's rate."""
+    rate = csv_rate(t_ns)
+    return FeatureSpec(profile="raw", sample_rate_hz=rate, window_s=window / rate,
+                       hop_s=hop / rate, bands_hz=(), context_radius=0)
+
+
+def csv_features(path: Path, spec: FeatureSpec | None = None, *, window: int = 16,
+                 hop: int = 8) -> FeatureSet:
+    """Features of a CSV file (each sensor column is a channel); empty cells mark their
+    channel's windows invalid, as non-finite samples do on the gateway."""
+    t, x, names = read_csv(path)
+    spec = spec or raw_spec_for_csv(t, window=window, hop=hop)
+    rate = csv_rate(t)
+    if abs(rate - spec.sample_rate_hz) > 0.01 * spec.sample_rate_hz:
+        raise DatasetError(f"{path}: {rate:g} Hz data, the model's feature spec expects "
+                           f"{spec.sample_rate_hz:g} Hz")
+    kind = spec.profile if spec.profile in ("das", "dts") else "dts"
+    fs = from_frames(csv_frames(t, x, kind=kind, rate=spec.sample_rate_hz,
+                                frame_samples=spec.hop_samples), spec)
+    fs.channel_names = names
+    return fs
+
+
+#: scenario families of the evaluation (sensors_sim kinds)
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "leak": ("leak",), "sand": ("sand",), "slug": ("slug",),
+    "faults": ("dead", "stuck", "spikes", "fiber_break"), "normal": (),
+}
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """Sizes of an evaluation: one normal warm-up run (thresholds learn, nothing counted),
+    then per family a run of ``n_events`` anomalies spaced by ``gap_s``, and a normal-only
+    run of ``normal_s`` for the false-alarm rate."""
+
+    channels: int = 512
+    warm_s: float = 1000.0
+    normal_s: float = 600.0
+    n_events: int = 8
+    event_s: tuple[float, float] = (8.0, 15.0)
+    gap_s: float = 20.0
+    intensity: tuple[float, float] = (0.5, 1.5)
+    seed: int = 1000
+
+    def seconds(self, family: str) -> float:
+        if family == "normal":
+            return self.normal_s
+        return self.n_events * (self.event_s[1] + self.gap_s) + self.gap_s
+
+
+QUICK_PLAN = EvalPlan(channels=128, warm_s=200.0, normal_s=120.0, n_events=4)
+
+
+def eval_scenarios(plan: EvalPlan, family: str, seed: int) -> tuple[Any, ...]:
+    """``n_events`` `sensors_sim.Scenario`s of a family (kinds in turn), ``gap_s`` apart,
+    random centre channel, duration and intensity."""
+    from sensors_sim import Scenario
+
+    if family not in FAMILIES:
+        raise DatasetError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    kinds = FAMILIES[family]
+    if not kinds:
+        return ()
+    rng = np.random.default_rng(seed)
+    out, t = [], plan.gap_s / 2
+    for k in range(plan.n_events):
+        kind = kinds[k % len(kinds)]
+        dur = float(rng.uniform(*plan.event_s))
+        centre = int(rng.integers(16, plan.channels - 16))
+        level = float(rng.uniform(*plan.intensity))
+        if kind in ("leak", "fiber_break"):
+            kw: dict[str, Any] = {"channel": centre}
+        else:
+            half = int(rng.integers(3, 12))
+            kw = {"ch_start": centre - half, "ch_end": centre + half}
+        out.append(Scenario(kind, round(t, 3), round(dur, 3), intensity=round(level, 3), **kw))
+        t += plan.event_s[1] + plan.gap_s
+    return tuple(out)
+
+
+def eval_run(plan: EvalPlan, family: str, seed: int, *,
+             stream: str = "das") -> tuple[Iterator[bytes], list, int]:
+    """``(frames, labels, start_ns)`` of one evaluation run; the warm-up run is family
+    ``"warm"`` and every other run starts where it ends."""
+    from sensors_sim import SimConfig, Simulator
+    from sensors_sim.config import DEFAULT_START_NS
+
+    warm = family == "warm"
+    start = DEFAULT_START_NS + (0 if warm else round(plan.warm_s * 1e9))
+    cfg = SimConfig(channels=plan.channels, streams=(stream,), gateway=f"eval-{family}",
+                    seconds=plan.warm_s if warm else plan.seconds(family), start_ns=start,
+                    scenarios=() if warm else eval_scenarios(plan, family, seed))
+    sim = Simulator(cfg, seed=seed)
+    return (f for _, f in sim.frames()), sim.labels(), start

@@ -1,0 +1,287 @@
+"""Canary rollout: publish a candidate to a few gateways, compare, promote or roll back.
+
+`Rollout` is the controller, independent of MQTT: it is fed the gateways' feature summaries
+(``features/{stream}``) and model states (``model_state``) as they arrive, and given a
+``publish(topic, payload)`` that sends a retained QoS 1 message. `RolloutService` wires it to
+a broker and watches the registry for new candidates.
+
+1. ``start(version)``: registry ``candidate -> canary``; the signed package is published,
+   retained, on ``topics.model`` of the canary gateways.
+2. Summaries are sorted by receive time into windows: *canary* (canary gateways, scored by
+   the candidate), *previous* (the canary gateways under the old model, the ``window_s``
+   before the start) and *control* (the other gateways since the start). The baseline is
+   *previous* when it holds ``min_summaries``, else *control*.
+3. `judge`: degraded when the canary's false-alarm rate (flagged groups / groups) exceeds
+   ``far_ratio x baseline + far_margin``, or its median group score exceeds
+   ``score_ratio x`` the baseline's; also when a canary gateway refuses the package or falls
+   back, or none serves it within ``adopt_timeout_s``. Otherwise, after ``window_s`` of canary
+   data, promote.
+4. Promote: registry ``canary -> production`` and the package to every gateway. Roll back:
+   registry ``canary -> retired`` and the production package re-published to the canary
+   gateways (without a production model the retained announcement is cleared). Every
+   decision's numbers go to the registry (``set_metrics``) and its reason to the history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_agent import topics
+from edge_agent.summary import FeatureSummary, SummaryError
+
+log = logging.getLogger(__name__)
+Publish = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True)
+class Policy:
+    canary: tuple[str, ...]  # "site/gateway" keys
+    window_s: float = 600.0
+    min_summaries: int = 30
+    far_ratio: float = 2.0
+    far_margin: float = 0.002
+    score_ratio: float = 1.5
+    adopt_timeout_s: float = 300.0
+
+
+@dataclass
+class Window:
+    """Pooled statistics of some feature summaries."""
+
+    summaries: int = 0
+    groups: int = 0
+    flagged: int = 0
+    scores: list[float] = field(default_factory=list)
+
+    def add(self, s: FeatureSummary) -> None:
+        self.summaries += 1
+        self.groups += len(s.score)
+        self.flagged += len(s.flagged)
+        self.scores.extend(s.score)
+
+    @property
+    def far(self) -> float:
+        return self.flagged / self.groups if self.groups else 0.0
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.scores)) if self.scores else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"summaries": self.summaries, "far": round(self.far, 6),
+                "score_p50": round(self.median, 4),
+                "score_p99": round(float(np.quantile(self.scores, 0.99)), 4) if self.scores
+                else 0.0}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: str  # "wait" | "promote" | "rollback"
+    reason: str
+
+
+def judge(canary: Window, baseline: Window, policy: Policy, *, elapsed_s: float,
+          adopted: bool, refused: str = "") -> Verdict:
+    """The decision for one canary at ``elapsed_s`` after its start (pure)."""
+    if refused:
+        return Verdict("rollback", f"canary refused the model: {refused}")
+    if not adopted:
+        if elapsed_s >= policy.adopt_timeout_s:
+            return Verdict("rollback", f"no canary gateway served the model within "
+                                       f"{policy.adopt_timeout_s:g} s")
+        return Verdict("wait", "waiting for the canary gateways to swap")
+    if canary.summaries < policy.min_summaries or baseline.summaries < policy.min_summaries:
+        return Verdict("wait", f"{canary.summaries} canary / {baseline.summaries} baseline "
+                               f"summaries, need {policy.min_summaries}")
+    far_limit = policy.far_ratio * baseline.far + policy.far_margin
+    nums = (f"false alarms {canary.far:.4f} vs {baseline.far:.4f} (limit {far_limit:.4f}), "
+            f"median score {canary.median:.3g} vs {baseline.median:.3g}")
+    if canary.far > far_limit:
+        return Verdict("rollback", f"degraded: {nums}")
+    if baseline.median > 0 and canary.median > policy.score_ratio * baseline.median:
+        return Verdict("rollback", f"degraded score distribution: {nums}")
+    if elapsed_s >= policy.window_s:
+        return Verdict("promote", f"not degraded over {elapsed_s:.0f} s: {nums}")
+    return Verdict("wait", f"so far not degraded: {nums}")
+
+
+def _key(site: str, gateway: str) -> str:
+    return f"{site}/{gateway}"
+
+
+def _topic(key: str) -> str:
+    site, gw = key.split("/", 1)
+    return topics.model(site, gw)
+
+
+class Rollout:
+    """One canary at a time; call `observe_*` as messages arrive and `step` periodically."""
+
+    def __init__(self, registry: Any, publish: Publish, policy: Policy, *,
+                 gateways: Iterable[str] = (), clock: Callable[[], float] = time.monotonic,
+                 actor: str = "rollout") -> None:
+        self.registry, self.publish, self.policy = registry, publish, policy
+        self.clock, self.actor = clock, actor
+        self.fleet = set(gateways) | set(policy.canary)
+        self.version: str | None = None
+        self.started = 0.0
+        self._recent: dict[str, deque[tuple[float, FeatureSummary]]] = {}
+        self._canary, self._control = Window(), Window()
+        self._previous = Window()
+        self._adopted: set[str] = set()
+        self._refused = ""
+
+    def observe_summary(self, s: FeatureSummary) -> None:
+        now, key = self.clock(), _key(s.site, s.gateway)
+        self.fleet.add(key)
+        recent = self._recent.setdefault(key, deque())
+        recent.append((now, s))
+        while recent and recent[0][0] < now - self.policy.window_s:
+            recent.popleft()
+        if self.version is None:
+            return
+        if key in self.policy.canary:
+            if s.model_version == self.version:
+                self._canary.add(s)
+        else:
+            self._control.add(s)
+
+    def observe_state(self, site: str, gateway: str, state: dict[str, Any]) -> None:
+        key = _key(site, gateway)
+        self.fleet.add(key)
+        if self.version is None or key not in self.policy.canary:
+            return
+        if state.get("model_version") == self.version:
+            self._adopted.add(key)
+        elif state.get("last_result") in ("refused", "fallback") and self.version in str(
+                state.get("reason", "")):
+            self._refused = f"{key}: {state.get('reason')}"
+
+    def start(self, version: str) -> None:
+        if self.version is not None:
+            raise RuntimeError(f"canary {self.version} still running")
+        package = self.registry.package_bytes(version)
+        self.registry.promote(version, to="canary", actor=self.actor,
+                              reason=f"canary on {', '.join(sorted(self.policy.canary))}")
+        self.version, self.started = version, self.clock()
+        self._canary, self._control, self._previous = Window(), Window(), Window()
+        self._adopted, self._refused = set(), ""
+        for key in self.policy.canary:
+            for _, s in self._recent.get(key, ()):
+                self._previous.add(s)
+            self.publish(_topic(key), package)
+        log.warning("canary started version=%s gateways=%s", version, ",".join(self.policy.canary))
+
+    def step(self) -> Verdict | None:
+        """Judge the running canary and act on the verdict; None when no canary runs."""
+        if self.version is None:
+            return None
+        use_prev = self._previous.summaries >= self.policy.min_summaries
+        baseline = self._previous if use_prev else self._control
+        v = judge(self._canary, baseline, self.policy, elapsed_s=self.clock() - self.started,
+                  adopted=bool(self._adopted), refused=self._refused)
+        if v.decision == "wait":
+            return v
+        version, self.version = self.version, None
+        self.registry.set_metrics(version, {"canary": {
+            "decision": v.decision, "reason": v.reason, "canary": self._canary.to_dict(),
+            "baseline": baseline.to_dict(), "baseline_kind": "previous" if use_prev
+            else "control"}})
+        if v.decision == "promote":
+            self.registry.promote(version, to="production", reason=v.reason, actor=self.actor)
+            package = self.registry.package_bytes(version)
+            for key in sorted(self.fleet):
+                self.publish(_topic(key), package)
+        else:
+            self.registry.promote(version, to="retired", reason=v.reason, actor=self.actor)
+            prod = self.registry.production()
+            package = self.registry.package_bytes(prod.version) if prod else b""
+            for key in self.policy.canary:
+                self.publish(_topic(key), package)
+        log.warning("canary %s version=%s reason=%s", v.decision, version, v.reason)
+        return v
+
+
+class RolloutService:
+    """A `Rollout` on an MQTT broker: new registry candidates are canaried in turn."""
+
+    def __init__(self, rollout: Rollout, host: str, port: int, *, poll_s: float = 1.0,
+                 client_id: str = "fiberwatch-rollout") -> None:
+        import paho.mqtt.client as mqtt
+
+        self.rollout, self.poll_s = rollout, poll_s
+        self.stop_event = threading.Event()
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=100_000)
+        self._handled: set[str] = {r.version for r in rollout.registry.list()
+                                   if r.state != "candidate"}
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        c.on_connect = self._on_connect
+        c.on_message = lambda _c, _u, m: self._put(m.topic, m.payload)
+        self.client, self.host, self.port = c, host, port
+        rollout.publish = self._publish
+
+    @staticmethod
+    def _on_connect(client: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        if not rc.is_failure:  # (re)subscribe on every connect
+            client.subscribe([(topics.ALL_FEATURES, 0), (topics.ALL_MODEL_STATE, 1),
+                              (topics.ALL_HEALTH, 1)])
+
+    def _put(self, topic: str, payload: bytes) -> None:
+        try:
+            self._inbox.put_nowait((topic, payload))
+        except queue.Full:
+            pass  # summaries are sampled statistics: dropping some under overload is harmless
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1, retain=True).wait_for_publish(30)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        try:
+            site, gw, suffix = topics.parse(topic)
+            if suffix.startswith("features/"):
+                self.rollout.observe_summary(FeatureSummary.from_json(payload))
+            elif suffix == "model_state":
+                self.rollout.observe_state(site, gw, json.loads(payload))
+            elif suffix == "health":
+                self.rollout.fleet.add(_key(site, gw))
+        except (ValueError, SummaryError) as exc:
+            log.debug("ignored message topic=%s error=%s", topic, exc)
+
+    def next_candidate(self) -> str | None:
+        cands = [r for r in self.rollout.registry.list() if r.state == "candidate"
+                 and r.version not in self._handled and r.metrics.get("source") == "federated"]
+        return cands[-1].version if cands else None
+
+    def run(self) -> None:
+        """Until `stop_event`: consume messages, step the canary, start the next candidate."""
+        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        try:
+            next_check = 0.0
+            while not self.stop_event.is_set():
+                try:
+                    self.handle(*self._inbox.get(timeout=0.2))
+                    for _ in range(10_000):
+                        self.handle(*self._inbox.get_nowait())
+                except queue.Empty:
+                    pass
+                if time.monotonic() < next_check:
+                    continue
+                next_check = time.monotonic() + self.poll_s
+                self.rollout.step()
+                if self.rollout.version is None and (v := self.next_candidate()):
+                    self._handled.add(v)
+                    self.rollout.start(v)
+        finally:
+            self.client.loop_stop()
+            self.client.disconnect()

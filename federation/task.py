@@ -1,0 +1,252 @@
+"""Model, training and statistics for Flower apps and the CLI: pure torch, no module state.
+
+Every function takes the model or rows it works on; randomness comes from a ``seed``
+argument and never touches torch's global generator. Rows are raw (un-normalised) feature
+rows, ``(N, D)`` float32; normalisation lives in the model's buffers.
+
+Federated statistics: `feature_stats` / `error_stats` summarise a client's rows so that the
+server can `combine_stats` (exact parallel Welford merge) and set normalisation and error
+scale without seeing any data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from federation.model import ARCHS, DEFAULT_ARCH, AutoEncoder
+
+STD_FLOOR = 1e-3
+ERR_FLOOR = 0.02  # error scale floor (normalised units): keeps int8 rounding noise small
+
+
+def build_model(dim: int, *, arch: str = DEFAULT_ARCH, seed: int = 0, **hyper: Any) -> AutoEncoder:
+    """A fresh autoencoder for ``dim``-wide rows (``hyper`` overrides the named arch)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(ARCHS)}")
+    kwargs = {**ARCHS[arch], **hyper}
+    kwargs["hidden"] = tuple(kwargs.get("hidden", ()))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoEncoder(dim, **kwargs)
+
+
+def get_weights(model: torch.nn.Module) -> list[np.ndarray]:
+    """Every state-dict entry (parameters, then normalisation buffers) as numpy arrays.
+
+    `fit` never changes the buffers, so averaging them across clients that received the same
+    buffers is the identity.
+    """
+    return [v.detach().cpu().numpy().copy() for v in model.state_dict().values()]
+
+
+def set_weights(model: torch.nn.Module, weights: Sequence[np.ndarray]) -> None:
+    """Load arrays in `get_weights` order; shapes must match."""
+    keys = list(model.state_dict())
+    if len(weights) != len(keys):
+        raise ValueError(f"expected {len(keys)} arrays, got {len(weights)}")
+    state = OrderedDict()
+    for k, w, cur in zip(keys, weights, model.state_dict().values(), strict=True):
+        if tuple(np.shape(w)) != tuple(cur.shape):
+            raise ValueError(f"{k}: shape {np.shape(w)} != {tuple(cur.shape)}")
+        state[k] = torch.as_tensor(np.asarray(w, dtype=np.float32))
+    model.load_state_dict(state, strict=True)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny dense nets run fastest on one intra-op thread (OpenMP barriers cost more than
+    they save, and far more when the other core is busy); restores the setting after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _tensor(rows: np.ndarray, dim: int) -> torch.Tensor:
+    x = np.asarray(rows, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"rows must be (N, {dim}), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("rows hold non-finite values")
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def fit(
+    model: AutoEncoder,
+    rows: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    proximal_mu: float = 0.0,
+    global_weights: Sequence[np.ndarray] | None = None,
+    seed: int = 0,
+    progress: Any = None,
+) -> dict[str, float]:
+    """Train on normal rows (MSE in normalised units, Adam).
+
+    With ``proximal_mu > 0`` and ``global_weights`` (in `get_weights` order) the FedProx term
+    ``mu/2 * ||w - w_global||^2`` is added. ``progress`` is an optional callable receiving
+    ``(epoch, loss)``. Returns ``{"loss": mean loss of the last epoch, "n": rows}``.
+    """
+    x = _tensor(rows, model.dim)
+    n = x.shape[0]
+    if n == 0:
+        return {"loss": float("nan"), "n": 0}
+    gen = torch.Generator().manual_seed(seed)
+    prox: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    if proximal_mu > 0 and global_weights is not None:
+        ref = dict(zip(model.state_dict(), global_weights, strict=True))
+        prox = [(p, torch.as_tensor(np.asarray(ref[k], np.float32)))
+                for k, p in model.named_parameters()]
+    with one_thread():
+        return _fit(model, x, epochs=epochs, lr=lr, batch_size=batch_size, gen=gen, prox=prox,
+                    proximal_mu=proximal_mu, progress=progress)
+
+
+def _fit(model: AutoEncoder, x: torch.Tensor, *, epochs: int, lr: float, batch_size: int,
+         gen: torch.Generator, prox: list, proximal_mu: float, progress: Any) -> dict[str, float]:
+    n = x.shape[0]
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    z_all = model.normalize(x).detach()
+    loss_mean = float("nan")
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            z = z_all[perm[i:i + batch_size]]
+            inp = z + model.noise * torch.randn(z.shape, generator=gen) if model.noise else z
+            loss = torch.mean((model.core(inp) - z) ** 2)
+            total += float(loss.detach()) * z.shape[0]
+            if prox:
+                loss = loss + proximal_mu / 2 * sum(((p - g) ** 2).sum() for p, g in prox)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        loss_mean = total / n
+        if progress is not None:
+            progress(epoch, loss_mean)
+    model.eval()
+    return {"loss": loss_mean, "n": int(n)}
+
+
+@torch.no_grad()
+def score_rows(model: AutoEncoder, rows: np.ndarray, *, batch_size: int = 65536) -> np.ndarray:
+    """Float reference scores (same formula as the int8 detector)."""
+    model.eval()
+    x = _tensor(rows, model.dim)
+    if x.shape[0] == 0:
+        return np.empty(0, np.float32)
+    with one_thread():
+        return torch.cat([model.score(x[i:i + batch_size])
+                          for i in range(0, x.shape[0], batch_size)]).numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def evaluate(model: AutoEncoder, rows: np.ndarray) -> dict[str, float]:
+    """``{"loss": reconstruction MSE (normalised), "n", "score_mean", "score_p99"}``."""
+    model.eval()
+    x = _tensor(rows, model.dim)
+    if x.shape[0] == 0:
+        return {"loss": float("nan"), "n": 0, "score_mean": float("nan"),
+                "score_p99": float("nan")}
+    z = model.normalize(x)
+    loss = float(torch.mean((model.core(z) - z) ** 2))
+    s = score_rows(model, rows)
+    return {"loss": loss, "n": int(x.shape[0]), "score_mean": float(s.mean()),
+            "score_p99": float(np.quantile(s, 0.99))}
+
+
+def feature_stats(rows: np.ndarray) -> dict[str, Any]:
+    """Per-feature ``count``, ``mean``, ``m2`` (sum of squared deviations), ``min``, ``max``."""
+    x = np.asarray(rows, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"rows must be 2-D, got shape {x.shape}")
+    n = x.shape[0]
+    if n == 0:
+        z = [0.0] * x.shape[1]
+        return {"count": 0, "mean": z, "m2": z, "min": z, "max": z}
+    mean = x.mean(axis=0)
+    return {"count": int(n), "mean": mean.tolist(), "m2": ((x - mean) ** 2).sum(0).tolist(),
+            "min": x.min(0).tolist(), "max": x.max(0).tolist()}
+
+
+def combine_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Merge `feature_stats` results exactly (Chan et al. parallel variance)."""
+    live = [s for s in stats if s["count"] > 0]
+    if not live:
+        raise ValueError("no rows in any of the statistics")
+    n, mean, m2 = 0, np.zeros(len(live[0]["mean"])), np.zeros(len(live[0]["mean"]))
+    lo, hi = np.full_like(mean, math.inf), np.full_like(mean, -math.inf)
+    for s in live:
+        nb, mb, m2b = s["count"], np.asarray(s["mean"]), np.asarray(s["m2"])
+        delta = mb - mean
+        tot = n + nb
+        mean = mean + delta * nb / tot
+        m2 = m2 + m2b + delta**2 * n * nb / tot
+        n = tot
+        lo, hi = np.minimum(lo, s["min"]), np.maximum(hi, s["max"])
+    return {"count": n, "mean": mean.tolist(), "m2": m2.tolist(), "min": lo.tolist(),
+            "max": hi.tolist()}
+
+
+def stats_mean_std(stats: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` from `feature_stats`/`combine_stats` (population std)."""
+    n = max(int(stats["count"]), 1)
+    return (np.asarray(stats["mean"], np.float32),
+            np.sqrt(np.asarray(stats["m2"], np.float64) / n).astype(np.float32))
+
+
+def set_normalization(model: AutoEncoder, mean: np.ndarray, std: np.ndarray) -> None:
+    """Set the input normalisation (std floored at `STD_FLOOR`)."""
+    model.mean.copy_(torch.as_tensor(np.asarray(mean, np.float32)))
+    model.std.copy_(torch.as_tensor(np.maximum(np.asarray(std, np.float32), STD_FLOOR)))
+
+
+@torch.no_grad()
+def error_stats(model: AutoEncoder, rows: np.ndarray) -> dict[str, Any]:
+    """Per-feature ``count`` and ``sq_sum`` of the normalised residual (federated)."""
+    z = model.normalize(_tensor(rows, model.dim))
+    r = (z - model.core(z)).double()
+    return {"count": int(z.shape[0]), "sq_sum": (r * r).sum(0).tolist()}
+
+
+def error_scale_from_stats(stats: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Per-feature RMS residual from `error_stats` of one or more clients, floored."""
+    n = sum(s["count"] for s in stats)
+    if n == 0:
+        raise ValueError("no rows in any of the error statistics")
+    rms = np.sqrt(np.sum([s["sq_sum"] for s in stats], axis=0) / n)
+    return np.maximum(rms, max(ERR_FLOOR, 0.25 * float(np.median(rms)))).astype(np.float32)
+
+
+def error_scale(model: AutoEncoder, rows: np.ndarray) -> np.ndarray:
+    """Per-feature RMS reconstruction error on (normal) rows, floored; see `set_error_scale`."""
+    return error_scale_from_stats([error_stats(model, rows)])
+
+
+def set_error_scale(model: AutoEncoder, scale: np.ndarray) -> None:
+    model.err_scale.copy_(torch.as_tensor(np.asarray(scale, np.float32)))
+
+
+def prepare_and_fit(
+    rows: np.ndarray, *, arch: str = DEFAULT_ARCH, epochs: int = 30, lr: float = 3e-3,
+    batch_size: int = 256, seed: int = 0, progress: Any = None, **hyper: Any,
+) -> tuple[AutoEncoder, dict[str, float]]:
+    """Centralised training in one call: normalise, fit, set the error scale."""
+    model = build_model(rows.shape[1], arch=arch, seed=seed, **hyper)
+    set_normalization(model, *stats_mean_std(feature_stats(rows)))
+    summary = fit(model, rows, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                  progress=progress)
+    set_error_scale(model, error_scale(model, rows))
+    return model, summary

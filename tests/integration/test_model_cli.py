@@ -1,0 +1,116 @@
+"""The model lifecycle through the command line: keygen, train, convert, verify, score."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fiberwatch.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("model-cli")
+
+
+def test_sim_lifecycle(workdir: Path, capsys) -> None:
+    k, pub = workdir / "k.pem", workdir / "k.pub"
+    assert _cli(capsys, "model", "keygen", "--private", str(k), "--public", str(pub))[0] == 0
+    code, _, err = _cli(capsys, "model", "keygen", "--private", str(k), "--public", str(pub))
+    assert code == 2 and "exists" in err and len(err.strip().splitlines()) == 1
+    ck = workdir / "das.ckpt"
+    code, out, _ = _cli(capsys, "model", "train", "--sim", "--channels", "32", "--seconds",
+                        "20", "--runs", "1", "--epochs", "2", "--out", str(ck))
+    assert code == 0 and json.loads(out)["dim"] == 24
+    pkg = workdir / "das.fwpkg"
+    code, out, _ = _cli(capsys, "model", "convert", str(ck), "--key", str(k), "--out", str(pkg),
+                        "--version", "das-cli-1")
+    info = json.loads(out)
+    assert code == 0 and info["signed"] and info["tflite_bytes"] <= 32 * 1024
+    code, out, _ = _cli(capsys, "model", "verify", str(pkg), "--public-key", str(pub))
+    assert code == 0 and out.startswith("ok: das-cli-1")
+    code, out, _ = _cli(capsys, "model", "inspect", str(pkg))
+    m = json.loads(out)
+    assert m["version"] == "das-cli-1" and m["training"]["source"]["kind"] == "sim"
+    # another key: refused with the reason
+    k2, pub2 = workdir / "k2.pem", workdir / "k2.pub"
+    _cli(capsys, "model", "keygen", "--private", str(k2), "--public", str(pub2))
+    code, _, err = _cli(capsys, "model", "verify", str(pkg), "--public-key", str(pub2))
+    assert code == 2 and "signature" in err
+    resigned = workdir / "das2.fwpkg"
+    assert _cli(capsys, "model", "sign", str(pkg), "--key", str(k2), "--out",
+                str(resigned))[0] == 0
+    assert _cli(capsys, "model", "verify", str(resigned), "--public-key", str(pub2))[0] == 0
+    # a DTS stream computes another feature spec: refused
+    gw = Path(__file__).parents[2] / "firmware_configs" / "gateways" / "well-a.toml"
+    code, _, err = _cli(capsys, "model", "verify", str(pkg), "--public-key", str(pub),
+                        "--config", str(gw), "--stream", "dts")
+    assert code == 2 and "feature_spec" in err
+
+
+def test_score_recording(workdir: Path, capsys) -> None:
+    from sensors_sim import SimConfig, Simulator, parse_scenario, write_frames
+
+    pkg = workdir / "das.fwpkg"
+    if not pkg.exists():
+        pytest.skip("needs test_sim_lifecycle's package")
+    cfg = SimConfig(channels=32, seconds=20, streams=("das", "dts"),
+                    scenarios=(parse_scenario("leak:onset=12,duration=6,channel=16"),))
+    rec = workdir / "run.fwrec"
+    write_frames(rec, (f for _, f in Simulator(cfg, seed=5).frames()))
+    out_csv, out_json = workdir / "scores.csv", workdir / "scores.json"
+    code, out, _ = _cli(capsys, "score", "--model", str(pkg), "--input", str(rec), "--output",
+                        str(out_csv), "--public-key", str(workdir / "k.pub"))
+    assert code == 0
+    summary = json.loads(out)
+    with open(out_csv) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == summary["windows"] * 32 > 0
+    assert {r["channel"] for r in rows} == {str(c) for c in range(32)}
+    assert (workdir / "scores.csv.events.jsonl").exists()
+    assert _cli(capsys, "score", "--model", str(pkg), "--input", str(rec), "--output",
+                str(out_json))[0] == 0
+    doc = json.loads(out_json.read_text())
+    assert len(doc["windows"]) == summary["windows"]
+    scores = np.array([w["scores"] for w in doc["windows"]])
+    np.testing.assert_allclose(scores.ravel(), [float(r["score"]) for r in rows], rtol=1e-5)
+    code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(rec),
+                        "--output", str(workdir / "x.txt"))
+    assert code == 2 and ".csv or .json" in err
+
+
+def test_csv_train_and_score(workdir: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    n, ch = 3000, 4
+    t = 1_700_000_000 + np.arange(n) * 10.0
+    base = np.cumsum(rng.normal(size=(n, 1)), axis=0) * 0.05 + rng.normal(size=(n, ch)) * 0.2
+    path = workdir / "tags.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["timestamp"] + [f"tag{i}" for i in range(ch)])
+        for i in range(n):
+            w.writerow([f"{t[i]:.1f}"] + [f"{v:.4f}" for v in base[i]])
+    ck, pkg = workdir / "csv.ckpt", workdir / "csv.fwpkg"
+    code, out, _ = _cli(capsys, "model", "train", "--csv", str(path), "--epochs", "3",
+                        "--out", str(ck))
+    assert code == 0 and json.loads(out)["dim"] == 16
+    assert _cli(capsys, "model", "convert", str(ck), "--out", str(pkg))[0] == 0
+    out_csv = workdir / "csv-scores.csv"
+    code, out, _ = _cli(capsys, "score", "--model", str(pkg), "--input", str(path), "--output",
+                        str(out_csv))
+    assert code == 0 and json.loads(out)["channels"] == ch
+    code, _, err = _cli(capsys, "model", "train", "--csv", str(workdir / "none.csv"),
+                        "--out", str(ck))
+    assert code == 2 and "none.csv" in err
