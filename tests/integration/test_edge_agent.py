@@ -366,7 +366,9 @@ def test_a_retained_model_is_swapped_in_and_names_the_events(
     listen = Listener(mosquitto.port, "events", "model_state")
     pub = Publisher(mosquitto.port)
     frames = synth(0, 900, leak=(30, 35, 800))
-    with agent(config(tmp_path, mosquitto.port)) as (m, _result):
+    # this test is about the swap: a loaded CI machine must not fail the latency check
+    cfg = config(tmp_path, mosquitto.port, model={"latency_budget_ms": 2000.0})
+    with agent(cfg) as (m, _result):
         pub.send(frames[:100])  # recent rows for the slot's smoke test
         assert handled(m, 100)
         info = pub._c.publish(topics.model(SITE, GW), int8_package, qos=1, retain=True)
