@@ -30,9 +30,9 @@ from tqdm import tqdm
 GATEWAYS = (("well-a", "gw1", "well", 1.0, 11), ("well-a", "gw2", "well", 1.4, 12),
             ("well-b", "gw1", "well", 0.7, 13), ("pipe-1", "gw1", "pipeline", 1.0, 14),
             ("pipe-2", "gw1", "pipeline", 1.6, 15))
-SCENARIOS = (("leak", 0.25, {"channel": 20, "intensity": 0.6}),
-             ("sand", 0.55, {"ch_start": 36, "ch_end": 44, "intensity": 0.6}),
-             ("slug", 0.75, {"ch_start": 5, "ch_end": 15, "intensity": 0.6}))
+# kind, onset (fraction of the run), channels (fractions of the fiber), intensity
+SCENARIOS = (("leak", 0.25, (0.4, 0.4), 0.6), ("sand", 0.55, (0.6, 0.7), 0.6),
+             ("slug", 0.75, (0.1, 0.25), 0.6))
 
 
 def _sim(geometry: str, flow: float, seed: int, seconds: float, channels: int,
@@ -40,8 +40,12 @@ def _sim(geometry: str, flow: float, seed: int, seconds: float, channels: int,
     from federation.datasets import simulate
     from sensors_sim.config import Scenario, SimConfig
 
-    sc = tuple(Scenario(k, onset=f * seconds, duration=0.15 * seconds, **kw)
-               for k, f, kw in SCENARIOS) if anomalies else ()
+    def span(lo: float, hi: float) -> dict[str, int]:
+        a, b = int(lo * channels), int(hi * channels)
+        return {"channel": a} if a == b else {"ch_start": a, "ch_end": b}
+
+    sc = tuple(Scenario(k, onset=f * seconds, duration=0.15 * seconds, intensity=i, **span(*c))
+               for k, f, c, i in SCENARIOS) if anomalies else ()
     cfg = SimConfig(geometry=geometry, channels=channels, seconds=seconds, flow=flow,
                     streams=("das",), scenarios=sc)
     return simulate(cfg, seed=seed)
@@ -52,7 +56,7 @@ def make_data(work: Path, quick: bool) -> dict[str, Any]:
     from edge_agent.normal_buffer import NormalBuffer
     from federation.datasets import DAS_SPEC
 
-    seconds, channels = (40.0, 48) if quick else (90.0, 64)
+    seconds, channels = (30.0, 32) if quick else (90.0, 64)
     rows, buffers = [], []
     for site, gw, geo, flow, seed in tqdm(GATEWAYS, desc="simulate gateways", leave=False):
         fs = _sim(geo, flow, seed, seconds, channels, anomalies=False)
@@ -254,6 +258,8 @@ LEVERS = (  # label, isolation, SuperNode poll patch, fast server pull, evaluati
     ("+ server pulls every 0.2 s instead of 3 s", "subprocess", None, 1, 1),
     ("+ SuperNode poll patch (3 s idle sleep -> backoff 0.1-0.3 s)", "subprocess", 0.1, 1, 1),
     ("+ process isolation, warm ClientApp worker (all levers)", "process", 0.1, 1, 1),
+    ("all levers but the SuperNode poll patch", "process", None, 1, 1),
+    ("warm ClientApp worker alone (stock polls, 2 messages/round)", "process", None, 0, 0),
 )
 
 
@@ -299,17 +305,24 @@ def plot(result: dict[str, Any], out_dir: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
     rs = result["federated"]["rounds"]
     a.plot([r["round"] for r in rs], [r["auc"] for r in rs], "o-", label="federated (5 SuperNodes)")
     a.axhline(result["central"]["auc"], color="k", ls="--", label="central, same epochs")
+    a.axhline(result["central"]["auc_untrained"], color="r", ls=":", label="untrained floor")
     a.set(xlabel="round", ylabel="AUC (eval set, err_scale 1 until calibrated)",
           title="Convergence")
     a.legend()
     for key, v in result["poisoning"].items():
         b.plot(range(1, len(v["auc_per_round"]) + 1), v["auc_per_round"], label=key)
-    b.set(xlabel="round", ylabel="AUC", title="2 of 10 clients poisoned")
+        c.plot(range(1, len(v["loss_per_round"]) + 1), v["loss_per_round"], label=key)
+    b.set(xlabel="round", ylabel="AUC", title="2 of 10 clients poisoned: AUC")
+    c.set(xlabel="round", ylabel="clients' held-out loss (log)", yscale="log",
+          title="2 of 10 clients poisoned: loss")
     b.legend(fontsize=7)
+    a2 = a.twinx()
+    a2.plot([r["round"] for r in rs], [r["loss"] for r in rs], "s:", color="gray")
+    a2.set_ylabel("clients' held-out loss (dotted)")
     fig.tight_layout()
     path = out_dir / "fl_convergence.png"
     fig.savefig(path, dpi=110)
@@ -317,7 +330,8 @@ def plot(result: dict[str, Any], out_dir: Path) -> str:
     (out_dir / "fl_convergence.json").write_text(json.dumps({
         "federated": [{k: r[k] for k in ("round", "auc", "loss", "train_loss")} for r in rs],
         "central_auc": result["central"]["auc"],
-        "poisoning": {k: v["auc_per_round"] for k, v in result["poisoning"].items()}}))
+        "poisoning": {k: {"auc": v["auc_per_round"], "loss": v["loss_per_round"]}
+                      for k, v in result["poisoning"].items()}}))
     return str(path)
 
 
@@ -332,7 +346,7 @@ def run(quick: bool = False, out_dir: Path = Path("benchmarks")) -> dict[str, An
     import torch
 
     torch.set_num_threads(1)  # like the gateways' workers; threads only fight on 2 cores
-    rounds_n, frac = (12, 1.0) if quick else (30, 0.5)
+    rounds_n, frac = (6, 1.0) if quick else (30, 0.5)
     epochs = 1
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fiberwatch-bench-fl-") as tmp:
@@ -343,7 +357,9 @@ def run(quick: bool = False, out_dir: Path = Path("benchmarks")) -> dict[str, An
         fed = federated(data, work / "fed", cfg)
         cen = central(data, epochs=max(1, round(rounds_n * epochs * frac)))
         cen["auc_untrained"] = untrained_auc(data)
-        poison = poisoning(data, work, rounds_n=6 if quick else 12, epochs=1)
+        poison = poisoning(data, work, rounds_n=4 if quick else 12, epochs=1,
+                           names=("fedavg", "trimmed-mean") if quick else
+                           ("fedavg", "trimmed-mean", "median", "krum"))
         lever_rows = [] if quick else levers(work / "levers")
     fed_auc = float(fed["summary"]["auc"])
     result: dict[str, Any] = {
