@@ -125,10 +125,11 @@ def to_tflite(
     progress : callable, optional
         Called as ``progress(done_batches, total_batches)`` during calibration.
     """
-    import litert_torch
-    from litert_torch.quantize import pt2e_quantizer as pq
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
+    with _quiet():  # importing litert-torch/torchao logs warnings about optional kernels
+        import litert_torch
+        from litert_torch.quantize import pt2e_quantizer as pq
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
     if rows is None and stats is None:
         raise ValueError("calibration needs training rows or feature statistics")

@@ -207,7 +207,7 @@ def run_evaluation(
     peers = list(peers)
     rows = train_rows
     if rows is None and (peers or floor_quantile is not None):
-        rows = peer_training_rows(pkg, train_checkpoint)
+        rows = peer_mod.training_rows(pkg, train_checkpoint)
     for p in tqdm(peers, desc="fit peers", disable=not progress or None):
         detectors[p] = peer_mod.build(p, rows, spec)
     detectors.update(extra or {})
@@ -272,27 +272,6 @@ def pooled(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def peer_training_rows(pkg: Any, train_checkpoint: Any) -> np.ndarray:
-    """The autoencoder's training rows: from a checkpoint, or regenerated from the
-    package's recorded simulator source (deterministic)."""
-    if train_checkpoint is not None:
-        from federation.train import load_checkpoint
-
-        rows = load_checkpoint(train_checkpoint)["rows"]
-        if rows is None:
-            raise ValueError(f"{train_checkpoint}: holds no training rows")
-        return rows
-    src = pkg.manifest.get("training", {}).get("source", {})
-    if src.get("kind") != "sim":
-        raise ValueError("the package was not trained on simulator data: pass the training "
-                         "checkpoint (--train-rows) so the peers train on the same rows")
-    from edge_agent.features import FeatureSpec
-    from federation.train import sim_training_rows
-
-    kw = {k: src[k] for k in ("stream", "channels", "seconds", "runs", "seed", "geometry")}
-    return sim_training_rows(spec=FeatureSpec.from_dict(pkg.manifest["feature_spec"]), **kw)[0]
-
-
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     """Per family: does the model beat every peer on F1; the leak/sand targets."""
     out: dict[str, Any] = {}
@@ -328,22 +307,3 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | {p['false_alarms']} | {p['channel_hours']:.1f} "
                      f"| {p['fa_per_1000_ch_h']:.1f} |")
     return "\n".join(lines)
-
-
-class FloatReference:
-    """The float torch model behind the `Detector` contract (int8 parity runs)."""
-
-    package_hash = ""
-
-    def __init__(self, model: Any, spec: Any, name: str = "float") -> None:
-        self.model, self.version, self.feature_spec_hash = model, name, spec.hash
-
-    def score(self, rows: np.ndarray) -> np.ndarray:
-        from federation import task
-
-        x = np.asarray(rows, np.float32)
-        out = np.full(len(x), np.nan, np.float32)
-        ok = np.isfinite(x).all(axis=1)
-        out[ok] = task.score_rows(self.model, x[ok])
-        return out
-

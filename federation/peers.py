@@ -10,9 +10,14 @@ and event builder (`federation.evaluate`).
   to the training range; trained on up to 20,000 rows with ``learn_one``.
 * ``robust_z``: per-feature median and MAD of the training rows; score = mean over features
   of the squared robust z-score (the autoencoder's aggregation, without the network).
+
+`FloatReference` puts the float torch model behind the same contract (int8 parity at
+event level); `training_rows` recovers a package's training rows for the peers.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -87,3 +92,42 @@ def build(name: str, rows: np.ndarray, spec: FeatureSpec, *, seed: int = 0) -> _
     if name == "robust_z":
         return RobustZScoreDetector(rows, spec)
     raise ValueError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
+
+
+def training_rows(pkg: Any, train_checkpoint: Any) -> np.ndarray:
+    """The autoencoder's training rows: from a checkpoint, or regenerated from the
+    package's recorded simulator source (deterministic)."""
+    if train_checkpoint is not None:
+        from federation.train import load_checkpoint
+
+        rows = load_checkpoint(train_checkpoint)["rows"]
+        if rows is None:
+            raise ValueError(f"{train_checkpoint}: holds no training rows")
+        return rows
+    src = pkg.manifest.get("training", {}).get("source", {})
+    if src.get("kind") != "sim":
+        raise ValueError("the package was not trained on simulator data: pass the training "
+                         "checkpoint (--train-rows) so the peers train on the same rows")
+    from edge_agent.features import FeatureSpec
+    from federation.train import sim_training_rows
+
+    kw = {k: src[k] for k in ("stream", "channels", "seconds", "runs", "seed", "geometry")}
+    return sim_training_rows(spec=FeatureSpec.from_dict(pkg.manifest["feature_spec"]), **kw)[0]
+
+
+class FloatReference:
+    """The float torch model behind the `Detector` contract (int8 parity runs)."""
+
+    package_hash = ""
+
+    def __init__(self, model: Any, spec: Any, name: str = "float") -> None:
+        self.model, self.version, self.feature_spec_hash = model, name, spec.hash
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        from federation import task
+
+        x = np.asarray(rows, np.float32)
+        out = np.full(len(x), np.nan, np.float32)
+        ok = np.isfinite(x).all(axis=1)
+        out[ok] = task.score_rows(self.model, x[ok])
+        return out

@@ -89,6 +89,10 @@ def test_score_recording(workdir: Path, capsys) -> None:
     code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(rec),
                         "--output", str(workdir / "x.txt"))
     assert code == 2 and ".csv or .json" in err
+    # recorded frames also train a model (every row counts as normal: no labels)
+    code, out, _ = _cli(capsys, "model", "train", "--recording", str(rec), "--epochs", "1",
+                        "--out", str(workdir / "rec.ckpt"))
+    assert code == 0 and json.loads(out)["rows"] == summary["windows"] * 32
 
 
 def test_csv_train_and_score(workdir: Path, capsys) -> None:
