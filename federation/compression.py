@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SCHEMES = ("fp32", "fp16", "int8", "int8-channel")
-DEFAULT_SCHEME = "int8-channel"
+DEFAULT_SCHEME = "int8"
 _DT = {"fp32": np.float32, "fp16": np.float16, "int8": np.int8, "int8-channel": np.int8}
 
 

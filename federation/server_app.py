@@ -31,7 +31,7 @@ app = ServerApp()
 class Settings:
     num_rounds: int = 5
     strategy: str = "fedavg"
-    codec: str = "int8-channel"
+    codec: str = "int8"
     min_nodes: int = 2
     fraction_train: float = 1.0
     epochs: int = 2

@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--rounds", type=int, default=5)
     r.add_argument("--strategy", default="fedavg",
                    choices=("fedavg", "fedprox", "trimmed-mean", "median", "krum"))
-    r.add_argument("--codec", default="int8-channel", choices=("fp32", "fp16", "int8",
+    r.add_argument("--codec", default="int8", choices=("fp32", "fp16", "int8",
                                                                "int8-channel"))
     r.add_argument("--min-nodes", type=int, default=2)
     r.add_argument("--results-dir", type=Path, help="default: a temp dir (printed)")
