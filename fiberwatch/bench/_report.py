@@ -40,7 +40,9 @@ def write(out_dir: Path, target: Path = Path("BENCHMARKS.md")) -> None:
     sections = [HEADER]
     for path in sorted(Path(out_dir).glob("*.json")):
         result = json.loads(path.read_text())
-        name = result.get("benchmark", path.stem)
+        if not isinstance(result, dict) or result.get("benchmark") != path.stem:
+            continue  # a benchmark's side file (e.g. data behind a plot), not a result
+        name = path.stem
         try:
             module = importlib.import_module(f"fiberwatch.bench.{name}")
             body = module.to_markdown(result)
