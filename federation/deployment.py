@@ -233,13 +233,14 @@ class GatewayNode(_Launcher):
     def _node_config(self) -> str:
         return " ".join(f"{k}={json.dumps(v)}" for k, v in self.node_config.items())
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 120.0) -> None:
         self.launch()
         self.ready(timeout)
+        self.warm(timeout)
 
     def launch(self) -> None:
-        """Start the SuperNode (`ready` then waits for it and starts the worker): several
-        gateways can be launched first and waited for together."""
+        """Start the SuperNode; `ready` waits for it and starts the worker, `warm` waits for
+        the worker: several gateways can go through each step together (`start` = all)."""
         env = flwr_env(self.workdir / "flwr_home", **self.env)
         # poll_s=None and isolation="subprocess" give stock Flower (for measurements)
         sn = ([_script("flower-supernode")] if self.poll_s is None else
@@ -256,17 +257,30 @@ class GatewayNode(_Launcher):
             sn += ["--auth-supernode-private-key", str(self.auth_private_key)]
         self.group.spawn(sn, env, self.workdir)
 
-    def ready(self, timeout: float = 60.0) -> None:
+    def ready(self, timeout: float = 120.0) -> None:
+        """Wait for the SuperNode's Runtime API, then start the worker."""
         env = flwr_env(self.workdir / "flwr_home", **self.env)
         supernode = self.group.procs[0]
         self.group.wait_until(lambda: listening(LOOPBACK, self.runtime_port), timeout,
                               f"SuperNode runtime API on port {self.runtime_port}")
         if self.isolation == "process":
+            ready = self._ready_file
+            ready.unlink(missing_ok=True)
             worker = [sys.executable, "-m", "federation.node_runtime", "worker",
                       "--runtime-api-address", f"{LOOPBACK}:{self.runtime_port}",
-                      "--parent-pid", str(supernode.pid), "--idle", str(self.idle_s)]
+                      "--parent-pid", str(supernode.pid), "--idle", str(self.idle_s),
+                      "--ready-file", str(ready)]
             self.group.spawn(worker + (["--clientapp", self.clientapp] if self.clientapp
                                        else []), env, self.workdir)
+
+    @property
+    def _ready_file(self) -> Path:
+        return self.workdir / "worker.ready"
+
+    def warm(self, timeout: float = 120.0) -> None:
+        """Wait until the worker has imported and warmed up the ClientApp."""
+        if self.isolation == "process":
+            self.group.wait_until(self._ready_file.exists, timeout, "ClientApp worker warm-up")
 
     def kill(self) -> None:
         self.group.kill()

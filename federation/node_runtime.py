@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -266,6 +267,7 @@ def worker_main(argv: Sequence[str]) -> None:
     p.add_argument("--poll", type=float, default=0.05)
     p.add_argument("--idle", type=float, default=3.0)
     p.add_argument("--parent-pid", type=int)
+    p.add_argument("--ready-file", type=Path, help="created once warm (for launchers)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for training (the gateway's pipeline keeps the rest)")
     args = p.parse_args(argv)
@@ -281,6 +283,8 @@ def worker_main(argv: Sequence[str]) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.ready_file:
+        args.ready_file.touch()
     worker.serve()
 
 

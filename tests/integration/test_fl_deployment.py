@@ -53,6 +53,8 @@ def _nodes(tmp: Path, link: SuperLink, buffers: list[Path], extra: dict | None =
         n.launch()
     for n in nodes:
         n.ready()
+    for n in nodes:
+        n.warm()
     return nodes
 
 
