@@ -54,6 +54,14 @@ class LatencyHistogram:
         i = int(np.searchsorted(np.cumsum(self.counts), rank))
         return float(min(_EDGES_MS[min(i, len(_EDGES_MS) - 1)], self.max_ms))
 
+    def to_dict(self) -> dict:
+        """The non-empty bins as plain data: ``upper_ms`` (each bin's upper edge) and
+        ``counts``, for plots of the whole distribution (benchmarks)."""
+        nz = np.flatnonzero(self.counts)
+        upper = [float(_EDGES_MS[min(i, len(_EDGES_MS) - 1)]) for i in nz]
+        return {"upper_ms": upper, "counts": self.counts[nz].tolist(),
+                "count": self.count, "max_ms": self.max_ms}
+
     def reset(self) -> None:
         self.counts[:] = 0
         self.count = 0

@@ -36,13 +36,32 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write(out_dir: Path, target: Path = Path("BENCHMARKS.md")) -> None:
-    sections = [HEADER]
+def load(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every benchmark result in `out_dir`, by name (side files are skipped)."""
+    results = {}
     for path in sorted(Path(out_dir).glob("*.json")):
         result = json.loads(path.read_text())
-        if not isinstance(result, dict) or result.get("benchmark") != path.stem:
-            continue  # a benchmark's side file (e.g. data behind a plot), not a result
-        name = path.stem
+        if isinstance(result, dict) and result.get("benchmark") == path.stem:
+            results[path.stem] = result
+    return results
+
+
+def plots_section(results: dict[str, dict[str, Any]], out_dir: Path, target: Path) -> str:
+    from fiberwatch.bench import _plots
+
+    lines = ["## Plots", ""]
+    for caption, path in _plots.make(results, Path(out_dir)):
+        rel = os.path.relpath(Path(path).resolve(), target.resolve().parent)
+        lines += [f"**{caption}** (`{rel}`)", "", f"![{caption}]({rel})", ""]
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def write(out_dir: Path, target: Path = Path("BENCHMARKS.md")) -> None:
+    sections = [HEADER]
+    results = load(out_dir)
+    if plots := plots_section(results, out_dir, target):
+        sections.append(plots)
+    for name, result in results.items():
         try:
             module = importlib.import_module(f"fiberwatch.bench.{name}")
             body = module.to_markdown(result)

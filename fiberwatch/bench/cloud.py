@@ -180,7 +180,7 @@ def _window_latency(influx: InfluxClient, queries: int) -> dict[str, Any]:
     return {"span_s": 3600, "channels": GROUPS, "max_times": 2000, "columns": len(w["times_ns"]),
             "rows": len(w["values"]), "cells_with_data": filled, "queries": queries,
             "p50_ms": round(statistics.median(total), 1), "p95_ms": round(p95, 1),
-            "max_ms": round(max(total), 1),
+            "max_ms": round(max(total), 1), "samples_ms": [round(t, 1) for t in total],
             "influx_fetch_p50_ms": round(statistics.median(fetch), 1),
             "goal_p95_ms": P95_GOAL_MS, "meets_goal": p95 <= P95_GOAL_MS}
 

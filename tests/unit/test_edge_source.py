@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import types
 
+import numpy as np
 import pytest
 
 from edge_agent.config import GatewayConfig
@@ -110,6 +111,18 @@ def test_latency_histogram_percentiles() -> None:
     assert 45 <= h.percentile(50) <= 57
     assert 95 <= h.percentile(99) <= 100
     assert LatencyHistogram().percentile(50) == 0.0
+
+
+def test_latency_histogram_to_dict_keeps_the_distribution() -> None:
+    h = LatencyHistogram()
+    h.record_many(np.array([1.02, 1.05, 50.0, 2000.0]))
+    d = h.to_dict()
+    assert sum(d["counts"]) == d["count"] == 4 and d["max_ms"] == 2000.0
+    assert d["counts"][0] == 2 and len(d["upper_ms"]) == 3
+    assert all(a < b for a, b in zip(d["upper_ms"], d["upper_ms"][1:], strict=False))
+    assert 1.05 <= d["upper_ms"][0] < 1.2 and 2000.0 <= d["upper_ms"][-1] < 2300.0
+    assert LatencyHistogram().to_dict() == {"upper_ms": [], "counts": [], "count": 0,
+                                            "max_ms": 0.0}
 
 
 def test_metrics_interval_and_wait_for() -> None:
