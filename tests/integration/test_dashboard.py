@@ -8,8 +8,6 @@ registry is the in-memory one (the real one needs signed packages).
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -27,14 +25,13 @@ from cloud.settings import CloudSettings, TokenInfo
 from edge_agent.events import Event, event_id
 from edge_agent.summary import FeatureSummary
 from fiberwatch.services import LOOPBACK, Influxd, free_port
+from tests.integration import _chromium
+from tests.integration._chromium import DATA_PIXELS as _DATA_PIXELS
+from tests.integration._chromium import until as _until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ADMIN = "admin-token-0123456789abcdef"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
-DOCS_SHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 
 
 def _injected_event(now_ns: int) -> Event:
@@ -110,51 +107,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Even
 
 @pytest.fixture(scope="module")
 def browser():  # type: ignore[no-untyped-def]
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with _chromium.browser() as chromium:
+        yield chromium
 
 
 @pytest.fixture
 def page(browser):  # type: ignore[no-untyped-def]
-    context = browser.new_context(viewport={"width": 1600, "height": 1080})
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
-
-
-def _until(page, expression: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    """Poll a JS expression until truthy (the page's CSP forbids wait_for_function's eval)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = page.evaluate(expression)
-        if value or time.monotonic() > deadline:
-            assert value, f"timed out waiting for: {expression[:200]}"
-            return value
-        page.wait_for_timeout(100)
-
-
-_DATA_PIXELS = """(id) => {
-  const c = document.getElementById(id);
-  const g = c._wf;
-  if (!g) return 0;
-  const k = c.width / c.getBoundingClientRect().width;
-  const d = c.getContext('2d').getImageData(
-    Math.ceil(g.px * k) + 2, Math.ceil(g.py * k) + 2,
-    Math.floor(g.pw * k) - 4, Math.floor(g.ph * k) - 4).data;
-  let n = 0;
-  for (let i = 0; i < d.length; i += 4) {
-    const bg = d[i] === 10 && d[i + 1] === 12 && d[i + 2] === 16;
-    if (d[i + 3] > 0 && !bg) n++;
-  }
-  return n / (d.length / 4);
-}"""
+    with _chromium.page(browser, 1600, 1080) as p:
+        yield p
 
 
 def test_dashboard_shows_event_and_waterfall(  # type: ignore[no-untyped-def]
@@ -182,11 +142,7 @@ def test_dashboard_shows_event_and_waterfall(  # type: ignore[no-untyped-def]
                  f" return ({_DATA_PIXELS})('detail-wf') > 0.5; }})()")
     page.mouse.move(700, 300)  # a probe reading on the info line
 
-    shot = tmp_path / "dashboard.png"
-    page.screenshot(path=str(shot), full_page=True)
-    if os.environ.get("FIBERWATCH_UPDATE_SCREENSHOTS"):  # refresh the README's picture
-        DOCS_SHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(shot, DOCS_SHOT)
+    _chromium.screenshot(page, tmp_path / "dashboard.png", "dashboard.png")
     assert not errors, errors
     foreign = [u for u in requests if not u.startswith(base)]
     assert foreign == []  # nothing from a CDN

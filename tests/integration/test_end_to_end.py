@@ -4,8 +4,9 @@ Mosquitto, influxd, the cloud (ingestion + API), the Flower SuperLink with the r
 controller, three gateway agents with SuperNodes for the wells, and the simulator:
 - a leak injected at channel X at time T appears in the API within 5 s, with the right
   channel range and the model version that scored it;
-- a federated round completes, its model goes out as a canary and is promoted, and every
-  agent hot-swaps to it without dropping a window;
+- a federated round completes (and is recorded in the API), its model goes out as a
+  canary and is promoted, and every agent hot-swaps to it without dropping a window;
+- the dashboard, in real headless Chromium, shows the leak and the round;
 - shutdown leaves no process behind.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -23,9 +25,11 @@ from typing import Any
 import pytest
 
 from fiberwatch import demo
+from tests.integration import _chromium
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+CHANNELS = 128
 LEAK_CHANNEL = 40
 LEAK_ONSET_S = 35.0
 
@@ -64,9 +68,60 @@ def _group_alive(pid: int) -> bool:
     return True
 
 
+# (channels) => the main waterfall is drawn for well-a, 5 minutes, channels 0..channels-1
+_SHOWS_VIEW = """(channels) => {
+  const w = document.getElementById('waterfall')._wf?.win;
+  const title = document.getElementById('wf-title').textContent;
+  if (!w || !title.includes('well-a')) return false;
+  const span = (Number(w.times_ns.at(-1)) - Number(w.times_ns[0])) / 1e9;
+  return span < 301 && w.channels.at(-1) < channels;
+}"""
+
+
+def _dashboard_shows(run: demo.DemoRun, event: dict, fl_round: dict, shot: Path) -> None:
+    """The demo's dashboard lists the leak (gateway, channels) and the federated round."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    until, pixels = _chromium.until, _chromium.DATA_PIXELS
+    with _chromium.browser() as chromium, _chromium.page(chromium, 1600, 1000) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(run.dashboard)
+        row = page.locator(f'#events tr[data-id="{event["id"]}"]')  # re-rendered every 2 s
+        try:
+            row.wait_for(timeout=20_000)
+        except PlaywrightTimeout as exc:
+            shown = page.locator("#events").inner_text()
+            raise AssertionError(f"the leak {event['id']} is not in the events panel:\n"
+                                 f"{shown[:1500]}") from exc
+        text = row.inner_text()  # the event may have grown since the API first showed it
+        where = re.search(r"\bwell-a das (\d+)–(\d+)", text)
+        assert where and int(where[1]) <= LEAK_CHANNEL <= int(where[2]), text
+        until(page, "document.querySelectorAll('#rounds tbody tr').length > 0")
+        cells = page.locator("#rounds tbody tr").first.locator("td").all_inner_texts()
+        want = [str(fl_round[k]) for k in ("round", "participants", "failures")]
+        assert cells[:3] == want, cells
+        summary = page.locator("#rounds-summary").inner_text()
+        assert str(fl_round["run_id"]) in summary, summary
+
+        # for the picture: the last 5 min of well A's fiber, the leak's detail below
+        page.select_option("#gateway", "well-a")
+        page.select_option("#span", "5m")
+        page.fill("#ch-end", str(CHANNELS - 1))
+        page.dispatch_event("#ch-end", "change")
+        row.click()
+        until(page, "document.getElementById('detail-title').textContent.includes('well-a')")
+        until(page, f"(() => {{ const c = document.querySelector('.detail-wf');"
+                    f" if (!c) return false; c.id = 'detail-wf';"
+                    f" return ({pixels})('detail-wf') > 0.3; }})()")
+        until(page, f"({_SHOWS_VIEW})({CHANNELS}) && ({pixels})('waterfall') > 0.2")
+        _chromium.screenshot(page, shot, "demo-dashboard.png")
+        assert not errors, errors
+
+
 def test_leak_to_api_federated_rollout_and_clean_shutdown(tmp_path: Path) -> None:
     opts = demo.DemoOptions(
-        data_dir=tmp_path / "demo", seconds=None, channels=128, api_port=0,
+        data_dir=tmp_path / "demo", seconds=None, channels=CHANNELS, api_port=0,
         fl_after_s=float("inf"), fl_rounds=1, leak_channel=LEAK_CHANNEL,
         leak_onset_s=LEAK_ONSET_S, train_seconds=10.0, canary_window_s=15.0,
     )
@@ -101,6 +156,9 @@ def test_leak_to_api_federated_rollout_and_clean_shutdown(tmp_path: Path) -> Non
         assert fl is not None
         _poll("the federated run to finish", lambda: fl.proc.poll() is not None, 240, run)
         assert fl.proc.returncode == 0, fl.log_tail()
+        rounds = _get(run, "rounds")["items"]  # the dashboard's rounds panel reads these
+        assert [(r["round"], r["participants"], r["failures"]) for r in rounds] == [(1, 2, 0)], \
+            rounds
 
         from federation.registry import Registry
 
@@ -125,6 +183,11 @@ def test_leak_to_api_federated_rollout_and_clean_shutdown(tmp_path: Path) -> Non
         for g in fleet:  # the swap happened between windows: nothing dropped, no gap
             assert g["gaps"] == 0, g
             assert g.get("drops", {}).get("queue_full", 0) == 0, g
+
+        # 3. the dashboard (real headless Chromium) shows the leak and the round
+        began = time.monotonic()
+        _dashboard_shows(run, event, rounds[0], tmp_path / "demo-dashboard.png")
+        print(f"dashboard checked in {time.monotonic() - began:.1f} s")
     finally:
         demo.stop(run)
     alive = [p for p in pids if p is not None and _group_alive(p)]
