@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -284,3 +285,17 @@ class GatewayNode(_Launcher):
 
     def kill(self) -> None:
         self.group.kill()
+
+
+def start_all(nodes: Sequence[GatewayNode], timeout: float = 120.0) -> None:
+    """Start several gateways together: launch every SuperNode, then `GatewayNode.ready` each
+    (starts its worker), then `GatewayNode.warm` each; ``timeout`` applies to every wait.
+
+    Stops nothing on failure: the caller stops the nodes (as after a successful start).
+    """
+    for n in nodes:
+        n.launch()
+    for n in nodes:
+        n.ready(timeout)
+    for n in nodes:
+        n.warm(timeout)

@@ -11,10 +11,10 @@ Components (all float32, background noise sigma about 1 in arbitrary strain-rate
   the wellhead or anywhere along a pipeline, sometimes moving. Normal, but not stationary.
 
 Speed: the optical floor's rows are random windows of a pool of gauge-averaged Gaussian
-noise that is redrawn bit by bit (so the pool turns over every `POOL_TURNOVER` seconds); the
-coherent fields are generated a second at a time on a coarse channel grid (every `COARSE`
-channels) and interpolated with variance-preserving weights; filters carry state so frames
-join seamlessly; buffers are allocated once.
+noise that is redrawn bit by bit (`sensors_sim.das_floor`); the coherent fields are
+generated a second at a time on a coarse channel grid (every `COARSE` channels) and
+interpolated with variance-preserving weights; filters carry state so frames join
+seamlessly; buffers are allocated once.
 """
 
 from __future__ import annotations
@@ -26,14 +26,12 @@ import numpy as np
 from scipy import signal
 
 from sensors_sim.config import Pump, SimConfig
+from sensors_sim.das_floor import OpticalFloor
 
 COARSE = 16
 FLOW_SIGMA = 1.2
 LF_SIGMA = 0.6
 CHUNK_S = 1.0
-POOL_MAX = 1 << 21  # samples in the optical-noise pool
-POOL_TURNOVER = 64  # chunks (seconds) for the pool to be redrawn completely
-_SIGNS = np.array([-1.0, 1.0], np.float32)
 _UNIFORM = math.sqrt(12.0)  # sigma of (U(0,1) - 0.5) is 1/sqrt(12)
 
 
@@ -91,18 +89,12 @@ class DasBackground:
         self.rate = cfg.das_rate
         c, n = cfg.channels, self.n
         s_white, s_coarse, s_dist, s_misc = seed.spawn(4)
-        self._rng = np.random.default_rng(s_white)
         self._rng_coarse = np.random.default_rng(s_coarse)
         self._rng_dist = np.random.default_rng(s_dist)
         misc = np.random.default_rng(s_misc)
         # optical floor: rows are random windows of a pool of gauge-averaged Gaussian noise
-        self._g = min(max(1, round(cfg.gauge_m / cfg.spacing_m)), c)
-        self._pool_n = int(min(POOL_MAX, max(1 << 16, 64 * c * n)))
-        self._raw = self._rng.standard_normal(self._pool_n + c + self._g - 1, np.float32)
-        self._avg = np.empty(self._pool_n + c, np.float32)
-        self._refresh_at = 0
-        self._average(0, self._avg.size)
-        self._windows = np.lib.stride_tricks.sliding_window_view(self._avg, c)
+        gauge = min(max(1, round(cfg.gauge_m / cfg.spacing_m)), c)
+        self._floor = OpticalFloor(c, n, gauge, np.random.default_rng(s_white))
         # coherent fields on a coarse grid, interpolated with variance-preserving weights
         self._step = step = COARSE if c >= 4 * COARSE else 1
         self._nblk = -(-c // step)
@@ -147,7 +139,7 @@ class DasBackground:
         n, c = self.n, self.cfg.channels
         t = k * n / self.rate + self.block_times
         out = self._out
-        self._floor(out)
+        self._floor.fill(out)
         j, i = divmod(k, self._chunk_frames)
         if j != self._chunk_index:
             self._make_chunk(j)
@@ -167,7 +159,7 @@ class DasBackground:
             raise ValueError(f"DAS frames must be generated in order (chunk {j})")
         self._chunk_index = j
         if j > 0:
-            self._refresh_pool()
+            self._floor.refresh()
         m = self._chunk_frames * self.n
         t = (j * m + np.arange(m)) / self.rate
         nc = self._nblk + 1
@@ -180,34 +172,6 @@ class DasBackground:
         chunk *= self._profile
         chunk += lf.T.astype(np.float32) * np.float32(self._k_lf)
         self._chunk = chunk
-
-    def _floor(self, out: np.ndarray) -> None:
-        """Optical noise floor: unit-variance Gaussian, white in time, averaged over the
-        gauge length (g channels) across the fiber.
-
-        Each row is a window of the pool at a random offset, with a random sign; a slice of
-        the pool is redrawn every chunk, so the whole pool turns over every ~`POOL_TURNOVER`
-        chunks. Gathering rows costs far less than drawing fresh normals.
-        """
-        rows = self._rng.integers(0, self._pool_n, self.n)
-        out[:] = self._windows[rows]  # (np.take would materialise the whole window view)
-        out *= _SIGNS[self._rng.integers(0, 2, self.n)][:, None]
-
-    def _average(self, lo: int, hi: int) -> None:
-        """``avg[i] = mean(raw[i:i+g])`` for ``lo <= i < hi``."""
-        g = self._g
-        cs = np.cumsum(self._raw[lo: hi + g - 1], dtype=np.float64)
-        cs = np.concatenate(([0.0], cs))
-        self._avg[lo:hi] = (cs[g:] - cs[:-g]) / math.sqrt(g)
-
-    def _refresh_pool(self) -> None:
-        size = self._raw.size
-        step = -(-size // POOL_TURNOVER)
-        lo = self._refresh_at
-        hi = min(lo + step, size)
-        self._raw[lo:hi] = self._rng.standard_normal(hi - lo, np.float32)
-        self._average(max(0, lo - self._g + 1), min(hi, self._avg.size))
-        self._refresh_at = 0 if hi >= size else hi
 
     def _add_pumps(self, out: np.ndarray, t: np.ndarray) -> None:
         c0 = self.cfg.first_channel

@@ -19,7 +19,7 @@ import pytest
 
 from edge_agent.normal_buffer import NormalBuffer
 from federation.datasets import DAS_SPEC
-from federation.deployment import GatewayNode, SuperLink, Tls, generate_node_keys
+from federation.deployment import GatewayNode, SuperLink, Tls, generate_node_keys, start_all
 from federation.metrics_sink import MetricsSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -49,12 +49,7 @@ def _nodes(tmp: Path, link: SuperLink, buffers: list[Path], extra: dict | None =
     nodes = [GatewayNode(tmp / f"node{i}", link.address, node_config={
         "gateway-id": f"site/gw{i}", "normal-buffer": str(b), **(extra or {}).get(i, {})},
         **kw) for i, b in enumerate(buffers)]
-    for n in nodes:
-        n.launch()
-    for n in nodes:
-        n.ready()
-    for n in nodes:
-        n.warm()
+    start_all(nodes)
     return nodes
 
 
