@@ -25,6 +25,7 @@ Profiles
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -128,29 +129,38 @@ def local_median(values: np.ndarray, radius: int) -> np.ndarray:
         return values
     padded = np.pad(values, [(radius, radius)] + [(0, 0)] * (values.ndim - 1), mode="edge")
     view = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1, axis=0)
-    return np.median(view, axis=-1)
+    if np.isfinite(values).all():  # an odd count: the median is the middle element
+        return np.partition(view, radius, axis=-1)[..., radius]
+    return np.median(view, axis=-1)  # NaN propagates as np.median does
 
 
 class FeatureExtractor:
     """Windows in, feature rows out: ``transform(window) -> (n_channels, spec.dim)`` float32.
 
     A window is float32 ``(spec.window_samples, n_channels)``, time-major like a frame.
+    ``threads``: FFT workers (the rows do not depend on it). The das profile works through a
+    window in blocks of ``block_channels`` channels with scratch buffers that stay in cache
+    (an FFT along time over wide rows is memory-bound): one extractor per thread.
     """
 
-    def __init__(self, spec: FeatureSpec) -> None:
-        self.spec = spec
+    def __init__(self, spec: FeatureSpec, threads: int = 1, block_channels: int = 128) -> None:
+        if threads < 1 or block_channels < 2:
+            raise ValueError("threads must be >= 1 and block_channels >= 2")
+        self.spec, self.threads, self.block_channels = spec, threads, block_channels
         n = spec.window_samples
         self._taper = np.hanning(n).astype(np.float32)[:, None]
         freqs = np.fft.rfftfreq(n, 1.0 / spec.sample_rate_hz)
-        self._freqs = freqs.astype(np.float32)[:, None]
-        self._band_bins = [(freqs >= lo) & (freqs < hi) for lo, hi in spec.bands_hz]
-        for (lo, hi), mask in zip(spec.bands_hz, self._band_bins, strict=True):
-            if not mask.any():
+        self._freqs = freqs.astype(np.float32)
+        # the bins with lo <= f < hi
+        self._band_bins = [slice(*np.searchsorted(freqs, band).tolist()) for band in spec.bands_hz]
+        for (lo, hi), bins in zip(spec.bands_hz, self._band_bins, strict=True):
+            if bins.stop <= bins.start:
                 raise FeatureSpecError(f"band ({lo}, {hi}) Hz holds no FFT bin at this window")
         self._t = (np.arange(n, dtype=np.float64) / spec.sample_rate_hz)
         self._t -= self._t.mean()
         self._mean: np.ndarray | None = None  # per-channel baseline (dts, raw)
         self._var: np.ndarray | None = None
+        self._buf: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # das, per block
 
     def reset(self) -> None:
         """Forget per-channel state (after a stream restart)."""
@@ -170,28 +180,55 @@ class FeatureExtractor:
 
     def _das(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        xd = x - x.mean(axis=0, keepdims=True)
-        p2 = np.mean(xd * xd, axis=0)
-        p4 = np.mean((xd * xd) ** 2, axis=0)
-        spec = scipy.fft.rfft(xd * self._taper, axis=0)
-        power = (spec.real * spec.real + spec.imag * spec.imag).astype(np.float32)
-        power[0] = 0.0
-        total = power.sum(axis=0) + _EPS
-        cols = [np.log10(power[m].sum(axis=0) + _EPS) for m in self._band_bins]
-        cols.append(0.5 * np.log10(p2 + _EPS))
-        cols.append((self._freqs * power).sum(axis=0) / total / (self.spec.sample_rate_hz / 2))
-        logp = np.log(power[1:] + _EPS)
-        flat = np.exp(logp.mean(axis=0)) / (power[1:].mean(axis=0) + _EPS)
-        cols.append(np.log10(flat + _EPS))
-        cols.append(np.log10(p4 / (p2 * p2 + _EPS) + _EPS))
-        base = np.stack(cols, axis=1)
+        nb, nbins = len(self._band_bins), self._freqs.size
+        sums = np.empty((x.shape[1], nb + 5), dtype=np.float32)  # per channel, see _das_block
+        mean = x.mean(axis=0, keepdims=True)  # on full rows: a block of columns reads slowly
+        # blocks of block_channels to 2 * block_channels - 1 channels, never a single one (numpy
+        # sums a single column in another order: the rows would move in the last digits)
+        bounds = np.linspace(0, x.shape[1], max(1, x.shape[1] // self.block_channels) + 1)
+        for c0, c1 in itertools.pairwise(bounds.round().astype(int)):
+            self._das_block(x[:, c0:c1], mean[:, c0:c1], sums[c0:c1])
+        p2, p4, total, moment1, mean_log = sums[:, nb:].T
+        base = np.empty((x.shape[1], nb + 4), dtype=np.float32)
+        np.log10(sums[:, :nb] + _EPS, out=base[:, :nb])
+        base[:, nb] = 0.5 * np.log10(p2 + _EPS)
+        base[:, nb + 1] = moment1 / (total + _EPS) / (self.spec.sample_rate_hz / 2)
+        flat = np.exp(mean_log) / (total / (nbins - 1) + _EPS)  # bin 0 is 0 in total
+        base[:, nb + 2] = np.log10(flat + _EPS)
+        base[:, nb + 3] = np.log10(p4 / (p2 * p2 + _EPS) + _EPS)
         return self._with_context(base)
+
+    def _das_block(self, x: np.ndarray, mean: np.ndarray, out: np.ndarray) -> None:
+        """Sums of one block of channels (`x` time-major) into `out` (channel-major): band
+        powers, p2 and p4 moments, total power, first spectral moment, mean log power."""
+        (n, w), nbins, nb = x.shape, self._freqs.size, len(self._band_bins)
+        if self._buf is None or self._buf[0].shape[1] < w:
+            self._buf = (np.empty((n, w), np.float32), np.empty((n, w), np.float32),
+                         np.empty((nbins, w), np.float32))
+        xd, sq, power = (b[:, :w] for b in self._buf)
+        np.subtract(x, mean, out=xd)
+        np.multiply(xd, xd, out=sq)
+        np.divide(np.einsum("tc->c", sq), n, out=out[:, nb])
+        np.divide(np.einsum("tc,tc->c", sq, sq), n, out=out[:, nb + 1])
+        np.multiply(xd, self._taper, out=xd)
+        spec = scipy.fft.rfft(xd, axis=0, workers=self.threads)
+        parts = spec.view(np.float32)  # re, im interleaved: square in place, add pairs
+        np.multiply(parts, parts, out=parts)
+        np.add(parts[:, 0::2], parts[:, 1::2], out=power)
+        power[0] = 0.0
+        for j, band in enumerate(self._band_bins):
+            np.add.reduce(power[band], axis=0, out=out[:, j])
+        np.add.reduce(power, axis=0, out=out[:, nb + 2])
+        np.einsum("f,fc->c", self._freqs, power, out=out[:, nb + 3])
+        logp = sq[1:nbins]
+        np.log(np.add(power[1:], _EPS, out=logp), out=logp)
+        np.divide(np.add.reduce(logp, axis=0), nbins - 1, out=out[:, nb + 4])
 
     def _with_context(self, base: np.ndarray) -> np.ndarray:
         if self.spec.context_radius == 0:
             return base.astype(np.float32)
         ctx = base - local_median(base, self.spec.context_radius)
-        return np.concatenate([base, ctx], axis=1).astype(np.float32)
+        return np.concatenate([base, ctx], axis=1)
 
     def _update_baseline(self, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._mean is None or self._var is None or self._mean.shape != mean.shape:
