@@ -8,8 +8,9 @@ export function renderEvents(table, items, selected, onSelect) {
       h("td", { title: fmt.datetime(e.start_ns) }, fmt.time(e.start_ns)),
       h("td", { title: `${e.site}/${e.gateway} ${e.stream}, ${e.dist_start_m}–${e.dist_end_m} m` },
         `${e.gateway} `, h("span", { class: "muted" }, e.stream), ` ${e.ch_start}–${e.ch_end}`),
-      h("td", {}, h("span", { class: `sev ${e.severity}` }, e.severity), ` ${e.class_hint}`),
-      h("td", { class: "r" }, fmt.num(e.peak_score)))));
+      h("td", { title: `${e.severity} · ${e.class_hint}` },
+        h("span", { class: `sev ${e.severity}` }, e.severity), ` ${e.class_hint}`),
+      h("td", { class: "r", title: `peak score ${e.peak_score}` }, fmt.num(e.peak_score)))));
   if (!items.length) table.append(h("tbody", {}, h("tr", {}, h("td", { class: "muted", colspan: 4 }, "no anomalies"))));
 }
 
@@ -83,30 +84,54 @@ function drawRounds(canvas, rows) {
   const pw = r.width - m.l - m.r, ph = r.height - m.t - m.b;
   ctx.strokeStyle = "#272e38";
   ctx.strokeRect(m.l + 0.5, m.t + 0.5, pw, ph);
-  if (rows.length < 2) return;
-  const xs = (i) => m.l + (i / (rows.length - 1)) * pw;
+  if (!rows.length) return;
+  // one round is a point in the middle, labelled with its value; more are a line
+  const single = rows.length === 1;
+  const xs = (i) => (single ? m.l + pw / 2 : m.l + (i / (rows.length - 1)) * pw);
   const series = [["loss", "#f2914a", "left"], ["auc", "#7ec699", "right"]];
-  for (const [key, colour, side] of series) {
-    const vals = rows.map((row) => row[key]).filter((v) => v !== null && v !== undefined);
-    if (!vals.length) continue;
+  series.forEach(([key, colour, side], k) => {
+    const pts = rows.map((row, i) => [xs(i), row[key]]).filter(([, v]) => v !== null && v !== undefined);
+    if (!pts.length) return;
+    const vals = pts.map(([, v]) => v);
     let lo = Math.min(...vals), hi = Math.max(...vals);
     if (hi === lo) { lo -= 0.5; hi += 0.5; }
-    const ys = (v) => m.t + ph - ((v - lo) / (hi - lo)) * ph;
+    // a single value has no scale: loss and AUC points sit apart, each with its value
+    const ys = single ? () => m.t + ph * (k ? 0.68 : 0.36)
+      : (v) => m.t + ph - ((v - lo) / (hi - lo)) * ph;
     ctx.strokeStyle = colour;
-    ctx.lineWidth = 1.8;
-    ctx.beginPath();
-    rows.forEach((row, i) => (i ? ctx.lineTo(xs(i), ys(row[key])) : ctx.moveTo(xs(i), ys(row[key]))));
-    ctx.stroke();
     ctx.fillStyle = colour;
-    ctx.textAlign = side === "left" ? "right" : "left";
-    const x = side === "left" ? m.l - 4 : m.l + pw + 4;
-    ctx.fillText(fmt.num(hi), x, m.t + 8);
-    ctx.fillText(fmt.num(lo), x, m.t + ph);
+    ctx.lineWidth = 1.8;
+    if (pts.length > 1) {
+      ctx.beginPath();
+      pts.forEach(([x, v], i) => (i ? ctx.lineTo(x, ys(v)) : ctx.moveTo(x, ys(v))));
+      ctx.stroke();
+    }
+    for (const [x, v] of pts) {
+      ctx.beginPath();
+      ctx.arc(x, ys(v), pts.length > 1 ? 2.5 : 3.5, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+    if (single) {
+      const [x, v] = pts[0];
+      ctx.textAlign = "left";
+      ctx.fillText(`${key === "auc" ? "AUC" : "loss"} ${fmt.num(v)}`, x + 8, ys(v) + 4);
+    } else {
+      ctx.textAlign = side === "left" ? "right" : "left";
+      const x = side === "left" ? m.l - 4 : m.l + pw + 4;
+      ctx.fillText(fmt.num(hi), x, m.t + 8);
+      ctx.fillText(fmt.num(lo), x, m.t + ph);
+    }
     ctx.textAlign = side === "left" ? "left" : "right";
-    ctx.fillText(key === "auc" ? "AUC (right axis) —" : "— loss (left axis)", side === "left" ? m.l : m.l + pw, 11);
-  }
+    const legend = single ? (key === "auc" ? "AUC ●" : "● loss")
+      : (key === "auc" ? "AUC (right axis) —" : "— loss (left axis)");
+    ctx.fillText(legend, side === "left" ? m.l : m.l + pw, 11);
+  });
   ctx.fillStyle = "#8b95a5";
   ctx.textAlign = "center";
-  ctx.fillText(`round ${rows[0].round}`, m.l + 24, r.height - 3);
-  ctx.fillText(`round ${rows.at(-1).round}`, m.l + pw - 24, r.height - 3);
+  if (single) {
+    ctx.fillText(`round ${rows[0].round}`, m.l + pw / 2, r.height - 3);
+  } else {
+    ctx.fillText(`round ${rows[0].round}`, m.l + 24, r.height - 3);
+    ctx.fillText(`round ${rows.at(-1).round}`, m.l + pw - 24, r.height - 3);
+  }
 }

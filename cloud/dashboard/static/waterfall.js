@@ -34,6 +34,16 @@ function ticks(lo, hi, n) {
 
 const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600];
 
+/** Time ticks [t_s, label] for a span drawn `ph` px tall: HH:MM, or HH:MM:SS below a minute. */
+function timeTicks(t0, t1, ph) {
+  const step = TIME_STEPS.find((s) => (t1 - t0) / s <= Math.max(3, ph / 55)) || 43200;
+  const out = [];
+  for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
+    out.push([t, new Date(t * 1000).toISOString().slice(11, step < 60 ? 19 : 16)]);
+  }
+  return out;
+}
+
 function valueRange(win) {
   const vals = win.values.flat().filter((v) => v !== null).sort((a, b) => a - b);
   if (!vals.length) return null;
@@ -60,12 +70,12 @@ function setup(canvas) {
 export function drawWaterfall(canvas, win, opts = {}) {
   const { ctx, w, h } = setup(canvas);
   ctx.clearRect(0, 0, w, h);
-  const g = { px: M.left, py: M.top, pw: w - M.left - M.right, ph: h - M.top - M.bottom };
-  ctx.fillStyle = "#0a0c10";
-  ctx.fillRect(g.px, g.py, g.pw, g.ph);
   ctx.font = FONT;
   const range = win && win.times_ns.length ? valueRange(win) : null;
   if (!range) {
+    const g = { px: M.left, py: M.top, pw: w - M.left - M.right, ph: h - M.top - M.bottom };
+    ctx.fillStyle = "#0a0c10";
+    ctx.fillRect(g.px, g.py, g.pw, g.ph);
     ctx.fillStyle = AXIS;
     ctx.textAlign = "center";
     ctx.fillText(opts.empty || "no data in this window", g.px + g.pw / 2, g.py + g.ph / 2);
@@ -76,7 +86,15 @@ export function drawWaterfall(canvas, win, opts = {}) {
   const t0 = Number(win.times_ns[0]) / 1e9;
   const t1 = Number(win.times_ns[nT - 1]) / 1e9 + win.resolution_s;
   const c0 = win.channels[0], c1 = win.channels[nC - 1] + win.group_size;
-  Object.assign(g, { t0, t1, c0, c1, win });
+  // the left margin holds the time labels (HH:MM or HH:MM:SS) and, left of them, the axis title
+  const ph = h - M.top - M.bottom;
+  const times = timeTicks(t0, t1, ph);
+  const labelW = Math.max(0, ...times.map(([, text]) => ctx.measureText(text).width));
+  const left = Math.max(M.left, Math.ceil(labelW) + 8 + 24);
+  const g = { px: left, py: M.top, pw: w - left - M.right, ph, t0, t1, c0, c1, win, times };
+  g.titleX = left - 8 - labelW - 8;
+  ctx.fillStyle = "#0a0c10";
+  ctx.fillRect(g.px, g.py, g.pw, g.ph);
   const x = (ch) => g.px + ((ch - c0) / (c1 - c0)) * g.pw;
   const y = (t) => g.py + ((t1 - t) / (t1 - t0)) * g.ph;
 
@@ -150,14 +168,12 @@ function drawAxes(ctx, g, x, y, spacing) {
     }
   }
   ctx.textAlign = "right";
-  const span = g.t1 - g.t0;
-  const step = TIME_STEPS.find((s) => span / s <= Math.max(3, g.ph / 55)) || 43200;
-  for (let t = Math.ceil(g.t0 / step) * step; t <= g.t1; t += step) {
+  for (const [t, text] of g.times) {
     tick(ctx, g.px, y(t), -5, 0);
-    ctx.fillText(new Date(t * 1000).toISOString().slice(11, step < 60 ? 19 : 16), g.px - 8, y(t) + 4);
+    ctx.fillText(text, g.px - 8, y(t) + 4);
   }
   ctx.save();
-  ctx.translate(14, g.py + g.ph / 2);
+  ctx.translate(g.titleX, g.py + g.ph / 2);
   ctx.rotate(-Math.PI / 2);
   ctx.textAlign = "center";
   ctx.fillText("time (UTC), newest at top", 0, 0);
