@@ -117,10 +117,26 @@ class ModelConfig(_Strict):
 
 
 class ThresholdConfig(_Strict):
-    false_alarm_rate: float = Field(1e-4, gt=0, lt=0.5, description="per group per window")
+    """The threshold stage (`edge_agent.thresholds`). The defaults are the operating point
+    the model evaluation measures (`federation.evaluate`, ``docs/model/README.md``)."""
+
+    false_alarm_rate: float = Field(1e-6, gt=0, lt=0.5, description="per group per window")
     warmup_windows: int = Field(40, ge=1)
     history_windows: int = Field(2000, ge=50)
-    min_threshold: float = Field(0.0, ge=0)
+    min_threshold: float = Field(0.0, ge=0, description="floor under every group threshold")
+    floor_quantile: float | None = Field(
+        0.9999, gt=0, le=1,
+        description="raise the floor to this quantile of the model's training scores (the "
+        "package manifest's threshold.quantiles): floor = max(min_threshold, "
+        "quantiles[floor_quantile]), set again for every model swapped in. A package without "
+        "this level uses its nearest higher level (else its highest), logged as a warning. "
+        "Detectors without a package (the statistical start-up detector), and 0 or None "
+        "(no quantile floor): min_threshold alone")
+
+    @field_validator("floor_quantile", mode="before")
+    @classmethod
+    def _zero_is_off(cls, v: object) -> object:
+        return None if v == 0 else v  # TOML has no null: 0 turns the quantile floor off
 
 
 class EventConfig(_Strict):

@@ -8,6 +8,12 @@ windows and swaps the staged detector in by one attribute assignment; the old on
 in a row (`report_latency`), the slot falls back to the previous model: better wrong than
 late.
 
+Thresholds follow the model, not the slot: scores are in one model's units, so the pipeline
+keeps one `edge_agent.thresholds.GroupThreshold` per model (version, package hash), built by
+`GroupThreshold.for_detector` when that model first scores a window. A swapped-in model
+therefore warms up fresh thresholds floored at its own package quantile
+(``threshold.floor_quantile``), and a fallback finds the previous model's set, floor and all.
+
 A refusal never disturbs the active model; `state` says what happened and why. Packages
 refused once (and models fallen back from) are remembered by hash, so the retained package the
 broker redelivers on every reconnect is not re-verified each time.

@@ -138,6 +138,21 @@ class Int8AutoencoderScorer:
         return x
 
 
+def quantile_levels(quantiles: dict[str, Any]) -> dict[float, float]:
+    """Manifest ``threshold.quantiles`` (``{"0.9999": 9.3, "1": 41.0}``) keyed by level."""
+    out = {}
+    for k, v in quantiles.items():
+        try:
+            level = float(k)
+        except ValueError:
+            raise PackageError("manifest",
+                               f"threshold.quantiles: level {k!r} is not a number") from None
+        if not 0 < level <= 1:
+            raise PackageError("manifest", f"threshold.quantiles: level {k!r} not in (0, 1]")
+        out[level] = float(v)
+    return out
+
+
 class LiteRTDetector:
     """The packaged int8 autoencoder behind the `Detector` protocol.
 
@@ -156,9 +171,9 @@ class LiteRTDetector:
         self.package_hash = pkg.sha256
         self.feature_spec_hash = pkg.feature_spec_hash
         self.dim = pkg.dim
-        self.threshold_quantiles = {
-            float(k): float(v) for k, v in pkg.manifest["threshold"]["quantiles"].items()
-        }
+        #: training-score quantiles by level (manifest ``threshold.quantiles``): the
+        #: threshold floor (`edge_agent.thresholds.threshold_floor`)
+        self.threshold_quantiles = quantile_levels(pkg.manifest["threshold"]["quantiles"])
         self._scorer = Int8AutoencoderScorer(pkg.tflite, pkg.manifest, num_threads=num_threads)
         self._lock = threading.Lock()
         log.info("model=%s hash=%s dim=%d loaded", self.version, self.package_hash[:12], self.dim)

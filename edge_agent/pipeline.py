@@ -29,8 +29,11 @@ from edge_agent.validate import FrameValidator
 from edge_agent.windowing import StreamBuffer
 
 log = logging.getLogger(__name__)
-#: channels per `FeatureExtractor.transform` call (das): bounds temporaries, stays in cache
-CHUNK_CHANNELS = 512
+#: channels per `FeatureExtractor.transform` call (das). The extractor works through a window
+#: in cache-sized blocks of channels itself (``block_channels``) and a call on a wider slice of
+#: the window is cheaper (its per-channel mean reads whole rows), so only very wide arrays are
+#: split, to bound the per-call temporaries.
+CHUNK_CHANNELS = 16384
 _SCORE_CAP = 1e30
 
 
@@ -138,7 +141,7 @@ class StreamPipeline:
         self.slot.apply_pending()
         det = self.slot.active
         model = (det.version, det.package_hash)
-        thr = self._threshold_for(model)
+        thr = self._threshold_for(model, det)
         rows = extract(self.extractor, w.data)
         t0 = time.perf_counter()
         scores = self._clean(np.asarray(det.score(rows), dtype=np.float32))
@@ -188,13 +191,15 @@ class StreamPipeline:
         return np.concatenate(parts)
 
     # -- helpers --------------------------------------------------------------------------
-    def _threshold_for(self, model: tuple[str, str]) -> GroupThreshold:
-        """Thresholds live in one model's score units: one set per model (this + previous)."""
+    def _threshold_for(self, model: tuple[str, str], det: object) -> GroupThreshold:
+        """Thresholds live in one model's score units: one set per model (this + previous),
+        floored by that model's package quantiles."""
         thr = self._thresholds.get(model)
         if thr is None:
             if len(self._thresholds) >= 2:
                 self._thresholds.pop(next(iter(self._thresholds)))
-            thr = self._thresholds[model] = GroupThreshold(self.n_groups, self._thr_cfg)
+            thr = self._thresholds[model] = GroupThreshold.for_detector(
+                self.n_groups, self._thr_cfg, det)
             log.info("event=thresholds_new stream=%s model=%s", self.stream.kind, model[0])
         return thr
 

@@ -18,6 +18,13 @@ the group's score exceeds with probability ``false_alarm_rate`` per window:
    history is extended with an exponential tail (the mean excess), so a short history does
    not mean a threshold at its maximum with a false-alarm rate of ``1/n``.
 
+Every fitted threshold is raised to a *floor* (`threshold_floor`): ``min_threshold``, or for a
+model package with ``floor_quantile`` set, ``max(min_threshold, quantiles[floor_quantile])``
+from the package manifest (the model's own training-score quantiles). The adaptive fit
+follows the local noise; the floor keeps it from sitting inside the model's normal range.
+Scores are in one model's units, so the pipeline keeps one `GroupThreshold` per model
+(`GroupThreshold.for_detector`): a hot-swapped model gets fresh thresholds and its own floor.
+
 `GroupThreshold.classify` is pure; only `GroupThreshold.learn` changes state, and it never
 learns a group the caller excludes (flagged groups, groups with faulty channels). No group
 flags before it has ``warmup_windows`` normal scores. Refits are spread round-robin over
@@ -26,14 +33,62 @@ windows so no single window pays for all groups.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
 from edge_agent.config import ThresholdConfig
 
+log = logging.getLogger(__name__)
+
 WARMUP, GPD, EMPIRICAL = 0, 1, 2
 METHODS = ("warmup", "gpd", "empirical")
+
+
+def threshold_floor(cfg: ThresholdConfig,
+                    quantiles: Mapping[float, float] | None) -> tuple[float, float | None]:
+    """The floor under every fitted threshold, and the quantile level it came from.
+
+    Parameters
+    ----------
+    cfg : ThresholdConfig
+        ``min_threshold`` and ``floor_quantile``.
+    quantiles : mapping of float to float, or None
+        Training-score quantiles by level (`LiteRTDetector.threshold_quantiles`, from the
+        package manifest's ``threshold.quantiles``); None for detectors without a package.
+
+    Returns
+    -------
+    (floor, level) : tuple
+        ``floor = max(min_threshold, quantiles[level])``. `level` is ``floor_quantile`` when
+        the package has it, else the nearest higher level it has, else its highest level
+        (a different level is logged as a warning); None when no quantile applies
+        (``floor_quantile`` None, or no quantiles): the floor is then ``min_threshold``.
+
+    Examples
+    --------
+    >>> q = {0.999: 4.0, 0.9999: 9.0, 1.0: 30.0}
+    >>> threshold_floor(ThresholdConfig(floor_quantile=0.9999), q)
+    (9.0, 0.9999)
+    >>> threshold_floor(ThresholdConfig(floor_quantile=0.99999), q)  # nearest higher level
+    (30.0, 1.0)
+    >>> threshold_floor(ThresholdConfig(floor_quantile=0.9999, min_threshold=12.0), q)
+    (12.0, 0.9999)
+    >>> threshold_floor(ThresholdConfig(floor_quantile=None), q)
+    (0.0, None)
+    """
+    want = cfg.floor_quantile
+    if want is None or not quantiles:
+        return cfg.min_threshold, None
+    levels = sorted(quantiles)
+    level = next((lv for lv in levels if lv >= want - 1e-12), levels[-1])
+    if abs(level - want) > 1e-12:
+        log.warning("event=threshold_floor_level threshold.floor_quantile=%g not in the model "
+                    "package (levels %s); using level %g", want,
+                    ",".join(f"{lv:g}" for lv in levels), level)
+    return max(cfg.min_threshold, float(quantiles[level])), level
 
 
 def group_max(scores: np.ndarray, group_size: int) -> np.ndarray:
@@ -137,6 +192,9 @@ class GroupThreshold:
         ``false_alarm_rate``, ``warmup_windows``, ``history_windows``, ``min_threshold``.
     refit_every : int
         Each group is refitted once per this many `learn` calls.
+    floor : float, optional
+        Lower bound of every fitted threshold (default ``cfg.min_threshold``; never below
+        it). `for_detector` sets it from a model package (`threshold_floor`).
 
     Attributes
     ----------
@@ -144,11 +202,15 @@ class GroupThreshold:
         float64 ``(n_groups,)``; ``inf`` while a group warms up.
     method : numpy.ndarray
         int8 ``(n_groups,)``: `WARMUP`, `GPD` or `EMPIRICAL` (see `METHODS`).
+    floor : float
+        The floor in force.
     """
 
     def __init__(self, n_groups: int, cfg: ThresholdConfig, *, refit_every: int = 20,
-                 tail_fraction: float = 0.1, min_exceedances: int = 20) -> None:
+                 tail_fraction: float = 0.1, min_exceedances: int = 20,
+                 floor: float | None = None) -> None:
         self.cfg = cfg
+        self.floor = cfg.min_threshold if floor is None else max(cfg.min_threshold, floor)
         self.n_groups = n_groups
         self.refit_every = max(1, refit_every)
         self.tail_fraction = tail_fraction
@@ -159,6 +221,21 @@ class GroupThreshold:
         self.thresholds = np.full(n_groups, np.inf)
         self.method = np.full(n_groups, WARMUP, dtype=np.int8)
         self._tick = 0
+
+    @classmethod
+    def for_detector(cls, n_groups: int, cfg: ThresholdConfig, detector: object, *,
+                     refit_every: int = 20) -> GroupThreshold:
+        """Thresholds for one detector's scores, floored by its package quantiles.
+
+        `detector` may carry ``threshold_quantiles`` (`LiteRTDetector` does; the
+        statistical detectors do not and get ``min_threshold`` alone); see `threshold_floor`.
+        """
+        quantiles = getattr(detector, "threshold_quantiles", None)
+        floor, level = threshold_floor(cfg, quantiles)
+        log.info("event=threshold_floor model=%s floor=%.6g level=%s",
+                 getattr(detector, "version", "?"), floor,
+                 "none" if level is None else f"{level:g}")
+        return cls(n_groups, cfg, floor=floor, refit_every=refit_every)
 
     @property
     def warm(self) -> bool:
@@ -189,7 +266,7 @@ class GroupThreshold:
             return
         t, m = fit_tail(self._hist[g, :n], self.cfg.false_alarm_rate,
                         tail_fraction=self.tail_fraction, min_exceedances=self.min_exceedances)
-        self.thresholds[g] = max(t, self.cfg.min_threshold)
+        self.thresholds[g] = max(t, self.floor)
         self.method[g] = m
 
     def reported(self) -> np.ndarray:

@@ -24,17 +24,25 @@ import logging
 import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from edge_agent.config import EventConfig, StreamConfig, ThresholdConfig
 from edge_agent.events import Event
 from edge_agent.offline import OfflineScorer, stream_config_for
+from edge_agent.thresholds import threshold_floor
 from edge_agent.types import Scored
 from federation import datasets
 
 log = logging.getLogger(__name__)
+
+#: the evaluation's main operating point IS the gateway's default threshold config (false-alarm
+#: rate per group and window, floor at the package's ``floor_quantile`` training-score
+#: quantile): change it in `edge_agent.config.ThresholdConfig`, not here
+MAIN_POINT = ThresholdConfig()
+#: a stricter second point: the floor at this quantile instead
+STRICT_FLOOR_QUANTILE = 0.99999
 
 
 @dataclass
@@ -179,14 +187,20 @@ def run_evaluation(
     quick: bool = False, seed: int = 1000, train_checkpoint: Any = None,
     train_rows: np.ndarray | None = None, plots: Any = None, progress: bool = False,
     thresholds: ThresholdConfig | None = None, extra: dict[str, Any] | None = None,
-    plan: datasets.EvalPlan | None = None, floor_quantile: float | None = None,
+    plan: datasets.EvalPlan | None = None,
+    floor_quantile: float | None | Literal["config"] = "config",
 ) -> dict[str, Any]:
     """Evaluate a package, the ``peers`` and ``extra`` detectors on every family.
 
     Returns ``{"config", "families": {family: {detector: metrics}}, "pooled", "summary"}``;
-    ``pooled`` sums false alarms and channel-hours over every run of a detector. With
-    ``floor_quantile``, every detector's thresholds get ``min_threshold`` = that quantile of
-    its own scores on the training rows (the same calibration for everyone).
+    ``pooled`` sums false alarms and channel-hours over every run of a detector.
+
+    The operating point is ``thresholds``, by default `MAIN_POINT`: the gateway's default
+    `ThresholdConfig`, one definition for both. ``floor_quantile`` overrides its
+    ``floor_quantile`` (None: no quantile floor). The floor is the gateway's
+    (`edge_agent.thresholds.threshold_floor`): a package's own manifest quantiles; a
+    detector without them (peers, the float reference) gets the same quantile of its own
+    scores on the training rows as ``min_threshold`` (the same calibration for everyone).
     """
     from tqdm import tqdm
 
@@ -202,27 +216,28 @@ def run_evaluation(
         if f not in datasets.FAMILIES:
             raise ValueError(f"unknown family {f!r}; choose from {', '.join(datasets.FAMILIES)}")
     plan = replace(plan or (datasets.QUICK_PLAN if quick else datasets.EvalPlan()), seed=seed)
-    thr, evc = thresholds or ThresholdConfig(), EventConfig()
+    thr, evc = thresholds or MAIN_POINT, EventConfig()
+    if floor_quantile != "config":
+        thr = thr.model_copy(update={"floor_quantile": floor_quantile})
     detectors: dict[str, Any] = {"model": LiteRTDetector(pkg)}
     peers = list(peers)
     rows = train_rows
-    if rows is None and (peers or floor_quantile is not None):
+    needs_rows = thr.floor_quantile is not None and any(
+        getattr(d, "threshold_quantiles", None) is None for d in (extra or {}).values())
+    if rows is None and (peers or needs_rows):
         rows = peer_mod.training_rows(pkg, train_checkpoint)
     for p in tqdm(peers, desc="fit peers", disable=not progress or None):
         detectors[p] = peer_mod.build(p, rows, spec)
     detectors.update(extra or {})
-    thr_by = dict.fromkeys(detectors, thr)
-    if floor_quantile is not None:
-        sample = rows[np.random.default_rng(0).permutation(len(rows))[:50_000]]
-        thr_by = {k: thr.model_copy(update={"min_threshold": max(0.0, float(np.quantile(
-            np.nan_to_num(d.score(sample), nan=0.0), floor_quantile)))})
-            for k, d in detectors.items()}
+    thr_by = {k: _with_floor(thr, d, rows) for k, d in detectors.items()}
+    floors = {k: threshold_floor(thr_by[k], getattr(d, "threshold_quantiles", None))[0]
+              for k, d in detectors.items()}
     stream = stream_config_for(spec, channels=plan.channels)
     warm = warm_scorers(detectors, plan, stream, thresholds=thr_by, events=evc)
     result: dict[str, Any] = {
         "config": {"plan": asdict(plan), "false_alarm_rate": thr.false_alarm_rate,
-                   "floor_quantile": floor_quantile,
-                   "min_threshold": {k: t.min_threshold for k, t in thr_by.items()},
+                   "floor_quantile": thr.floor_quantile,
+                   "min_threshold": floors,
                    "model": pkg.version, "package_sha256": pkg.sha256,
                    "detectors": list(detectors), "peers": peers},
         "families": {}, "score_corr_int8_float": {},
@@ -257,6 +272,19 @@ def run_evaluation(
 
         result["plots"] = write_plots(result, raws, plots)
     return result
+
+
+def _with_floor(thr: ThresholdConfig, det: Any, rows: np.ndarray | None) -> ThresholdConfig:
+    """``thr`` for one detector: a package floors itself in the pipeline (its manifest
+    quantiles); any other detector gets ``min_threshold`` from its own training scores."""
+    if thr.floor_quantile is None or getattr(det, "threshold_quantiles", None) is not None:
+        return thr
+    if rows is None:
+        raise ValueError("a floor for detectors without package quantiles needs training rows")
+    sample = rows[np.random.default_rng(0).permutation(len(rows))[:50_000]]
+    q = float(np.quantile(np.nan_to_num(det.score(sample), nan=0.0), thr.floor_quantile))
+    floor, _ = threshold_floor(thr, {thr.floor_quantile: max(0.0, q)})
+    return thr.model_copy(update={"min_threshold": floor})
 
 
 def pooled(result: dict[str, Any]) -> dict[str, Any]:

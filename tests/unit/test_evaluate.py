@@ -109,3 +109,25 @@ def test_peers_score_outliers_higher(name: str) -> None:
     assert s_n.dtype == np.float32 and s_n.shape == (200,)
     assert np.median(s_o) > np.quantile(s_n, 0.95)
     np.testing.assert_array_equal(det.score(normal), s_n)  # pure
+
+
+def test_main_operating_point_is_the_gateway_default() -> None:
+    from edge_agent.config import ThresholdConfig
+    from federation.evaluate import MAIN_POINT
+
+    assert MAIN_POINT == ThresholdConfig()
+
+
+def test_detectors_without_package_quantiles_get_their_own_training_quantile() -> None:
+    from edge_agent.config import ThresholdConfig
+    from federation.evaluate import _with_floor
+
+    rows = np.random.default_rng(0).exponential(size=(20_000, 1)).astype(np.float32)
+    plain = SimpleNamespace(score=lambda r: r[:, 0])
+    packaged = SimpleNamespace(score=plain.score, threshold_quantiles={0.9999: 5.0})
+    cfg = ThresholdConfig()
+    got = _with_floor(cfg, plain, rows).min_threshold
+    assert got == pytest.approx(np.quantile(rows[:, 0], 0.9999), rel=1e-6)
+    assert _with_floor(cfg, packaged, rows) is cfg  # the pipeline floors it from its manifest
+    assert _with_floor(cfg.model_copy(update={"floor_quantile": None}), plain, rows) \
+        .min_threshold == 0.0

@@ -132,3 +132,16 @@ def test_calibration_from_federated_stats(built: dict) -> None:
 
     s = Int8AutoencoderScorer(conv.tflite, m).score(x)
     assert abs(roc_auc_score(y, s) - roc_auc_score(y, task.score_rows(built["model"], x))) < 0.02
+
+
+def test_threshold_floor_is_the_manifest_quantile(built: dict) -> None:
+    from edge_agent.config import ThresholdConfig
+    from edge_agent.thresholds import GroupThreshold
+
+    det = LiteRTDetector(built["pkg"])
+    q = built["pkg"].manifest["threshold"]["quantiles"]
+    assert det.threshold_quantiles[0.9999] == q["0.9999"]
+    thr = GroupThreshold.for_detector(4, ThresholdConfig(), det)
+    assert thr.floor == q["0.9999"] > 0
+    assert GroupThreshold.for_detector(4, ThresholdConfig(floor_quantile=0.99999), det).floor \
+        == q["0.99999"]

@@ -53,6 +53,7 @@ class _Recorder:
         self.det, self.batches = det, []
         self.version, self.package_hash = det.version, det.package_hash
         self.feature_spec_hash = det.feature_spec_hash
+        self.threshold_quantiles = det.threshold_quantiles  # the threshold floor
 
     def score(self, rows):
         s = self.det.score(rows)
