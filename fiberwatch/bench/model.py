@@ -20,13 +20,6 @@ log = logging.getLogger(__name__)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "model"
 VARIANTS = ("ae-32-8", "ae-16-4", "ae-64-32-8")
-#: the evaluation's operating point, the same for every detector: per-group false-alarm
-#: rate of the adaptive thresholds, and a floor at this quantile of the detector's own
-#: scores on the training rows (the package manifest carries the model's quantiles)
-FALSE_ALARM_RATE = 1e-6
-FLOOR_QUANTILE = 0.9999
-#: a stricter second operating point (model and peers only)
-STRICT_FLOOR_QUANTILE = 0.99999
 
 
 def throughput(det: Any, dim: int, *, batch: int, seconds: float = 1.0) -> float:
@@ -53,7 +46,6 @@ def invoke_throughput(det: Any, dim: int, *, batch: int, seconds: float = 1.0) -
 
 
 def run(quick: bool, out_dir: Path) -> dict[str, Any]:
-    from edge_agent.config import ThresholdConfig
     from edge_agent.inference import LiteRTDetector
     from edge_agent.package import read_package
     from federation import evaluate, peers
@@ -77,13 +69,11 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     result = evaluate.run_evaluation(
         pkgs[default], peers=("iforest", "hst", "robust_z"), quick=quick, train_rows=rows,
         extra=extra, plots=DOCS if not quick else out_dir / "model-plots", progress=False,
-        thresholds=ThresholdConfig(false_alarm_rate=FALSE_ALARM_RATE),
-        floor_quantile=FLOOR_QUANTILE)
+        thresholds=evaluate.MAIN_POINT)  # = the gateway's default ThresholdConfig
     result["parity"] = parity(result)
     strict = evaluate.run_evaluation(
         pkgs[default], peers=("iforest", "hst", "robust_z"), quick=quick, train_rows=rows,
-        thresholds=ThresholdConfig(false_alarm_rate=FALSE_ALARM_RATE),
-        floor_quantile=STRICT_FLOOR_QUANTILE)
+        thresholds=evaluate.MAIN_POINT, floor_quantile=evaluate.STRICT_FLOOR_QUANTILE)
     result["strict"] = {k: strict[k] for k in ("config", "families", "pooled", "summary")}
     det = LiteRTDetector(pkgs[default])
     result["throughput_rows_per_s"] = {

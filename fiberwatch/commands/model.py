@@ -87,11 +87,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--train-rows", type=Path, help="checkpoint whose rows train the peers")
     e.add_argument("--seed", type=int, default=1000)
     e.add_argument("--plots", type=Path, help="directory for PNG plots")
-    e.add_argument("--false-alarm-rate", type=float, default=1e-6,
-                   help="thresholds: target exceedance rate per group and window (1e-6)")
-    e.add_argument("--floor-quantile", type=float, default=0.99999,
+    e.add_argument("--false-alarm-rate", type=float, default=None,
+                   help="thresholds: target exceedance rate per group and window (default: "
+                        "the gateway's, threshold.false_alarm_rate)")
+    e.add_argument("--floor-quantile", type=float, default=None,
                    help="thresholds: floor at this quantile of each detector's training "
-                        "scores (0 = no floor)")
+                        "scores (0 = no floor; default: the gateway's, "
+                        "threshold.floor_quantile)")
     e.add_argument("--json", type=Path, help="write the result object here")
     e.set_defaults(func=_eval)
 
@@ -265,8 +267,22 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operating_point(args: argparse.Namespace) -> Any:
+    """The gateway's default ThresholdConfig with the flags given on top (0 = no floor)."""
+    from federation import evaluate
+
+    update: dict[str, Any] = {}
+    if args.false_alarm_rate is not None:
+        update["false_alarm_rate"] = args.false_alarm_rate
+    if args.floor_quantile is not None:
+        update["floor_quantile"] = args.floor_quantile or None
+    try:
+        return evaluate.MAIN_POINT.model_validate({**evaluate.MAIN_POINT.model_dump(), **update})
+    except ValueError as exc:
+        raise UsageError(f"--false-alarm-rate/--floor-quantile: {exc}") from None
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from edge_agent.config import ThresholdConfig
     from edge_agent.package import PackageError, read_package
     from federation import evaluate
 
@@ -281,8 +297,7 @@ def _eval(args: argparse.Namespace) -> int:
         result = evaluate.run_evaluation(
             pkg, families=families, peers=peers, quick=args.quick, seed=args.seed,
             train_checkpoint=args.train_rows, plots=args.plots, progress=True,
-            thresholds=ThresholdConfig(false_alarm_rate=args.false_alarm_rate),
-            floor_quantile=args.floor_quantile or None)
+            thresholds=_operating_point(args))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.json:

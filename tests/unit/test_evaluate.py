@@ -131,3 +131,23 @@ def test_detectors_without_package_quantiles_get_their_own_training_quantile() -
     assert _with_floor(cfg, packaged, rows) is cfg  # the pipeline floors it from its manifest
     assert _with_floor(cfg.model_copy(update={"floor_quantile": None}), plain, rows) \
         .min_threshold == 0.0
+
+
+def test_model_eval_cli_operating_point_is_the_gateway_default_plus_flags() -> None:
+    import argparse
+
+    import pytest
+
+    from edge_agent.config import ThresholdConfig
+    from fiberwatch.cli import UsageError
+    from fiberwatch.commands.model import _operating_point
+
+    def ns(rate: float | None, q: float | None) -> argparse.Namespace:
+        return argparse.Namespace(false_alarm_rate=rate, floor_quantile=q)
+
+    assert _operating_point(ns(None, None)) == ThresholdConfig()
+    op = _operating_point(ns(1e-5, 0.0))
+    assert op.false_alarm_rate == 1e-5 and op.floor_quantile is None
+    assert _operating_point(ns(None, 0.99999)).floor_quantile == 0.99999
+    with pytest.raises(UsageError, match="floor"):
+        _operating_point(ns(None, 1.5))
