@@ -16,8 +16,6 @@ import time
 from dataclasses import fields as dc_fields
 from typing import Any
 
-import numpy as np
-
 from cloud import codec, schema, window
 from cloud.influx import InfluxClient, InfluxError, quote_ident, quote_literal
 from edge_agent import topics
@@ -235,21 +233,8 @@ class Store:
             since = max(since, t0, end_ns - _TAIL_NS)
             if since < end_ns:
                 rows += self._feature_rows(site, gateway, stream, field, since, end_ns, False)
-        if rows:
-            ref_cs, ref_g = rows[-1][1], rows[-1][2]
-        else:
-            ref_cs, ref_g = 0, 1
-        firsts = window.channel_rows(ch_start, ch_end, ref_cs, ref_g)
-        if len(firsts) * ncols > MAX_CELLS:
-            raise ValueError(f"window of {len(firsts)} channel groups x {ncols} times is too "
-                             f"large (max {MAX_CELLS} cells): narrow it or ask for fewer times")
-        grid = window.build(rows, codec.DTYPES[field], firsts, t0, step, ncols,
-                            "max" if field == "score" else "mean")
-        return {"times_ns": [t0 + k * step for k in range(ncols)], "ch_start": ch_start,
-                "ch_end": ch_end, "group_size": int(ref_g),
-                "channels": np.maximum(firsts, 0).tolist(), "values": window.to_lists(grid),
-                "field": field, "resolution_s": step / window.NS,
-                "source": schema.RP_HISTORY if history else schema.RP_RAW}
+        return window.assemble(rows, field, ch_start, ch_end, t0, step, ncols, MAX_CELLS,
+                               schema.RP_HISTORY if history else schema.RP_RAW)
 
     def _feature_rows(self, site: str, gateway: str | None, stream: str, field: str,
                       t0: int, end_ns: int, history: bool) -> list[window.Row]:
@@ -263,21 +248,7 @@ class Store:
         weight = ', "count"' if history else ""
         q = (f'SELECT "ch_start", "group_size", "n", "fmt"{weight}, "{field}" '
              f"FROM {self._from(rp, meas)} WHERE {' AND '.join(conds)}")
-        cols, table = self.influx.query_table(q, db=self.db)
-        if not table:
-            return []
-        ix = {c: i for i, c in enumerate(cols)}
-        i_t, i_v, i_cs, i_g, i_n, i_f = (ix[c] for c in ("time", field, "ch_start", "group_size",
-                                                          "n", "fmt"))
-        i_w = ix.get("count")
-        out = []
-        for r in table:
-            if not r[i_v] or str(r[i_f]) != str(codec.FORMAT):
-                continue
-            w = int(r[i_w]) if i_w is not None and r[i_w] not in ("", None) else 1
-            out.append((int(r[i_t]), int(r[i_cs]), int(r[i_g]), int(r[i_n]), w, r[i_v]))
-        out.sort(key=lambda x: x[0])
-        return out
+        return window.rows_from_table(*self.influx.query_table(q, db=self.db), field)
 
     def _raw_ns(self) -> int:
         """The raw tier's retention in ns (cached for a minute; 24 h if unknown)."""

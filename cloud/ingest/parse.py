@@ -3,21 +3,30 @@
 The contracts decide what is valid: `Event.from_json` for events and `FeatureSummary` for
 feature summaries. A summary of 1,024 groups costs ~1.9 ms through
 `FeatureSummary.from_json` (JSON of 3,072 floats, then a per-value check), so summaries
-take a numpy fast path first; it accepts only what `FeatureSummary` accepts, and anything
-it doubts goes through `FeatureSummary` itself. On top of the contracts the cloud checks
-what it relies on: the payload's site/gateway/stream match the topic, integer times and
-channel layout, schema version 1.
+take a fast path first: orjson, then ``struct.pack`` of each list as doubles, which takes
+numbers only (like the contract) and is ~4x faster than ``np.array(list)`` guessing the
+dtype. It accepts only what `FeatureSummary` accepts; anything it doubts goes through
+`FeatureSummary` itself. On top of the contracts the cloud checks what it relies on: the
+payload's site/gateway/stream match the topic, integer times and channel layout, schema
+version 1.
+
+A summary's line protocol is built here too (`FeaturesRecord.line`), on the MQTT thread:
+the writer thread then does little but write, so it neither delays InfluxDB's next batch
+nor takes the GIL from the MQTT thread between its many small socket reads.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
+from cloud import codec, schema
 from edge_agent import topics
 from edge_agent.events import Event, EventError
 from edge_agent.summary import HEALTH_KEYS, FeatureSummary, SummaryError
@@ -56,10 +65,19 @@ class FeaturesRecord:
     threshold: np.ndarray
     model_version: str
     flagged: int  # how many groups were flagged
+    line: str = ""  # its raw-tier ``features`` line, built by `parse` (see `raw_line`)
 
     @property
     def nbytes(self) -> int:
-        return self.score.nbytes * 3 + 200
+        return self.score.nbytes * 3 + len(self.line) + 200
+
+    def raw_line(self) -> str:
+        """The ``features`` point of this summary (the raw tier)."""
+        return self.line or codec.features_line(
+            schema.FEATURES, site=self.site, gateway=self.gateway, stream=self.stream,
+            t_ns=self.t_ns, ch_start=self.ch_start, group_size=self.group_size,
+            score=self.score, energy=self.energy, threshold=self.threshold,
+            model_version=self.model_version, flagged=self.flagged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +168,13 @@ def _features(site: str, gateway: str, stream: str, payload: bytes) -> FeaturesR
     if not isinstance(mv, str) or not mv or len(mv) > 256:
         raise Malformed("features:schema", f"model_version must be a non-empty string, got {mv!r}")
     score, energy, threshold = arrays
+    flagged = len(d.get("flagged", ()))
+    line = codec.features_line(schema.FEATURES, site=site, gateway=gateway, stream=stream,
+                               t_ns=d["t_ns"], ch_start=d["ch_start"],
+                               group_size=d["group_size"], score=score, energy=energy,
+                               threshold=threshold, model_version=mv, flagged=flagged)
     return FeaturesRecord(site, gateway, stream, d["t_ns"], d["ch_start"], d["group_size"],
-                          score, energy, threshold, mv, len(d.get("flagged", ())))
+                          score, energy, threshold, mv, flagged, line)
 
 
 def _fast_arrays(d: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -165,29 +188,31 @@ def _fast_arrays(d: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         return None
     if d["group_size"] < 1 or d["ch_start"] < 0:
         return None
+    n = len(d["score"]) if isinstance(d["score"], list) else 0
     out = []
     for k in ("score", "energy", "threshold"):
         v = d[k]
-        if not isinstance(v, list) or not v:
+        if not isinstance(v, list) or not v or len(v) != n:
             return None
-        try:
-            a = np.array(v)
-        except (ValueError, OverflowError):
+        try:  # numbers only (as the contract: int, float, bool); str, None, lists raise
+            a = np.frombuffer(_doubles(n).pack(*v), dtype=np.float64)
+        except (struct.error, TypeError, OverflowError):
             return None
-        if a.ndim != 1 or a.dtype.kind not in "if" or len(a) != len(d["score"]):
-            return None
-        a = a.astype(np.float64, copy=False)
         if not np.isfinite(a).all():
             return None
         out.append(a)
     flagged = d.get("flagged", [])
     if not isinstance(flagged, list):
         return None
-    if flagged:
-        f = np.array(flagged)
-        if f.ndim != 1 or f.dtype.kind not in "iu" or f.min() < 0 or f.max() >= len(out[0]):
-            return None
+    if not all(type(i) is int and 0 <= i < n for i in flagged):
+        return None
     return out[0], out[1], out[2]
+
+
+@functools.lru_cache(maxsize=64)
+def _doubles(n: int) -> struct.Struct:
+    """The packer of `n` little-endian doubles (one per summary length seen)."""
+    return struct.Struct(f"<{n}d")
 
 
 def _number(v: object) -> bool:

@@ -123,10 +123,7 @@ class Writer:
     def _lines(self, item: Item) -> list[tuple[str, str]]:
         r = item.record
         if isinstance(r, FeaturesRecord):
-            raw = codec.features_line(
-                schema.FEATURES, site=r.site, gateway=r.gateway, stream=r.stream, t_ns=r.t_ns,
-                ch_start=r.ch_start, group_size=r.group_size, score=r.score, energy=r.energy,
-                threshold=r.threshold, model_version=r.model_version, flagged=r.flagged)
+            raw = r.raw_line()
             before = self._down.late
             out = [(schema.RP_RAW, raw)] + [(schema.RP_HISTORY, h) for h in self._down.add(r)]
             if self._down.late > before:

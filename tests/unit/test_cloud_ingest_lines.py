@@ -98,3 +98,72 @@ def test_model_state_lines() -> None:
     assert fleet.startswith("fleet,gateway=g1,site=s1 ") and 'model_status="canary"' in fleet
     untimed = codec.model_state_lines("s1", "g1", {**d, "t_ns": None}, received_ns=T + 3)
     assert untimed[0].endswith(f" {T + 3}")
+
+
+def reference_features_line(measurement: str, *, site: str, gateway: str, stream: str,
+                            t_ns: int, ch_start: int, group_size: int, score: np.ndarray,
+                            energy: np.ndarray, threshold: np.ndarray, model_version: str,
+                            flagged: int, count: int | None = None) -> str:
+    """The line as `make_line` writes it (how `codec.features_line` was first written)."""
+    fields = {
+        "score": codec.pack(score, "<f2"), "energy": codec.pack(energy, "<f4"),
+        "threshold": codec.pack(threshold, "<f2"), "n": len(score), "ch_start": int(ch_start),
+        "group_size": int(group_size), "fmt": codec.FORMAT, "model_version": model_version,
+        "flagged": int(flagged), "score_max": float(np.max(score)), "count": count,
+    }
+    return codec.line(measurement, {"site": site, "gateway": gateway, "stream": stream},
+                      fields, t_ns)
+
+
+names = st.text(st.characters(min_codepoint=32, max_codepoint=0x3A9), min_size=1, max_size=8)
+floats = st.floats(-1e5, 1e5, allow_nan=False, allow_infinity=False)
+
+
+@given(site=names, gateway=names, model_version=names,
+       values=st.lists(st.tuples(floats, floats, floats), min_size=1, max_size=40),
+       count=st.one_of(st.none(), st.integers(1, 100)), flagged=st.integers(0, 40),
+       measurement=st.sampled_from([schema.FEATURES, schema.FEATURES_HISTORY]))
+def test_features_line_is_what_make_line_writes(site: str, gateway: str, model_version: str,
+                                               values: list[tuple[float, float, float]],
+                                               count: int | None, flagged: int,
+                                               measurement: str) -> None:
+    score, energy, threshold = (np.array(v) for v in zip(*values, strict=True))
+    kw = dict(site=site, gateway=gateway, stream="das", t_ns=T, ch_start=3, group_size=2,
+              score=score, energy=energy, threshold=threshold, model_version=model_version,
+              flagged=flagged, count=count)
+    assert codec.features_line(measurement, **kw) == reference_features_line(measurement, **kw)
+
+
+def test_features_line_escapes_tags_and_strings() -> None:
+    score = np.array([1.0, 2.5])
+    line = codec.features_line(schema.FEATURES, site="a b,c=d", gateway="g\\", stream="das",
+                               t_ns=T, ch_start=0, group_size=1, score=score, energy=score,
+                               threshold=score, model_version='v "1"\\x', flagged=0, count=2)
+    assert line.startswith("features,gateway=g\\\\,site=a\\ b\\,c\\=d,stream=das ch_start=0i,"
+                           "count=2i,energy=")
+    assert 'model_version="v \\"1\\"\\\\x",n=2i,' in line and ",score_max=2.5," in line
+
+
+def test_features_line_round_trips_within_the_stored_precision() -> None:
+    rng = np.random.default_rng(0)
+    score, energy = rng.gamma(2.0, 0.3, 1024), rng.normal(-2.0, 0.3, 1024)
+    threshold = np.full(1024, 1.5)
+    line = codec.features_line(schema.FEATURES, site="s", gateway="g", stream="das", t_ns=T,
+                               ch_start=0, group_size=1, score=score, energy=energy,
+                               threshold=threshold, model_version="1", flagged=0)
+    fields = dict(f.split("=", 1) for f in line.split(" ")[1].split(","))
+    for key, want, rtol in (("score", score, 2**-11), ("energy", energy, 2**-24),
+                            ("threshold", threshold, 0)):
+        got = codec.unpack([fields[key].strip('"')], 1024, codec.DTYPES[key])[0]
+        np.testing.assert_allclose(got, want, rtol=rtol)
+    assert float(fields["score_max"]) == score.max()
+
+
+def test_pack_non_finite_values() -> None:
+    """NaN stays NaN; float16 clips (inf included) to +-65504; float32 overflows to inf."""
+    values = [np.nan, np.inf, -np.inf, 65510.0, 65520.0, 1e39, -1e39, 1.0]
+    f2 = codec.unpack([codec.pack(values, "<f2")], len(values), "<f2")[0]
+    np.testing.assert_array_equal(f2, [np.nan, 65504, -65504, 65504, 65504, 65504, -65504, 1])
+    f4 = codec.unpack([codec.pack(values, "<f4")], len(values), "<f4")[0]
+    np.testing.assert_array_equal(f4, [np.nan, np.inf, -np.inf, 65510, 65520, np.inf,
+                                       -np.inf, 1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -94,7 +95,7 @@ def test_summary_fast_path() -> None:
 
 
 def test_summary_slow_path_accepts_what_the_contract_accepts() -> None:
-    # bools are ints to the contract; the fast path leaves them to FeatureSummary
+    # bools are ints to the contract (the fast path packs them as doubles too)
     r = parse(FEATURES, json.dumps(summary_dict(score=[True, False, True])).encode())
     assert isinstance(r, FeaturesRecord)
     np.testing.assert_array_equal(r.score, [1.0, 0.0, 1.0])
@@ -195,3 +196,10 @@ def test_model_state_and_other_topics() -> None:
     assert reason(topics.model_state("s1", "g1"), b"") == "model_state:empty"
     assert reason("other/topic/a/b/c", b"{}") == "topic"
     assert reason(topics.raw("s1", "g1", "das"), b"{}") == "topic"
+
+
+def test_summary_carries_its_raw_line() -> None:
+    r = parse(FEATURES, json.dumps(summary_dict()).encode())
+    assert isinstance(r, FeaturesRecord) and r.line
+    assert r.line == dataclasses.replace(r, line="").raw_line()
+    assert r.nbytes > len(r.line)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import math
 import time
 from typing import Any
 
@@ -227,3 +229,23 @@ def test_fleet_and_rounds() -> None:
     assert store.rounds(limit=5) == [{"time_ns": 5, "round": 3, "run_id": "r", "loss": 0.1}]
     assert "LIMIT 5" in fake.queries[-1]
     assert store.ping()
+
+
+def test_to_lists_float16_table_matches_tolist() -> None:
+    rng = np.random.default_rng(0)
+    g = rng.gamma(2.0, 0.3, (64, 100)).astype(np.float16).astype(np.float32)
+    g[3, :5] = [np.nan, np.inf, -np.inf, -0.0, 65504.0]
+    g[7] = np.nan
+    fast, slow = window.to_lists(g, float16=True), window.to_lists(g)
+    assert fast == slow and fast[3][0] is None and all(v is None for v in fast[7])
+    assert math.copysign(1.0, fast[3][3]) == -1.0  # -0.0 kept
+    assert all(type(v) is float for v in fast[0])
+
+
+def test_unpack_float16_table_is_numpy_conversion() -> None:
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    raw = bits.tobytes()
+    text = base64.b64encode(raw + b"\0" * (-len(raw) % 3)).decode()
+    got = codec.unpack([text], len(bits), "<f2")[0]
+    want = bits.view(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
