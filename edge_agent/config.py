@@ -123,6 +123,10 @@ class ThresholdConfig(_Strict):
     false_alarm_rate: float = Field(1e-6, gt=0, lt=0.5, description="per group per window")
     warmup_windows: int = Field(40, ge=1)
     history_windows: int = Field(2000, ge=50)
+    quarantine_windows: int = Field(
+        10, ge=0, description="a group's normal score joins its history only after this many "
+        "more windows without a flag: the rising edge of an anomaly, still below threshold, "
+        "is dropped instead of raising the threshold (0 = learn at once)")
     min_threshold: float = Field(0.0, ge=0, description="floor under every group threshold")
     floor_quantile: float | None = Field(
         0.9999, gt=0, le=1,

@@ -221,6 +221,10 @@ class GroupThreshold:
         self.thresholds = np.full(n_groups, np.inf)
         self.method = np.full(n_groups, WARMUP, dtype=np.int8)
         self._tick = 0
+        q = cfg.quarantine_windows  # a ring of scores waiting to be learned (see `learn`)
+        self._held = np.zeros((q, n_groups), dtype=np.float32)
+        self._held_ok = np.zeros((q, n_groups), dtype=bool)
+        self._held_pos = 0
 
     @classmethod
     def for_detector(cls, n_groups: int, cfg: ThresholdConfig, detector: object, *,
@@ -247,8 +251,22 @@ class GroupThreshold:
         return group_scores > self.thresholds
 
     def learn(self, group_scores: np.ndarray, exclude: np.ndarray | None = None) -> None:
-        """Add the scores of groups not excluded to their history; refit the groups due."""
-        idx = np.arange(self.n_groups) if exclude is None else np.flatnonzero(~exclude)
+        """Learn the scores of groups not excluded; refit the groups due.
+
+        With ``quarantine_windows`` q > 0 a score is held for q windows first, and an
+        excluded (flagged) window drops the group's held scores: they led up to the flag.
+        """
+        keep = np.ones(self.n_groups, dtype=bool) if exclude is None else ~exclude
+        if self._held.shape[0]:
+            self._held_ok[:, ~keep] = False
+            i = self._held_pos
+            scores, ok = self._held[i].copy(), self._held_ok[i].copy()
+            self._held[i], self._held_ok[i] = group_scores, keep
+            self._held_pos = (i + 1) % self._held.shape[0]
+            group_scores, keep = scores, ok
+        self._commit(group_scores, np.flatnonzero(keep))
+
+    def _commit(self, group_scores: np.ndarray, idx: np.ndarray) -> None:
         if idx.size:
             self._hist[idx, self._pos[idx]] = group_scores[idx]
             self._pos[idx] = (self._pos[idx] + 1) % self.cfg.history_windows

@@ -21,7 +21,8 @@ from edge_agent.thresholds import (
 
 
 def _cfg(**kw) -> ThresholdConfig:
-    base = {"false_alarm_rate": 1e-3, "warmup_windows": 40, "history_windows": 2000}
+    base = {"false_alarm_rate": 1e-3, "warmup_windows": 40, "history_windows": 2000,
+            "quarantine_windows": 0}
     return ThresholdConfig(**{**base, **kw})
 
 
@@ -113,6 +114,43 @@ def test_min_threshold_is_a_floor() -> None:
     for _ in range(10):
         thr.learn(np.array([1.0]))
     assert thr.thresholds[0] == 50.0
+
+
+def test_quarantine_holds_scores_for_q_windows() -> None:
+    thr = GroupThreshold(2, _cfg(warmup_windows=10, quarantine_windows=5))
+    for k in range(1, 15):
+        thr.learn(np.array([1.0, 2.0]))
+        assert thr.count.tolist() == [max(0, k - 5)] * 2
+    assert not thr.warm
+    thr.learn(np.array([1.0, 2.0]))
+    assert thr.warm
+
+
+def _ramp_then_flag(q: int) -> tuple[float, float]:
+    """Warm up one group on normal scores, then an anomaly's rising edge: 8 windows below
+    the threshold, then flagged windows; (threshold before, threshold after)."""
+    thr = GroupThreshold(1, _cfg(warmup_windows=200, false_alarm_rate=1e-4,
+                                 quarantine_windows=q), refit_every=1)
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        thr.learn(rng.exponential(size=1))
+    before = float(thr.thresholds[0])
+    for k in range(8):  # rising, but never flagged
+        score = np.array([before * (0.6 + 0.05 * k)])
+        assert not thr.classify(score).any()
+        thr.learn(score)
+    for _ in range(4):
+        thr.learn(np.array([before * 5]), exclude=np.array([True]))
+    for _ in range(q):  # the quarantine drains with normal scores
+        thr.learn(rng.exponential(size=1))
+    return before, float(thr.thresholds[0])
+
+
+def test_quarantine_drops_the_rising_edge_of_an_anomaly() -> None:
+    before, after = _ramp_then_flag(q=10)
+    assert after <= before * 1.25  # only the noise of 10 more normal windows
+    before0, after0 = _ramp_then_flag(q=0)  # the same edge learned at once: ~6x
+    assert after0 > before0 * 3
 
 
 def test_refits_are_spread_over_windows() -> None:
