@@ -124,6 +124,12 @@ def _string_field(value: str) -> str:
     return str(make_line("m", fields={"f": value})).split(" ", 1)[1][2:]
 
 
+def latency_field(percentile: str, stream: str) -> str:
+    """The ``health``/``fleet`` field of one stream's latency percentile: ``latency_p99_ms_das``
+    (`cloud.schema`)."""
+    return f"latency_{percentile}_ms_{stream}"
+
+
 def health_fields(d: Mapping[str, Any], received_ns: int) -> dict[str, Any]:
     """Fields of a ``health``/``fleet`` point from a validated health message."""
     fields: dict[str, Any] = {k: float(d[k]) for k in HEALTH_FLOATS}
@@ -131,6 +137,9 @@ def health_fields(d: Mapping[str, Any], received_ns: int) -> dict[str, Any]:
     lat = d["latency_ms"]
     fields["latency_p50_ms"] = float(lat["p50"])
     fields["latency_p99_ms"] = float(lat["p99"])
+    for stream, lat in d.get("latency_ms_by_stream", {}).items():  # optional: newer agents
+        fields[latency_field("p50", stream)] = float(lat["p50"])
+        fields[latency_field("p99", stream)] = float(lat["p99"])
     drops = d["drops"]
     fields["drops_total"] = int(sum(drops.values()))
     fields["drops_json"] = json.dumps(drops, sort_keys=True, separators=(",", ":"))

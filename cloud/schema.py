@@ -37,9 +37,15 @@ Measurements (tags first, then fields; ``time`` in ns):
     tags ``site, gateway``; numeric fields from `edge_agent.summary.HEALTH_KEYS`
     (``latency_ms`` as ``latency_p50_ms``/``latency_p99_ms``, ``drops`` as ``drops_total``
     plus ``drops_json``), strings ``status, model_version, model_hash``, ``t_ns``,
-    ``received_ns``. ``health`` is timed by ``t_ns``; ``fleet`` keeps one point per gateway
-    at time 0, overwritten by each newer health message (and merged with the latest model
-    state as ``model_status``), so the fleet view is one small query.
+    ``received_ns``. The optional ``latency_ms_by_stream`` (newer agents) as
+    ``latency_p50_ms_<stream>``/``latency_p99_ms_<stream>`` (floats, e.g.
+    ``latency_p99_ms_das``, ``latency_p99_ms_dts``): only for the streams that scored a
+    window since the gateway's previous heartbeat. ``latency_p99_ms`` mixes every stream's
+    frames, so a gateway with a dts stream (5 s hop) shows that stream's wait there.
+    ``health`` is timed by ``t_ns``; ``fleet`` keeps one point per gateway at time 0,
+    overwritten by each newer health message (and merged with the latest model state as
+    ``model_status``), so the fleet view is one small query. Overwriting merges fields: a
+    stream missing from one heartbeat keeps its last per-stream values in ``fleet``.
 ``model_state`` (events)
     tags ``site, gateway``; fields ``model_version, model_hash, status, state_json`` (the
     whole message), ``received_ns``; time = the message's ``t_ns`` if it has one, else

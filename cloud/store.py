@@ -167,7 +167,12 @@ class Store:
     # --- fleet and rounds -----------------------------------------------------------------
 
     def fleet(self) -> list[dict[str, Any]]:
-        """The latest health (and model state) of every gateway ever seen."""
+        """The latest health (and model state) of every gateway ever seen.
+
+        ``latency_p99_ms``/``latency_p50_ms`` cover all of a gateway's frames;
+        ``latency_p99_ms_by_stream``/``latency_p50_ms_by_stream`` ({stream: ms}) each stream's
+        alone, ``{}`` if the gateway's agent does not report them.
+        """
         q = f'SELECT * FROM {self._from(schema.RP_EVENTS, schema.FLEET)} GROUP BY "site","gateway"'
         out = []
         for r in self._rows(q):
@@ -175,6 +180,10 @@ class Store:
             for k in codec.HEALTH_FLOATS + ("latency_p50_ms", "latency_p99_ms"):
                 if g.get(k) is not None:
                     g[k] = float(g[k])  # InfluxDB's JSON writes 10.0 as 10
+            for pct in ("p50", "p99"):  # {} from agents that do not report per stream
+                by = {st: r.get(codec.latency_field(pct, st)) for st in STREAMS}
+                g[f"latency_{pct}_ms_by_stream"] = {
+                    st: float(v) for st, v in by.items() if v is not None}
             g["last_seen_ns"] = r.get("received_ns")
             try:
                 g["drops"] = json.loads(r["drops_json"]) if r.get("drops_json") else {}

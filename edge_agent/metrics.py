@@ -1,4 +1,5 @@
-"""Agent metrics: counters by reason, a latency histogram, throughput, RSS.
+"""Agent metrics: counters by reason, latency histograms (all frames, and per stream),
+throughput, RSS.
 
 Written by the network thread (queue drops) and the processing thread (everything else),
 read by the health loop; every method takes the one lock, so reads are consistent snapshots.
@@ -86,6 +87,10 @@ class Metrics:
     Attributes (read through `snapshot`): ``frames``, ``samples`` accepted into buffers,
     ``windows`` scored, ``samples_scored`` (new samples per scored window), ``gaps``
     (frames missing), ``drops`` by reason, ``events``, latency histograms.
+
+    Frame latency depends on the stream's hop (a frame waits for its window: up to 0.5 s on
+    a das stream, 5 s on a dts one), so besides the histograms of every frame there is a
+    recent histogram per stream; `interval` reports both.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -101,6 +106,7 @@ class Metrics:
         self.latency = LatencyHistogram()  # frame receive -> window scored, every frame
         self.latency_newest = LatencyHistogram()  # newest frame of a window -> scored
         self.latency_recent = LatencyHistogram()  # since the last health message
+        self.latency_recent_by_stream: dict[str, LatencyHistogram] = {}  # the same, per stream
         self._rate_mark = (self.started, 0, 0)
 
     def drop(self, reason: str, n: int = 1) -> None:
@@ -120,11 +126,19 @@ class Metrics:
             return self._changed.wait_for(
                 lambda: predicate({**self.counters, "drops": dict(self.drops)}), timeout)
 
-    def record_latency(self, frame_ms: np.ndarray, newest_ms: float) -> None:
+    def record_latency(self, frame_ms: np.ndarray, newest_ms: float, stream: str = "") -> None:
+        """One scored window: each frame's receive -> scored time, and the newest frame's.
+        `stream` (its kind, ``das``/``dts``) also files them per stream; "" only in the
+        all-frames histograms."""
         with self._lock:
             self.latency.record_many(frame_ms)
             self.latency_recent.record_many(frame_ms)
             self.latency_newest.record(newest_ms)
+            if stream:
+                h = self.latency_recent_by_stream.get(stream)
+                if h is None:
+                    h = self.latency_recent_by_stream[stream] = LatencyHistogram()
+                h.record_many(frame_ms)
 
     def snapshot(self) -> dict:
         """Cumulative figures, as plain data."""
@@ -142,7 +156,12 @@ class Metrics:
             }
 
     def interval(self) -> dict:
-        """Rates and recent latency since the previous call (for the health heartbeat)."""
+        """Rates and recent latency since the previous call (for the health heartbeat).
+
+        ``latency_ms`` covers every frame; ``latency_ms_by_stream`` ({stream: {"p50", "p99"}})
+        only the streams that scored a window since the previous call (a dts stream with a
+        5 s hop has none in some 5 s intervals: absent, not 0).
+        """
         with self._lock:
             now = self._clock()
             t0, f0, s0 = self._rate_mark
@@ -154,8 +173,13 @@ class Metrics:
                 "samples_per_s": (samples - s0) / dt,
                 "latency_ms": {"p50": self.latency_recent.percentile(50),
                                "p99": self.latency_recent.percentile(99)},
+                "latency_ms_by_stream": {
+                    k: {"p50": h.percentile(50), "p99": h.percentile(99)}
+                    for k, h in sorted(self.latency_recent_by_stream.items()) if h.count},
             }
             self.latency_recent.reset()
+            for h in self.latency_recent_by_stream.values():
+                h.reset()
             return out
 
 

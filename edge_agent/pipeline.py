@@ -214,7 +214,8 @@ class StreamPipeline:
         if w.recv_ns:
             now = self._clock_ns()
             recv = np.asarray(w.recv_ns, dtype=np.int64)
-            self.metrics.record_latency((now - recv) / 1e6, (now - int(recv.max())) / 1e6)
+            self.metrics.record_latency((now - recv) / 1e6, (now - int(recv.max())) / 1e6,
+                                        self.stream.kind)
 
     def _energy(self, w: Window, rows: np.ndarray) -> np.ndarray:
         per_ch = rows[:, self._energy_col] if self._energy_col is not None \

@@ -2,7 +2,8 @@
 
 `FeatureSummary` travels as JSON on ``features/{stream}`` about once a second per stream:
 one value per channel group (``group_size`` adjacent channels starting at ``ch_start``), the
-cloud's waterfall and history. `HEALTH_KEYS` are the keys every retained health message has.
+cloud's waterfall and history. `HEALTH_KEYS` are the keys every retained health message has;
+`HEALTH_OPTIONAL_KEYS` those it may have.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ HEALTH_KEYS = (
     "outbox_evicted",
     "model_version", "model_hash",
     "rss_mb",
+)
+
+#: Optional keys of the health heartbeat, validated when present (agents older than them do
+#: not send them; readers must accept their absence). The agent also sends informational
+#: extras (``windows``, ``events``, ``models``) that no reader depends on.
+HEALTH_OPTIONAL_KEYS = (
+    # {stream: {"p50": float, "p99": float}} frame-to-score of that stream's frames alone
+    # (``latency_ms`` mixes every stream's frames). Only streams that scored a window since
+    # the previous heartbeat; stream is a `FeatureSummary.stream` kind (das, dts).
+    "latency_ms_by_stream",
 )
 
 

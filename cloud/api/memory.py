@@ -43,9 +43,17 @@ class MemoryStore:
                                    "frames_per_s", "samples_per_s", "outbox_depth", "gaps",
                                    "rss_mb")}
         row.update(last_seen_ns=msg["t_ns"], drops_total=sum(msg["drops"].values()),
+                   latency_p50_ms=msg["latency_ms"]["p50"],
                    latency_p99_ms=msg["latency_ms"]["p99"])
+        by_stream = msg.get("latency_ms_by_stream", {})  # optional (older agents)
+        key = (msg["site"], msg["gateway"])
         with self._lock:
-            self.gateways[(msg["site"], msg["gateway"])] = row
+            old = self.gateways.get(key, {})
+            for pct in ("p50", "p99"):  # a stream missing from one heartbeat keeps its last
+                name = f"latency_{pct}_ms_by_stream"  # values, as InfluxDB's fleet point does
+                row[name] = {**old.get(name, {}),
+                             **{k: v[pct] for k, v in by_stream.items()}}
+            self.gateways[key] = row
 
     def anomalies(self, *, limit: int = 100, offset: int = 0,
                   **f: Any) -> list[dict[str, Any]]:  # the filters of `Store.anomalies`

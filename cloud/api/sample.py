@@ -87,7 +87,11 @@ def sample_health(now_ns: int) -> list[dict[str, Any]]:
         "status": "ok" if i == 0 else "degraded", "uptime_s": 86400.0 - 3600 * i,
         "frames_per_s": 100.0, "samples_per_s": 102_400.0, "queue_depth": 2 * i,
         "drops": {"queue_full": 12 * i}, "gaps": i,
-        "latency_ms": {"p50": 6.0 + 5 * i, "p99": 18.5 + 20 * i}, "outbox_depth": 3 * i,
+        "latency_ms": {"p50": 6.0 + 5 * i, "p99": 18.5 + 20 * i},
+        # gw-02 also runs a dts stream (5 s hop): its frames wait seconds for their window
+        "latency_ms_by_stream": {"das": {"p50": 6.0 + 3 * i, "p99": 18.5 + 3 * i},
+                                 **({"dts": {"p50": 2512.0, "p99": 3981.0}} if i else {})},
+        "outbox_depth": 3 * i,
         "outbox_evicted": 0, "model_version": MODEL, "model_hash": MODEL_HASH,
         "rss_mb": 142.0 + 9 * i,
     } for i, gw in enumerate(GATEWAYS)]

@@ -1,14 +1,15 @@
 """Request and response bodies (the parts of the OpenAPI document that the API owns).
 
 Events, fleet rows, rounds and model records are passed through as the Store and the Registry
-return them (`edge_agent.events.Event` fields plus ``received_ns`` and ``labels`` for events).
+return them (`edge_agent.events.Event` fields plus ``received_ns`` and ``labels`` for events;
+`FleetRow` documents the fleet's latency keys).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from edge_agent import topics
 
@@ -28,6 +29,33 @@ class Page(BaseModel):
 
 class Items(BaseModel):
     items: list[dict[str, Any]]
+    now_ns: int = Field(description="server time, for ages without clock skew")
+
+
+class FleetRow(BaseModel):
+    """One gateway's latest health (`cloud.store.Store.fleet`); the other keys of the row
+    (status, model, throughput, backlog, drops) pass through as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    site: str
+    gateway: str
+    latency_p50_ms: float | None = Field(
+        None, description="frame received -> window scored, median over every stream's frames "
+                          "in the gateway's last health interval (ms)")
+    latency_p99_ms: float | None = Field(
+        None, description="the same, 99th percentile: on a gateway with a dts stream (5 s "
+                          "hop) usually a dts frame's wait; see latency_p99_ms_by_stream")
+    latency_p50_ms_by_stream: dict[str, float] = Field(
+        default_factory=dict, description="median per stream (das, dts), ms; {} from agents "
+                                          "that do not report per stream")
+    latency_p99_ms_by_stream: dict[str, float] = Field(
+        default_factory=dict, description='99th percentile per stream, e.g. {"das": 480, '
+                                          '"dts": 4030} (ms); {} from older agents')
+
+
+class Fleet(BaseModel):
+    items: list[FleetRow]
     now_ns: int = Field(description="server time, for ages without clock skew")
 
 

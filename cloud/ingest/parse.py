@@ -28,7 +28,7 @@ import orjson
 
 from cloud import codec, schema
 from edge_agent import topics
-from edge_agent.events import Event, EventError
+from edge_agent.events import STREAMS, Event, EventError
 from edge_agent.summary import HEALTH_KEYS, FeatureSummary, SummaryError
 
 _SUMMARY_REQUIRED = frozenset({"site", "gateway", "stream", "t_ns", "ch_start", "group_size",
@@ -235,10 +235,19 @@ def _health(site: str, gateway: str, d: dict[str, Any]) -> dict[str, Any]:
         bad.append("latency_ms")
     if not isinstance(drops, dict) or not all(_number(v) for v in drops.values()):
         bad.append("drops")
+    if "latency_ms_by_stream" in d and not _by_stream(d["latency_ms_by_stream"]):
+        bad.append("latency_ms_by_stream")  # optional (older agents): checked when present
     bad += [k for k in ("status", "model_version", "model_hash") if not isinstance(d[k], str)]
     if bad:
         raise Malformed("health:schema", f"bad value(s) for {', '.join(bad)}")
     return d
+
+
+def _by_stream(v: object) -> bool:
+    """``latency_ms_by_stream``: {stream kind: {"p50": number, "p99": number}}."""
+    return isinstance(v, dict) and all(
+        k in STREAMS and isinstance(p, dict) and all(_number(p.get(q)) for q in ("p50", "p99"))
+        for k, p in v.items())
 
 
 def _model_state(d: dict[str, Any]) -> dict[str, Any]:

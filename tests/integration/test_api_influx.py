@@ -40,7 +40,10 @@ def _health(received_ns: int) -> dict:
     return {"schema": 1, "site": "site-a", "gateway": "gw-1", "t_ns": received_ns,
             "status": "ok", "uptime_s": 100.0, "frames_per_s": 50.0, "samples_per_s": 51200.0,
             "queue_depth": 0, "drops": {"queue_full": 2}, "gaps": 1,
-            "latency_ms": {"p50": 4.0, "p99": 12.5}, "outbox_depth": 0, "outbox_evicted": 0,
+            "latency_ms": {"p50": 4.0, "p99": 12.5},
+            "latency_ms_by_stream": {"das": {"p50": 3.0, "p99": 8.0},
+                                     "dts": {"p50": 2512.0, "p99": 4030.0}},
+            "outbox_depth": 0, "outbox_evicted": 0,
             "model_version": "m1", "model_hash": "ef" * 32, "rss_mb": 120.0}
 
 
@@ -114,6 +117,8 @@ def test_window_csv_fleet_rounds_and_health(api: TestClient) -> None:
     gw = api.get("/api/v1/fleet").json()["items"][0]
     assert (gw["gateway"], gw["status"], gw["latency_p99_ms"], gw["drops_total"]) == (
         "gw-1", "ok", 12.5, 2)
+    assert gw["latency_p99_ms_by_stream"] == {"das": 8.0, "dts": 4030.0}
+    assert gw["latency_p50_ms_by_stream"] == {"das": 3.0, "dts": 2512.0}
     rounds = api.get("/api/v1/rounds").json()["items"]
     assert [x["round"] for x in rounds] == [3, 2, 1]
     health = api.get("/api/v1/health", headers={"Authorization": ""})

@@ -191,7 +191,9 @@ def test_health_and_model_state_give_the_fleet(ingest: Ingest, pub: mqtt.Client)
     publish(pub, topics.model_state("s1", "g1"),
             json.dumps({"model_version": "1.0.0", "model_hash": "abc", "status": "serving"}),
             retain=True)
-    publish(pub, topics.health("s1", "g2"), json.dumps(health(t, gateway="g2")), retain=True)
+    by = {"das": {"p50": 120.0, "p99": 481.0}, "dts": {"p50": 2512.0, "p99": 4030.0}}
+    publish(pub, topics.health("s1", "g2"),  # a newer agent: latency per stream too
+            json.dumps({**health(t, gateway="g2"), "latency_ms_by_stream": by}), retain=True)
     fleet = poll(lambda: (f := ingest.store.fleet()) and len(f) == 2 and f[0].get("model_status")
                  and f, what="fleet of 2")
     g1 = fleet[0]
@@ -201,6 +203,9 @@ def test_health_and_model_state_give_the_fleet(ingest: Ingest, pub: mqtt.Client)
                 "rss_mb": 55.5, "model_status": "serving", "t_ns": t}
     assert {k: g1[k] for k in expected} == expected
     assert g1["last_seen_ns"] >= t and g1["drops"] == {"malformed:crc": 1, "queue_full": 2}
+    assert g1["latency_p99_ms_by_stream"] == {}  # g1's agent predates per-stream latency
+    assert fleet[1]["latency_p99_ms_by_stream"] == {"das": 481.0, "dts": 4030.0}
+    assert fleet[1]["latency_p50_ms_by_stream"] == {"das": 120.0, "dts": 2512.0}
     publish(pub, topics.health("s1", "g1"), json.dumps(health(t + S, status="degraded")))
     poll(lambda: ingest.store.fleet()[0]["status"] == "degraded", what="newer health")
     assert ingest.store.fleet()[0]["model_status"] == "serving"  # merged, not replaced

@@ -13,6 +13,7 @@ from cloud.api.memory import MemoryModel, MemoryRegistry, MemoryStore
 from cloud.influx import InfluxError
 from cloud.main import create_app
 from cloud.settings import CloudSettings, TokenInfo
+from tests.unit.test_cloud_ingest_parse import health_dict
 
 VIEWER, ADMIN = "viewer-token-0123456789abcdef", "admin-token-0123456789abcdef"
 SETTINGS = CloudSettings(tokens={VIEWER: TokenInfo(name="vera", role="viewer"),
@@ -110,6 +111,29 @@ def test_fleet_and_rounds(client: TestClient) -> None:
     rounds = client.get("/api/v1/rounds", params={"limit": 2}).json()["items"]
     assert [r["round"] for r in rounds] == [5, 4]
     assert client.get("/api/v1/rounds", params={"limit": 1001}).status_code == 422
+
+
+def test_fleet_latency_per_stream_and_older_agents(store: MemoryStore) -> None:
+    by = {"das": {"p50": 120.0, "p99": 481.0}, "dts": {"p50": 2512.0, "p99": 4030.0}}
+    store.add_health(health_dict(gateway="well-a", latency_ms={"p50": 200.0, "p99": 3162.0},
+                                 latency_ms_by_stream=by))
+    store.add_health(health_dict(gateway="well-b"))  # an agent that does not report per stream
+    with _client(store) as c:
+        body = c.get("/api/v1/fleet").json()
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["FleetRow"]
+    rows = {g["gateway"]: g for g in body["items"]}
+    a, b = rows["well-a"], rows["well-b"]
+    assert a["latency_p99_ms"] == 3162.0 and a["status"] == "ok"  # the other keys pass through
+    assert a["latency_p99_ms_by_stream"] == {"das": 481.0, "dts": 4030.0}
+    assert a["latency_p50_ms_by_stream"] == {"das": 120.0, "dts": 2512.0}
+    assert b["latency_p99_ms"] == 3.0 and b["latency_p99_ms_by_stream"] == {}
+    assert rows["gw-1"]["latency_p99_ms_by_stream"] == {}  # a row without any latency
+    assert "latency_p99_ms_by_stream" in schema["properties"]
+    # a heartbeat without a dts window keeps the last dts value (as InfluxDB's fleet point)
+    store.add_health(health_dict(gateway="well-a",
+                                 latency_ms_by_stream={"das": {"p50": 100.0, "p99": 450.0}}))
+    (a,) = [g for g in store.fleet() if g["gateway"] == "well-a"]
+    assert a["latency_p99_ms_by_stream"] == {"das": 450.0, "dts": 4030.0}
 
 
 def test_health_is_open_and_reports_ingestion(client: TestClient, store: MemoryStore) -> None:

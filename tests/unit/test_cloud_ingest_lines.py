@@ -90,6 +90,19 @@ def test_health_and_fleet_lines() -> None:
         health_dict(), T)[0]
 
 
+def test_health_latency_per_stream_fields() -> None:
+    by = {"das": {"p50": 120, "p99": 481.0}, "dts": {"p50": 2512.0, "p99": 4030.0}}
+    health, fleet = codec.health_lines(health_dict(latency_ms_by_stream=by), T + 1)
+    for line in (health, fleet):
+        f = fields_of(line)
+        assert "latency_p50_ms_das=120.0" in f and "latency_p99_ms_das=481.0" in f
+        assert "latency_p50_ms_dts=2512.0" in f and "latency_p99_ms_dts=4030.0" in f
+        assert "latency_p99_ms=3.0" in f  # the all-frames figure stays
+    old = fields_of(codec.health_lines(health_dict(), T)[0])  # an agent without per stream
+    assert "latency_p99_ms=3.0" in old and "_ms_das" not in old and "_ms_dts" not in old
+    assert codec.latency_field("p99", "dts") == "latency_p99_ms_dts"
+
+
 def test_model_state_lines() -> None:
     d = {"model_version": "2", "model_hash": "h", "status": "canary", "t_ns": T}
     state, fleet = codec.model_state_lines("s1", "g1", d, received_ns=T + 3)

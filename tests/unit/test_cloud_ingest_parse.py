@@ -169,12 +169,27 @@ def test_contract_rejections_are_never_fast() -> None:
 def test_health() -> None:
     r = parse(topics.health("s1", "g1"), json.dumps(health_dict()).encode())
     assert isinstance(r, HealthRecord) and r.data["rss_mb"] == 55.5
+    assert "latency_ms_by_stream" not in r.data  # optional: older agents do not send it
+
+
+def test_health_with_latency_per_stream() -> None:
+    by = {"das": {"p50": 120.0, "p99": 481}, "dts": {"p50": 2512.0, "p99": 4030.0}}
+    r = parse(topics.health("s1", "g1"), json.dumps(health_dict(latency_ms_by_stream=by)).encode())
+    assert isinstance(r, HealthRecord) and r.data["latency_ms_by_stream"] == by
+    empty = parse(topics.health("s1", "g1"),
+                  json.dumps(health_dict(latency_ms_by_stream={})).encode())
+    assert isinstance(empty, HealthRecord)
 
 
 @pytest.mark.parametrize(("over", "drop", "expected"), [
     ({}, "rss_mb", "health:schema"),
     ({"frames_per_s": "fast"}, None, "health:schema"),
     ({"latency_ms": {"p50": 1}}, None, "health:schema"),
+    ({"latency_ms_by_stream": {"das": {"p99": 1.0}}}, None, "health:schema"),
+    ({"latency_ms_by_stream": {"das": {"p50": 1.0, "p99": "slow"}}}, None, "health:schema"),
+    ({"latency_ms_by_stream": {"radar": {"p50": 1.0, "p99": 2.0}}}, None, "health:schema"),
+    ({"latency_ms_by_stream": [1.0, 2.0]}, None, "health:schema"),
+    ({"latency_ms_by_stream": None}, None, "health:schema"),
     ({"drops": {"x": "y"}}, None, "health:schema"),
     ({"t_ns": 1.5}, None, "health:schema"),
     ({"schema": 3}, None, "health:schema"),

@@ -191,6 +191,14 @@ def test_recent_rows_and_normal_buffer() -> None:
     assert total == 16 * p.metrics.snapshot()["windows"]
 
 
+def test_latency_is_filed_under_the_stream_kind() -> None:
+    p, _, _, m = make()
+    feed(p, synth_frames(40))
+    iv = m.interval()
+    assert m.snapshot()["windows"] > 0 and list(iv["latency_ms_by_stream"]) == ["das"]
+    assert iv["latency_ms_by_stream"]["das"]["p99"] == iv["latency_ms"]["p99"] > 0
+
+
 def test_a_gap_resets_the_buffer_and_is_counted() -> None:
     p, _, _, m = make()
     frames = synth_frames(60)

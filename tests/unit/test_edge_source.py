@@ -148,3 +148,22 @@ def test_rate_limited_log_counts_suppressed(caplog) -> None:
         rl.warning("k", "x=%d", 2)
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["x=1 suppressed=0", "x=2 suppressed=4"]
+
+
+def test_metrics_latency_per_stream_beside_the_mixture() -> None:
+    m = Metrics()
+    m.record_latency(np.full(95, 400.0), 10.0, "das")  # das frames wait <= one 0.5 s hop
+    m.record_latency(np.full(5, 4000.0), 10.0, "dts")  # dts frames up to a 5 s hop
+    m.record_latency(np.array([1.0]), 1.0)  # no stream: the mixture only
+    iv = m.interval()
+    assert iv["latency_ms"]["p99"] > 3000  # the mixture's p99 is a dts frame
+    by = iv["latency_ms_by_stream"]
+    assert set(by) == {"das", "dts"} and set(by["das"]) == {"p50", "p99"}
+    assert 390 <= by["das"]["p50"] <= by["das"]["p99"] <= 400.0
+    assert 3900 <= by["dts"]["p99"] <= 4000.0
+    assert m.snapshot()["latency_ms"]["count"] == 101  # the cumulative histogram: every frame
+    m.record_latency(np.full(3, 300.0), 5.0, "das")
+    iv = m.interval()  # recent: since the previous call; a stream with no window is absent
+    assert list(iv["latency_ms_by_stream"]) == ["das"]
+    assert iv["latency_ms_by_stream"]["das"]["p99"] <= 300.0
+    assert m.interval()["latency_ms_by_stream"] == {}

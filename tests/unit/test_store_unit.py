@@ -226,9 +226,24 @@ def test_fleet_and_rounds() -> None:
     (g,) = store.fleet()
     assert g["last_seen_ns"] == 99 and g["frames_per_s"] == 10.0 and g["drops"] == {"a": 1}
     assert g["rss_mb"] is None  # never reported: present, null
+    assert g["latency_p99_ms_by_stream"] == g["latency_p50_ms_by_stream"] == {}  # older agent
     assert store.rounds(limit=5) == [{"time_ns": 5, "round": 3, "run_id": "r", "loss": 0.1}]
     assert "LIMIT 5" in fake.queries[-1]
     assert store.ping()
+
+
+def test_fleet_latency_per_stream() -> None:
+    fake = FakeInflux()
+    fake.responses['"fleet"'] = [{"time": 0, "site": "s1", "gateway": "well-a", "status": "ok",
+                                  "latency_p99_ms": 3162, "latency_p50_ms": 200.5,
+                                  "latency_p99_ms_das": 481, "latency_p50_ms_das": 120.0,
+                                  "latency_p99_ms_dts": 4030.0, "latency_p50_ms_dts": 2512}]
+    (g,) = Store(fake).fleet()
+    assert g["latency_p99_ms"] == 3162.0 and g["latency_p50_ms"] == 200.5
+    assert g["latency_p99_ms_by_stream"] == {"das": 481.0, "dts": 4030.0}
+    assert g["latency_p50_ms_by_stream"] == {"das": 120.0, "dts": 2512.0}
+    assert all(isinstance(v, float) for v in g["latency_p99_ms_by_stream"].values())
+    assert "latency_p99_ms_das" not in g
 
 
 def test_to_lists_float16_table_matches_tolist() -> None:

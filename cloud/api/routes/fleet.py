@@ -1,4 +1,5 @@
-"""Gateways: last heartbeat, status, model, throughput, backlog, drops and latency."""
+"""Gateways: last heartbeat, status, model, throughput, backlog, drops and latency (all
+frames and per stream)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from cloud.api.deps import StoreDep, needs
-from cloud.api.schemas import Items
+from cloud.api.schemas import Fleet
 
 router = APIRouter(tags=["fleet"])
 
 
-@router.get("/fleet", response_model=Items, **needs("viewer"))
+@router.get("/fleet", response_model=Fleet, **needs("viewer"))
 def get_fleet(store: StoreDep) -> dict[str, Any]:
     return {"items": store.fleet(), "now_ns": time.time_ns()}

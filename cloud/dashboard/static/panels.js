@@ -25,7 +25,7 @@ export function renderFleet(table, summary, data) {
       h("td", { class: "r" }, fmt.age(age)),
       h("td", {}, g.model_version || "–"),
       h("td", { class: "r" }, fmt.num(g.frames_per_s)),
-      h("td", { class: "r" }, fmt.num(g.latency_p99_ms)),
+      p99Cell(g),
       h("td", { class: "r" }, g.outbox_depth ?? "–"),
       h("td", { class: "r" }, g.drops_total ?? "–"),
       h("td", { class: "r" }, g.gaps ?? "–"),
@@ -33,6 +33,27 @@ export function renderFleet(table, summary, data) {
   }));
   const ok = data.items.filter((g) => g.status === "ok").length;
   summary.textContent = `${ok}/${data.items.length} ok`;
+}
+
+/** The fleet's p99 cell. Frames wait for their window, so latency follows each stream's hop
+ * (das 0.5 s, dts 5 s) and the all-frames p99 of a gateway with a dts stream is a dts frame's
+ * wait. Per stream when the agent reports it: the das value (labelled unless das is the only
+ * stream), every stream in the tooltip; else (older agents) the all-frames value. */
+function p99Cell(g) {
+  const by = g.latency_p99_ms_by_stream || {};
+  const kinds = Object.keys(by).sort();
+  const all = `all frames ${ms(g.latency_p99_ms)}`;
+  if (!kinds.length) return h("td", { class: "r", title: `p99 frame → scored: ${all}` }, fmt.num(g.latency_p99_ms));
+  const main = kinds.includes("das") ? "das" : kinds[0];
+  const title = `p99 frame → scored: ${kinds.map((k) => `${k} ${ms(by[k])}`).join(" · ")} (${all})`;
+  const label = kinds.length > 1 || main !== "das";
+  return h("td", { class: "r", title },
+    label ? h("span", { class: "muted small" }, `${main} `) : null, fmt.num(by[main]));
+}
+
+function ms(v) {
+  if (v === null || v === undefined) return "–";
+  return `${v >= 1000 ? Math.round(v).toLocaleString("en-US") : fmt.num(v)} ms`;
 }
 
 export function renderModels(table, summary, data) {

@@ -1,0 +1,53 @@
+"""The health heartbeat the agent builds (`edge_agent.main._Health`): per-stream latency, and
+the message satisfies the cloud's health validation (`cloud.ingest.parse`)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+
+from cloud import codec
+from cloud.ingest.parse import HealthRecord, parse
+from edge_agent import topics
+from edge_agent.main import _Health
+from edge_agent.metrics import Metrics
+from edge_agent.summary import HEALTH_KEYS, HEALTH_OPTIONAL_KEYS
+
+
+class _Slot:
+    def state(self) -> dict:
+        return {"model_version": "m1", "model_hash": "ab" * 32, "fallback": False}
+
+
+def _health(metrics: Metrics) -> _Health:
+    cfg = SimpleNamespace(gateway=SimpleNamespace(site="s1", id="well-a"))
+    return _Health(cfg, metrics, SimpleNamespace(qsize=lambda: 0),  # type: ignore[arg-type]
+                   SimpleNamespace(depth=lambda: 0, evicted=0),
+                   {"das": _Slot(), "dts": _Slot()})
+
+
+def test_health_carries_latency_per_stream_and_passes_the_cloud_check() -> None:
+    m = Metrics()
+    m.add("frames", 21)
+    m.record_latency(np.full(20, 450.0), 1.0, "das")
+    m.record_latency(np.full(5, 3500.0), 1.0, "dts")
+    msg = _health(m).build()
+    assert set(HEALTH_KEYS) <= set(msg) and set(HEALTH_OPTIONAL_KEYS) <= set(msg)
+    by = msg["latency_ms_by_stream"]
+    assert by["das"]["p99"] <= 450.0 < 3000 < by["dts"]["p99"] <= 3500.0
+    assert msg["latency_ms"]["p99"] > 3000  # the mixture, as before
+    wire = json.loads(json.dumps(msg, allow_nan=False))
+    record = parse(topics.health("s1", "well-a"), json.dumps(wire).encode())
+    assert isinstance(record, HealthRecord)
+    fields = codec.health_fields(record.data, 1)
+    assert fields["latency_p99_ms_das"] == by["das"]["p99"]
+    assert fields["latency_p99_ms_dts"] == by["dts"]["p99"]
+
+
+def test_a_quiet_interval_sends_an_empty_mapping() -> None:
+    msg = _health(Metrics()).build()
+    assert msg["latency_ms_by_stream"] == {} and msg["latency_ms"] == {"p50": 0.0, "p99": 0.0}
+    record = parse(topics.health("s1", "well-a"), json.dumps(msg).encode())
+    assert "latency_p99_ms_das" not in codec.health_fields(record.data, 1)
