@@ -1,0 +1,58 @@
+# ruff: noqa: S608 - InfluxQL here is built from constants of this module
+"""Shared parts of `fiberwatch bench cloud`: constants, waiting, CPU, counts, payloads."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloud.influx import InfluxClient
+from edge_agent.summary import FeatureSummary
+
+S = 1_000_000_000
+GROUPS = 1024
+GATEWAYS = ("gw1", "gw2", "gw3")
+RATIO_GOAL, P95_GOAL_MS = 0.6, 300.0
+_MARK = 1234567890123456789  # t_ns placeholder in the pre-encoded payloads
+
+
+def _wait(cond: Any, timeout: float, what: str) -> None:
+    deadline, tick = time.monotonic() + timeout, threading.Event()
+    while not cond():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"bench cloud: timed out waiting for {what}")
+        tick.wait(0.05)
+
+
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (Linux), 0.0 if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _count(influx: InfluxClient, rp: str, meas: str, site: str) -> int:
+    rows = influx.rows(f'SELECT count("n") FROM "fiberwatch"."{rp}"."{meas}" '
+                       f"WHERE \"site\" = '{site}'")
+    return int(rows[0]["count"]) if rows else 0
+
+
+def _summaries(rng: np.random.Generator, gateway: str, variants: int = 4,
+               site: str = "bench") -> list[bytes]:
+    """Pre-encoded payload templates split at the t_ns placeholder (values to 4 decimals)."""
+    out = []
+    for _ in range(variants):
+        s = FeatureSummary(
+            site=site, gateway=gateway, stream="das", t_ns=_MARK, ch_start=0, group_size=1,
+            score=np.round(rng.gamma(2.0, 0.3, GROUPS), 4).tolist(),
+            energy=np.round(rng.normal(-2.0, 0.3, GROUPS), 4).tolist(),
+            threshold=[1.5] * GROUPS, model_version="1.0.0", flagged=[3, 700])
+        out.append(s.to_json())
+    return out
