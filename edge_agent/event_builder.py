@@ -6,16 +6,21 @@ group-accurate), or when it carried non-finite samples. Flagged channels within
 ``merge_gap_channels`` of each other form a cluster; a cluster joins every open event it
 touches (within the same channel gap), otherwise it opens a new one.
 
-An open event closes after ``merge_gap_windows`` quiet windows (the next window after that
-closes it), when no window has arrived for that long in wall time, when the model changes
-(every event names the one model that scored it) and at shutdown. An event open longer than
-``max_open_s`` of stream time is emitted as a segment and continues as a new event from the
-segment's end.
+An open event *cools* for ``merge_gap_s`` of stream time after its last flagged window
+(`EventConfig.merge_gap_hops`: whole hops of the stream, never less than one quiet window):
+flags that come back at its channels meanwhile continue it, so an anomaly whose flag comes
+and goes (a slug passing every few seconds, a pulsing leak) is one event, not one per pass.
+It closes at the first window ending that long after its last flagged window (its
+``end_ns`` stays the end of that flagged window), when no window has arrived for that long in
+wall time, when the model changes (every event names the one model that scored it) and at
+shutdown. Anomalies at channels farther apart than ``merge_gap_channels``, or further apart in
+time than the gap, stay separate events. An event open longer than ``max_open_s`` of stream
+time is emitted as a segment and continues as a new event from the segment's end.
 
 The cloud hears of an event within a window of its onset: with ``announce_s`` (config
-``events.announce_s``) an open event is announced as soon as it opens and re-sent that often
-while it grows, under the id it got when it opened (merges keep the oldest id), so the final
-emission replaces the announcements.
+``events.announce_s``) an open event is announced as soon as it opens and re-sent at most that
+often while it changes (not while it only cools), under the id it got when it opened (merges
+keep the oldest id), so the final emission replaces the announcements.
 
 The onset (``start_ns``) is the start of the newest hop of the first flagged window: the
 window before it was quiet, so most of the change lies in that hop.
@@ -55,6 +60,7 @@ class _Open:
     last_index: int = field(default=-1)
     id: str = ""
     announced_wall_ns: int = 0
+    announced_n: int = 0  # score_n at the last announcement
 
 
 class EventBuilder:
@@ -84,7 +90,9 @@ class EventBuilder:
         self._clock = clock_ns
         self.open: list[_Open] = []
         self.reference: np.ndarray | None = None  # median of recent normal rows
-        self._quiet_ns = (cfg.merge_gap_windows + 1) * hop_ns - hop_ns // 2
+        # a window ending this long after an event's last flagged one closes it (half a hop
+        # of slack for timestamp jitter)
+        self._quiet_ns = cfg.merge_gap_hops(hop_ns) * hop_ns - hop_ns // 2
         self._announce_ns = None if announce_s is None else int(announce_s * 1e9)
 
     def update(self, s: Scored) -> list[Event]:
@@ -106,10 +114,11 @@ class EventBuilder:
             else:
                 keep.append(e)
         self.open = keep
-        for e in keep if self._announce_ns is not None else ():
-            if e.score_n > 0 and (e.announced_wall_ns == 0
-                                  or now - e.announced_wall_ns >= self._announce_ns):
-                e.announced_wall_ns = now
+        every = self._announce_ns
+        for e in keep if every is not None else ():
+            if e.score_n > 0 and (e.announced_wall_ns == 0 or (
+                    e.score_n != e.announced_n and now - e.announced_wall_ns >= (every or 0))):
+                e.announced_wall_ns, e.announced_n = now, e.score_n
                 out.append(self._emit(e))
         return out
 
@@ -212,7 +221,7 @@ def _merge(a: _Open, b: _Open) -> _Open:
         touched_wall_ns=max(a.touched_wall_ns, b.touched_wall_ns),
         last_index=max(a.last_index, b.last_index),
         id=first.id or a.id or b.id,
-        announced_wall_ns=first.announced_wall_ns,
+        announced_wall_ns=first.announced_wall_ns, announced_n=first.announced_n,
     )
 
 

@@ -74,19 +74,19 @@ def test_one_event_over_channels_and_windows_with_geometry() -> None:
 
 
 def test_channel_resolution_is_per_channel_not_per_group() -> None:
-    b = builder()
+    b = builder(merge_gap_s=1.0)  # closes at the second quiet window
     (e,) = run(b, [scored(0, {13: 9.0}), scored(1), scored(2), scored(3)])
     assert (e.ch_start, e.ch_end) == (1013, 1013)
 
 
 def test_far_apart_clusters_are_separate_events() -> None:
-    b = builder(merge_gap_channels=2)
+    b = builder(merge_gap_channels=2, merge_gap_s=1.0)
     evs = run(b, [scored(0, {3: 9.0, 40: 9.0}), scored(1), scored(2), scored(3)])
     assert sorted((e.ch_start, e.ch_end) for e in evs) == [(1003, 1003), (1040, 1040)]
 
 
 def test_a_growing_anomaly_merges_open_events() -> None:
-    b = builder(merge_gap_channels=1)
+    b = builder(merge_gap_channels=1, merge_gap_s=1.0)
     ws = [scored(0, {10: 9.0, 20: 9.0}), scored(1, dict.fromkeys(range(10, 21), 9.0)),
           scored(2), scored(3), scored(4)]
     (e,) = run(b, ws)
@@ -120,7 +120,7 @@ def test_model_change_closes_events() -> None:
 
 
 def test_nonfinite_channels_are_fault_events_even_below_threshold() -> None:
-    b = builder()
+    b = builder(merge_gap_s=1.0)
     (e,) = run(b, [scored(0, nonfinite=[5]), scored(1), scored(2)])
     assert (e.ch_start, e.ch_end, e.class_hint) == (1005, 1005, "fault")
 
@@ -190,3 +190,72 @@ def test_dts_cooling_is_a_leak() -> None:
     assert class_hint("dts", names, cool, ref, **kw) == "leak"
     assert class_hint("dts", names, warm, ref, **kw) == "unknown"
     assert class_hint("dts", names, flat, ref, **kw) == "fault"
+
+
+# -- merge gap in seconds: an anomaly whose flag comes and goes is one event ---------------
+
+def test_merge_gap_is_seconds_converted_by_the_hop() -> None:
+    assert EventConfig().merge_gap_s == 5.0
+    assert EventConfig().merge_gap_hops(HOP) == 10  # 5 s of 0.5 s hops
+    assert EventConfig(merge_gap_s=1.2).merge_gap_hops(HOP) == 2  # rounded down
+    assert EventConfig(merge_gap_s=0).merge_gap_hops(HOP) == 2  # one quiet window at least
+    assert EventConfig().merge_gap_hops(5_000_000_000) == 2  # dts: 5 s hops
+    assert EventConfig(merge_gap_windows=1).merge_gap_hops(HOP) == 2  # deprecated, as before
+    assert EventConfig(merge_gap_windows=0).merge_gap_hops(HOP) == 1
+
+
+def test_merge_gap_windows_and_seconds_together_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="merge_gap_windows is deprecated"):
+        EventConfig(merge_gap_s=5.0, merge_gap_windows=1)
+
+
+def test_periodic_flags_are_one_event_closed_at_most_the_gap_later() -> None:
+    b = builder()  # merge_gap_s = 5 s = 10 hops
+    slug = {30: 9.0, 31: 9.0}
+    passes = {k for k in range(0, 30) if k % 6 in (0, 1)}  # a pass every 3 s, 1 s long
+    out = []
+    for k in range(60):
+        evs = b.update(scored(k, slug if k in passes else None))
+        out += [(k, e) for e in evs]
+    ((k_close, e),) = out
+    last = max(passes)
+    assert e.n_windows == len(passes)
+    assert e.start_ns == 0 * HOP + HOP and e.end_ns == last * HOP + 2 * HOP
+    assert k_close == last + 10  # the window ending 5 s after the last flagged one
+
+
+def test_anomalies_further_apart_than_the_gap_are_two_events() -> None:
+    b = builder(merge_gap_s=3.0)  # 6 hops
+    leak = {30: 9.0}
+    ws = [scored(k, leak if k in (0, 1, 2, 10, 11) else None) for k in range(20)]
+    evs = run(b, ws)
+    assert [e.n_windows for e in evs] == [3, 2]
+    assert len({e.id for e in evs}) == 2
+    # flags back within the gap continue the event
+    b = builder(merge_gap_s=3.0)
+    evs = run(b, [scored(k, leak if k in (0, 1, 2, 7, 8) else None) for k in range(20)])
+    assert [e.n_windows for e in evs] == [5]
+
+
+def test_distinct_channels_stay_separate_while_an_event_cools() -> None:
+    b = builder()
+    ws = [scored(0, {5: 9.0}), scored(1), scored(2, {50: 9.0}), scored(3, {5: 9.0})]
+    evs = run(b, ws + [scored(k) for k in range(4, 20)])
+    assert sorted((e.ch_start, e.n_windows) for e in evs) == [(1005, 2), (1050, 1)]
+
+
+def test_announced_at_open_and_not_resent_while_only_cooling() -> None:
+    now = [10**18]
+    b = EventBuilder(site="s", gateway="g", stream=STREAM, cfg=EventConfig(), hop_ns=HOP,
+                     names=NAMES, clock_ns=lambda: now[0], announce_s=2.0)
+    b.reference = np.zeros(DIM, np.float32)
+    sent: list[tuple[int, Event]] = []
+    for k in range(30):
+        now[0] += HOP  # wall clock in step with the stream
+        sent += [(k, e) for e in b.update(scored(k, {30: 9.0} if k in (3, 4, 8) else None))]
+    # at once when it opens; re-sent 2 s later since it grew (k=4) and again 2 s after that
+    # (k=8); not while it only cools; the final emission 5 s after the last flag
+    assert [k for k, _ in sent] == [3, 7, 11, 18]
+    assert len({e.id for _, e in sent}) == 1
+    assert sent[0][1].n_windows == 1 and sent[-1][1].n_windows == 3
+    assert sent[0][1].start_ns == sent[-1][1].start_ns == 3 * HOP + HOP
