@@ -159,16 +159,18 @@ def latency(results: Results, path: Path) -> Path | None:
 
 
 def existing(results: Results, out_dir: Path) -> list[tuple[str, Path]]:
-    """The plots the benchmarks drew themselves, where they are on disk."""
+    """The plots the benchmarks drew themselves, where they are on disk (a result's paths
+    may come from another checkout: the same names are looked up here too)."""
     found = []
     model = results.get("model", {})
-    for p in model.get("plots", []) or [out_dir / "model-plots" / "detection_table.png"]:
-        p = Path(p)
-        if p.name == "detection_table.png" and p.exists():
-            found.append(("detection table against peers (bench model)", p))
-    for p in model.get("plots", []):
-        if Path(p).name == "roc.png" and Path(p).exists():
-            found.append(("ROC curves against peers (bench model)", Path(p)))
+    if model:
+        dirs = [Path(p).parent for p in model.get("plots", [])]
+        dirs += [out_dir / "model-plots", Path(__file__).resolve().parents[2] / "docs" / "model"]
+        for name, caption in (("detection_table.png", "detection table against peers"),
+                              ("roc.png", "ROC curves against peers")):
+            hit = next((d / name for d in dirs if (d / name).exists()), None)
+            if hit is not None:
+                found.append((f"{caption} (bench model)", hit))
     conv = out_dir / "fl_convergence.png"  # drawn next to fl.json
     if "fl" in results and conv.exists():
         found.append(("federated convergence (bench fl)", conv))

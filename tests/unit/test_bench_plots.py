@@ -55,3 +55,16 @@ def test_report_links_plots_relative_to_the_report(tmp_path: Path) -> None:
     assert "![throughput against peers](benchmarks/throughput.png)" in text
     assert "![latency distributions](benchmarks/latency.png)" in text
     assert "## Plots" in text and "side" not in text
+
+
+def test_benchmarks_own_plots_are_found_even_from_another_checkout(tmp_path: Path) -> None:
+    (tmp_path / "model-plots").mkdir()
+    (tmp_path / "model-plots" / "detection_table.png").write_bytes(b"png")
+    (tmp_path / "fl_convergence.png").write_bytes(b"png")
+    results = {"model": {"plots": ["/elsewhere/docs/model/detection_table.png"]},
+               "fl": {"plot": "/elsewhere/fl_convergence.png"}}
+    found = dict(_plots.existing(results, tmp_path))
+    assert found["detection table against peers (bench model)"] == \
+        tmp_path / "model-plots" / "detection_table.png"
+    assert found["federated convergence (bench fl)"] == tmp_path / "fl_convergence.png"
+    assert _plots.existing({}, tmp_path) == []
