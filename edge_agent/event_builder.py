@@ -115,11 +115,12 @@ class EventBuilder:
                 keep.append(e)
         self.open = keep
         every = self._announce_ns
-        for e in keep if every is not None else ():
-            if e.score_n > 0 and (e.announced_wall_ns == 0 or (
-                    e.score_n != e.announced_n and now - e.announced_wall_ns >= (every or 0))):
-                e.announced_wall_ns, e.announced_n = now, e.score_n
-                out.append(self._emit(e))
+        if every is not None:
+            for e in keep:
+                if e.score_n > 0 and (e.announced_wall_ns == 0 or (
+                        e.score_n != e.announced_n and now - e.announced_wall_ns >= every)):
+                    e.announced_wall_ns, e.announced_n = now, e.score_n
+                    out.append(self._emit(e))
         return out
 
     def expire(self) -> list[Event]:

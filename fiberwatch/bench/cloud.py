@@ -188,8 +188,9 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
         log = (Path(tmp) / "ingest.log").read_text(errors="replace")
     final = [ln for ln in log.splitlines() if "event=ingest_stopped" in ln]
     ratios = [i["summaries_per_s"] / p["points_per_s"] for i, p in pairs]
-    ingest, peer = pairs[sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]]
     ratio = statistics.median(ratios)
+    ingest, peer = sorted(pairs, key=lambda ip: ip[0]["summaries_per_s"] / ip[1]["points_per_s"]
+                          )[len(pairs) // 2]  # the median pair (the upper one of two)
     return {"benchmark": "cloud", "quick": quick, "ingest": ingest, "peer_raw_write": peer,
             "ratio_ingest_over_peer": round(ratio, 3), "ratio_goal": RATIO_GOAL,
             "ratios_per_pair": [round(r, 3) for r in ratios],

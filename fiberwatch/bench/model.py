@@ -22,27 +22,26 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "model"
 VARIANTS = ("ae-32-8", "ae-16-4", "ae-64-32-8")
 
 
-def throughput(det: Any, dim: int, *, batch: int, seconds: float = 1.0) -> float:
-    """Rows per second of ``det.score`` on batches of ``batch`` rows (after a warm-up)."""
-    x = np.random.default_rng(0).normal(size=(batch, dim)).astype(np.float32)
-    det.score(x)
+def _rows_per_s(call: Any, batch: int, seconds: float) -> float:
+    """Rows per second of ``call()`` on a batch of ``batch`` rows, after one warm-up call."""
+    call()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        det.score(x)
+        call()
         n += batch
     return n / (time.perf_counter() - t0)
+
+
+def throughput(det: Any, dim: int, *, batch: int, seconds: float = 1.0) -> float:
+    """Rows per second of ``det.score`` on batches of ``batch`` rows."""
+    x = np.random.default_rng(0).normal(size=(batch, dim)).astype(np.float32)
+    return _rows_per_s(lambda: det.score(x), batch, seconds)
 
 
 def invoke_throughput(det: Any, dim: int, *, batch: int, seconds: float = 1.0) -> float:
     """Rows per second of the LiteRT call alone (int8 in, int8 out; no numpy around it)."""
-    sc = det._scorer
     q = np.zeros((batch, dim), np.int8)
-    sc._invoke(q)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        sc._invoke(q)
-        n += batch
-    return n / (time.perf_counter() - t0)
+    return _rows_per_s(lambda: det._scorer._invoke(q), batch, seconds)
 
 
 def run(quick: bool, out_dir: Path) -> dict[str, Any]:

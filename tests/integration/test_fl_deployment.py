@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from edge_agent.normal_buffer import NormalBuffer
 from federation.datasets import DAS_SPEC
 from federation.deployment import GatewayNode, SuperLink, Tls, generate_node_keys, start_all
 from federation.metrics_sink import MetricsSink
+from tests.integration._polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,13 +35,6 @@ def _buffers(tmp: Path, n: int) -> list[Path]:
                      .astype(np.float32))
         out.append(p)
     return out
-
-
-def _wait_for(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def _nodes(tmp: Path, link: SuperLink, buffers: list[Path], extra: dict | None = None,
@@ -74,7 +67,7 @@ def test_three_supernodes_dropout_influx_and_registry(tmp_path: Path, influxd: A
             def on_round(r: dict) -> None:
                 seen.append(r)
                 if r["round"] == 1:  # gw2 got round 2 and is training (stuck): kill it now
-                    _wait_for(marker.exists, 120, "gw2 to receive round 2")
+                    wait_for(marker.exists, 120, "gw2 to receive round 2")
                     nodes[2].kill()
 
             summary = link.control.follow(run_id, results, on_round=on_round, timeout_s=240)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from federation.keys import generate, load_private
 from federation.package import build_package
 from federation.registry import Registry
 from federation.rollout import Policy, Rollout, RolloutService
+from tests.integration._polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,13 +37,6 @@ def _summary(gw: str, version: str, flagged: int) -> bytes:
                           group_size=8, score=[1.0] * 50, energy=[0.0] * 50,
                           threshold=[4.0] * 50, model_version=version,
                           flagged=list(range(flagged))).to_json()
-
-
-def _wait_for(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_degraded_canary_is_rolled_back_over_mqtt(tmp_path: Path, mosquitto: Any) -> None:
@@ -70,7 +63,7 @@ def test_degraded_canary_is_rolled_back_over_mqtt(tmp_path: Path, mosquitto: Any
     pub_client.loop_start()
     canary_topic = topics.model("site", "gw1")
     try:
-        _wait_for(lambda: got.get(canary_topic) == reg.package_bytes("v2"), 30,
+        wait_for(lambda: got.get(canary_topic) == reg.package_bytes("v2"), 30,
                   "the candidate on the canary's model topic")
         assert reg.get("v2").state == "canary"
         assert topics.model("site", "gw2") not in got  # control gateways keep their model
@@ -79,8 +72,8 @@ def test_degraded_canary_is_rolled_back_over_mqtt(tmp_path: Path, mosquitto: Any
         for _ in range(10):  # the canary flags 20 % of its groups, the control none
             pub_client.publish(topics.features("site", "gw1", "das"), _summary("gw1", "v2", 10))
             pub_client.publish(topics.features("site", "gw2", "das"), _summary("gw2", "v1", 0))
-        _wait_for(lambda: reg.get("v2").state == "retired", 30, "the rollback")
-        _wait_for(lambda: got.get(canary_topic) == reg.package_bytes("v1"), 30,
+        wait_for(lambda: reg.get("v2").state == "retired", 30, "the rollback")
+        wait_for(lambda: got.get(canary_topic) == reg.package_bytes("v1"), 30,
                   "the production package re-published")
     finally:
         service.stop_event.set()
