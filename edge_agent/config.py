@@ -48,12 +48,24 @@ class BrokerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
+    source_username: str | None = Field(
+        None, description="username of the raw-frame subscription (default: username); a "
+        "broker with use_username_as_clientid needs one of its own (`fiberwatch deploy`)")
     password_env: str | None = Field(None, description="name of the env var holding the password")
+    password_file: Path | None = Field(None, description="file holding the password")
     tls: bool = False
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     keepalive_s: int = Field(30, ge=5, le=3600)
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> BrokerConfig:
+        if self.password_env is not None and self.password_file is not None:
+            raise ValueError("set password_env or password_file, not both")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS)")
+        return self
 
 
 class StreamConfig(_Strict):
@@ -260,4 +272,7 @@ def _resolve_paths(cfg: GatewayConfig, root: Path) -> GatewayConfig:
         update={"package": fix(cfg.model.package), "public_key": fix(cfg.model.public_key)}
     )
     gw = cfg.gateway.model_copy(update={"data_dir": fix(cfg.gateway.data_dir)})
-    return cfg.model_copy(update={"model": model, "gateway": gw})
+    b = cfg.broker
+    broker = b.model_copy(update={k: fix(getattr(b, k)) for k in
+                                  ("ca_file", "cert_file", "key_file", "password_file")})
+    return cfg.model_copy(update={"model": model, "gateway": gw, "broker": broker})

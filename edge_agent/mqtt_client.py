@@ -5,9 +5,15 @@ Shared by the uplink (`edge_agent.uplink`) and the ingest source. The client com
 their callbacks and start the loop; paho then reconnects with exponential backoff.
 
 - Auth: ``username`` plus the password read from the environment variable named by
-  ``password_env`` (never from the file); a named but unset variable is an error.
+  ``password_env`` or from the file ``password_file`` (never from the config itself); a named
+  but unset variable or an unreadable file is an error.
 - TLS: ``tls = true`` uses ``ca_file`` (system CAs if unset) and, for mutual TLS,
   ``cert_file``/``key_file``.
+- Every MQTT client of the project builds its `BrokerConfig` here: from a gateway config,
+  from ``FIBERWATCH_MQTT_*`` environment variables (`broker_from_env`) or from command-line
+  flags (`add_broker_args` / `broker_from_args`), so credentials and TLS work the same way
+  everywhere. `for_gateway` fills ``{site}``/``{gateway}`` templates (one login per
+  interrogator in the simulator).
 - Protocol: MQTT v5 by default. With v5 a broker that denies a publish says so in the PUBACK
   (Mosquitto: "Not authorized"); with 3.1.1 the publish is acknowledged and silently dropped,
   so the uplink, which deletes on PUBACK, must use v5.
@@ -15,9 +21,11 @@ their callbacks and start the loop; paho then reconnects with exponential backof
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import paho.mqtt.client as mqtt
@@ -51,8 +59,14 @@ def broker_password(broker: BrokerConfig) -> str | None:
     Raises
     ------
     MqttConfigError
-        If a variable is named but not set.
+        If a variable is named but not set, or the password file cannot be read.
     """
+    if broker.password_file is not None:
+        try:
+            return broker.password_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MqttConfigError(
+                f"broker.password_file: cannot read {broker.password_file}: {exc}") from None
     if broker.password_env is None:
         return None
     value = os.environ.get(broker.password_env)
@@ -73,6 +87,9 @@ def make_client(
     will: Will | None = None,
     reconnect_delay_s: tuple[float, float] = (0.5, 30.0),
     max_inflight: int = 100,
+    username: str | None = None,
+    manual_ack: bool = False,
+    receive_maximum: int | None = None,
 ) -> mqtt.Client:
     """Create a paho client for ``broker``, ready for ``loop_start()``.
 
@@ -95,6 +112,13 @@ def make_client(
         Minimum and maximum delay of paho's exponential reconnect backoff.
     max_inflight : int
         QoS>0 messages paho lets be unacknowledged at once; more wait in paho's queue.
+    username : str, optional
+        Log in as this user instead of ``broker.username`` (same password); the gateway's
+        raw-frame subscription uses ``broker.source_username`` this way.
+    manual_ack : bool
+        Acknowledge QoS>0 messages with ``client.ack`` (the caller stores them first).
+    receive_maximum : int, optional
+        v5 only: QoS>0 messages the broker may send before we acknowledge.
 
     Returns
     -------
@@ -106,16 +130,13 @@ def make_client(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        clean_session=None if v5 else clean,
+        clean_session=None if v5 else clean, manual_ack=manual_ack,
     )
-    if broker.username is not None:
-        client.username_pw_set(broker.username, broker_password(broker))
+    user = username or broker.username
+    if user is not None:
+        client.username_pw_set(user, broker_password(broker))
     if broker.tls:
-        client.tls_set(
-            ca_certs=str(broker.ca_file) if broker.ca_file else None,
-            certfile=str(broker.cert_file) if broker.cert_file else None,
-            keyfile=str(broker.key_file) if broker.key_file else None,
-        )
+        _set_tls(client, broker)
     if will is not None:
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
     lo, hi = reconnect_delay_s
@@ -126,9 +147,12 @@ def make_client(
     paho_log.addFilter(_drop_not_connected)
     client.enable_logger(paho_log)
     properties = None
-    if v5 and not clean:
+    if v5 and (not clean or receive_maximum):
         properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = session_expiry_s
+        if not clean:
+            properties.SessionExpiryInterval = session_expiry_s
+        if receive_maximum:
+            properties.ReceiveMaximum = receive_maximum
     client.connect_async(
         broker.host, broker.port, keepalive=broker.keepalive_s,
         clean_start=clean if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
@@ -137,6 +161,101 @@ def make_client(
     log.debug("mqtt client id=%s host=%s port=%d protocol=%s tls=%s", client_id, broker.host,
               broker.port, protocol, broker.tls)
     return client
+
+
+def _set_tls(client: mqtt.Client, broker: BrokerConfig) -> None:
+    try:
+        client.tls_set(
+            ca_certs=str(broker.ca_file) if broker.ca_file else None,
+            certfile=str(broker.cert_file) if broker.cert_file else None,
+            keyfile=str(broker.key_file) if broker.key_file else None,
+        )
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise MqttConfigError(f"broker TLS files: {exc}") from None
+
+
+def describe(broker: BrokerConfig) -> str:
+    """A short, secret-free summary for status lines: ``tls+password``, ``plain+anonymous``."""
+    auth = "password" if broker.username else "anonymous"
+    if broker.cert_file:
+        auth += "+client-cert"
+    return f"{'tls' if broker.tls else 'plain'}+{auth}"
+
+
+def for_gateway(broker: BrokerConfig, site: str, gateway: str) -> BrokerConfig:
+    """Fill ``{site}`` and ``{gateway}`` in the username and the password/cert/key file names."""
+    def fill(v: object) -> object:
+        if v is None:
+            return None
+        text = str(v).replace("{site}", site).replace("{gateway}", gateway)
+        return Path(text) if isinstance(v, Path) else text
+
+    keys = ("username", "source_username", "password_file", "cert_file", "key_file")
+    return broker.model_copy(update={k: fill(getattr(broker, k)) for k in keys})
+
+
+#: Environment variables `broker_from_env` reads (flags of `broker_from_args` win over them).
+ENV = {"host": "FIBERWATCH_MQTT_HOST", "port": "FIBERWATCH_MQTT_PORT",
+       "username": "FIBERWATCH_MQTT_USERNAME", "password_file": "FIBERWATCH_MQTT_PASSWORD_FILE",
+       "ca_file": "FIBERWATCH_MQTT_CA", "cert_file": "FIBERWATCH_MQTT_CERT",
+       "key_file": "FIBERWATCH_MQTT_KEY"}
+PASSWORD_ENV = "FIBERWATCH_MQTT_PASSWORD"  # noqa: S105 - the variable name, not a secret
+
+
+def broker_from_env(base: BrokerConfig | None = None, **override: object) -> BrokerConfig:
+    """`base` (default: loopback:1883) with ``FIBERWATCH_MQTT_*`` and then `override` applied.
+
+    TLS is on when a CA file is given; with a username and no password file the password
+    comes from ``FIBERWATCH_MQTT_PASSWORD``.
+
+    Raises
+    ------
+    MqttConfigError
+        A value does not fit the schema (the message names the variable or field).
+    """
+    from pydantic import ValidationError
+
+    data = (base or BrokerConfig()).model_dump()
+    for field, var in ENV.items():
+        if os.environ.get(var):
+            data[field] = os.environ[var]
+    data.update({k: v for k, v in override.items() if v is not None})
+    if data.get("ca_file"):
+        data["tls"] = True
+    if data.get("username") and not data.get("password_file") and not data.get("password_env"):
+        data["password_env"] = PASSWORD_ENV
+    if data.get("password_file"):
+        data["password_env"] = None
+    try:
+        return BrokerConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise MqttConfigError(f"broker {where}: {first['msg']} (flags or "
+                              f"{', '.join(ENV.values())})") from None
+
+
+def add_broker_args(p: argparse.ArgumentParser) -> None:
+    """The credential and TLS flags every MQTT command shares (address flags stay its own)."""
+    g = p.add_argument_group("MQTT credentials and TLS (also FIBERWATCH_MQTT_* variables)")
+    g.add_argument("--mqtt-username", metavar="USER",
+                   help=f"broker login; the password comes from ${PASSWORD_ENV} or "
+                        "--mqtt-password-file")
+    g.add_argument("--mqtt-password-file", type=Path, metavar="FILE",
+                   help="file holding the broker password")
+    g.add_argument("--mqtt-ca", "--mqtt-tls-ca", dest="mqtt_ca", type=Path, metavar="FILE",
+                   help="CA certificate of the broker: enables TLS")
+    g.add_argument("--mqtt-cert", type=Path, metavar="FILE", help="client certificate (mTLS)")
+    g.add_argument("--mqtt-key", type=Path, metavar="FILE", help="client key (mTLS)")
+
+
+def broker_from_args(args: argparse.Namespace, host: str | None = None,
+                     port: int | None = None) -> BrokerConfig:
+    """`BrokerConfig` from `add_broker_args`' flags, the environment and the given address."""
+    return broker_from_env(
+        host=host, port=port, username=args.mqtt_username,
+        password_file=args.mqtt_password_file, ca_file=args.mqtt_ca,
+        cert_file=args.mqtt_cert, key_file=args.mqtt_key)
 
 
 def _drop_not_connected(record: logging.LogRecord) -> bool:

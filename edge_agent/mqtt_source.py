@@ -148,7 +148,8 @@ class MqttSource:
         self.connected_count = 0
         #: set once the broker has granted the subscriptions (cleared on disconnect)
         self.subscribed = threading.Event()
-        self._client = make_client(cfg.broker, client_id or f"fw-{site}-{gw}-ingest")
+        self._client = make_client(cfg.broker, client_id or f"fw-{site}-{gw}-ingest",
+                                   username=cfg.broker.source_username)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

@@ -118,14 +118,26 @@ class _Service:
 
 
 class Mosquitto(_Service):
-    """A real Mosquitto broker on loopback, persistence in `workdir`."""
+    """A real Mosquitto broker on loopback, persistence in `workdir`.
+
+    Plain and anonymous by default (tests, benchmarks). With `secure_dir` (a broker folder
+    written by `fiberwatch.deploy.generate`: ``certs/``, ``passwd``, ``acl``) it runs the
+    shipped secure config instead: TLS only, no anonymous logins, the ACL, client id =
+    username. `extra_conf` is appended either way (e.g. a bridge block).
+    """
 
     name = "mosquitto"
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "",
+                 *, secure_dir: Path | None = None) -> None:
         super().__init__(workdir, port)
         self.binary = _find_binary("mosquitto", "/usr/sbin/mosquitto")
         self.conf_path = self.workdir / "mosquitto.conf"
+        self.secure_dir = secure_dir
+        lines = self._secure_lines(secure_dir) if secure_dir else self._plain_lines()
+        self.conf_path.write_text("\n".join(lines) + "\n" + extra_conf)
+
+    def _plain_lines(self) -> list[str]:
         lines = [
             f"listener {self.port} {LOOPBACK}",
             "allow_anonymous true",
@@ -141,7 +153,16 @@ class Mosquitto(_Service):
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # else mosquitto drops privileges and cannot write its dir
-        self.conf_path.write_text("\n".join(lines) + "\n" + extra_conf)
+        return lines
+
+    def _secure_lines(self, secure_dir: Path) -> list[str]:
+        from fiberwatch.deploy.broker_conf import Placement, common_lines
+        from fiberwatch.deploy.spec import Sizing
+
+        p = Placement(install_dir=Path(secure_dir).resolve(), persistence_dir=self.workdir,
+                      port=self.port, bind=LOOPBACK, run_as_root=os.geteuid() == 0,
+                      log_dest="stderr", autosave_s=1)
+        return common_lines(p, Sizing(), 100000)
 
     def _command(self) -> list[str]:
         return [self.binary, "-c", str(self.conf_path)]

@@ -1,0 +1,71 @@
+"""Mosquitto ACL files: each login may touch only its own topics.
+
+Site broker, gateway G of site S (topics of `edge_agent.topics`):
+
+- ``S.G`` writes ``fiberwatch/v1/S/G/{events,features/+,health,model_state}`` and reads only
+  ``fiberwatch/v1/S/G/{model,config}``: it cannot publish for another gateway, overwrite its
+  own model announcement, or read another gateway's model.
+- ``S.G.raw`` reads ``fiberwatch/v1/S/G/raw/+``; ``S.G.interrogator`` writes it.
+
+Cloud broker: ``bridge.S`` writes site S's uplink topics and reads its model topics;
+``ingest`` and ``viewer`` read every uplink topic; ``rollout`` reads them and writes the
+model topics. An all-in-one broker (the demo) carries both sets.
+"""
+
+from __future__ import annotations
+
+from edge_agent.topics import ROOT
+from fiberwatch.deploy.spec import (
+    DeploySpec,
+    Site,
+    bridge_user,
+    gateway_user,
+    interrogator_user,
+    raw_user,
+)
+
+UPLINK = ("events", "features/+", "health", "model_state")
+DOWNLINK = ("model", "config")
+
+
+def _user(name: str, rules: list[tuple[str, str]]) -> str:
+    return f"user {name}\n" + "".join(f"topic {a} {t}\n" for a, t in rules) + "\n"
+
+
+def gateway_rules(site: str, gw: str) -> str:
+    base = f"{ROOT}/{site}/{gw}"
+    return (_user(gateway_user(site, gw), [("write", f"{base}/{s}") for s in UPLINK]
+                  + [("read", f"{base}/{s}") for s in DOWNLINK])
+            + _user(raw_user(site, gw), [("read", f"{base}/raw/+")])
+            + _user(interrogator_user(site, gw), [("write", f"{base}/raw/+")]))
+
+
+def site_acl(site: Site) -> str:
+    head = (f"# Mosquitto ACL of site {site.name}'s broker. Written by `fiberwatch deploy acl`;\n"
+            "# do not edit: change the site list and run it again.\n\n")
+    return head + "".join(gateway_rules(site.name, g) for g in site.gateways)
+
+
+def cloud_rules(spec: DeploySpec) -> str:
+    every = [f"{ROOT}/+/+/{s}" for s in UPLINK]
+    out = _user("ingest", [("read", t) for t in every])
+    out += _user("viewer", [("read", t) for t in every])
+    out += _user("rollout", [("read", t) for t in every]
+                 + [("write", f"{ROOT}/+/+/{s}") for s in DOWNLINK])
+    for s in spec.sites:
+        out += _user(bridge_user(s.name),
+                     [("write", f"{ROOT}/{s.name}/+/{t}") for t in UPLINK]
+                     + [("read", f"{ROOT}/{s.name}/+/{t}") for t in DOWNLINK])
+    return out
+
+
+def cloud_acl(spec: DeploySpec) -> str:
+    head = ("# Mosquitto ACL of the cloud broker. Written by `fiberwatch deploy acl`;\n"
+            "# do not edit: change the site list and run it again.\n\n")
+    return head + cloud_rules(spec)
+
+
+def single_acl(spec: DeploySpec) -> str:
+    """One broker for everything (the demo): every site's rules plus the cloud services'."""
+    head = "# Mosquitto ACL of an all-in-one broker. Written by `fiberwatch deploy acl`.\n\n"
+    return head + "".join(site_acl(s) for s in spec.sites) + cloud_rules(spec)
