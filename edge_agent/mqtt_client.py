@@ -11,9 +11,9 @@ their callbacks and start the loop; paho then reconnects with exponential backof
   ``cert_file``/``key_file``.
 - Every MQTT client of the project builds its `BrokerConfig` here: from a gateway config,
   from ``FIBERWATCH_MQTT_*`` environment variables (`broker_from_env`) or from command-line
-  flags (`add_broker_args` / `broker_from_args`), so credentials and TLS work the same way
-  everywhere. `for_gateway` fills ``{site}``/``{gateway}`` templates (one login per
-  interrogator in the simulator).
+  flags (`edge_agent.mqtt_args.add_broker_args`, then `broker_from_args`), so credentials
+  and TLS work the same way everywhere. `for_gateway` fills ``{site}``/``{gateway}``
+  templates (one login per interrogator in the simulator).
 - Protocol: MQTT v5 by default. With v5 a broker that denies a publish says so in the PUBACK
   (Mosquitto: "Not authorized"); with 3.1.1 the publish is acknowledged and silently dropped,
   so the uplink, which deletes on PUBACK, must use v5.
@@ -21,18 +21,21 @@ their callbacks and start the loop; paho then reconnects with exponential backof
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.config import BrokerConfig
+from edge_agent.mqtt_args import PASSWORD_ENV
+
+if TYPE_CHECKING:
+    import argparse
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +174,8 @@ def _set_tls(client: mqtt.Client, broker: BrokerConfig) -> None:
             keyfile=str(broker.key_file) if broker.key_file else None,
         )
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise MqttConfigError(f"broker TLS files: {exc}") from None
+        files = ", ".join(str(f) for f in (broker.ca_file, broker.cert_file, broker.key_file) if f)
+        raise MqttConfigError(f"broker TLS files ({files}): {exc}") from None
 
 
 def describe(broker: BrokerConfig) -> str:
@@ -199,7 +203,6 @@ ENV = {"host": "FIBERWATCH_MQTT_HOST", "port": "FIBERWATCH_MQTT_PORT",
        "username": "FIBERWATCH_MQTT_USERNAME", "password_file": "FIBERWATCH_MQTT_PASSWORD_FILE",
        "ca_file": "FIBERWATCH_MQTT_CA", "cert_file": "FIBERWATCH_MQTT_CERT",
        "key_file": "FIBERWATCH_MQTT_KEY"}
-PASSWORD_ENV = "FIBERWATCH_MQTT_PASSWORD"  # noqa: S105 - the variable name, not a secret
 
 
 def broker_from_env(base: BrokerConfig | None = None, **override: object) -> BrokerConfig:
@@ -235,23 +238,10 @@ def broker_from_env(base: BrokerConfig | None = None, **override: object) -> Bro
                               f"{', '.join(ENV.values())})") from None
 
 
-def add_broker_args(p: argparse.ArgumentParser) -> None:
-    """The credential and TLS flags every MQTT command shares (address flags stay its own)."""
-    g = p.add_argument_group("MQTT credentials and TLS (also FIBERWATCH_MQTT_* variables)")
-    g.add_argument("--mqtt-username", metavar="USER",
-                   help=f"broker login; the password comes from ${PASSWORD_ENV} or "
-                        "--mqtt-password-file")
-    g.add_argument("--mqtt-password-file", type=Path, metavar="FILE",
-                   help="file holding the broker password")
-    g.add_argument("--mqtt-ca", "--mqtt-tls-ca", dest="mqtt_ca", type=Path, metavar="FILE",
-                   help="CA certificate of the broker: enables TLS")
-    g.add_argument("--mqtt-cert", type=Path, metavar="FILE", help="client certificate (mTLS)")
-    g.add_argument("--mqtt-key", type=Path, metavar="FILE", help="client key (mTLS)")
-
-
 def broker_from_args(args: argparse.Namespace, host: str | None = None,
                      port: int | None = None) -> BrokerConfig:
-    """`BrokerConfig` from `add_broker_args`' flags, the environment and the given address."""
+    """`BrokerConfig` from `edge_agent.mqtt_args.add_broker_args`' flags, the environment and
+    the given address."""
     return broker_from_env(
         host=host, port=port, username=args.mqtt_username,
         password_file=args.mqtt_password_file, ca_file=args.mqtt_ca,

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from edge_agent import topics
+from edge_agent.config import BrokerConfig
+from edge_agent.mqtt_client import make_client
 from edge_agent.summary import FeatureSummary, SummaryError
 
 log = logging.getLogger(__name__)
@@ -213,26 +215,31 @@ class Rollout:
 
 
 class RolloutService:
-    """A `Rollout` on an MQTT broker: new registry candidates are canaried in turn."""
+    """A `Rollout` on an MQTT broker: new registry candidates are canaried in turn.
+
+    `broker` (credentials, TLS: `edge_agent.mqtt_client`) wins over plain `host`:`port`.
+    """
 
     def __init__(self, rollout: Rollout, host: str, port: int, *, poll_s: float = 1.0,
-                 client_id: str = "fiberwatch-rollout") -> None:
-        import paho.mqtt.client as mqtt
-
+                 client_id: str = "fiberwatch-rollout",
+                 broker: BrokerConfig | None = None) -> None:
         self.rollout, self.poll_s = rollout, poll_s
         self.stop_event = threading.Event()
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=100_000)
         self._handled: set[str] = {r.version for r in rollout.registry.list()
                                    if r.state != "candidate"}
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.broker = broker or BrokerConfig(host=host, port=port)
+        c = make_client(self.broker, client_id, protocol="v311", reconnect_delay_s=(0.5, 10))
         c.on_connect = self._on_connect
         c.on_message = lambda _c, _u, m: self._put(m.topic, m.payload)
-        self.client, self.host, self.port = c, host, port
+        self.client = c
         rollout.publish = self._publish
 
     @staticmethod
     def _on_connect(client: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if not rc.is_failure:  # (re)subscribe on every connect
+        if rc.is_failure:
+            log.warning("rollout broker refused the connection: %s", rc)
+        else:  # (re)subscribe on every connect
             client.subscribe([(topics.ALL_FEATURES, 0), (topics.ALL_MODEL_STATE, 1),
                               (topics.ALL_HEALTH, 1)])
 
@@ -264,8 +271,7 @@ class RolloutService:
 
     def run(self) -> None:
         """Until `stop_event`: consume messages, step the canary, start the next candidate."""
-        self.client.connect(self.host, self.port, keepalive=30)
-        self.client.loop_start()
+        self.client.loop_start()  # connects in the background, reconnects with backoff
         try:
             next_check = 0.0
             while not self.stop_event.is_set():

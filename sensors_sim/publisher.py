@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 
 from edge_agent import topics
+from edge_agent.config import BrokerConfig
+from edge_agent.mqtt_client import for_gateway, make_client
 from sensors_sim.recording import peek
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,14 @@ class FramePublisher:
         Frames that may sit in paho's queue before `publish` waits for the socket.
     stop : threading.Event, optional
         Interrupts waits when set.
+    broker : BrokerConfig, optional
+        Login and TLS (`edge_agent.mqtt_client`); its ``{site}``/``{gateway}`` templates are
+        filled for this gateway. Without it: plain and anonymous to `host`:`port`.
     """
 
     def __init__(self, host: str, port: int, site: str, gateway: str, *, window: int = 16,
-                 stop: threading.Event | None = None, client_id: str = "") -> None:
+                 stop: threading.Event | None = None, client_id: str = "",
+                 broker: BrokerConfig | None = None) -> None:
         self.host, self.port, self.site, self.gateway = host, port, site, gateway
         self._topics = {s: topics.raw(site, gateway, s) for s in topics.STREAMS}
         self.window = max(1, window)
@@ -74,11 +80,12 @@ class FramePublisher:
         self._connected = threading.Event()
         self.disconnected = threading.Event()  # set while the connection is down
         self._closing = False
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                   client_id=client_id or f"sim-{site}-{gateway}")
+        self._refused: str | None = None
+        cfg = for_gateway(broker, site, gateway) if broker else BrokerConfig(host=host, port=port)
+        self._client = make_client(cfg, client_id or f"sim-{site}-{gateway}", protocol="v311",
+                                   reconnect_delay_s=(0.1, 5))
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.reconnect_delay_set(0.1, 5)
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object,
                     reason: object, props: object) -> None:
@@ -86,6 +93,10 @@ class FramePublisher:
             self.disconnected.clear()
             self._connected.set()
             log.info("event=connected site=%s gateway=%s", self.site, self.gateway)
+        else:
+            self._refused = str(reason)
+            log.warning("event=refused site=%s gateway=%s reason=%s", self.site, self.gateway,
+                        reason)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
                        reason: object, props: object) -> None:
@@ -102,14 +113,19 @@ class FramePublisher:
 
     def connect(self, timeout: float = 10.0) -> None:
         """Connect and start the network thread; raise `ConnectionError` on failure."""
+        where = f"{self._client.host}:{self._client.port}"
         try:
-            self._client.connect(self.host, self.port, keepalive=30)
+            self._client.reconnect()  # synchronous: a refused TCP or TLS connection raises here
         except OSError as exc:
-            raise ConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+            raise ConnectionError(f"cannot connect to {where}: {exc}") from None
         self._client.loop_start()
-        if not self._connected.wait(timeout):
-            self._client.loop_stop()
-            raise ConnectionError(f"no CONNACK from {self.host}:{self.port} in {timeout} s")
+        deadline = time.monotonic() + timeout
+        while not self._connected.wait(0.05):
+            if self._refused is not None or time.monotonic() > deadline:
+                self._client.disconnect()
+                self._client.loop_stop()
+                why = f"refused: {self._refused}" if self._refused else f"no CONNACK in {timeout} s"
+                raise ConnectionError(f"{where} {why} (site {self.site}, gateway {self.gateway})")
 
     def publish(self, stream: str, frame: bytes) -> bool:
         """Queue one frame; False if it was lost at once (not connected)."""
@@ -192,7 +208,7 @@ def publish_streams(
     stop: threading.Event | None = None,
     on_frame: Callable[[int, str, bytes], None] | None = None,
     clock: Callable[[], float] = time.monotonic, connect_timeout: float = 10.0,
-    wall_ns: Callable[[], int] = time.time_ns,
+    wall_ns: Callable[[], int] = time.time_ns, broker: BrokerConfig | None = None,
 ) -> PublishStats:
     """Send every source's frames, merged by frame end time, each gateway on its own
     connection; return the totals.
@@ -208,9 +224,13 @@ def publish_streams(
     on_frame : callable, optional
         Called as ``on_frame(source_index, stream, frame)`` before each frame is sent
         (recording, progress).
+    broker : BrokerConfig, optional
+        Login and TLS; ``{site}``/``{gateway}`` in its username and files give each gateway's
+        interrogator its own login (`FramePublisher`).
     """
     stop = stop or threading.Event()
-    pubs = [FramePublisher(host, port, s.site, s.gateway, stop=stop) for s in sources]
+    pubs = [FramePublisher(host, port, s.site, s.gateway, stop=stop, broker=broker)
+            for s in sources]
     started: list[FramePublisher] = []
     total = PublishStats()
     try:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 
 from cloud import schema
+from edge_agent.config import BrokerConfig
 
 
 @dataclass(frozen=True, slots=True)
 class IngestSettings:
     """Everything `run_ingest` needs; the defaults suit one machine on loopback.
 
-    MQTT: a persistent session (MQTT v5, ``clean_start=False``, `session_expiry_s`) under
-    the fixed `client_id`, so QoS1 messages published while ingestion is down wait at the
+    MQTT: `broker` (credentials, TLS; see `edge_agent.mqtt_client`) or, without it, plain
+    `mqtt_host`:`mqtt_port`. A persistent session (MQTT v5, ``clean_start=False``,
+    `session_expiry_s`), so QoS1 messages published while ingestion is down wait at the
     broker; `receive_maximum` caps the unacknowledged QoS1 messages the broker sends us.
-    Only one ingestion process may use a given `client_id` at a time.
+    The client id (`mqtt_client_id`): `client_id` if given, else the login (the shipped
+    brokers use the username as client id, so only that login owns the session), else,
+    anonymous, one unique to this process (the session then ends with the process).
 
     Batching: a batch closes at `batch_lines` lines, `batch_bytes` payload bytes,
     `linger_s` after its first message, or when nothing new came for `idle_s`.
@@ -24,10 +30,8 @@ class IngestSettings:
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
-    mqtt_username: str | None = None
-    mqtt_password: str | None = None
-    mqtt_tls_ca: str | None = None  # CA file: enables TLS
-    client_id: str = "fiberwatch-ingest"
+    broker: BrokerConfig | None = None
+    client_id: str | None = None
     session_expiry_s: int = 7 * 86400
     receive_maximum: int = 1000
     keepalive_s: int = 30
@@ -49,6 +53,19 @@ class IngestSettings:
     drain_s: float = 5.0
     history_step_s: int = schema.HISTORY_STEP_S
     stats_interval_s: float = 60.0
+
+    @property
+    def broker_config(self) -> BrokerConfig:
+        return self.broker or BrokerConfig(host=self.mqtt_host, port=self.mqtt_port,
+                                          keepalive_s=self.keepalive_s)
+
+    @property
+    def mqtt_client_id(self) -> str:
+        if self.client_id:
+            return self.client_id
+        if self.broker is not None and self.broker.username:
+            return self.broker.username
+        return f"fiberwatch-ingest-{socket.gethostname()}-{os.getpid()}"
 
     def __post_init__(self) -> None:
         for name in ("batch_lines", "batch_bytes", "buffer_bytes", "receive_maximum",

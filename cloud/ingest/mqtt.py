@@ -11,8 +11,6 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -21,6 +19,7 @@ from cloud.ingest.config import IngestSettings
 from cloud.ingest.parse import FeaturesRecord, Malformed, parse
 from cloud.ingest.stats import IngestStats, RateLimitedLog
 from edge_agent import topics
+from edge_agent.mqtt_client import make_client
 
 log = logging.getLogger(__name__)
 SUBSCRIPTIONS = (topics.ALL_EVENTS, topics.ALL_FEATURES, topics.ALL_HEALTH,
@@ -39,13 +38,9 @@ class Subscriber:
         self.connected = False
         self.subscribed = threading.Event()  # set once the broker granted the subscriptions
         self._limited = RateLimitedLog(log)
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                        protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
-        if settings.mqtt_username:
-            c.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        if settings.mqtt_tls_ca:
-            c.tls_set(ca_certs=settings.mqtt_tls_ca)
-        c.reconnect_delay_set(1, 30)
+        c = make_client(settings.broker_config, settings.mqtt_client_id, clean=False,
+                        session_expiry_s=settings.session_expiry_s, reconnect_delay_s=(1, 30),
+                        manual_ack=True, receive_maximum=settings.receive_maximum)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -54,11 +49,6 @@ class Subscriber:
 
     def start(self) -> None:
         """Connect in the background (retrying until the broker answers) and start the loop."""
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.s.session_expiry_s
-        props.ReceiveMaximum = self.s.receive_maximum
-        self.client.connect_async(self.s.mqtt_host, self.s.mqtt_port, self.s.keepalive_s,
-                                  clean_start=False, properties=props)
         self.client.loop_start()
 
     def stop_accepting(self) -> None:

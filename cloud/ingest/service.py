@@ -16,6 +16,8 @@ from cloud.ingest.config import IngestSettings
 from cloud.ingest.mqtt import Subscriber
 from cloud.ingest.stats import IngestStats
 from cloud.ingest.writer import Writer
+from edge_agent.mqtt_args import add_broker_args
+from edge_agent.mqtt_client import broker_from_args
 
 log = logging.getLogger("cloud.ingest")
 
@@ -94,8 +96,8 @@ def _kv(d: dict[str, object]) -> str:
 def settings_from_args(args: argparse.Namespace) -> IngestSettings:
     """`IngestSettings` from `parser()`'s flags (passwords from the environment)."""
     return IngestSettings(
-        mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, mqtt_username=args.mqtt_username,
-        mqtt_password=os.environ.get("FIBERWATCH_MQTT_PASSWORD"), mqtt_tls_ca=args.mqtt_tls_ca,
+        mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
+        broker=broker_from_args(args, args.mqtt_host, args.mqtt_port),
         client_id=args.client_id, influx_url=args.influx_url,
         influx_username=args.influx_username,
         influx_password=os.environ.get("FIBERWATCH_INFLUX_PASSWORD"), db=args.db,
@@ -112,10 +114,10 @@ def parser() -> argparse.ArgumentParser:
     d = IngestSettings()
     p.add_argument("--mqtt-host", default=d.mqtt_host)
     p.add_argument("--mqtt-port", type=int, default=d.mqtt_port)
-    p.add_argument("--mqtt-username")
-    p.add_argument("--mqtt-tls-ca", help="CA certificate file; enables TLS")
+    add_broker_args(p)
     p.add_argument("--client-id", default=d.client_id,
-                   help="MQTT client id of the persistent session (one process per id)")
+                   help="MQTT client id of the persistent session (default: the username; "
+                        "anonymous: unique to this process)")
     p.add_argument("--influx-url", default=d.influx_url)
     p.add_argument("--influx-username")
     p.add_argument("--db", default=d.db)

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from edge_agent import mqtt_args
 from fiberwatch.cli import UsageError
 
 _OVERRIDES = {  # flag dest -> SimConfig field
@@ -35,6 +36,7 @@ intensity 1 is clearly detectable (~+10 dB in the kind's band at its centre)."""
 def add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", default="127.0.0.1:1883", metavar="HOST:PORT",
                    help="MQTT broker (default 127.0.0.1:1883)")
+    mqtt_args.add_broker_args(p)  # per gateway: e.g. --mqtt-username '{site}.{gateway}...'
     pace = p.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
                       help="pace frames by their timestamps (default)")
@@ -120,6 +122,17 @@ def build_run(args: argparse.Namespace, live: bool) -> list[Any]:
             raise UsageError("record needs a finite --seconds")
         return [Simulator(c, seed) for c in configs]
     except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def broker_config(args: argparse.Namespace) -> Any:
+    """The simulator's `BrokerConfig`: address, login templates and TLS from the flags."""
+    from edge_agent.mqtt_client import MqttConfigError, broker_from_args
+
+    host, port = parse_broker(args.broker)
+    try:
+        return broker_from_args(args, host, port)
+    except MqttConfigError as exc:
         raise UsageError(str(exc)) from None
 
 

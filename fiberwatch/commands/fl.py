@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from edge_agent.mqtt_args import add_broker_args
 from fiberwatch.cli import UsageError
 
 
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--register-node", type=Path, action="append", default=[],
                    metavar="PUBKEY", help="allow this SuperNode public key (repeatable)")
     s.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker: enables the rollout")
+    add_broker_args(s)  # the rollout's login and TLS
     s.add_argument("--registry", type=Path, help="model registry root (rollout)")
     s.add_argument("--canary", action="append", default=[], metavar="SITE/GATEWAY",
                    help="canary gateway (repeatable; required with --broker)")
@@ -132,13 +134,18 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _start_rollout(args: argparse.Namespace) -> tuple[Any, threading.Thread]:
+    from edge_agent.mqtt_client import broker_from_args
     from federation.registry import Registry
     from federation.rollout import Policy, Rollout, RolloutService
 
     host, _, port = args.broker.rpartition(":")
     policy = Policy(canary=tuple(args.canary), window_s=args.canary_window)
     rollout = Rollout(Registry(args.registry), lambda t, p: None, policy, gateways=args.gateway)
-    service = RolloutService(rollout, host or "127.0.0.1", int(port))
+    try:  # a bad address, a missing password or TLS file fails here, not later
+        broker = broker_from_args(args, host or "127.0.0.1", int(port))
+        service = RolloutService(rollout, broker.host, broker.port, broker=broker)
+    except ValueError as exc:  # MqttConfigError is one
+        raise UsageError(f"--broker: {exc}") from None
     thread = threading.Thread(target=service.run, name="rollout")
     thread.start()
     print(f"rollout: canary {', '.join(args.canary)} via {args.broker}", flush=True)

@@ -26,6 +26,7 @@ from fiberwatch.commands._sim_args import (
     SCENARIO_HELP,
     add_broker_args,
     add_sim_args,
+    broker_config,
     build_run,
     parse_broker,
 )
@@ -103,7 +104,7 @@ def _publish(sources: list[Any], args: argparse.Namespace, total: int | None,
              writers: list[Any]) -> int:
     from sensors_sim.publisher import publish_streams
 
-    host, port = parse_broker(args.broker)
+    broker = broker_config(args)
     with _stop_on_signals() as stop, _progress(total) as bar:
         def on_frame(i: int, _stream: str, frame: bytes) -> None:
             if writers:
@@ -112,9 +113,9 @@ def _publish(sources: list[Any], args: argparse.Namespace, total: int | None,
 
         t0 = time.monotonic()
         try:
-            stats = publish_streams(sources, host, port, realtime=args.realtime, stop=stop,
-                                    on_frame=on_frame)
-        except ConnectionError as exc:
+            stats = publish_streams(sources, broker.host, broker.port, realtime=args.realtime,
+                                    stop=stop, on_frame=on_frame, broker=broker)
+        except (ConnectionError, ValueError) as exc:  # ValueError: MqttConfigError
             raise UsageError(str(exc)) from None
     secs = time.monotonic() - t0
     print(f"frames={stats.frames} bytes={stats.bytes} lost={stats.lost} "

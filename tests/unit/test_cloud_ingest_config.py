@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from cloud import schema
 from cloud.ingest.config import IngestSettings
 from cloud.ingest.service import parser, settings_from_args
+from edge_agent.config import BrokerConfig
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -33,7 +36,10 @@ def test_retention_bounds() -> None:
 
 
 def test_settings_validation() -> None:
-    assert IngestSettings().client_id == "fiberwatch-ingest"
+    # anonymous: a client id of this process; with a login: the login (the broker's client id)
+    assert IngestSettings().mqtt_client_id.endswith(f"-{os.getpid()}")
+    assert IngestSettings(broker=BrokerConfig(username="ingest")).mqtt_client_id == "ingest"
+    assert IngestSettings(client_id="fixed").mqtt_client_id == "fixed"
     for bad in ({"batch_lines": 0}, {"linger_s": 0}, {"buffer_bytes": -1}, {"mqtt_port": 0}):
         with pytest.raises(ValueError):
             IngestSettings(**bad)
