@@ -17,7 +17,9 @@ from pathlib import Path
 
 from fiberwatch.demo_setup import (
     DemoLayout,
+    DemoMqtt,
     ensure_keys,
+    ensure_mqtt,
     write_gateway_configs,
     write_schedule,
     write_tokens,
@@ -56,6 +58,7 @@ class DemoRun:
     token: str
     t0_ns: int
     initial_version: str
+    mqtt: DemoMqtt
     fl_started: bool = False
     fl_child: object | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -97,7 +100,8 @@ def start(opts: DemoOptions) -> DemoRun:
     for stale in ("state", "registry", "flower", "gateways"):
         _rmtree(layout.root / stale)
     sup = Supervisor(layout.logs)
-    broker = Mosquitto(layout.root / "mosquitto")
+    mqtt = ensure_mqtt(layout)  # TLS, a login per client, the per-gateway ACL
+    broker = Mosquitto(layout.root / "mosquitto", secure_dir=mqtt.broker_dir)
     influx = Influxd(layout.root / "influxd")
     run: DemoRun | None = None
     try:
@@ -107,7 +111,7 @@ def start(opts: DemoOptions) -> DemoRun:
         superlink_port = free_port()
         configs = write_gateway_configs(layout, broker_port=broker.port,
                                         superlink=f"127.0.0.1:{superlink_port}",
-                                        channels=opts.channels, package=None)
+                                        channels=opts.channels, package=None, mqtt=mqtt)
         pkg = _initial_model(opts, layout, sup, layout.config("well-a"))
         from federation.registry import Registry
 
@@ -116,13 +120,13 @@ def start(opts: DemoOptions) -> DemoRun:
         reg.promote(rec.version, to="production", reason="demo initial model", actor="demo")
         configs = write_gateway_configs(layout, broker_port=broker.port,
                                         superlink=f"127.0.0.1:{superlink_port}",
-                                        channels=opts.channels, package=pkg)
+                                        channels=opts.channels, package=pkg, mqtt=mqtt)
         write_schedule(layout, configs, seconds=opts.seconds, leak_channel=opts.leak_channel,
                        leak_onset=opts.leak_onset_s)
         token = write_tokens(layout)
         api_port = opts.api_port or free_port()
         sup.start("ingest", _fw("cloud", "ingest", "--mqtt-port", str(broker.port),
-                                "--influx-url", influx.url, "--client-id", "fiberwatch-demo"))
+                                "--influx-url", influx.url, *mqtt.flags("ingest")))
         sup.start("api", _fw("cloud", "serve", "--port", str(api_port), "--influx", influx.url,
                              "--registry", str(layout.registry), "--tokens", str(layout.tokens)))
         gw_args: list[str] = []
@@ -130,7 +134,8 @@ def start(opts: DemoOptions) -> DemoRun:
             gw_args += ["--gateway", f"{cfg.gateway.site}/{cfg.gateway.id}"]
         sup.start("fl-server", _fw("fl", "server", "--workdir", str(layout.root / "flower"),
                                    "--insecure", "--port", str(superlink_port), "--broker",
-                                   f"127.0.0.1:{broker.port}", "--registry", str(layout.registry),
+                                   f"127.0.0.1:{broker.port}", *mqtt.flags("rollout"),
+                                   "--registry", str(layout.registry),
                                    "--canary", "demo/well-a", "--canary-window",
                                    str(opts.canary_window_s), *gw_args))
         for name in configs:
@@ -142,12 +147,12 @@ def start(opts: DemoOptions) -> DemoRun:
         t0_ns = time.time_ns()
         sim_args = ["sim", "run", "--schedule", str(layout.schedule), "--broker",
                     f"127.0.0.1:{broker.port}", "--realtime", "--labels", str(layout.labels),
-                    "--start", str(t0_ns)]
+                    "--start", str(t0_ns), *mqtt.flags("{site}.{gateway}.interrogator")]
         if opts.seconds is not None:
             sim_args += ["--seconds", str(opts.seconds)]
         sup.start("sim", _fw(*sim_args))
         run = DemoRun(layout, broker, influx, sup, f"http://127.0.0.1:{api_port}", token, t0_ns,
-                      rec.version)
+                      rec.version, mqtt)
         return run
     except BaseException:
         sup.stop_all()

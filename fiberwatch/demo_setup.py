@@ -66,8 +66,59 @@ class DemoLayout:
     def labels(self) -> Path:
         return self.root / "labels.jsonl"
 
+    @property
+    def mqtt(self) -> Path:
+        return self.root / "mqtt"
+
     def config(self, gateway: str) -> Path:
         return self.gateways / f"{gateway}.toml"
+
+
+@dataclass(frozen=True)
+class DemoMqtt:
+    """The demo broker's security, written by `fiberwatch.deploy` like a real site's: a CA,
+    a server certificate for loopback, a login per gateway/interrogator/service, the ACL."""
+
+    out: Path  # the generator's output folder (`fiberwatch.deploy.generate.Layout`)
+    broker_dir: Path  # certs/, passwd, acl of the all-in-one broker
+
+    @property
+    def ca(self) -> Path:
+        return self.broker_dir / "certs" / "ca.crt"
+
+    def password_file(self, user: str) -> Path:
+        from fiberwatch.deploy.generate import Layout
+
+        return Layout(self.out).client_dir(user) / "password"
+
+    def flags(self, user: str) -> list[str]:
+        """``fiberwatch`` flags that log `user` in over TLS (``{site}``/``{gateway}`` allowed)."""
+        return ["--mqtt-username", user, "--mqtt-password-file", str(self.password_file(user)),
+                "--mqtt-ca", str(self.ca)]
+
+    def gateway_broker(self, site: str, gw: str) -> dict[str, Any]:
+        from fiberwatch.deploy.spec import gateway_user, raw_user
+
+        user = gateway_user(site, gw)
+        return {"tls": True, "ca_file": str(self.ca), "username": user,
+                "source_username": raw_user(site, gw),
+                "password_file": str(self.password_file(user))}
+
+
+def ensure_mqtt(layout: DemoLayout) -> DemoMqtt:
+    """Generate (or reuse) the demo broker's CA, certificate, logins and ACL."""
+    from fiberwatch.deploy.generate import Layout, write_single_broker
+    from fiberwatch.deploy.spec import DeploySpec, Site
+
+    sites: dict[str, list[str]] = {}
+    for name in DEMO_GATEWAYS:
+        with (GATEWAYS / f"{name}.toml").open("rb") as f:
+            gw = tomllib.load(f)["gateway"]
+        sites.setdefault(gw["site"], []).append(gw["id"])
+    spec = DeploySpec("127.0.0.1", tuple(Site(k, "127.0.0.1", tuple(v))
+                                         for k, v in sites.items()))
+    broker_dir = write_single_broker(spec, Layout(layout.mqtt), server_names=("127.0.0.1",))
+    return DemoMqtt(layout.mqtt, broker_dir)
 
 
 def ensure_keys(layout: DemoLayout) -> None:
@@ -88,7 +139,7 @@ def write_tokens(layout: DemoLayout) -> str:
 
 def write_gateway_configs(
     layout: DemoLayout, *, broker_port: int, superlink: str, channels: int | None,
-    package: Path | None,
+    package: Path | None, mqtt: DemoMqtt | None = None,
 ) -> dict[str, GatewayConfig]:
     """Rewrite the shipped demo-site configs for this run; return them validated."""
     out: dict[str, GatewayConfig] = {}
@@ -98,6 +149,9 @@ def write_gateway_configs(
             data: dict[str, Any] = tomllib.load(f)
         data["gateway"]["data_dir"] = str(layout.root / "state" / name)
         data["broker"]["port"] = broker_port
+        if mqtt is not None:
+            data["broker"].update(mqtt.gateway_broker(data["gateway"]["site"],
+                                                      data["gateway"]["id"]))
         data.setdefault("federation", {})["superlink"] = superlink
         data["federation"]["insecure"] = True
         data["federation"]["normal_buffer_windows"] = 4000

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 
 from edge_agent import topics
+from edge_agent.config import BrokerConfig
+from edge_agent.mqtt_client import describe, make_client
 
 if TYPE_CHECKING:
     from fiberwatch.demo import DemoRun
@@ -31,20 +33,27 @@ class StatusBoard:
         self.model_state: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any]] = {}
         self._last_print = 0.0
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                   client_id=f"fiberwatch-demo-status-{time.time_ns()}")
+        self.broker = BrokerConfig(
+            port=run.broker.port, tls=True, ca_file=run.mqtt.ca, username="viewer",
+            password_file=run.mqtt.password_file("viewer"))
+        #: e.g. "tls+password+acl": what the broker demands, for the status line
+        self.security = describe(self.broker) + ("+acl" if run.broker.secure_dir else "")
+        self._client = make_client(self.broker, f"fiberwatch-demo-status-{time.time_ns()}",
+                                   protocol="v311", reconnect_delay_s=(0.2, 5))
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
 
     def start(self) -> None:
-        self._client.connect("127.0.0.1", self.run.broker.port, keepalive=30)
+        self._client.reconnect()  # synchronous: a refused login or TLS error raises here
         self._client.loop_start()
 
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, *_: Any) -> None:
+        if reason.is_failure:
+            return
         for t in (topics.ALL_HEALTH, topics.ALL_EVENTS, topics.ALL_MODEL_STATE):
             client.subscribe(t, qos=1)
 
@@ -100,7 +109,7 @@ class StatusBoard:
         elapsed = (time.time_ns() - self.run.t0_ns) / 1e9
         fl = "running" if self.run.fl_started and self.run.fl_child is not None and \
             self.run.fl_child.alive() else ("done" if self.run.fl_started else "waiting")  # type: ignore[attr-defined]
-        return (f"[{elapsed:5.0f}s] gateways {s['gateways_up']}/3  frames/s "
+        return (f"[{elapsed:5.0f}s] mqtt {self.security}  gateways {s['gateways_up']}/3  frames/s "
                 f"{s['frames_per_s']:6.0f}  events {s['events']:3d}  FL {fl}  "
                 f"{s['rollout']}  serving {','.join(s['models']) or '-'}")
 
