@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tomli_w
 
+from edge_agent import topics
 from fiberwatch.deploy import generate
 from fiberwatch.deploy.broker_conf import Placement, bridge_block
 from fiberwatch.deploy.spec import DeploySpec, Site, bridge_user, gateway_user, raw_user
@@ -62,6 +63,7 @@ class Deployment:
             self.influx.start()
             self.sup = Supervisor(self.workdir / "logs")
             self._start_ingest()
+            self._wait_ready()
             if self.with_api:
                 self._start_api()
             if self.with_agent:
@@ -109,6 +111,32 @@ class Deployment:
         assert self.sup and self.cloud and self.influx
         self.sup.python("ingest", "cloud.ingest", "--mqtt-port", str(self.cloud.port),
                         "--influx-url", self.influx.url, *self.client_flags("ingest"))
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        """Until ingestion has subscribed: gateway A republishes one event (idempotent: one
+        point) until it is stored, which also shows TLS, logins, ACL and the bridge work."""
+        from cloud.influx import InfluxClient
+        from cloud.store import Store
+        from fiberwatch.bench._security_probe import connect, make_event
+
+        assert self.site and self.influx
+        user = gateway_user(SITE, GW_A)
+        ev, store = make_event(SITE, GW_A, 0), Store(InfluxClient(self.influx.url))
+        probe = connect(self.site.port, self.ca, user, self.password(user))
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                probe.publish(topics.events(SITE, GW_A), ev.to_json())
+                try:
+                    if store.anomaly(ev.id) is not None:
+                        return
+                except Exception:  # noqa: BLE001, S110 - the database is not created yet
+                    pass
+                time.sleep(0.5)
+        finally:
+            probe.close()
+        raise RuntimeError(f"the deployment stored nothing in {timeout:.0f} s; logs in "
+                           f"{self.workdir / 'logs'} (probe login: {probe.reason})")
 
     def _start_api(self) -> None:
         assert self.sup and self.influx

@@ -137,7 +137,7 @@ def test_config_check_runs_from_the_venv(edge_venv: EdgeVenv, outside: Path) -> 
     assert ok.stdout == f"OK {example} (gateway)\n"
 
     bad = outside / "bad.toml"
-    bad.write_text(example.read_text().replace("port = 1883", "port = 0"))
+    bad.write_text(example.read_text().replace("port = 8883", "port = 0"))
     fail = edge_venv.run(edge_venv.fiberwatch, "config", "check", bad, cwd=outside)
     assert fail.returncode == 1
     assert fail.stderr.startswith(f"{bad}: broker.port: Input should be greater than or equal")

@@ -57,7 +57,7 @@ def test_missing_field(site: Path) -> None:
 
 
 def test_out_of_range(site: Path) -> None:
-    f = edit(site / "gateways/well-b.toml", "port = 1883", "port = 70000")
+    f = edit(site / "gateways/well-b.toml", "port = 8883", "port = 70000")
     assert only_problem(f).startswith("broker.port: Input should be less than or equal to 65535")
 
 
@@ -122,7 +122,7 @@ def test_not_utf8(tmp_path: Path) -> None:
          "stream.channels: channels 0..1023 at 2 m reach 2048 m, beyond fiber.length_m 2000 m"),
         ("dts-well-a", "scale = 1.0", "scale = 0.5",
          "stream.scale: applies to int16 frames only"),
-        ("das-well-b", "port = 1883", 'port = 1883\ntopic = "fiberwatch/v1/demo/well-a/raw/das"',
+        ("das-well-b", "port = 8883", 'port = 8883\ntopic = "fiberwatch/v1/demo/well-a/raw/das"',
          "mqtt.topic: 'fiberwatch/v1/demo/well-a/raw/das' is not where gateway 'well-b' listens"),
         ("das-well-b", 'site = "demo"', 'site = "de mo"',
          "interrogator.site: site 'de mo' must match"),
