@@ -150,6 +150,7 @@ def write_gateway_configs(
         data["gateway"]["data_dir"] = str(layout.root / "state" / name)
         data["broker"]["port"] = broker_port
         if mqtt is not None:
+            data["broker"].pop("password_env", None)  # the demo's logins use password files
             data["broker"].update(mqtt.gateway_broker(data["gateway"]["site"],
                                                       data["gateway"]["id"]))
         data.setdefault("federation", {})["superlink"] = superlink

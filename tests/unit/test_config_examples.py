@@ -46,7 +46,7 @@ def test_gateway_example_loads_like_the_agent(path: Path) -> None:
     assert isinstance(cfg, GatewayConfig)
     assert cfg.gateway.id == path.stem
     assert (cfg.broker.host, cfg.broker.port, cfg.broker.tls) == ("127.0.0.1", 8883, True)
-    assert cfg.broker.username == f"demo.{path.stem}" and cfg.broker.password_file is not None
+    assert cfg.broker.username == f"demo.{path.stem}" and cfg.broker.password_env is not None
     das = cfg.stream("das")
     assert das is not None
     assert (das.sample_rate_hz, das.window_s, das.hop_s) == (2000.0, 1.0, 0.5)
