@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -169,9 +170,13 @@ class Mosquitto(_Service):
 
     def _ready(self) -> bool:
         try:
-            with socket.create_connection((LOOPBACK, self.port), timeout=0.5):
+            with socket.create_connection((LOOPBACK, self.port), timeout=0.5) as sock:
+                if self.secure_dir is not None:  # a full TLS handshake, as a client would
+                    ca = Path(self.secure_dir) / "certs" / "ca.crt"
+                    ctx = ssl.create_default_context(cafile=str(ca))
+                    ctx.wrap_socket(sock, server_hostname=LOOPBACK).close()
                 return True
-        except OSError:
+        except OSError:  # ssl.SSLError included
             return False
 
 
