@@ -108,3 +108,18 @@ def test_the_shared_helper_logs_in_with_a_password_file(dep: Deployment) -> None
     finally:
         c.disconnect()
         c.loop_stop()
+
+
+class _OpenAclDeployment(Deployment):
+    """The same deployment with the site ACL switched off (every login may do anything)."""
+
+    def _generate(self) -> None:
+        super()._generate()
+        (self.lay.broker_dir(SITE) / "acl").write_text("pattern readwrite #\n")
+
+
+def test_the_forged_event_check_fails_without_the_acl(tmp_path: Path) -> None:
+    with _OpenAclDeployment(tmp_path, with_api=False, with_agent=False) as weak:
+        passed, detail = security.check_forged_event_denied(weak)
+    assert not passed, detail
+    assert "stored in the cloud: True" in detail
