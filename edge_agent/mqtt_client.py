@@ -94,39 +94,21 @@ def make_client(
     manual_ack: bool = False,
     receive_maximum: int | None = None,
 ) -> mqtt.Client:
-    """Create a paho client for ``broker``, ready for ``loop_start()``.
+    """Create a paho client for ``broker``, ready for ``loop_start()`` (``connect_async``
+    called, no network traffic yet).
 
-    Parameters
-    ----------
-    broker : BrokerConfig
-        Host, port, credentials, TLS and keepalive.
-    client_id : str
-        MQTT client id (must be unique on the broker; a duplicate kicks the older client).
-    protocol : {"v5", "v311"}
-        MQTT protocol version.
-    clean : bool
-        Clean start (v5) / clean session (3.1.1). ``False`` keeps the broker-side session.
-    session_expiry_s : int
-        v5 only, with ``clean=False``: how long the broker keeps the session after a
-        disconnect (0 = not after the network connection closes).
-    will : Will, optional
-        Last will message.
-    reconnect_delay_s : (float, float)
-        Minimum and maximum delay of paho's exponential reconnect backoff.
-    max_inflight : int
-        QoS>0 messages paho lets be unacknowledged at once; more wait in paho's queue.
-    username : str, optional
-        Log in as this user instead of ``broker.username`` (same password); the gateway's
-        raw-frame subscription uses ``broker.source_username`` this way.
-    manual_ack : bool
-        Acknowledge QoS>0 messages with ``client.ack`` (the caller stores them first).
-    receive_maximum : int, optional
-        v5 only: QoS>0 messages the broker may send before we acknowledge.
+    - `client_id`: unique on the broker (a duplicate kicks the older client); brokers with
+      ``use_username_as_clientid`` replace it with the login.
+    - `protocol`: MQTT ``"v5"`` or ``"v311"``; `clean`: clean start / clean session (False
+      keeps the broker-side session, for `session_expiry_s` after a disconnect with v5).
+    - `will`: last will; `reconnect_delay_s`: (min, max) of paho's exponential backoff;
+      `max_inflight`: unacknowledged QoS>0 messages out, more wait in paho's queue.
+    - `username`: log in as this user instead of ``broker.username`` (same password: the
+      gateway's raw-frame subscription uses ``broker.source_username``).
+    - `manual_ack`: acknowledge QoS>0 messages with ``client.ack`` (after storing them);
+      `receive_maximum` (v5): QoS>0 messages the broker may send before we acknowledge.
 
-    Returns
-    -------
-    paho.mqtt.client.Client
-        Configured, with ``connect_async`` called; no network traffic yet.
+    Raises `MqttConfigError` if the password or a TLS file cannot be read.
     """
     v5 = protocol == "v5"
     client = mqtt.Client(
@@ -142,20 +124,13 @@ def make_client(
         _set_tls(client, broker)
     if will is not None:
         client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
-    lo, hi = reconnect_delay_s
-    client.reconnect_delay_set(min_delay=lo, max_delay=hi)  # type: ignore[arg-type]
+    client.reconnect_delay_set(*reconnect_delay_s)  # type: ignore[arg-type]
     client.max_inflight_messages_set(max_inflight)
     client.max_queued_messages_set(0)  # unbounded: callers bound what they hand to paho
     paho_log = logging.getLogger(f"{__name__}.paho.{client_id}")
     paho_log.addFilter(_drop_not_connected)
     client.enable_logger(paho_log)
-    properties = None
-    if v5 and (not clean or receive_maximum):
-        properties = Properties(PacketTypes.CONNECT)
-        if not clean:
-            properties.SessionExpiryInterval = session_expiry_s
-        if receive_maximum:
-            properties.ReceiveMaximum = receive_maximum
+    properties = _connect_properties(v5, clean, session_expiry_s, receive_maximum)
     client.connect_async(
         broker.host, broker.port, keepalive=broker.keepalive_s,
         clean_start=clean if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
@@ -164,6 +139,18 @@ def make_client(
     log.debug("mqtt client id=%s host=%s port=%d protocol=%s tls=%s", client_id, broker.host,
               broker.port, protocol, broker.tls)
     return client
+
+
+def _connect_properties(v5: bool, clean: bool, session_expiry_s: int,
+                        receive_maximum: int | None) -> Properties | None:
+    if not v5 or (clean and not receive_maximum):
+        return None
+    properties = Properties(PacketTypes.CONNECT)
+    if not clean:
+        properties.SessionExpiryInterval = session_expiry_s
+    if receive_maximum:
+        properties.ReceiveMaximum = receive_maximum
+    return properties
 
 
 def _set_tls(client: mqtt.Client, broker: BrokerConfig) -> None:

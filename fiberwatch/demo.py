@@ -99,8 +99,7 @@ def start(opts: DemoOptions) -> DemoRun:
     layout.root.mkdir(parents=True, exist_ok=True)
     for stale in ("state", "registry", "flower", "gateways"):
         _rmtree(layout.root / stale)
-    sup = Supervisor(layout.logs)
-    mqtt = ensure_mqtt(layout)  # TLS, a login per client, the per-gateway ACL
+    sup, mqtt = Supervisor(layout.logs), ensure_mqtt(layout)  # TLS, logins, per-gateway ACL
     broker = Mosquitto(layout.root / "mosquitto", secure_dir=mqtt.broker_dir)
     influx = Influxd(layout.root / "influxd")
     run: DemoRun | None = None
@@ -147,9 +146,8 @@ def start(opts: DemoOptions) -> DemoRun:
         t0_ns = time.time_ns()
         sim_args = ["sim", "run", "--schedule", str(layout.schedule), "--broker",
                     f"127.0.0.1:{broker.port}", "--realtime", "--labels", str(layout.labels),
-                    "--start", str(t0_ns), *mqtt.flags("{site}.{gateway}.interrogator")]
-        if opts.seconds is not None:
-            sim_args += ["--seconds", str(opts.seconds)]
+                    "--start", str(t0_ns), *mqtt.flags("{site}.{gateway}.interrogator"),
+                    *(["--seconds", str(opts.seconds)] if opts.seconds is not None else [])]
         sup.start("sim", _fw(*sim_args))
         run = DemoRun(layout, broker, influx, sup, f"http://127.0.0.1:{api_port}", token, t0_ns,
                       rec.version, mqtt)

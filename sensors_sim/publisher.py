@@ -222,17 +222,12 @@ def publish_streams(
     stop : threading.Event, optional
         Set it (e.g. from a signal handler) to stop cleanly after the current frame.
     on_frame : callable, optional
-        Called as ``on_frame(source_index, stream, frame)`` before each frame is sent
-        (recording, progress).
+        ``on_frame(source_index, stream, frame)`` before each frame is sent (recording).
     broker : BrokerConfig, optional
-        Login and TLS; ``{site}``/``{gateway}`` in its username and files give each gateway's
-        interrogator its own login (`FramePublisher`).
-    """
-    stop = stop or threading.Event()
-    pubs = [FramePublisher(host, port, s.site, s.gateway, stop=stop, broker=broker)
-            for s in sources]
-    started: list[FramePublisher] = []
-    total = PublishStats()
+        Login and TLS, ``{site}``/``{gateway}`` filled per gateway (`FramePublisher`)."""
+    stop, started, total = stop or threading.Event(), [], PublishStats()
+    pubs = [FramePublisher(host, port, x.site, x.gateway, stop=stop, broker=broker) for x in
+            sources]
     try:
         for p in pubs:
             p.connect(connect_timeout)

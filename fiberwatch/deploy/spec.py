@@ -50,6 +50,14 @@ class Sizing:
     events_per_gateway_day: int = 5000
     max_packet_size: int = 16 << 20
 
+    def __post_init__(self) -> None:
+        if not self.health_interval_s > 0:
+            raise ValueError(f"sizing.health_interval_s must be > 0, got {self.health_interval_s}")
+        if self.events_per_gateway_day < 0:
+            raise ValueError("sizing.events_per_gateway_day must be >= 0")
+        if not 1 << 16 <= self.max_packet_size <= 256 << 20:
+            raise ValueError("sizing.max_packet_size must be between 64 KiB and 256 MiB")
+
 
 @dataclass(frozen=True)
 class DeploySpec:
@@ -130,14 +138,21 @@ def parse_spec(data: dict) -> DeploySpec:
         gws = tuple(check_name(str(g), f"{where}.gateways") for g in s["gateways"])
         if not gws:
             raise ValueError(f"{where}.gateways: at least one gateway")
-        sites.append(Site(name, str(s.get("host", "127.0.0.1")), gws, int(s.get("port", 8883))))
+        sites.append(Site(name, str(s.get("host", "127.0.0.1")), gws,
+                          _port(s.get("port", 8883), f"{where}.port")))
     if not sites:
         raise ValueError("site: at least one [[site]] table")
     sizing = Sizing(**(data.get("sizing") or {}))
     spec = DeploySpec(str(cloud.get("host", "127.0.0.1")), tuple(sites),
-                      int(cloud.get("port", 8883)), sizing)
+                      _port(cloud.get("port", 8883), "cloud.port"), sizing)
     _check_unique(spec)
     return spec
+
+
+def _port(value: object, where: str) -> int:
+    if not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError(f"{where}: {value!r} is not a TCP port")
+    return value
 
 
 def _check_unique(spec: DeploySpec) -> None:

@@ -49,8 +49,10 @@ def test_bad_site_lists_are_refused(tmp_path: Path) -> None:
     for bad in ({"site": []}, {"site": [{"name": "a/b", "gateways": ["g"]}]},
                 {"site": [{"name": "s", "gateways": []}]},
                 {"site": [{"name": "s", "gateways": ["g", "g"]}]},
-                {"site": [{"name": "s", "gateways": ["g"]}, {"name": "s", "gateways": ["h"]}]}):
-        with pytest.raises(ValueError):
+                {"site": [{"name": "s", "gateways": ["g"]}, {"name": "s", "gateways": ["h"]}]},
+                {"site": [{"name": "s", "gateways": ["g"], "port": 0}]},
+                {**SPEC, "sizing": {"health_interval_s": 0}}, {**SPEC, "sizing": {"x": 1}}):
+        with pytest.raises((ValueError, TypeError)):
             parse_spec(bad)
     f = tmp_path / "sites.toml"
     f.write_text("[[site]]\nname = 's'\n")
