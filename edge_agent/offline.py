@@ -187,10 +187,11 @@ class OfflineScorer:
         return self.events
 
 
-def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def read_csv(path: Path, *, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(t_ns (T,), values (T, channels) float32, names)`` from a CSV with a header, one
     time column (named like `TIME_COLUMNS`, else the first; seconds or ISO-8601) and numeric
-    sensor columns. Empty cells become NaN."""
+    sensor columns. Empty cells become NaN. `min_rows`: fewer data rows are an error (a
+    DTS unit's one-trace files need 1; the sample rate then comes from elsewhere)."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
@@ -215,8 +216,8 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
             x[k] = [float(r[i]) if r[i].strip() else np.nan for i in cols]
         except ValueError as exc:
             raise InputError(f"{path}: line {k + 2}: {exc}") from None
-    if len(t) < 2:
-        raise InputError(f"{path}: needs at least 2 data rows")
+    if len(t) < max(1, min_rows):
+        raise InputError(f"{path}: needs at least {max(1, min_rows)} data rows")
     if np.any(np.diff(t) <= 0):
         raise InputError(f"{path}: the time column must increase strictly")
     return t, x, [names[i] for i in cols]

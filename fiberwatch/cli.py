@@ -19,8 +19,8 @@ from fiberwatch import __version__
 PASSTHROUGH = {("cloud", "ingest"): "cloud.ingest.service"}
 
 #: Subcommand modules, in the order `--help` lists them.
-COMMANDS = ("demo", "sim", "edge", "model", "score", "fl", "cloud", "query", "config", "deploy",
-            "bench")
+COMMANDS = ("demo", "sim", "edge", "bridge", "model", "score", "fl", "cloud", "query", "config",
+            "deploy", "bench")
 
 
 class UsageError(Exception):

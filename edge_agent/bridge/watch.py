@@ -1,0 +1,97 @@
+"""Which files in the watched directory are the interrogator's, and which are complete.
+
+A name matches a stream by its glob patterns; hidden names (``.x``), temporary ones
+(``*.part``, ``*.tmp``, ``*.partial``) and marker files are never data. A file is complete
+when its companion marker exists (``marker_suffix``), else when its size and mtime have not
+changed for ``settle_s`` seconds of this process's clock. A file that still cannot be read
+once complete is retried (an HDF5 file whose writer has not closed it fails to open) until
+``incomplete_timeout_s`` after its last change.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.bridge.config import BridgeConfig, DasInput, DtsInput
+
+TEMPORARY = ("*.part", "*.tmp", "*.partial", "*.lock")
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    changed: float  # monotonic time the size or mtime last changed
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    path: Path
+    stream: str
+    size: int
+    mtime_ns: int
+    quiet_s: float  # seconds since its last change
+
+
+class Watcher:
+    """Scans the directory; remembers sizes between scans to tell when files settle."""
+
+    def __init__(self, cfg: BridgeConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.dir = cfg.bridge.watch_dir
+        self.clock = clock
+        self._seen: dict[str, _Seen] = {}
+
+    def stream_of(self, name: str) -> DasInput | DtsInput | None:
+        marker = self.cfg.bridge.marker_suffix
+        if name.startswith(".") or any(fnmatch.fnmatch(name, p) for p in TEMPORARY):
+            return None
+        if marker and name.endswith(marker):
+            return None
+        for inp in self.cfg.inputs():
+            if any(fnmatch.fnmatch(name, p) for p in inp.patterns):
+                return inp
+        return None
+
+    def scan(self, skip: set[str]) -> list[Candidate]:
+        """Complete files not in `skip`, in name order (interrogators name by time)."""
+        now = self.clock()
+        out = []
+        try:
+            entries = sorted(os.scandir(self.dir), key=lambda e: e.name)
+        except OSError:
+            return []
+        for e in entries:
+            if e.name in skip:
+                continue
+            inp = self.stream_of(e.name)
+            if inp is None:
+                continue
+            try:
+                st = e.stat()
+            except OSError:
+                continue  # removed meanwhile
+            if not e.is_file():
+                continue
+            seen = self._seen.get(e.name)
+            if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                self._seen[e.name] = seen = _Seen(st.st_size, st.st_mtime_ns, now)
+            kind = "das" if isinstance(inp, DasInput) else "dts"
+            cand = Candidate(Path(e.path), kind, st.st_size, st.st_mtime_ns, now - seen.changed)
+            if self.complete(cand):
+                out.append(cand)
+        return out
+
+    def complete(self, c: Candidate) -> bool:
+        marker = self.cfg.bridge.marker_suffix
+        if marker:
+            return Path(f"{c.path}{marker}").exists()
+        return c.quiet_s >= self.cfg.bridge.settle_s
+
+    def forget(self, name: str) -> None:
+        self._seen.pop(name, None)
