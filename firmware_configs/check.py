@@ -1,6 +1,7 @@
 """Check one firmware config file: one line per problem, ``FILE: field.path: message``.
 
-A file's kind is told by its top-level table: ``[interrogator]`` or ``[gateway]``; it is then
+A file's kind is told by its top-level table: ``[interrogator]``, ``[gateway]`` or ``[bridge]``
+(`edge_agent.bridge.config.BridgeConfig`); it is then
 validated against that kind's schema. Checks across files are in `firmware_configs.crosscheck`.
 """
 
@@ -14,11 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from edge_agent.bridge.config import BridgeConfig
 from edge_agent.config import ConfigError, GatewayConfig
 from firmware_configs.interrogator import InterrogatorConfig
 
-Kind = Literal["interrogator", "gateway"]
-KINDS: dict[str, type[BaseModel]] = {"interrogator": InterrogatorConfig, "gateway": GatewayConfig}
+Kind = Literal["interrogator", "gateway", "bridge"]
+KINDS: dict[str, type[BaseModel]] = {"interrogator": InterrogatorConfig, "gateway": GatewayConfig,
+                                     "bridge": BridgeConfig}
 _SCALAR = (int, float, str, bool)
 _LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
@@ -86,8 +89,10 @@ def validate_file(path: Path | str) -> CheckResult:
         return result
     tables = [k for k in KINDS if isinstance(data.get(k), dict)]
     if len(tables) != 1:
-        what = "both [interrogator] and [gateway]" if tables else "no [interrogator] or [gateway]"
-        result.add("(top level)", f"{what} table: cannot tell the kind of config")
+        what = ("both " + " and ".join(f"[{t}]" for t in tables) if tables
+                else "no [interrogator] or [gateway]")
+        result.add("(top level)", f"{what} table: cannot tell the kind of config "
+                   "(one of [interrogator], [gateway], [bridge])")
         return result
     result.kind = tables[0]  # type: ignore[assignment]
     try:

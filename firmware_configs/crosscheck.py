@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from edge_agent.bridge.config import BridgeConfig
 from edge_agent.config import GatewayConfig, StreamConfig
 from firmware_configs.check import CheckResult, validate_file
 from firmware_configs.interrogator import InterrogatorConfig
@@ -60,7 +61,36 @@ def check_files(paths: Iterable[Path | str]) -> list[CheckResult]:
         elif isinstance(r.config, GatewayConfig):
             for i, stream in enumerate(r.config.streams):
                 _check_stream(r, r.config, i, stream, index)
+        elif isinstance(r.config, BridgeConfig):
+            _check_bridge(r, r.config, index)
     return results
+
+
+#: Fields a bridge's ``[das]``/``[dts]`` table shares with the interrogator's ``[stream]``.
+BRIDGE_MATCHED = ("first_channel", "channels", "sample_rate_hz", "spacing_m", "fiber_offset_m",
+                  "gauge_length_m")
+
+
+def _check_bridge(r: CheckResult, cfg: BridgeConfig, index: _Index) -> None:
+    """A bridge's streams against the interrogators of its gateway, when they are at hand."""
+    site, gw = cfg.bridge.site, cfg.bridge.gateway
+    for kind, inp in (("das", cfg.das), ("dts", cfg.dts)):
+        if inp is None:
+            continue
+        found = next((x for x in index.near(r.path, "interrogators")
+                      if isinstance(x.config, InterrogatorConfig)
+                      and (x.config.interrogator.site, x.config.interrogator.gateway,
+                           x.config.stream.kind) == (site, gw, kind)), None)
+        if found is None:
+            continue
+        theirs = found.config.stream  # type: ignore[union-attr]
+        for name in BRIDGE_MATCHED:
+            if not hasattr(inp, name):
+                continue
+            mine, other = getattr(inp, name), getattr(theirs, name)
+            if mine is not None and other is not None and mine != other:
+                r.add(f"{kind}.{name}", f"{mine!r} here, but interrogator "
+                      f"{found.config.id!r} ({found.path}) has stream.{name} = {other!r}")
 
 
 def check_file(path: Path | str) -> list[str]:

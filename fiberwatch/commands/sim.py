@@ -52,7 +52,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                           epilog=SCENARIO_HELP, formatter_class=fmt)
     add_sim_args(rec)
     rec.add_argument("--out", required=True, metavar="FILE",
-                     help="recording to write ({site}/{gateway} placeholders for several)")
+                     help="recording to write ({site}/{gateway} placeholders for several); "
+                     "with --format dasdae|prodml a directory")
+    rec.add_argument("--format", default="fwrec", choices=("fwrec", "dasdae", "prodml"),
+                     help="fwrec (wire frames), or an interrogator's files: DAS as DASDAE or "
+                     "PRODML HDF5 (the bridge extra), DTS as CSV (default fwrec)")
+    rec.add_argument("--file-s", type=float, default=10.0,
+                     help="--format dasdae|prodml: seconds of DAS per file (default 10)")
+    rec.add_argument("--dts-traces", type=int, default=10,
+                     help="--format dasdae|prodml: DTS traces per CSV file (default 10)")
     rec.set_defaults(func=_record)
     rep = ssub.add_parser("replay", help="publish recorded .fwrec files to a broker")
     rep.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -152,6 +160,8 @@ def _record(args: argparse.Namespace) -> int:
     from sensors_sim.runs import per_gateway_paths, record
 
     sims = build_run(args, live=False)
+    if args.format != "fwrec":
+        return _record_files(args, sims)
     try:
         paths = per_gateway_paths(args.out, sims)
     except ConfigError as exc:
@@ -162,6 +172,31 @@ def _record(args: argparse.Namespace) -> int:
         writers = record(sims, paths, stop=stop, on_frame=lambda *_: bar.update(1))
     for w in writers:
         print(f"recorded: {w.path} frames={w.frames} bytes={w.bytes}")
+    return 130 if stop.is_set() else 0
+
+
+def _record_files(args: argparse.Namespace, sims: list[Any]) -> int:
+    """Write each run as an interrogator's files (`sensors_sim.files`)."""
+    from sensors_sim import ConfigError
+    from sensors_sim.files import write_run
+    from sensors_sim.runs import per_gateway_paths
+
+    try:
+        dirs = per_gateway_paths(args.out, sims)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    _write_labels(args.labels, sims)
+    with _stop_on_signals() as stop:
+        for sim, d in zip(sims, dirs, strict=True):
+            try:
+                files = write_run(sim, d, das_format=args.format, file_s=args.file_s,
+                                  dts_traces=args.dts_traces, stop=stop)
+            except (ConfigError, OSError) as exc:
+                raise UsageError(str(exc)) from None
+            except ImportError as exc:
+                raise UsageError(f"--format {args.format} needs the bridge extra "
+                                 f"(pip install 'fiberwatch[bridge]'): {exc}") from None
+            print(f"written: {d} files={len(files)} format={args.format}")
     return 130 if stop.is_set() else 0
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_configs import GATEWAYS, INTERROGATORS, ROOT
+from firmware_configs import BRIDGES, GATEWAYS, INTERROGATORS, ROOT
 from firmware_configs.schema import (
     GatewayConfig,
     InterrogatorConfig,
@@ -19,6 +19,7 @@ from firmware_configs.schema import (
 EXAMPLES = sorted(ROOT.rglob("*.toml"))
 GATEWAY_FILES = sorted(GATEWAYS.glob("*.toml"))
 INTERROGATOR_FILES = sorted(INTERROGATORS.glob("*.toml"))
+BRIDGE_FILES = sorted(BRIDGES.glob("*.toml"))
 
 
 def test_the_demo_site_is_shipped() -> None:
@@ -26,7 +27,7 @@ def test_the_demo_site_is_shipped() -> None:
     assert {p.stem for p in INTERROGATOR_FILES} >= {
         "das-well-a", "dts-well-a", "das-well-b", "das-pipeline-1"
     }
-    assert set(EXAMPLES) == set(GATEWAY_FILES) | set(INTERROGATOR_FILES)
+    assert set(EXAMPLES) == set(GATEWAY_FILES) | set(INTERROGATOR_FILES) | set(BRIDGE_FILES)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -37,7 +38,7 @@ def test_example_validates(path: Path) -> None:
 def test_examples_validate_together() -> None:
     results = check_files(EXAMPLES)
     assert [r.problems for r in results if not r.ok] == []
-    assert {r.kind for r in results} == {"gateway", "interrogator"}
+    assert {r.kind for r in results} == {"gateway", "interrogator", "bridge"}
 
 
 @pytest.mark.parametrize("path", GATEWAY_FILES, ids=lambda p: p.stem)
