@@ -22,7 +22,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_agent import topics, wire
+from edge_agent import topics
 from edge_agent.config import GatewayConfig
 from edge_agent.main import run
 from edge_agent.metrics import Metrics
