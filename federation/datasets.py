@@ -159,6 +159,17 @@ def read_recording(path: Path, stream: str = "das",
     return from_frames(read_frames(path), spec or (DAS_SPEC if stream == "das" else DTS_SPEC))
 
 
+def interrogator_files(path: Path, stream: str = "das",
+                       spec: FeatureSpec | None = None) -> FeatureSet:
+    """Features of an interrogator's files (a DAS file or a directory of DAS or DTS CSV
+    files), read as the bridge reads them (`edge_agent.bridge.files`, DASCore for DAS)."""
+    from edge_agent.bridge.files import file_frames
+
+    spec = spec or (DAS_SPEC if stream == "das" else DTS_SPEC)
+    frames, _n, _first = file_frames(path, stream, frame_samples=spec.hop_samples)
+    return from_frames(frames, spec)
+
+
 def raw_spec_for_csv(t_ns: np.ndarray, *, window: int = 16, hop: int = 8) -> FeatureSpec:
     """A ``raw`` profile spec: ``window`` samples every ``hop`` samples at the CSV's rate."""
     rate = csv_rate(t_ns)

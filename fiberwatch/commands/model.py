@@ -3,6 +3,7 @@
     fiberwatch model keygen --private signing.pem --public signing.pub
     fiberwatch model train --sim --channels 512 --seconds 120 --out das.ckpt
     fiberwatch model train --csv tags.csv --out tags.ckpt
+    fiberwatch model train --files /data/das-well-a/ --out das.ckpt   (PRODML, DASDAE, ...)
     fiberwatch model convert das.ckpt --key signing.pem --out das.fwpkg
     fiberwatch model verify das.fwpkg --public-key signing.pub [--config gw.toml]
     fiberwatch model eval --model das.fwpkg --json eval.json
@@ -33,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--sim", action="store_true", help="simulate normal runs (sensors_sim)")
     src.add_argument("--recording", type=Path, help="recorded frames (.fwrec)")
     src.add_argument("--csv", type=Path, help="CSV: a time column + numeric sensor columns")
+    src.add_argument("--files", type=Path, metavar="PATH",
+                     help="an interrogator's files, read as the bridge reads them: a DAS file "
+                     "(PRODML/DASDAE/... HDF5, TDMS: DASCore) or a directory of DAS files, or "
+                     "with --stream dts a directory of DTS CSV files")
     t.add_argument("--stream", choices=("das", "dts"), default="das")
     t.add_argument("--config", type=Path, help="gateway TOML: take the stream's feature spec")
     t.add_argument("--channels", type=int, default=512, help="--sim: channels (default 512)")
@@ -143,6 +148,10 @@ def _train(args: argparse.Namespace) -> int:
                     stream=args.stream, channels=args.channels, seconds=args.seconds,
                     runs=args.runs, seed=args.seed, geometry=args.geometry, spec=spec,
                     progress=lambda n: bar.update(n - bar.n))
+        elif args.files:
+            fs = datasets.interrogator_files(args.files, args.stream, spec)
+            rows, spec, source = fs.normal_rows(), fs.spec, {"kind": "files",
+                                                             "path": str(args.files)}
         elif args.recording:
             fs = datasets.read_recording(args.recording, args.stream, spec)
             rows, spec, source = fs.normal_rows(), fs.spec, {"kind": "recording",

@@ -2,8 +2,10 @@
 
 The input runs through the gateway's own stages (`edge_agent.offline.OfflineScorer`):
 frame validation, windowing, features, the packaged int8 model, adaptive thresholds and the
-event builder. Input: recorded frames (``.fwrec``, `sensors_sim.read_frames`) or CSV (a
-time column + numeric sensor columns, one channel each). Output by extension: ``.csv`` (one
+event builder. Input: recorded frames (``.fwrec``, `sensors_sim.read_frames`), CSV (a
+time column + numeric sensor columns, one channel each), or an interrogator's files read as
+the bridge reads them (`edge_agent.bridge.files`: a DAS HDF5/TDMS file through DASCore, or a
+directory of them or of DTS CSV files). Output by extension: ``.csv`` (one
 row per window and channel; events go to ``OUTPUT.events.jsonl``) or ``.json`` (windows with
 per-channel scores, and the events).
 """
@@ -22,7 +24,10 @@ from fiberwatch.cli import UsageError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="score recorded frames or a CSV file with a model package")
     p.add_argument("--model", type=Path, required=True, help="model package (.fwpkg)")
-    p.add_argument("--input", type=Path, required=True, help=".fwrec recording or .csv file")
+    p.add_argument("--input", type=Path, required=True,
+                   help=".fwrec recording, .csv file, or an interrogator's files: a DAS file "
+                   "(PRODML/DASDAE/... HDF5, TDMS: DASCore) or a directory of DAS files or "
+                   "DTS CSV files")
     p.add_argument("--output", type=Path, required=True, help=".csv or .json output")
     p.add_argument("--public-key", type=Path, help="Ed25519 public key the package must match")
     p.add_argument("--config", type=Path,
@@ -49,8 +54,11 @@ def _load(args: argparse.Namespace) -> Any:
 def _frames(path: Path, spec: Any) -> tuple[Any, int, int]:
     """``(frames iterable, n_channels, first_channel)`` for the package's stream."""
     from edge_agent import wire
+    from edge_agent.bridge.files import is_interrogator_input
     from edge_agent.offline import InputError, csv_frames, csv_rate, read_csv
 
+    if is_interrogator_input(path):
+        return _interrogator_frames(path, spec)
     if path.suffix.lower() == ".csv":
         try:
             t, x, _ = read_csv(path)
@@ -73,6 +81,41 @@ def _frames(path: Path, spec: Any) -> tuple[Any, int, int]:
     if first is None:
         raise UsageError(f"{path}: no {kind.label} frames for this {spec.profile} model")
     return read_frames(path), first.n_channels, first.first_channel
+
+
+def _interrogator_frames(path: Path, spec: Any) -> tuple[Any, int, int]:
+    """An interrogator's DAS file (DASCore) or directory of DAS or DTS CSV files, through
+    the bridge's reader (`edge_agent.bridge.files`)."""
+    from edge_agent.bridge.files import file_frames
+    from edge_agent.bridge.reader import FileError
+
+    stream = "dts" if spec.profile == "dts" else "das"
+    try:
+        frames, n_ch, first = file_frames(path, stream, frame_samples=spec.hop_samples)
+        head = next(frames)
+    except ImportError:
+        raise UsageError(f"{path}: DAS files need DASCore: pip install "
+                         "'fiberwatch[bridge]'") from None
+    except (FileError, StopIteration) as exc:
+        raise UsageError(f"{path}: {exc or 'no data'}") from None
+    from edge_agent import wire
+
+    rate = wire.decode(head).sample_rate
+    if abs(rate - spec.sample_rate_hz) > 0.01 * spec.sample_rate_hz:
+        raise UsageError(f"{path}: {rate:g} Hz data, the model expects "
+                         f"{spec.sample_rate_hz:g} Hz")
+    return _chain(head, frames, path), n_ch, first
+
+
+def _chain(head: bytes, rest: Any, path: Path) -> Any:
+    """The frames, with a file refused half-way turned into a usage error."""
+    from edge_agent.bridge.reader import FileError
+
+    yield head
+    try:
+        yield from rest
+    except FileError as exc:
+        raise UsageError(f"{path}: {exc}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
