@@ -86,9 +86,17 @@ class Bridge:
             if self.stop.is_set():
                 break
             if c.stream in blocked:
-                continue  # keep time order: an earlier file of the stream is not readable yet
+                continue  # keep time order: an earlier file of the stream is not ready yet
             inp = self._inputs[c.stream]
             assert inp is not None
+            if not c.complete:
+                if self.cfg.bridge.marker_suffix and (
+                        c.quiet_s >= self.cfg.bridge.incomplete_timeout_s):
+                    n += self._refuse(c, FileError("no_marker", "no marker file after "
+                                                   "incomplete_timeout_s"), True) is not None
+                    continue
+                blocked.add(c.stream)
+                continue
             done = self._publish_file(c, inp)
             if done is None:
                 blocked.add(c.stream)

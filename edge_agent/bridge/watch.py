@@ -3,15 +3,26 @@
 A name matches a stream by its glob patterns; hidden names (``.x``), temporary ones
 (``*.part``, ``*.tmp``, ``*.partial``) and marker files are never data. A file is complete
 when its companion marker exists (``marker_suffix``), else when its size and mtime have not
-changed for ``settle_s`` seconds of this process's clock. A file that still cannot be read
-once complete is retried (an HDF5 file whose writer has not closed it fails to open) until
-``incomplete_timeout_s`` after its last change.
+changed for ``settle_s`` seconds of this process's clock and no process has it open for
+writing. The last is asked of the kernel with a read lease (``F_SETLEASE``), which fails
+while a writer holds the file open; the kernel grants leases only to the file's owner (or
+with ``CAP_LEASE``), so for others' files the bridge relies on the settle time alone. A file
+that still cannot be read once complete is retried (an HDF5 file whose writer has not closed
+it fails to open) until ``incomplete_timeout_s`` after its last change.
+
+Files of a stream are taken in name order: an incomplete file holds back the later ones of
+its stream (their data would come before its own), until it completes or, with a marker
+suffix, until ``incomplete_timeout_s`` passes without a marker (then it is refused).
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import fnmatch
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +47,7 @@ class Candidate:
     size: int
     mtime_ns: int
     quiet_s: float  # seconds since its last change
+    complete: bool = True
 
 
 class Watcher:
@@ -46,6 +58,12 @@ class Watcher:
         self.dir = cfg.bridge.watch_dir
         self.clock = clock
         self._seen: dict[str, _Seen] = {}
+        if threading.current_thread() is threading.main_thread():
+            # a lease break is signalled with SIGIO, whose default action ends the process
+            signal.signal(signal.SIGIO, signal.SIG_IGN)
+            self._leases = True
+        else:
+            self._leases = signal.getsignal(signal.SIGIO) == signal.SIG_IGN
 
     def stream_of(self, name: str) -> DasInput | DtsInput | None:
         marker = self.cfg.bridge.marker_suffix
@@ -59,7 +77,8 @@ class Watcher:
         return None
 
     def scan(self, skip: set[str]) -> list[Candidate]:
-        """Complete files not in `skip`, in name order (interrogators name by time)."""
+        """Data files not in `skip`, complete or not, in name order (interrogators name
+        their files by time)."""
         now = self.clock()
         out = []
         try:
@@ -83,15 +102,35 @@ class Watcher:
                 self._seen[e.name] = seen = _Seen(st.st_size, st.st_mtime_ns, now)
             kind = "das" if isinstance(inp, DasInput) else "dts"
             cand = Candidate(Path(e.path), kind, st.st_size, st.st_mtime_ns, now - seen.changed)
-            if self.complete(cand):
-                out.append(cand)
+            out.append(Candidate(cand.path, kind, cand.size, cand.mtime_ns, cand.quiet_s,
+                                 self.complete(cand)))
         return out
 
     def complete(self, c: Candidate) -> bool:
         marker = self.cfg.bridge.marker_suffix
         if marker:
             return Path(f"{c.path}{marker}").exists()
-        return c.quiet_s >= self.cfg.bridge.settle_s
+        if c.quiet_s < self.cfg.bridge.settle_s:
+            return False
+        return not (self._leases and open_for_writing(c.path))
 
     def forget(self, name: str) -> None:
         self._seen.pop(name, None)
+
+
+def open_for_writing(path: Path) -> bool | None:
+    """Whether a process holds `path` open for writing; None when the kernel will not say
+    (not the file's owner, no ``CAP_LEASE``, or a file system without leases)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as exc:
+        return True if exc.errno == errno.EAGAIN else None
+    else:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        return False
+    finally:
+        os.close(fd)

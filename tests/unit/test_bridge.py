@@ -295,3 +295,38 @@ def test_the_agent_never_imports_dascore_or_h5py() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_a_file_open_for_writing_waits_and_holds_back_the_later_ones(tmp_path: Path) -> None:
+    from edge_agent.bridge.watch import open_for_writing
+
+    watch = tmp_path / "in"
+    files = write_run(Simulator(sim_config(seconds=2.0, streams=("das",)), 1), watch,
+                      file_s=1.0)
+    if open_for_writing(files[0]) is None:
+        pytest.skip("the kernel grants no leases here")
+    sink = Sink()
+    bridge = Bridge(bridge_config(tmp_path, watch), sink, State(tmp_path / "s.db"))
+    with open(files[0], "ab"):  # the interrogator still has the first file open
+        assert open_for_writing(files[0]) is True
+        assert bridge.step() == 0 and sink.sent == [], "the second waits for the first"
+    assert open_for_writing(files[0]) is False
+    assert bridge.step() == 2
+    assert by_stream(sink.sent)["das"] == sim_frames(sim_config(seconds=2.0,
+                                                                streams=("das",)))["das"]
+
+
+def test_without_its_marker_a_file_is_refused_after_the_timeout(tmp_path: Path) -> None:
+    watch = tmp_path / "in"
+    files = write_run(Simulator(sim_config(seconds=2.0, streams=("das",)), 1), watch,
+                      file_s=1.0)
+    Path(f"{files[1]}.done").touch()
+    now = [0.0]
+    sink = Sink()
+    bridge = Bridge(bridge_config(tmp_path, watch, marker_suffix=".done",
+                                  incomplete_timeout_s=60.0), sink, State(tmp_path / "s.db"),
+                    clock=lambda: now[0])
+    assert bridge.step() == 0, "the first file has no marker: the second waits"
+    now[0] = 61.0
+    assert bridge.step() == 2
+    assert bridge.stats.errors == {"no_marker": 1} and len(sink.sent) == 20
