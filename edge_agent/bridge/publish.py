@@ -40,6 +40,7 @@ class BridgePublisher:
         self._pending: deque[mqtt.MQTTMessageInfo] = deque()
         self._connected = threading.Event()
         self._lost = False
+        self.refused: str | None = None  # the broker's reason, once it refused us
         self.frames = 0
         self.bytes = 0
         self._client = make_client(broker, client_id or f"bridge-{site}-{gateway}",
@@ -51,8 +52,10 @@ class BridgePublisher:
     def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, reason: object,
                     _p: object) -> None:
         if getattr(reason, "is_failure", False):
+            self.refused = str(reason)
             log.warning("event=connect_refused reason=%s", reason)
             return
+        self.refused = None
         self._connected.set()
         log.info("event=connected")
 
@@ -62,9 +65,10 @@ class BridgePublisher:
         log.warning("event=disconnected reason=%s", reason)
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once the broker accepted the connection (False on timeout or stop)."""
+        """True once the broker accepted the connection (False on timeout, stop, or when the
+        broker refused it: see `refused`)."""
         deadline = time.monotonic() + timeout
-        while not self.stop.is_set() and time.monotonic() < deadline:
+        while not self.stop.is_set() and time.monotonic() < deadline and not self.refused:
             if self._connected.wait(0.2):
                 return True
         return self._connected.is_set()

@@ -176,7 +176,8 @@ class Bridge:
                 log.warning("event=publish_lost file=%s detail=%s", name, exc)
                 rec = self.state.file(name)
                 start = rec.frames_done if rec else start
-                self.sink.wait_connected(5.0)
+                if not self.sink.wait_connected(5.0):
+                    self.stop.wait(1.0)  # refused or down: paho retries with backoff
         return False
 
 

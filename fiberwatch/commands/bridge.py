@@ -95,8 +95,10 @@ def _publisher(cfg: Any, stop: threading.Event) -> Any:
     except MqttConfigError as exc:
         raise UsageError(str(exc)) from None
     if not pub.wait_connected(15.0):
+        why = f" (refused: {pub.refused})" if pub.refused else ""
         pub.close()
-        raise UsageError(f"no connection to the broker {cfg.broker.host}:{cfg.broker.port}")
+        raise UsageError(f"no connection to the broker {cfg.broker.host}:{cfg.broker.port}"
+                         f"{why}")
     return pub
 
 

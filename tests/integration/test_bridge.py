@@ -30,6 +30,7 @@ from fiberwatch.services import Mosquitto
 from sensors_sim import SimConfig, Simulator, parse_scenario
 from sensors_sim.files import RunFileWriter
 from tests.integration._polling import wait_for
+from tests.integration.test_uplink_tls import _write_pki
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -114,7 +115,8 @@ def agent(cfg: dict) -> Iterator[tuple[Metrics, dict]]:
 class Recorder:
     """Every raw frame and event on the broker for the gateway."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, ca: Path | None = None,
+                 auth: tuple[str, str] | None = None) -> None:
         self.frames: list[bytes] = []
         self.events: list[dict] = []
         self._lock = threading.Lock()
@@ -125,6 +127,10 @@ class Recorder:
                                                         (f"{base}/events", 1)])
         self._c.on_subscribe = lambda *_: ready.set()
         self._c.on_message = self._on_message
+        if ca is not None:
+            self._c.tls_set(ca_certs=str(ca))
+        if auth is not None:
+            self._c.username_pw_set(*auth)
         self._c.connect("127.0.0.1", port)
         self._c.loop_start()
         assert ready.wait(10)
@@ -208,7 +214,7 @@ def test_interrogator_files_reach_the_agent_and_the_leak_is_found(
             wait_for(lambda: published(tmp_path / "bridge-state" / "state.sqlite").get(
                 "published") == len(files), 120, "the bridge to publish every file")
             wait_for(lambda: m.snapshot()["frames"] >= total, 60, "the agent to take them")
-            wait_for(lambda: any(e["stream"] == "das" for e in rec.events), 30, "an event")
+            wait_for(lambda: any(e["stream"] == "das" for e in rec.events), 60, "an event")
         finally:
             code, out, err = stop_bridge(bridge)
     assert code == 0, err
@@ -257,7 +263,7 @@ def test_a_sigkill_mid_directory_loses_and_duplicates_nothing(mosquitto: Mosquit
                      120, "the restarted bridge to publish the rest")
             n = sum(len(v) for v in want.values())
             wait_for(lambda: m.snapshot()["frames"] >= n, 60, "the agent to take them")
-            wait_for(lambda: any(e["stream"] == "das" for e in rec.events), 30, "an event")
+            wait_for(lambda: any(e["stream"] == "das" for e in rec.events), 60, "an event")
         finally:
             code, out, err = stop_bridge(second)
     assert code == 0, err
@@ -272,3 +278,44 @@ def test_a_sigkill_mid_directory_loses_and_duplicates_nothing(mosquitto: Mosquit
     assert published(state) == {"published": len(files)}
     check_leak(rec.events)
     rec.close()
+
+
+def test_replay_over_tls_with_a_password_from_the_environment(tmp_path: Path) -> None:
+    """`fiberwatch bridge replay DIR --speed`: a site's recordings, once, through a broker
+    that wants TLS and credentials (the password from the variable the config names)."""
+    ca, crt, key = _write_pki(tmp_path)
+    pwfile = tmp_path / "passwd"
+    pwfile.write_text("")
+    for user in ("bridge", "reader"):
+        subprocess.run(["mosquitto_passwd", "-b", str(pwfile), user, f"pw-{user}"], check=True)
+    conf = (f"cafile {ca}\ncertfile {crt}\nkeyfile {key}\n"
+            f"password_file {pwfile}\nallow_anonymous false\n")
+    sim = simulator("int16")
+    watch = tmp_path / "recordings"
+    writer = RunFileWriter(sim, watch, das_format="DASDAE", file_s=5.0, dts_traces=10)
+    for b in sim.blocks():
+        writer.add(b)
+    writer.close()
+    with Mosquitto(tmp_path / "mq", extra_conf=conf) as broker:
+        cfg = bridge_toml(tmp_path, broker.port, watch, "auto")
+        text = cfg.read_text().replace("allow_insecure = true", "allow_insecure = false")
+        text = text.replace(f"port = {broker.port}\n", f"port = {broker.port}\ntls = true\n"
+                            f'ca_file = "{ca}"\nusername = "bridge"\n'
+                            'password_env = "FW_TEST_BRIDGE_PW"\n')
+        cfg.write_text(text)
+        rec = Recorder(broker.port, ca=ca, auth=("reader", "pw-reader"))
+        argv = [sys.executable, "-m", "fiberwatch", "bridge", "replay", str(watch), "--config",
+                str(cfg), "--speed", "20x"]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "FW_TEST_BRIDGE_PW": "pw-bridge"})
+        assert r.returncode == 0, r.stderr
+        stats = json.loads(r.stdout.strip().splitlines()[-1])
+        want = sim_frames(sim)
+        assert stats["frames"] == len(want["das"]) + len(want["dts"]) and stats["errors"] == {}
+        wait_for(lambda: rec.count() >= stats["frames"], 30, "the replayed frames")
+        assert sorted(rec.frames) == sorted(want["das"] + want["dts"])
+        rec.close()
+        bad = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "FW_TEST_BRIDGE_PW": "wrong"})
+        assert bad.returncode == 2 and "no connection to the broker" in bad.stderr
+        assert "refused: Not authorized" in bad.stderr
