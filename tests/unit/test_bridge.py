@@ -330,3 +330,31 @@ def test_without_its_marker_a_file_is_refused_after_the_timeout(tmp_path: Path) 
     now[0] = 61.0
     assert bridge.step() == 2
     assert bridge.stats.errors == {"no_marker": 1} and len(sink.sent) == 20
+
+
+def test_a_dropped_connection_resends_from_the_last_commit(tmp_path: Path) -> None:
+    from edge_agent.bridge.publish import PublishLost
+
+    class Flaky(Sink):
+        """Loses the connection once, after 13 frames, before they are all written."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.failed = False
+
+        def flush(self, timeout: float = 30.0) -> None:
+            if not self.failed and len(self.sent) >= 13:
+                self.failed = True
+                raise PublishLost("the connection dropped")
+
+    cfg = sim_config(seconds=2.0, streams=("das",))
+    watch = tmp_path / "in"
+    write_run(Simulator(cfg, 1), watch, file_s=2.0)
+    sink = Flaky()
+    bridge = Bridge(bridge_config(tmp_path, watch, commit_frames=8), sink,
+                    State(tmp_path / "s.db"))
+    assert bridge.step() == 1
+    seqs = [wire.decode(f).seq for _s, f in sink.sent]
+    # 0..15 went out, the flush at 16 failed: resent from the commit at 8
+    assert seqs == list(range(16)) + list(range(8, 40))
+    assert by_stream(sink.sent)["das"][16:] == sim_frames(cfg)["das"][8:]
