@@ -33,13 +33,12 @@ class Plan:
     dtype: wire.DType
     scale: float
     n_frames: int
+    last_frames: int  # frames of the last block
 
     @property
     def next_seq(self) -> int:
         """The sequence number after this file's last frame."""
-        return self.seqs[-1] + self._last_frames if self.seqs else 0
-
-    _last_frames: int = 0
+        return self.seqs[-1] + self.last_frames if self.seqs else 0
 
 
 def frames_per_block(block: Block, frame_samples: int) -> int:
