@@ -140,7 +140,7 @@ class Bridge:
         return True
 
     def _refuse(self, c: Candidate, exc: FileError, new: bool) -> bool | None:
-        young = c.quiet_s < self.cfg.bridge.incomplete_timeout_s
+        young = c.quiet_s < self.cfg.bridge.incomplete_timeout_s and not c.closed
         if exc.reason == "unreadable" and new and young:
             log.debug("event=file_not_ready file=%s detail=%s", c.path.name, exc.detail)
             return None  # still being written, or not closed yet

@@ -8,7 +8,8 @@ writing. The last is asked of the kernel with a read lease (``F_SETLEASE``), whi
 while a writer holds the file open; the kernel grants leases only to the file's owner (or
 with ``CAP_LEASE``), so for others' files the bridge relies on the settle time alone. A file
 that still cannot be read once complete is retried (an HDF5 file whose writer has not closed
-it fails to open) until ``incomplete_timeout_s`` after its last change.
+it fails to open) until ``incomplete_timeout_s`` after its last change, unless the kernel
+confirmed it closed: then it is refused at once.
 
 Files of a stream are taken in name order: an incomplete file holds back the later ones of
 its stream (their data would come before its own), until it completes or, with a marker
@@ -48,6 +49,7 @@ class Candidate:
     mtime_ns: int
     quiet_s: float  # seconds since its last change
     complete: bool = True
+    closed: bool = False  # the kernel confirmed that no process has it open for writing
 
 
 class Watcher:
@@ -102,17 +104,19 @@ class Watcher:
                 self._seen[e.name] = seen = _Seen(st.st_size, st.st_mtime_ns, now)
             kind = "das" if isinstance(inp, DasInput) else "dts"
             cand = Candidate(Path(e.path), kind, st.st_size, st.st_mtime_ns, now - seen.changed)
-            out.append(Candidate(cand.path, kind, cand.size, cand.mtime_ns, cand.quiet_s,
-                                 self.complete(cand)))
+            out.append(self._judge(cand))
         return out
 
-    def complete(self, c: Candidate) -> bool:
+    def _judge(self, c: Candidate) -> Candidate:
+        """`c` with `complete` and `closed` set (see the module doc)."""
+        writing = open_for_writing(c.path) if self._leases else None
         marker = self.cfg.bridge.marker_suffix
         if marker:
-            return Path(f"{c.path}{marker}").exists()
-        if c.quiet_s < self.cfg.bridge.settle_s:
-            return False
-        return not (self._leases and open_for_writing(c.path))
+            complete = Path(f"{c.path}{marker}").exists()
+        else:
+            complete = c.quiet_s >= self.cfg.bridge.settle_s and writing is not True
+        return Candidate(c.path, c.stream, c.size, c.mtime_ns, c.quiet_s, complete,
+                         closed=writing is False)
 
     def forget(self, name: str) -> None:
         self._seen.pop(name, None)

@@ -160,6 +160,7 @@ def test_garbage_and_truncated_files_wait_then_fail_without_stopping_anything(
     sink = Sink()
     bridge = Bridge(bridge_config(tmp_path, watch, incomplete_timeout_s=30.0), sink,
                     State(tmp_path / "s.db"), clock=lambda: now[0])
+    bridge.watcher._leases = False  # as for another user's files: no word from the kernel
     assert bridge.step() == 0  # garbage sorts first and blocks the stream while it is young
     assert sink.sent == [] and bridge.stats.errors == {}
     now[0] = 31.0
@@ -358,3 +359,19 @@ def test_a_dropped_connection_resends_from_the_last_commit(tmp_path: Path) -> No
     # 0..15 went out, the flush at 16 failed: resent from the commit at 8
     assert seqs == list(range(16)) + list(range(8, 40))
     assert by_stream(sink.sent)["das"][16:] == sim_frames(cfg)["das"][8:]
+
+
+def test_a_closed_unreadable_file_is_refused_at_once(tmp_path: Path) -> None:
+    from edge_agent.bridge.watch import open_for_writing
+
+    watch = tmp_path / "in"
+    (f,) = write_run(Simulator(sim_config(seconds=1.0, streams=("das",)), 1), watch)
+    bad = watch / "g_das_0_bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\xff" * 100)
+    (watch / "g_dts_0_bad.csv").write_text("time,a,b\n2024-01-01T00:00:00Z,1,x\n")
+    if open_for_writing(bad) is None:
+        pytest.skip("the kernel grants no leases here")
+    sink = Sink()
+    bridge = Bridge(bridge_config(tmp_path, watch), sink, State(tmp_path / "s.db"))
+    assert bridge.step() == 3
+    assert bridge.stats.errors == {"unreadable": 2} and len(sink.sent) == 20
