@@ -375,3 +375,35 @@ def test_a_closed_unreadable_file_is_refused_at_once(tmp_path: Path) -> None:
     bridge = Bridge(bridge_config(tmp_path, watch), sink, State(tmp_path / "s.db"))
     assert bridge.step() == 3
     assert bridge.stats.errors == {"unreadable": 2} and len(sink.sent) == 20
+
+
+def test_cli_speed_bad_config_and_status(tmp_path: Path, capsys) -> None:
+    import json
+
+    from fiberwatch.cli import UsageError, main
+    from fiberwatch.commands.bridge import parse_speed
+
+    assert parse_speed("10x") == 10.0 and parse_speed("0.5") == 0.5 and parse_speed("max") is None
+    for bad in ("fast-ish", "0x", "-2x"):
+        with pytest.raises(UsageError):
+            parse_speed(bad)
+    cfg = tmp_path / "b.toml"
+    cfg.write_text('[bridge]\nsite = "s"\ngateway = "g"\nwatch_dir = "in"\n'
+                   'state_file = "st.sqlite"\nallow_insecure = true\n'
+                   '[das]\nchannels = 0\nsample_rate_hz = 2000\n')
+    assert main(["bridge", "run", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: das.channels: Input should be greater than or equal to 1" in err
+    cfg.write_text(cfg.read_text().replace("channels = 0", f"channels = {CH}"))
+    assert main(["bridge", "status", "--config", str(cfg)]) == 2
+    assert "no state yet" in capsys.readouterr().err
+    watch = tmp_path / "in"
+    write_run(Simulator(sim_config(seconds=1.0, streams=("das",)), 1), watch)
+    (watch / "g_das_odd.h5").write_bytes(b"junk")
+    state = State(tmp_path / "st.sqlite")
+    Bridge(bridge_config(tmp_path, watch), Sink(), state).step()
+    state.close()
+    assert main(["bridge", "status", "--config", str(cfg)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["files"] == {"published": 1, "error": 1}
+    assert out["streams"]["das"]["next_seq"] == 20 and out["errors"][0]["file"] == "g_das_odd.h5"
