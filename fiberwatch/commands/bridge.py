@@ -86,7 +86,11 @@ def _stop_event() -> threading.Event:
     return stop
 
 
-def _publisher(cfg: Any, stop: threading.Event) -> Any:
+def _publisher(cfg: Any, stop: threading.Event, *, wait: bool) -> Any:
+    """A connected publisher. A broker that refuses us is a usage error; one that cannot be
+    reached is one too for a replay (`wait` False), while the service (`wait` True) goes on
+    and publishes once paho's reconnects get through (it must survive a broker that starts
+    after it)."""
     from edge_agent.bridge.publish import BridgePublisher
     from edge_agent.mqtt_client import MqttConfigError
 
@@ -94,11 +98,14 @@ def _publisher(cfg: Any, stop: threading.Event) -> Any:
         pub = BridgePublisher(cfg.broker, cfg.bridge.site, cfg.bridge.gateway, stop=stop)
     except MqttConfigError as exc:
         raise UsageError(str(exc)) from None
-    if not pub.wait_connected(15.0):
+    if pub.wait_connected(15.0):
+        return pub
+    where = f"{cfg.broker.host}:{cfg.broker.port}"
+    if pub.refused or not wait:
         why = f" (refused: {pub.refused})" if pub.refused else ""
         pub.close()
-        raise UsageError(f"no connection to the broker {cfg.broker.host}:{cfg.broker.port}"
-                         f"{why}")
+        raise UsageError(f"no connection to the broker {where}{why}")
+    log.warning("event=broker_unreachable broker=%s detail=retrying", where)
     return pub
 
 
@@ -116,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     except StateError as exc:
         raise UsageError(str(exc)) from None
     stop = _stop_event()
-    pub = _publisher(cfg, stop)
+    pub = _publisher(cfg, stop, wait=True)
     bridge = Bridge(cfg, pub, state, stop=stop)
     log.info("event=started watch_dir=%s", cfg.bridge.watch_dir)
     try:
@@ -142,9 +149,13 @@ def _replay(args: argparse.Namespace) -> int:
     if not args.directory.is_dir():
         raise UsageError(f"{args.directory}: not a directory")
     stop = _stop_event()
-    pub = _publisher(cfg, stop)
+    pub = _publisher(cfg, stop, wait=False)
+    from edge_agent.bridge.publish import PublishLost
+
     try:
         stats = replay(cfg, args.directory, pub, speed=speed, stop=stop)
+    except PublishLost as exc:
+        raise UsageError(f"the broker connection dropped during the replay: {exc}") from None
     finally:
         pub.close()
     print(json.dumps(stats.to_dict()))

@@ -319,3 +319,38 @@ def test_replay_over_tls_with_a_password_from_the_environment(tmp_path: Path) ->
                              env={**os.environ, "FW_TEST_BRIDGE_PW": "wrong"})
         assert bad.returncode == 2 and "no connection to the broker" in bad.stderr
         assert "refused: Not authorized" in bad.stderr
+
+
+def test_the_service_waits_for_a_broker_that_starts_after_it(tmp_path: Path) -> None:
+    sim = simulator("float32")
+    watch = tmp_path / "interrogator"
+    writer = RunFileWriter(sim, watch, das_format="DASDAE", file_s=10.0, dts_traces=30)
+    for b in sim.blocks():
+        writer.add(b)
+    files = writer.close()
+    broker = Mosquitto(tmp_path / "mq")  # its port is chosen, the broker not started yet
+    cfg = bridge_toml(tmp_path, broker.port, watch, "DASDAE")
+    state = tmp_path / "bridge-state" / "state.sqlite"
+    bridge = spawn_bridge(cfg)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(bridge.stderr.readline, "")))
+    reader.start()
+    want = sim_frames(sim)
+    try:
+        wait_for(lambda: any("event=broker_unreachable" in x for x in lines), 60,
+                 "the bridge to report the broker unreachable")
+        assert bridge.poll() is None, "the service must not exit without a broker"
+        broker.start()
+        rec = Recorder(broker.port)
+        wait_for(lambda: published(state).get("published") == len(files), 120,
+                 "the files to be published once the broker is up")
+        wait_for(lambda: rec.count() >= len(want["das"]) + len(want["dts"]), 30, "frames")
+        rec.close()
+    finally:
+        if bridge.poll() is None:
+            bridge.send_signal(signal.SIGTERM)
+        code = bridge.wait(30)
+        reader.join(10)
+        broker.stop()
+    assert code == 0, "".join(lines)
+    assert set(rec.frames) == set(want["das"] + want["dts"]), "none lost while it waited"

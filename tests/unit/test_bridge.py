@@ -407,3 +407,26 @@ def test_cli_speed_bad_config_and_status(tmp_path: Path, capsys) -> None:
     out = json.loads(capsys.readouterr().out)
     assert out["files"] == {"published": 1, "error": 1}
     assert out["streams"]["das"]["next_seq"] == 20 and out["errors"][0]["file"] == "g_das_odd.h5"
+
+
+def test_config_check_validates_a_bridge_against_its_interrogators(tmp_path: Path) -> None:
+    from firmware_configs import BRIDGES, INTERROGATORS
+    from firmware_configs.schema import check_file, check_files
+
+    assert check_file(BRIDGES / "well-a.toml") == []
+    site = tmp_path / "site"
+    shutil.copytree(INTERROGATORS, site / "interrogators")
+    (site / "bridges").mkdir()
+    text = (BRIDGES / "well-a.toml").read_text()
+    bad = site / "bridges" / "b.toml"
+    bad.write_text(text.replace("channels = 1024\nsample_rate_hz = 2000.0",
+                                "channels = 1000\nsample_rate_hz = 2000.0"))
+    (r,) = check_files([bad])
+    assert r.kind == "bridge"
+    assert r.problems == [f"{bad}: das.channels: 1000 here, but interrogator 'das-well-a' "
+                          f"({site / 'interrogators' / 'das-well-a.toml'}) has stream.channels "
+                          "= 1024"]
+    insecure = site / "bridges" / "c.toml"
+    insecure.write_text(text.replace("tls = true\n", ""))
+    (r,) = check_files([insecure])
+    assert any("tls = true and a username are required" in p for p in r.problems)
