@@ -69,7 +69,9 @@ def read_das(path: Path, cfg: DasInput) -> list[Block]:
 
     try:
         spool = dc.read(path, file_format=None if cfg.format == "auto" else cfg.format)
-        patches = sorted(spool, key=lambda p: p.get_coord("time").min())
+        # PRODML files may carry processed frequency-band data (FBE) beside the raw data
+        patches = sorted((p for p in spool if "raw_reference" not in type(p.attrs).model_fields),
+                         key=lambda p: p.get_coord("time").min())
     except Exception as exc:  # noqa: BLE001 - any library error on hostile input is typed
         raise FileError("unreadable", f"{type(exc).__name__}: {exc}") from None
     if not patches:

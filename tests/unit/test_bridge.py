@@ -430,3 +430,27 @@ def test_config_check_validates_a_bridge_against_its_interrogators(tmp_path: Pat
     insecure.write_text(text.replace("tls = true\n", ""))
     (r,) = check_files([insecure])
     assert any("tls = true and a username are required" in p for p in r.problems)
+
+
+def test_prodml_processed_band_data_beside_the_raw_is_left_out(tmp_path: Path) -> None:
+    import h5py
+
+    cfg = sim_config(seconds=1.0, streams=("das",))
+    watch = tmp_path / "in"
+    (f,) = write_run(Simulator(cfg, 1), watch, das_format="PRODML")
+    with h5py.File(f, "a") as h:  # an FBE band at 10 Hz over every locus, as vendors add
+        fbe = h["Acquisition"].create_group("Processed").create_group("Fbe[0]")
+        fbe.attrs["StartLocusIndex"], fbe.attrs["NumberOfLoci"] = 0, CH
+        fbe.attrs["Dimensions"] = "time, locus"
+        t = fbe.create_dataset("FbeDataTime", data=T0 // 1000 + np.arange(10) * 100_000)
+        t.attrs["PartStartTime"] = "2024-01-01T00:00:00.000000+00:00"
+        t.attrs["PartEndTime"] = "2024-01-01T00:00:00.900000+00:00"
+        band = fbe.create_dataset("FbeData[0]", data=np.ones((10, CH), np.float32))
+        band.attrs["StartFrequency"], band.attrs["EndFrequency"] = 10.0, 100.0
+    import dascore as dc
+
+    assert len(dc.read(f)) == 2, "DASCore sees both"
+    sink = Sink()
+    bridge = Bridge(bridge_config(tmp_path, watch), sink, State(tmp_path / "s.db"))
+    assert bridge.step() == 1 and bridge.stats.errors == {}
+    assert by_stream(sink.sent)["das"] == sim_frames(cfg)["das"]
