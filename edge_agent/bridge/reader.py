@@ -103,7 +103,10 @@ def _das_block(patch: Any, cfg: DasInput) -> Block:
     t0 = np.datetime64(t.min(), "ns").astype(np.int64)
     meta = {"units": str(patch.attrs.get("data_units") or ""), "gauge_length_m": gauge,
             "data_type": str(patch.attrs.get("data_type") or ""), "dtype": str(data.dtype)}
-    return Block("das", int(t0), rate, cfg.first_channel, data, integer, meta)
+    meta["file_sample_rate_hz"] = rate
+    # the configured rate: a file's time axis in whole microseconds (PRODML) gives e.g.
+    # 3000.0003 Hz for 3 kHz, within TOL, while the agent wants its stream's rate to 1e-6
+    return Block("das", int(t0), cfg.sample_rate_hz, cfg.first_channel, data, integer, meta)
 
 
 def _units(patch: Any, cfg: DasInput) -> Any:
@@ -129,9 +132,12 @@ def _rate(t: Any) -> float:
         if len(values) < 2:
             raise FileError("sample_rate", "a single time sample: no rate")
         steps = np.diff(values)
-        if steps.min() <= 0 or (steps.max() - steps.min()) > TOL * np.median(steps):
+        step_ns = float(values[-1] - values[0]) / (len(values) - 1)
+        # times stored in whole microseconds (PRODML) jitter by 1 us around a step of
+        # 333.33 us (3 kHz): allow that, or TOL of the step, whichever is larger
+        slack = max(TOL * step_ns, 1000.0)
+        if steps.min() <= 0 or np.abs(steps - step_ns).max() > slack:
             raise FileError("time", "time samples are not evenly spaced")
-        step_ns = float(np.median(steps))
     else:
         step_ns = float(np.timedelta64(step, "ns").astype(np.int64))
     if not step_ns > 0:

@@ -454,3 +454,21 @@ def test_prodml_processed_band_data_beside_the_raw_is_left_out(tmp_path: Path) -
     bridge = Bridge(bridge_config(tmp_path, watch), sink, State(tmp_path / "s.db"))
     assert bridge.step() == 1 and bridge.stats.errors == {}
     assert by_stream(sink.sent)["das"] == sim_frames(cfg)["das"]
+
+
+def test_a_rate_not_whole_in_microseconds_goes_out_at_the_stream_rate(tmp_path: Path) -> None:
+    """PRODML keeps times in microseconds: 3 kHz is 333.33 us, read back as ~3000.0003 Hz."""
+    cfg = sim_config(seconds=1.0, streams=("das",), das_rate=3000.0, frame_s=0.05,
+                     scenarios=())
+    watch = tmp_path / "in"
+    write_run(Simulator(cfg, 1), watch, das_format="PRODML")
+    bcfg = bridge_config(tmp_path, watch)
+    bcfg = bcfg.model_copy(update={"das": bcfg.das.model_copy(update={
+        "sample_rate_hz": 3000.0, "frame_samples": 150})})
+    sink = Sink()
+    bridge = Bridge(bcfg, sink, State(tmp_path / "s.db"))
+    assert bridge.step() == 1 and bridge.stats.errors == {}
+    frames = [wire.decode(f) for _s, f in sink.sent]
+    assert {f.sample_rate for f in frames} == {3000.0}
+    assert [f.t0_ns for f in frames] == [T0 + k * 50_000_000 for k in range(20)]
+    assert by_stream(sink.sent)["das"] == sim_frames(cfg)["das"]
