@@ -7,7 +7,8 @@ encoded, and the site broker (the gateway's `BrokerConfig`: credentials and TLS)
 
     [bridge]   site, gateway, watch_dir, state_file, poll_s, settle_s, marker_suffix,
                incomplete_timeout_s, delete_published, commit_frames, allow_insecure
-    [broker]   host, port, username, password_env, tls, ca_file, cert_file, key_file
+    [broker]   host, port, username, password_env | password_file, tls, ca_file, cert_file,
+               key_file (the gateway's `BrokerConfig`; the interrogators' login)
     [das]      format, patterns, first_channel, channels, sample_rate_hz, spacing_m,
                fiber_offset_m, gauge_length_m, units, dtype, scale, frame_samples
     [dts]      format, patterns, first_channel, channels, sample_rate_hz, frame_samples
@@ -151,7 +152,7 @@ def load_bridge_config(path: Path | str) -> BridgeConfig:
 
     ident = cfg.bridge.model_copy(update={"watch_dir": fix(cfg.bridge.watch_dir),
                                           "state_file": fix(cfg.bridge.state_file)})
-    broker = cfg.broker.model_copy(update={
-        "ca_file": fix(cfg.broker.ca_file), "cert_file": fix(cfg.broker.cert_file),
-        "key_file": fix(cfg.broker.key_file)})
+    b = cfg.broker
+    broker = b.model_copy(update={k: fix(getattr(b, k)) for k in
+                                  ("ca_file", "cert_file", "key_file", "password_file")})
     return cfg.model_copy(update={"bridge": ident, "broker": broker})
