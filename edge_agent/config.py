@@ -82,6 +82,10 @@ class StreamConfig(_Strict):
     context_radius: int = Field(4, ge=0, le=64)
     baseline_alpha: float = Field(0.02, gt=0, le=1)
     group_size: int = Field(8, ge=1, description="channels per threshold group / summary cell")
+    profile: Literal["das", "dts", "raw", "mv"] | None = Field(
+        None, description="feature profile (default: the kind's own). mv = multivariate "
+        "process data: one model over all channels (columns), one score per window, one "
+        "threshold group; window_s = the lags it sees, hop_s usually one sample")
 
     @field_validator("hop_s")
     @classmethod
@@ -107,12 +111,17 @@ class StreamConfig(_Strict):
         return self
 
     def feature_spec(self) -> FeatureSpec:
+        profile = self.profile or self.kind
+        if profile == "mv":  # context and baselines do not apply: fixed in the spec
+            return FeatureSpec(profile="mv", sample_rate_hz=self.sample_rate_hz,
+                               window_s=self.window_s, hop_s=self.hop_s, bands_hz=(),
+                               context_radius=0, channels=self.channels)
         return FeatureSpec(
-            profile=self.kind,
+            profile=profile,
             sample_rate_hz=self.sample_rate_hz,
             window_s=self.window_s,
             hop_s=self.hop_s,
-            bands_hz=tuple(self.bands_hz) if self.kind == "das" else (),
+            bands_hz=tuple(self.bands_hz) if profile == "das" else (),
             context_radius=self.context_radius,
             baseline_alpha=self.baseline_alpha,
         )
@@ -133,6 +142,12 @@ class ThresholdConfig(_Strict):
     the model evaluation measures (`federation.evaluate`, ``docs/model/README.md``)."""
 
     false_alarm_rate: float = Field(1e-6, gt=0, lt=0.5, description="per group per window")
+    false_alarms_per_day: float | None = Field(
+        None, gt=0, description="THE operating-point knob: target false alarms per day per "
+        "threshold group (a group of group_size fibre channels; a whole mv stream). Set, it "
+        "replaces false_alarm_rate by per_day x hop_s / 86400 (at most 0.1 per window); a "
+        "package with held-back calibration scores maps it to its threshold floor "
+        "(`edge_agent.thresholds.calibrated_threshold`)")
     warmup_windows: int = Field(40, ge=1)
     history_windows: int = Field(2000, ge=50)
     quarantine_windows: int = Field(
@@ -148,6 +163,16 @@ class ThresholdConfig(_Strict):
         "this level uses its nearest higher level (else its highest), logged as a warning. "
         "Detectors without a package (the statistical start-up detector), and 0 or None "
         "(no quantile floor): min_threshold alone")
+
+    def rate_per_window(self, hop_s: float) -> float:
+        """The per-group, per-window exceedance rate in force for windows ``hop_s`` apart."""
+        if self.false_alarms_per_day is None:
+            return self.false_alarm_rate
+        return min(0.1, self.false_alarms_per_day * hop_s / 86400.0)
+
+    def for_hop(self, hop_s: float) -> ThresholdConfig:
+        """This config with ``false_alarm_rate`` resolved from the knob (`rate_per_window`)."""
+        return self.model_copy(update={"false_alarm_rate": self.rate_per_window(hop_s)})
 
     @field_validator("floor_quantile", mode="before")
     @classmethod

@@ -19,6 +19,12 @@ Profiles
          local median (context).
 ``raw``  per channel: the window's samples standardised by a slow per-channel mean and
          standard deviation (EMAs); for generic slow time series (CSV, SCADA tags).
+``mv``   multivariate process data (DTS zones, pressure, flow, valve or pump sensors): ONE
+         row per window over all ``channels`` columns, the window's raw samples column by
+         column (``c{j}_l{k}``: column j, k samples after the window's first), so one model
+         sees the relations between sensors and over the last ``window_samples`` samples.
+         Scaling is the model's (robust: median/IQR of the training rows). Usually
+         ``hop_s`` is one sample: one row, one score per input row.
 ``dts`` and ``raw`` keep per-channel state; feed windows in time order.
 """
 
@@ -33,7 +39,7 @@ from typing import Any
 import numpy as np
 import scipy.fft
 
-PROFILES = ("das", "dts", "raw")
+PROFILES = ("das", "dts", "raw", "mv")
 DEFAULT_DAS_BANDS: tuple[tuple[float, float], ...] = (
     (1, 10), (10, 30), (30, 80), (80, 150), (150, 300), (300, 500), (500, 800), (800, 1000),
 )
@@ -54,6 +60,7 @@ class FeatureSpec:
     context_radius: int = 4
     baseline_alpha: float = 0.02
     version: int = 1
+    channels: int = 0  # mv: the stream's column count (0 for the per-channel profiles)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -66,6 +73,10 @@ class FeatureSpec:
             raise FeatureSpecError("a hop must hold at least 1 sample")
         if self.context_radius < 0:
             raise FeatureSpecError("context_radius must be >= 0")
+        if (self.profile == "mv") != (self.channels > 0):
+            raise FeatureSpecError("channels must be > 0 for the mv profile and 0 otherwise")
+        if self.profile == "mv" and self.channels * self.window_samples > 65536:
+            raise FeatureSpecError("mv: channels x window samples must be <= 65536")
         if not (0 < self.baseline_alpha <= 1):
             raise FeatureSpecError("baseline_alpha must be in (0, 1]")
         object.__setattr__(self, "bands_hz", tuple((float(a), float(b)) for a, b in self.bands_hz))
@@ -96,15 +107,22 @@ class FeatureSpec:
             return tuple(base + ctx)
         if self.profile == "dts":
             return ("baseline_dev", "grad2", "slope_per_s", "std", "ctx_baseline_dev")
+        if self.profile == "mv":
+            return tuple(f"c{j}_l{k}" for j in range(self.channels)
+                         for k in range(self.window_samples))
         return tuple(f"x{i}" for i in range(self.window_samples))
 
     @property
     def dim(self) -> int:
+        if self.profile == "mv":
+            return self.channels * self.window_samples
         return len(self.names)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["bands_hz"] = [list(b) for b in self.bands_hz]
+        if not self.channels:  # the per-channel profiles' dicts (and hashes) stay as they were
+            del d["channels"]
         return d
 
     @classmethod
@@ -176,6 +194,8 @@ class FeatureExtractor:
             return self._das(window)
         if self.spec.profile == "dts":
             return self._dts(window)
+        if self.spec.profile == "mv":
+            return mv_row(window, self.spec.channels)
         return self._raw(window)
 
     def _das(self, x: np.ndarray) -> np.ndarray:
@@ -257,3 +277,16 @@ class FeatureExtractor:
         base_mean, base_var = self._update_baseline(x.mean(axis=0), x.var(axis=0))
         scale = np.sqrt(np.maximum(base_var, 1e-12)) + 1e-6 * np.abs(base_mean) + 1e-9
         return ((x - base_mean) / scale).T.astype(np.float32)
+
+
+def mv_row(window: np.ndarray, channels: int) -> np.ndarray:
+    """The ``mv`` profile: a ``(window_samples, channels)`` window -> ``(1, dim)``, column by
+    column (column j's samples are ``row[j * window_samples:(j + 1) * window_samples]``)."""
+    if window.shape[1] != channels:
+        raise FeatureSpecError(f"mv window has {window.shape[1]} columns, the spec {channels}")
+    return np.ascontiguousarray(window.T, dtype=np.float32).reshape(1, -1)
+
+
+def column_blocks(spec: FeatureSpec) -> np.ndarray:
+    """``mv``: the column of each feature, ``(dim,)`` int (to sum contributions per column)."""
+    return np.repeat(np.arange(spec.channels), spec.window_samples)

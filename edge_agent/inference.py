@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
+from edge_agent.features import FeatureSpec, column_blocks
 from edge_agent.package import ModelPackage, PackageError
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,19 @@ class Int8AutoencoderScorer:
             out[i:i + chunk] = np.einsum("ij,ij->i", r, r) * self._inv_dim
         return out
 
+    def parts(self, rows: np.ndarray) -> np.ndarray:
+        """``(N, D)`` per-feature terms of the score (``score = parts.sum(axis=1)``)."""
+        x = self._check(rows)
+        chunk, _ = self._chunks(x.shape[0])
+        out = np.empty(x.shape, np.float32)
+        for i in range(0, x.shape[0], chunk):
+            xs = x[i:i + chunk]
+            r = np.multiply(xs, self._ra)
+            r += self._rc
+            r += self._invoke(self._quantize(xs)) * self._rb
+            out[i:i + chunk] = r * r * self._inv_dim
+        return out
+
     def reconstruct(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(z, recon)`` in normalised units, for diagnostics and parity checks."""
         x = self._check(rows)
@@ -153,6 +167,20 @@ def quantile_levels(quantiles: dict[str, Any]) -> dict[float, float]:
     return out
 
 
+def calibration_scores(threshold: dict[str, Any]) -> np.ndarray:
+    """Manifest ``threshold.calibration.scores`` (sorted, finite, >= 0) as float64."""
+    cal = threshold.get("calibration")
+    if not cal:
+        return np.empty(0)
+    try:
+        s = np.sort(np.asarray(cal["scores"], np.float64))
+    except (KeyError, TypeError, ValueError):
+        raise PackageError("manifest", "threshold.calibration.scores must be numbers") from None
+    if s.ndim != 1 or s.size < 2 or not np.isfinite(s).all() or s[0] < 0:
+        raise PackageError("manifest", "threshold.calibration.scores: >= 2 finite numbers >= 0")
+    return s
+
+
 class LiteRTDetector:
     """The packaged int8 autoencoder behind the `Detector` protocol.
 
@@ -174,6 +202,12 @@ class LiteRTDetector:
         #: training-score quantiles by level (manifest ``threshold.quantiles``): the
         #: threshold floor (`edge_agent.thresholds.threshold_floor`)
         self.threshold_quantiles = quantile_levels(pkg.manifest["threshold"]["quantiles"])
+        #: held-back normal scores (``threshold.calibration``) for a calibrated operating
+        #: point (`edge_agent.thresholds.threshold_floor`); empty for older packages
+        self.calibration_scores = calibration_scores(pkg.manifest["threshold"])
+        spec = FeatureSpec.from_dict(pkg.manifest["feature_spec"])
+        self._blocks = column_blocks(spec) if spec.profile == "mv" else None  # mv only
+        self.columns = spec.channels
         self._scorer = Int8AutoencoderScorer(pkg.tflite, pkg.manifest, num_threads=num_threads)
         self._lock = threading.Lock()
         log.info("model=%s hash=%s dim=%d loaded", self.version, self.package_hash[:12], self.dim)
@@ -182,3 +216,13 @@ class LiteRTDetector:
         """(N, D) float32 feature rows -> (N,) float32 scores (high = anomalous)."""
         with self._lock:
             return self._scorer.score(rows)
+
+    def score_columns(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``mv`` packages: ``(scores (N,), contributions (N, columns))``, each column's
+        share of its row's score (they sum to it). One model call."""
+        if self._blocks is None:
+            raise ValueError("per-column contributions need an mv package")
+        with self._lock:
+            p = self._scorer.parts(rows)
+        contrib = p.reshape(p.shape[0], self.columns, -1).sum(axis=2)  # columns are blocks
+        return contrib.sum(axis=1), contrib

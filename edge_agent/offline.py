@@ -9,7 +9,9 @@ stream time (the end of the window being processed), so events carry reproducibl
 Inputs are frames: recorded frames (``sensors_sim.read_frames``, read by the caller: this
 package imports none of ours) or a CSV file turned into frames by `csv_frames`. A ``raw``
 profile package (generic CSV time series) runs on a ``dts``-kind carrier stream, since
-events name only ``das`` or ``dts``; its windows and features are the package's.
+events name only ``das`` or ``dts``; its windows and features are the package's. An ``mv``
+(multivariate) package runs on a ``dts``-kind stream with ``profile = "mv"``: one row and
+one score per window over all columns, with per-column contributions (`Scored`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,14 @@ def stream_config_for(spec: FeatureSpec, *, channels: int, first_channel: int = 
                       spacing_m: float = 1.0, group_size: int = 8) -> StreamConfig:
     """A `StreamConfig` that computes ``spec`` (raw specs get a dts carrier)."""
     kind = spec.profile if spec.profile in ("das", "dts") else "dts"
+    if spec.profile == "mv":
+        if channels != spec.channels:
+            raise InputError(f"the mv model was trained on {spec.channels} columns, the input "
+                             f"has {channels}")
+        return StreamConfig(
+            kind="dts", profile="mv", first_channel=first_channel, channels=channels,
+            spacing_m=spacing_m, sample_rate_hz=spec.sample_rate_hz, window_s=spec.window_s,
+            hop_s=spec.hop_s, bands_hz=[], context_radius=0, group_size=channels)
     return StreamConfig(
         kind=kind, first_channel=first_channel, channels=channels, spacing_m=spacing_m,
         sample_rate_hz=spec.sample_rate_hz, window_s=spec.window_s, hop_s=spec.hop_s,
@@ -221,6 +231,19 @@ def read_csv(path: Path, *, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray, 
     if np.any(np.diff(t) <= 0):
         raise InputError(f"{path}: the time column must increase strictly")
     return t, x, [names[i] for i in cols]
+
+
+def read_csv_times(path: Path) -> list[str]:
+    """The time column's cells as written (the column `read_csv` uses), for output that
+    quotes the input's own times."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            names = [h.strip().lower() for h in next(reader, [])]
+            tcol = next((i for i, h in enumerate(names) if h in TIME_COLUMNS), 0)
+            return [r[tcol].strip() for r in reader if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error, IndexError) as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def _time_ns(text: str, path: Path, line: int) -> int:

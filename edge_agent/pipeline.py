@@ -88,6 +88,8 @@ class StreamPipeline:
                  seed: int = 0, clock_ns: Callable[[], int] = time.time_ns,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         spec = stream.feature_spec()
+        if spec.profile == "mv":  # one model over all columns: one score, one group
+            stream = stream.model_copy(update={"group_size": stream.channels})
         self.stream, self.slot, self.sink, self.metrics = stream, slot, sink, metrics
         self.validator = FrameValidator(stream, metrics, RateLimitedLog(log))
         self.buffer = StreamBuffer(stream.kind, stream.channels, stream.first_channel,
@@ -95,7 +97,7 @@ class StreamPipeline:
                                    hop_samples=spec.hop_samples)
         self.extractor = FeatureExtractor(spec)
         self.n_groups = -(-stream.channels // stream.group_size)
-        self._thr_cfg = thresholds
+        self._thr_cfg = thresholds.for_hop(spec.hop_s)  # the knob, per window
         self._thresholds: dict[tuple[str, str], GroupThreshold] = {}
         self.events = EventBuilder(site=site, gateway=gateway, stream=stream, cfg=events,
                                    hop_ns=round(spec.hop_s * 1e9), names=spec.names,
@@ -144,11 +146,14 @@ class StreamPipeline:
         thr = self._threshold_for(model, det)
         rows = extract(self.extractor, w.data)
         t0 = time.perf_counter()
-        scores = self._clean(np.asarray(det.score(rows), dtype=np.float32))
+        scores, contrib = self._score(det, rows)
         self.slot.report_latency((time.perf_counter() - t0) * 1e3)
+        if rows.shape[0] != w.n_channels:  # mv: the window's one row stands for every column
+            rows = np.broadcast_to(rows, (w.n_channels, rows.shape[1]))
+            scores = np.repeat(scores, w.n_channels)
         gscores = group_max(scores, self.stream.group_size)
         flagged = thr.classify(gscores)
-        s = Scored(w, rows, scores, gscores, thr.thresholds.copy(), flagged, *model)
+        s = Scored(w, rows, scores, gscores, thr.thresholds.copy(), flagged, *model, contrib)
         self._record_latency(w)
         for e in self.events.update(s):
             self.sink.send_event(e)
@@ -202,6 +207,15 @@ class StreamPipeline:
                 self.n_groups, self._thr_cfg, det)
             log.info("event=thresholds_new stream=%s model=%s", self.stream.kind, model[0])
         return thr
+
+    def _score(self, det: object, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores, and for an ``mv`` row the per-column contributions when the detector
+        gives them (`edge_agent.inference.LiteRTDetector.score_columns`): one model call."""
+        by_column = getattr(det, "score_columns", None)
+        if self.extractor.spec.profile == "mv" and by_column is not None:
+            scores, contrib = by_column(rows)
+            return self._clean(np.asarray(scores, np.float32)), np.asarray(contrib[0], np.float32)
+        return self._clean(np.asarray(det.score(rows), dtype=np.float32)), None  # type: ignore[attr-defined]
 
     def _clean(self, scores: np.ndarray) -> np.ndarray:
         finite = np.isfinite(scores)

@@ -18,6 +18,13 @@ the group's score exceeds with probability ``false_alarm_rate`` per window:
    history is extended with an exponential tail (the mean excess), so a short history does
    not mean a threshold at its maximum with a false-alarm rate of ``1/n``.
 
+A package with held-back calibration scores (normal rows the model never trained on,
+manifest ``threshold.calibration``) gets a *calibrated* floor instead: `calibrated_threshold`
+at the configured rate (split-conformal quantile when the held-back set is large enough for
+the rate, else a GPD/exponential tail fitted to it). Such a group starts at that floor
+(method ``calibrated``) rather than warming up, so a short recording is scored at the
+calibrated operating point from its first window; the adaptive fit only ever raises it.
+
 Every fitted threshold is raised to a *floor* (`threshold_floor`): ``min_threshold``, or for a
 model package with ``floor_quantile`` set, ``max(min_threshold, quantiles[floor_quantile])``
 from the package manifest (the model's own training-score quantiles). The adaptive fit
@@ -43,8 +50,8 @@ from edge_agent.config import ThresholdConfig
 
 log = logging.getLogger(__name__)
 
-WARMUP, GPD, EMPIRICAL = 0, 1, 2
-METHODS = ("warmup", "gpd", "empirical")
+WARMUP, GPD, EMPIRICAL, CALIBRATED = 0, 1, 2, 3
+METHODS = ("warmup", "gpd", "empirical", "calibrated")
 
 
 def threshold_floor(cfg: ThresholdConfig,
@@ -89,6 +96,30 @@ def threshold_floor(cfg: ThresholdConfig,
                     "package (levels %s); using level %g", want,
                     ",".join(f"{lv:g}" for lv in levels), level)
     return max(cfg.min_threshold, float(quantiles[level])), level
+
+
+def calibrated_threshold(scores: np.ndarray, rate: float) -> float:
+    """The threshold a normal score exceeds with probability ``rate``, from held-back
+    normal scores (never the training rows).
+
+    With ``n`` scores and ``rate * (n + 1) >= 1`` it is the split-conformal quantile: the
+    ``ceil((n + 1) (1 - rate))``-th smallest score, exceeded by a new exchangeable normal
+    score with probability at most ``rate``. Rarer rates lie beyond the data: `fit_tail`
+    extrapolates a GPD (or exponential) tail with its error margin.
+
+    Examples
+    --------
+    >>> calibrated_threshold(np.arange(1.0, 100.0), 0.05)  # 99 scores: the 95th
+    95.0
+    >>> bool(calibrated_threshold(np.arange(1.0, 100.0), 1e-4) > 99.0)
+    True
+    """
+    s = np.sort(np.asarray(scores, np.float64))
+    n = s.size
+    k = math.ceil((n + 1) * (1 - rate))
+    if k <= n:
+        return float(s[k - 1])
+    return fit_tail(s, rate)[0]
 
 
 def group_max(scores: np.ndarray, group_size: int) -> np.ndarray:
@@ -229,6 +260,23 @@ class GroupThreshold:
     @classmethod
     def for_detector(cls, n_groups: int, cfg: ThresholdConfig, detector: object, *,
                      refit_every: int = 20) -> GroupThreshold:
+        """Thresholds for one detector's scores: floored at its calibrated threshold
+        (`calibrated_threshold` of ``detector.calibration_scores``) when it has one, else
+        at its package quantiles (`threshold_floor`)."""
+        cal = getattr(detector, "calibration_scores", None)
+        if cal is not None and len(cal) >= 2:
+            floor = max(cfg.min_threshold, calibrated_threshold(cal, cfg.false_alarm_rate))
+            log.info("event=threshold_floor model=%s floor=%.6g level=calibrated n=%d rate=%g",
+                     getattr(detector, "version", "?"), floor, len(cal), cfg.false_alarm_rate)
+            thr = cls(n_groups, cfg, floor=floor, refit_every=refit_every)
+            thr.thresholds[:] = floor
+            thr.method[:] = CALIBRATED
+            return thr
+        return cls._for_quantiles(n_groups, cfg, detector, refit_every=refit_every)
+
+    @classmethod
+    def _for_quantiles(cls, n_groups: int, cfg: ThresholdConfig, detector: object, *,
+                       refit_every: int) -> GroupThreshold:
         """Thresholds for one detector's scores, floored by its package quantiles.
 
         `detector` may carry ``threshold_quantiles`` (`LiteRTDetector` does; the
@@ -281,7 +329,7 @@ class GroupThreshold:
     def _refit(self, g: int) -> None:
         n = int(self.count[g])
         if n < max(self.cfg.warmup_windows, 2):
-            return
+            return  # a calibrated group keeps its floor, others stay at inf: no events
         t, m = fit_tail(self._hist[g, :n], self.cfg.false_alarm_rate,
                         tail_fraction=self.tail_fraction, min_exceedances=self.min_exceedances)
         self.thresholds[g] = max(t, self.floor)

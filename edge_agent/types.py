@@ -84,6 +84,9 @@ class Scored:
         bool ``(n_groups,)``: groups above threshold.
     model_version, model_hash : str
         The detector that produced `scores`.
+    contributions : numpy.ndarray or None
+        ``mv`` profile: float32 ``(n_channels,)``, each column's share of the window's score
+        (they sum to it); None for the per-channel profiles or detectors without them.
     """
 
     window: Window
@@ -94,6 +97,7 @@ class Scored:
     flagged: np.ndarray
     model_version: str
     model_hash: str
+    contributions: np.ndarray | None = None
 
 
 class Sink(Protocol):

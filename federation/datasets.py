@@ -59,6 +59,7 @@ class FeatureSet:
     labels: list = field(default_factory=list)  # sensors_sim Labels touching this stream
     channel_names: list[str] = field(default_factory=list)
     valid: np.ndarray | None = None  # (W * C,) bool: False where the window had NaN/inf
+    why: str = ""  # how the spec was chosen (CSV input)
 
     def normal_rows(self) -> np.ndarray:
         """Valid rows outside every label (training rows)."""
@@ -119,10 +120,15 @@ def from_frames(
     t0s: list[int] = []
     t1s: list[int] = []
 
+    mv = spec.profile == "mv"  # one row per window over all columns
+
     def keep(s: Scored) -> None:
-        rows.append(s.rows.copy())
+        rows.append(s.rows[:1].copy() if mv else s.rows.copy())
         nf = s.window.nonfinite
-        valid.append(np.ones(len(s.rows), bool) if nf is None else ~nf)
+        if mv:
+            valid.append(np.array([nf is None or not nf.any()]))
+        else:
+            valid.append(np.ones(len(s.rows), bool) if nf is None else ~nf)
         t0s.append(s.window.t_start_ns)
         t1s.append(s.window.t_end_ns)
 
@@ -132,8 +138,9 @@ def from_frames(
     if not rows:
         raise DatasetError("the input is shorter than one window")
     return FeatureSet(spec, kind, np.concatenate(rows), np.asarray(t0s, np.int64),
-                      np.asarray(t1s, np.int64), stream.first_channel, stream.channels,
-                      list(labels or []), valid=np.concatenate(valid))
+                      np.asarray(t1s, np.int64), stream.first_channel,
+                      1 if mv else stream.channels, list(labels or []),
+                      valid=np.concatenate(valid))
 
 
 def simulate(cfg: object, seed: int, stream: str = "das",
@@ -177,20 +184,72 @@ def raw_spec_for_csv(t_ns: np.ndarray, *, window: int = 16, hop: int = 8) -> Fea
                        hop_s=hop / rate, bands_hz=(), context_radius=0)
 
 
-def csv_features(path: Path, spec: FeatureSpec | None = None, *, window: int = 16,
-                 hop: int = 8) -> FeatureSet:
-    """Features of a CSV file (each sensor column is a channel); empty cells mark their
-    channel's windows invalid, as non-finite samples do on the gateway."""
+#: the multivariate profile's most lags, and its fewest training / held-back windows
+MV_MAX_LAGS, MV_MIN_TRAIN, MV_MIN_VALIDATION = 10, 60, 20
+#: the mv profile is chosen for CSVs with at least this many columns at most this rate
+MV_MIN_COLUMNS, MV_MAX_RATE_HZ = 2, 100.0
+
+
+def choose_profile(n_columns: int, rate: float) -> str:
+    """``mv`` for multi-column process data (a few columns at <= 100 Hz), else ``raw``."""
+    return "mv" if n_columns >= MV_MIN_COLUMNS and rate <= MV_MAX_RATE_HZ else "raw"
+
+
+def choose_window(profile: str, n_rows: int, n_columns: int) -> tuple[int, int, str]:
+    """``(window, hop, why)`` in samples from the data's length and width.
+
+    ``mv``: one row per input row (hop 1); lags ``n_rows // 100`` within [2, 10], at most a
+    quarter of the training windows over the columns (features stay few for few rows).
+    ``raw``: windows of ``n_rows // 25`` within [4, 16] samples, half-overlapping.
+    """
+    if profile == "mv":
+        lags = max(2, min(MV_MAX_LAGS, n_rows // 100, int(0.8 * n_rows) // (4 * n_columns)))
+        return lags, 1, (f"mv: {lags} lags x {n_columns} columns = {lags * n_columns} "
+                         f"features, one row per input row ({n_rows} rows)")
+    window = max(4, min(16, n_rows // 25))
+    hop = max(1, window // 2)
+    return window, hop, f"raw: window {window}, hop {hop} samples ({n_rows} rows)"
+
+
+def csv_spec(t_ns: np.ndarray, n_columns: int, *, profile: str = "auto",
+             window: int | None = None, hop: int | None = None) -> tuple[FeatureSpec, str]:
+    """The feature spec for a CSV and why (window/hop chosen by `choose_window` unless
+    given)."""
+    rate = csv_rate(t_ns)
+    profile = choose_profile(n_columns, rate) if profile == "auto" else profile
+    w, h, why = choose_window(profile, len(t_ns), n_columns)
+    if window is not None or hop is not None:
+        w, h = window or w, hop or (1 if profile == "mv" else max(1, (window or w) // 2))
+        why = f"{profile}: window {w}, hop {h} samples (given)"
+    if profile == "mv":
+        return FeatureSpec(profile="mv", sample_rate_hz=rate, window_s=w / rate,
+                           hop_s=h / rate, bands_hz=(), context_radius=0,
+                           channels=n_columns), why
+    return raw_spec_for_csv(t_ns, window=w, hop=h), why
+
+
+def csv_features(path: Path, spec: FeatureSpec | None = None, *, window: int | None = None,
+                 hop: int | None = None, profile: str = "auto") -> FeatureSet:
+    """Features of a CSV file: one ``mv`` row per window over all columns, or (``raw``)
+    each sensor column as a channel; empty cells mark their windows invalid, as
+    non-finite samples do on the gateway. Without ``spec`` the profile (``auto``: see
+    `choose_profile`) and window (`choose_window`) come from the data; ``fs.why`` says."""
     t, x, names = read_csv(path)
-    spec = spec or raw_spec_for_csv(t, window=window, hop=hop)
+    why = "the given feature spec"
+    if spec is None:
+        spec, why = csv_spec(t, x.shape[1], profile=profile, window=window, hop=hop)
     rate = csv_rate(t)
     if abs(rate - spec.sample_rate_hz) > 0.01 * spec.sample_rate_hz:
         raise DatasetError(f"{path}: {rate:g} Hz data, the model's feature spec expects "
                            f"{spec.sample_rate_hz:g} Hz")
     kind = spec.profile if spec.profile in ("das", "dts") else "dts"
+    if spec.profile == "mv" and spec.channels != x.shape[1]:
+        raise DatasetError(f"{path}: {x.shape[1]} columns, the model's feature spec has "
+                           f"{spec.channels}")
     fs = from_frames(csv_frames(t, x, kind=kind, rate=spec.sample_rate_hz,
                                 frame_samples=spec.hop_samples), spec)
     fs.channel_names = names
+    fs.why = why
     return fs
 
 

@@ -63,6 +63,16 @@ def quantiles_from_histograms(
                                                  len(counts) - 1)]) for q in levels}
 
 
+def calibration_block(scores: np.ndarray, max_scores: int = 4096) -> dict[str, Any]:
+    """Manifest ``threshold.calibration``: held-back normal scores, sorted (at most
+    ``max_scores``, evenly spaced quantiles of them beyond that)."""
+    s = np.sort(np.asarray(scores, np.float64)[np.isfinite(scores)])
+    if s.size > max_scores:
+        s = np.quantile(s, np.linspace(0, 1, max_scores))
+    return {"scores": [float(f"{v:.6g}") for v in np.maximum(s, 0.0)], "n": int(len(scores)),
+            "source": "held-back normal rows"}
+
+
 def default_version(stream: str, tflite: bytes) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stream}-{stamp}-{hashlib.sha256(tflite).hexdigest()[:6]}"
@@ -122,12 +132,16 @@ def package_model(
     private_key: Ed25519PrivateKey | None = None, name: str = "fiberwatch-ae",
     version: str | None = None, parent: str | None = None, training: dict | None = None,
     evaluation: dict | None = None, progress: Callable[[int, int], None] | None = None,
+    held_back: np.ndarray | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Convert a trained model and package it. Returns ``(package, report)``.
 
     Thresholds are calibrated on the int8 scores of ``rows`` (the training rows); without
     rows, pass ``threshold_quantiles`` (e.g. `quantiles_from_histograms` of the clients'
-    `score_histogram`) or they are taken from rows synthesised from ``stats``.
+    `score_histogram`) or they are taken from rows synthesised from ``stats``. With
+    ``held_back`` normal rows (never trained on), their int8 scores go to
+    ``threshold.calibration``: the gateway's and ``score``'s calibrated operating point
+    (`edge_agent.thresholds.calibrated_threshold`).
     """
     from federation.convert import synth_rows, to_tflite
 
@@ -147,6 +161,9 @@ def package_model(
         scores = Int8AutoencoderScorer(conv.tflite, manifest).score(calib)
         threshold = {"quantiles": score_quantiles(scores), "n": int(len(calib)),
                      "source": "data" if rows is not None else "stats"}
+        if held_back is not None and len(held_back) >= 2:
+            held = Int8AutoencoderScorer(conv.tflite, manifest).score(held_back)
+            threshold["calibration"] = calibration_block(held)
     train = {"arch": {"dims": [model.dim, *model.hidden, model.latent], **model.hyper},
              "params": model.n_params(), **(training or {})}
     pkg = build_package(tflite=conv.tflite, spec=spec, mean=mean, std=std, error_scale=err,

@@ -239,13 +239,26 @@ def set_error_scale(model: AutoEncoder, scale: np.ndarray) -> None:
     model.err_scale.copy_(torch.as_tensor(np.asarray(scale, np.float32)))
 
 
+def robust_center_scale(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature median and robust scale: IQR / 1.349 (the std of a normal), raised to
+    half the std where the IQR is degenerate (a quantised or mostly constant column)."""
+    x = np.asarray(rows, np.float64)
+    q1, med, q3 = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
+    scale = np.maximum((q3 - q1) / 1.349, 0.5 * x.std(axis=0))
+    scale = np.maximum(scale, 1e-6 * np.abs(med))
+    return med.astype(np.float32), scale.astype(np.float32)
+
+
 def prepare_and_fit(
     rows: np.ndarray, *, arch: str = DEFAULT_ARCH, epochs: int = 30, lr: float = 3e-3,
-    batch_size: int = 256, seed: int = 0, progress: Any = None, **hyper: Any,
+    batch_size: int = 256, seed: int = 0, progress: Any = None, robust: bool = False,
+    **hyper: Any,
 ) -> tuple[AutoEncoder, dict[str, float]]:
-    """Centralised training in one call: normalise, fit, set the error scale."""
+    """Centralised training in one call: normalise (``robust``: `robust_center_scale`,
+    else mean/std), fit, set the error scale."""
     model = build_model(rows.shape[1], arch=arch, seed=seed, **hyper)
-    set_normalization(model, *stats_mean_std(feature_stats(rows)))
+    set_normalization(model, *(robust_center_scale(rows) if robust
+                               else stats_mean_std(feature_stats(rows))))
     summary = fit(model, rows, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                   progress=progress)
     set_error_scale(model, error_scale(model, rows))

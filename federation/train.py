@@ -49,30 +49,74 @@ def sim_training_rows(
     return np.concatenate(parts), fs.spec, source
 
 
+#: fewest rows held back to calibrate thresholds; fewest optimiser steps on small data
+MIN_VALIDATION_ROWS, MIN_STEPS = 20, 1500
+
+
+class TooLittleData(ValueError):
+    """Normal data too short to train and calibrate on (the message says how much)."""
+
+
+def split_validation(rows: np.ndarray, fraction: float, gap: int = 0,
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit rows, held-back rows)``: the last ``fraction`` of the rows (time order) is held
+    back, after dropping ``gap`` rows at the boundary (overlapping windows share samples)."""
+    if fraction <= 0:
+        return rows, rows[:0]
+    n_val = max(MIN_VALIDATION_ROWS, round(fraction * len(rows)))
+    cut = len(rows) - n_val
+    return rows[:max(0, cut - gap)], rows[max(0, cut):]
+
+
+def small_data_schedule(n: int, batch_size: int, epochs: int) -> tuple[int, int]:
+    """``(batch size, epochs)`` giving at least `MIN_STEPS` optimiser steps on few rows."""
+    batch = min(batch_size, max(32, n // 8))
+    steps = -(-n // batch)
+    return batch, max(epochs, -(-MIN_STEPS // steps))
+
+
 def train(
     rows: np.ndarray, *, arch: str = "ae-32-8", epochs: int = 30, lr: float = 3e-3,
     batch_size: int = 512, seed: int = 0, progress: Callable[[int, float], None] | None = None,
-) -> tuple[AutoEncoder, dict[str, Any]]:
-    """Normalise, fit and set the error scale; returns ``(model, training summary)``."""
+    validation: float = 0.0, gap: int = 0, robust: bool = False, min_rows: int = 100,
+) -> tuple[AutoEncoder, dict[str, Any], np.ndarray]:
+    """Normalise, fit and set the error scale on the first rows; the last ``validation``
+    fraction is held back (`split_validation`) to calibrate thresholds. Returns ``(model,
+    training summary, held-back rows)``. On few rows the batch shrinks and the epochs grow
+    (`small_data_schedule`)."""
     rows = np.asarray(rows, np.float32)
-    if rows.ndim != 2 or len(rows) < 100:
-        raise ValueError(f"need at least 100 training rows, got {rows.shape}")
+    if rows.ndim != 2:
+        raise ValueError(f"rows must be 2-D, got {rows.shape}")
+    fit_rows, held = split_validation(rows, validation, gap)
+    if len(fit_rows) < min_rows or (validation > 0 and len(held) < MIN_VALIDATION_ROWS):
+        raise TooLittleData(
+            f"too little normal data: {len(rows)} feature rows; need at least {min_rows} to "
+            f"train" + (f" plus {MIN_VALIDATION_ROWS} (and {validation:.0%}) held back to "
+                        f"calibrate the threshold, got {len(fit_rows)} + {len(held)}"
+                        if validation > 0 else f", got {len(fit_rows)}"))
+    if validation > 0:
+        batch_size, epochs = small_data_schedule(len(fit_rows), batch_size, epochs)
     t0 = time.perf_counter()
-    model, fit = task.prepare_and_fit(rows, arch=arch, epochs=epochs, lr=lr,
-                                      batch_size=batch_size, seed=seed, progress=progress)
-    ev = task.evaluate(model, rows)
-    summary = {"arch": arch, "rows": int(len(rows)), "epochs": epochs, "lr": lr,
-               "batch_size": batch_size, "seed": seed, "final_loss": fit["loss"],
+    model, fit = task.prepare_and_fit(fit_rows, arch=arch, epochs=epochs, lr=lr,
+                                      batch_size=batch_size, seed=seed, progress=progress,
+                                      robust=robust)
+    ev = task.evaluate(model, fit_rows)
+    summary = {"arch": arch, "rows": int(len(fit_rows)), "held_back_rows": int(len(held)),
+               "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+               "normalization": "robust" if robust else "mean_std", "final_loss": fit["loss"],
                "score_mean": ev["score_mean"], "score_p99": ev["score_p99"],
                "seconds": round(time.perf_counter() - t0, 2)}
-    log.info("trained arch=%s rows=%d loss=%.4f seconds=%.1f", arch, len(rows), fit["loss"],
-             summary["seconds"])
-    return model, summary
+    if len(held):
+        summary["held_back_score_p99"] = float(np.quantile(task.score_rows(model, held), 0.99))
+    log.info("trained arch=%s rows=%d held=%d loss=%.4f seconds=%.1f", arch, len(fit_rows),
+             len(held), fit["loss"], summary["seconds"])
+    return model, summary, held
 
 
 def save_checkpoint(path: Path, model: AutoEncoder, spec: FeatureSpec, *,
                     rows: np.ndarray | None, training: dict[str, Any],
-                    source: dict[str, Any] | None = None, keep_rows: bool = True) -> None:
+                    source: dict[str, Any] | None = None, keep_rows: bool = True,
+                    held_back: np.ndarray | None = None) -> None:
     if spec.dim != model.dim:
         raise ValueError(f"model width {model.dim} != feature spec width {spec.dim}")
     blob = {
@@ -82,6 +126,8 @@ def save_checkpoint(path: Path, model: AutoEncoder, spec: FeatureSpec, *,
         "stats": task.feature_stats(rows) if rows is not None else None,
         "rows": torch.from_numpy(np.ascontiguousarray(rows, np.float32))
         if rows is not None and keep_rows else None,
+        "held_back": torch.from_numpy(np.ascontiguousarray(held_back, np.float32))
+        if held_back is not None and len(held_back) else None,
     }
     tmp = Path(f"{path}.tmp")
     torch.save(blob, tmp)
@@ -89,7 +135,8 @@ def save_checkpoint(path: Path, model: AutoEncoder, spec: FeatureSpec, *,
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """``{"model", "spec", "rows" (or None), "stats", "training", "source"}``."""
+    """``{"model", "spec", "rows" (or None), "held_back" (or None), "stats", "training",
+    "source"}``."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -104,6 +151,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     model.load_state_dict(blob["state"])
     model.eval()
     rows = blob["rows"].numpy() if blob.get("rows") is not None else None
+    held = blob["held_back"].numpy() if blob.get("held_back") is not None else None
     return {"model": model, "spec": FeatureSpec.from_dict(blob["spec"]), "rows": rows,
+            "held_back": held,
             "stats": blob.get("stats"), "training": blob.get("training", {}),
             "source": blob.get("source", {})}

@@ -57,7 +57,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     rows, spec, source = sim_training_rows(channels=channels, seconds=seconds, runs=2)
     models, pkgs, conv = {}, {}, {}
     for arch in variants:
-        model, summary = train(rows, arch=arch, epochs=epochs)
+        model, summary, _ = train(rows, arch=arch, epochs=epochs)
         data, report = package_model(model, spec, rows=rows, version=f"bench-{arch}",
                                      training={**summary, "source": source})
         models[arch], pkgs[arch] = model, read_package(data, None)

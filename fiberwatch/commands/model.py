@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--runs", type=int, default=2, help="--sim: runs (seeds) (default 2)")
     t.add_argument("--geometry", choices=("well", "pipeline"), default="well")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--window", type=int, default=16, help="--csv: samples per window (raw)")
-    t.add_argument("--hop", type=int, default=8, help="--csv: samples per hop (raw)")
+    t.add_argument("--profile", choices=("auto", "mv", "raw"), default="auto",
+                   help="--csv: mv = one model over all columns (multivariate process data), "
+                   "raw = each column on its own; auto = mv for 2+ columns at <= 100 Hz")
+    t.add_argument("--window", type=int, help="--csv: samples per window (mv: lags); default "
+                   "chosen from the data's length, printed")
+    t.add_argument("--hop", type=int, help="--csv: samples per hop (mv default 1)")
+    t.add_argument("--validation", type=float, default=0.2,
+                   help="--csv: fraction of the (time-ordered) rows held back to calibrate "
+                   "the threshold (default 0.2)")
     t.add_argument("--arch", default="ae-32-8")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--lr", type=float, default=3e-3)
@@ -134,11 +142,11 @@ def _spec_from_config(path: Path, stream: str) -> Any:
     return s.feature_spec()
 
 
-def _train(args: argparse.Namespace) -> int:
+def _training_rows(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     from tqdm import tqdm
 
     from federation import datasets
-    from federation.train import save_checkpoint, sim_training_rows, train
+    from federation.train import sim_training_rows
 
     spec = _spec_from_config(args.config, args.stream) if args.config else None
     try:
@@ -157,22 +165,55 @@ def _train(args: argparse.Namespace) -> int:
             rows, spec, source = fs.normal_rows(), fs.spec, {"kind": "recording",
                                                              "path": str(args.recording)}
         else:
-            fs = datasets.csv_features(args.csv, spec, window=args.window, hop=args.hop)
-            rows, spec, source = fs.normal_rows(), fs.spec, {"kind": "csv", "path": str(args.csv)}
+            fs = datasets.csv_features(args.csv, spec, window=args.window, hop=args.hop,
+                                       profile=args.profile)
+            rows, spec, source = fs.normal_rows(), fs.spec, {
+                "kind": "csv", "path": str(args.csv), "columns": fs.channel_names}
+            print(f"{args.csv}: {spec.sample_rate_hz:g} Hz, {fs.why}", file=sys.stderr)
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
+    return rows, spec, source
+
+
+def _fit_options(args: argparse.Namespace, spec: Any, source: dict[str, Any]) -> dict[str, Any]:
+    """CSV input holds back a validation split; mv models scale robustly and need fewer
+    rows (one per input row)."""
+    from federation import datasets
+
+    if not args.csv:
+        return {}
+    mv = spec.profile == "mv"
+    per_window = 1 if mv else len(source["columns"])  # feature rows per window
+    gap = (spec.window_samples - 1) // spec.hop_samples * per_window
+    return {"validation": args.validation, "gap": gap, "robust": mv,
+            "min_rows": datasets.MV_MIN_TRAIN if mv else 100}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from federation.train import TooLittleData, save_checkpoint, train
+
+    rows, spec, source = _training_rows(args)
+    opts = _fit_options(args, spec, source)
     with tqdm(total=args.epochs, desc="train", unit="epoch", disable=None) as bar:
         def progress(_epoch: int, loss: float) -> None:
             bar.set_postfix(loss=f"{loss:.4f}")
             bar.update(1)
 
         try:
-            model, summary = train(rows, arch=args.arch, epochs=args.epochs, lr=args.lr,
-                                   batch_size=args.batch_size, seed=args.seed,
-                                   progress=progress)
+            model, summary, held = train(rows, arch=args.arch, epochs=args.epochs, lr=args.lr,
+                                         batch_size=args.batch_size, seed=args.seed,
+                                         progress=progress, **opts)
+        except TooLittleData as exc:
+            where = f"{args.csv}: " if args.csv else ""
+            raise UsageError(f"{where}{exc} (at {spec.sample_rate_hz:g} Hz with "
+                             f"{spec.window_samples}-sample windows every "
+                             f"{spec.hop_samples}; record more normal operation)") from None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    save_checkpoint(args.out, model, spec, rows=rows, training=summary, source=source)
+    save_checkpoint(args.out, model, spec, rows=rows[:summary["rows"]], training=summary,
+                    source=source, held_back=held)
     print(json.dumps({"checkpoint": str(args.out), "feature_spec_hash": spec.hash,
                       "dim": spec.dim, **summary}, indent=2))
     return 0
@@ -201,7 +242,8 @@ def _convert(args: argparse.Namespace) -> int:
             data, report = package_model(
                 ck["model"], ck["spec"], rows=rows, stats=ck["stats"], private_key=key,
                 name=args.name, version=args.version, parent=args.parent,
-                training={**ck["training"], "source": ck["source"]}, progress=progress)
+                training={**ck["training"], "source": ck["source"]}, progress=progress,
+                held_back=ck["held_back"])
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     args.out.write_bytes(data)

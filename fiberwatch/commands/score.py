@@ -3,11 +3,17 @@
 The input runs through the gateway's own stages (`edge_agent.offline.OfflineScorer`):
 frame validation, windowing, features, the packaged int8 model, adaptive thresholds and the
 event builder. Input: recorded frames (``.fwrec``, `sensors_sim.read_frames`), CSV (a
-time column + numeric sensor columns, one channel each), or an interrogator's files read as
-the bridge reads them (`edge_agent.bridge.files`: a DAS HDF5/TDMS file through DASCore, or a
-directory of them or of DTS CSV files). Output by extension: ``.csv`` (one
-row per window and channel; events go to ``OUTPUT.events.jsonl``) or ``.json`` (windows with
-per-channel scores, and the events).
+time column + numeric sensor columns: one channel each, or all of them for an ``mv``
+package), or an interrogator's files read as the bridge reads them
+(`edge_agent.bridge.files`: a DAS HDF5/TDMS file through DASCore, or a directory of them or
+of DTS CSV files). Output by extension: ``.csv`` or ``.json`` (windows with per-channel
+scores, and the events). CSV output of a CSV input has one row per input row: its time as
+written, the score of the window whose newest samples hold it, the threshold, the flag and
+the top contributing columns (`RowWriter`); of other input, one row per window and channel.
+Events go to ``OUTPUT.events.jsonl``.
+
+The operating point is the gateway's (``--config`` or the defaults) with
+``--false-alarms-per-day`` on top: the one knob (`edge_agent.config.ThresholdConfig`).
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="gateway TOML: take the stream geometry, thresholds and event settings")
     p.add_argument("--group-size", type=int, default=8, help="channels per threshold group")
     p.add_argument("--spacing-m", type=float, default=1.0, help="metres between channels")
+    p.add_argument("--false-alarms-per-day", type=float,
+                   help="target false alarms per day per threshold group (a whole mv "
+                   "stream): sets the threshold (threshold.false_alarms_per_day)")
+    p.add_argument("--top", type=int, default=3, help="CSV rows: top contributing columns")
     p.set_defaults(func=_run)
 
 
@@ -137,7 +147,9 @@ def _run(args: argparse.Namespace) -> int:
                                spacing_m=args.spacing_m, group_size=args.group_size)
     if args.config is not None:
         stream, thr, evc = _from_config(args.config, stream)
-    writer = _Writer(args.output, stream.group_size)
+    if args.false_alarms_per_day is not None:
+        thr = thr.model_copy(update={"false_alarms_per_day": args.false_alarms_per_day})
+    writer = _writer(args, stream.group_size, spec.hop_s * 1e9)
     try:
         scorer = OfflineScorer(LiteRTDetector(pkg), stream, spec=spec, thresholds=thr,
                                events=evc, on_window=writer.window)
@@ -153,6 +165,19 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps({"windows": writer.n_windows, "channels": n_ch, "events": len(events),
                       "output": str(args.output), "model": pkg.version}))
     return 0
+
+
+def _writer(args: argparse.Namespace, group_size: int, hop_ns: float) -> Any:
+    if args.input.suffix.lower() != ".csv" or args.output.suffix.lower() != ".csv":
+        return _Writer(args.output, group_size)
+    from edge_agent.offline import InputError, read_csv, read_csv_times
+
+    try:
+        t, _, names = read_csv(args.input)
+        times = read_csv_times(args.input)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    return RowWriter(args.output, group_size, t, times, names, hop_ns=hop_ns, top=args.top)
 
 
 def _from_config(path: Path, default: Any) -> tuple[Any, Any, Any]:
@@ -206,6 +231,70 @@ class _Writer:
                                              "events": [e.to_dict() for e in events]}))
             return
         self._f.close()
+        with open(f"{self.path}.events.jsonl", "w") as f:
+            for e in events:
+                f.write(e.to_json().decode() + "\n")
+
+
+class RowWriter:
+    """CSV output with one row per input row: ``time`` (as written in the input), ``score``,
+    ``threshold``, ``flagged`` and ``top_columns``.
+
+    Row i takes the values of the window whose newest hop holds it (the window that first
+    saw it, ``t_end - hop <= t_i < t_end``); rows no window reached (the first window's
+    older samples, gaps) have empty cells. Per-channel models report the highest-scoring
+    channel; ``top_columns`` lists the ``top`` columns by contribution (``mv``: share of the
+    score, which sums to it) or by score (per-channel), as ``name=value`` joined by ``;``.
+    """
+
+    def __init__(self, path: Path, group_size: int, t_ns: Any, times: list[str],
+                 names: list[str], *, hop_ns: float, top: int = 3) -> None:
+        import numpy as np
+
+        self.path, self.group_size, self.top = path, group_size, max(0, top)
+        self.hop_ns = hop_ns
+        self.t_ns, self.times, self.names = np.asarray(t_ns), times, names
+        self.n_windows = 0
+        n = len(self.t_ns)
+        self.score = np.full(n, np.nan)
+        self.thr = np.full(n, np.nan)
+        self.flag = np.zeros(n, bool)
+        self.tops = [""] * n
+
+    def window(self, s: Any) -> None:
+        import numpy as np
+
+        self.n_windows += 1
+        w = s.window
+        lo = np.searchsorted(self.t_ns, w.t_end_ns - self.hop_ns - 0.5, side="left")
+        hi = np.searchsorted(self.t_ns, w.t_end_ns - 0.5, side="left")
+        if hi <= lo:
+            return
+        thr = s.thresholds.repeat(self.group_size)[: len(s.scores)]
+        c = int(np.argmax(s.scores))
+        self.score[lo:hi], self.thr[lo:hi] = s.scores[c], thr[c]
+        flagged = bool(s.flagged.any()) and bool(s.scores[c] > thr[c])
+        self.flag[lo:hi] = flagged
+        vals = s.contributions if s.contributions is not None else s.scores
+        order = np.argsort(vals)[::-1][: self.top]
+        text = ";".join(f"{self._name(w.first_channel + int(j))}={vals[j]:.4g}" for j in order)
+        for i in range(lo, hi):
+            self.tops[i] = text
+
+    def _name(self, ch: int) -> str:
+        return self.names[ch] if 0 <= ch < len(self.names) else f"ch{ch}"
+
+    def close(self, events: list, meta: dict[str, Any]) -> None:
+        import math
+
+        with open(self.path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["time", "score", "threshold", "flagged", "top_columns"])
+            for i, t in enumerate(self.times):
+                sc, th = self.score[i], self.thr[i]
+                w.writerow([t, "" if math.isnan(sc) else f"{sc:.6g}",
+                            "" if math.isnan(th) else f"{th:.6g}" if math.isfinite(th)
+                            else "inf", int(self.flag[i]), self.tops[i]])
         with open(f"{self.path}.events.jsonl", "w") as f:
             for e in events:
                 f.write(e.to_json().decode() + "\n")

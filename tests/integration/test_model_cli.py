@@ -107,14 +107,18 @@ def test_csv_train_and_score(workdir: Path, capsys) -> None:
         for i in range(n):
             w.writerow([f"{t[i]:.1f}"] + [f"{v:.4f}" for v in base[i]])
     ck, pkg = workdir / "csv.ckpt", workdir / "csv.fwpkg"
-    code, out, _ = _cli(capsys, "model", "train", "--csv", str(path), "--epochs", "3",
-                        "--out", str(ck))
-    assert code == 0 and json.loads(out)["dim"] == 16
+    code, out, err = _cli(capsys, "model", "train", "--csv", str(path), "--epochs", "3",
+                          "--profile", "raw", "--out", str(ck))
+    assert code == 0 and json.loads(out)["dim"] == 16 and "raw: window 16, hop 8" in err
     assert _cli(capsys, "model", "convert", str(ck), "--out", str(pkg))[0] == 0
     out_csv = workdir / "csv-scores.csv"
     code, out, _ = _cli(capsys, "score", "--model", str(pkg), "--input", str(path), "--output",
                         str(out_csv))
     assert code == 0 and json.loads(out)["channels"] == ch
+    with open(out_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n and rows[0]["time"] == f"{t[0]:.1f}"  # one row per input row
+    assert rows[0]["score"] == "" and rows[-1]["score"] != ""  # before/after the 1st window
     code, _, err = _cli(capsys, "model", "train", "--csv", str(workdir / "none.csv"),
                         "--out", str(ck))
     assert code == 2 and "none.csv" in err

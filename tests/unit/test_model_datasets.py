@@ -49,7 +49,7 @@ def test_csv_rows_and_invalid_cells(tmp_path) -> None:
             cells[1] = ""
         lines.append(f"2024-01-01T00:{i // 60:02d}:{i % 60:02d}," + ",".join(cells))
     p.write_text("\n".join(lines))
-    fs = datasets.csv_features(p, window=10, hop=5)
+    fs = datasets.csv_features(p, window=10, hop=5, profile="raw")
     assert fs.spec.profile == "raw" and fs.spec.dim == 10 and fs.n_channels == 3
     assert fs.channel_names == ["a", "b", "c"]
     assert fs.spec.sample_rate_hz == pytest.approx(1.0)

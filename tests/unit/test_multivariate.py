@@ -1,0 +1,145 @@
+"""The multivariate (mv) profile, small-data training and calibrated operating points."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.config import EventConfig, StreamConfig, ThresholdConfig
+from edge_agent.features import FeatureExtractor, FeatureSpec, FeatureSpecError
+from edge_agent.metrics import Metrics
+from edge_agent.pipeline import StreamPipeline
+from edge_agent.thresholds import CALIBRATED, GroupThreshold, calibrated_threshold
+from edge_agent.types import Window
+from federation import datasets
+from federation.train import TooLittleData, split_validation, train
+
+
+def _mv_spec(channels: int = 3, lags: int = 4) -> FeatureSpec:
+    return FeatureSpec(profile="mv", sample_rate_hz=1.0, window_s=float(lags), hop_s=1.0,
+                       bands_hz=(), context_radius=0, channels=channels)
+
+
+def test_mv_spec_rows_and_hash() -> None:
+    spec = _mv_spec()
+    assert spec.dim == 12 and spec.names[:5] == ("c0_l0", "c0_l1", "c0_l2", "c0_l3", "c1_l0")
+    assert "channels" in spec.to_dict() and FeatureSpec.from_dict(spec.to_dict()) == spec
+    das = FeatureSpec()
+    assert "channels" not in das.to_dict()  # the per-channel profiles' hashes are unchanged
+    window = np.arange(12, dtype=np.float32).reshape(4, 3)  # time-major: 4 samples, 3 columns
+    row = FeatureExtractor(spec).transform(window)
+    assert row.shape == (1, 12)
+    np.testing.assert_array_equal(row[0, :4], window[:, 0])  # column 0's lags first
+    with pytest.raises(FeatureSpecError):
+        FeatureSpec(profile="mv", sample_rate_hz=1.0, window_s=4.0, hop_s=1.0, bands_hz=())
+    with pytest.raises(FeatureSpecError):
+        FeatureSpec(profile="raw", sample_rate_hz=1.0, window_s=4.0, hop_s=1.0, bands_hz=(),
+                    channels=3)
+
+
+def test_profile_and_window_from_the_data() -> None:
+    assert datasets.choose_profile(5, 1.0) == "mv"
+    assert datasets.choose_profile(1, 1.0) == "raw"
+    assert datasets.choose_profile(5, 2000.0) == "raw"
+    lags, hop, why = datasets.choose_window("mv", 400, 8)
+    assert (lags, hop) == (4, 1) and "4 lags" in why
+    assert datasets.choose_window("mv", 5000, 3)[0] == datasets.MV_MAX_LAGS
+    assert datasets.choose_window("mv", 300, 40)[0] == 2  # many columns, few rows: few lags
+    window, hop, _ = datasets.choose_window("raw", 400, 8)
+    assert (window, hop) == (16, 8)
+    assert datasets.choose_window("raw", 120, 8)[:2] == (4, 2)
+
+
+def test_validation_split_and_too_little_data() -> None:
+    rows = np.arange(200, dtype=np.float32).reshape(100, 2)
+    fit, held = split_validation(rows, 0.2, gap=3)
+    assert len(held) == 20 and len(fit) == 77 and fit[-1, 0] < held[0, 0]
+    with pytest.raises(TooLittleData, match="need at least 60 to train plus 20"):
+        train(rows[:70], validation=0.2, min_rows=60)
+
+
+def test_small_data_trains_and_holds_back() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(400, 2)).astype(np.float32)
+    rows = np.c_[z, z @ np.array([[1.0], [0.5]], np.float32)]  # a third, dependent column
+    model, summary, held = train(rows, validation=0.2, robust=True, min_rows=60, epochs=1)
+    assert summary["held_back_rows"] == len(held) == 80 and summary["rows"] == 320
+    assert summary["epochs"] > 1  # more epochs on few rows
+    assert summary["normalization"] == "robust"
+
+
+def test_calibrated_threshold_is_conformal() -> None:
+    rng = np.random.default_rng(1)
+    cal = rng.exponential(size=999)
+    t = calibrated_threshold(cal, 0.01)
+    assert t == np.sort(cal)[989]  # ceil(1000 * 0.99) = 990th smallest
+    fresh = rng.exponential(size=200_000)
+    assert np.mean(fresh > t) < 0.013  # at most the rate, up to sampling error
+    assert calibrated_threshold(cal, 1e-5) > cal.max()  # beyond the data: a fitted tail
+
+
+def test_knob_maps_to_a_rate_per_window() -> None:
+    cfg = ThresholdConfig(false_alarms_per_day=8.64)
+    assert cfg.rate_per_window(1.0) == pytest.approx(1e-4)
+    assert cfg.for_hop(10.0).false_alarm_rate == pytest.approx(1e-3)
+    assert ThresholdConfig().rate_per_window(1.0) == ThresholdConfig().false_alarm_rate
+
+
+class _Calibrated:
+    version, package_hash, feature_spec_hash = "m", "h", ""
+    calibration_scores = np.linspace(0.0, 10.0, 101)
+
+    def score(self, rows: np.ndarray) -> np.ndarray:
+        return np.abs(rows).sum(axis=1)
+
+    def score_columns(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        contrib = np.abs(rows).reshape(len(rows), 3, -1).sum(axis=2)
+        return contrib.sum(axis=1), contrib
+
+
+def test_calibrated_groups_start_at_their_floor() -> None:
+    cfg = ThresholdConfig(false_alarm_rate=0.05)
+    thr = GroupThreshold.for_detector(2, cfg, _Calibrated())
+    assert (thr.method == CALIBRATED).all()
+    np.testing.assert_allclose(thr.thresholds, calibrated_threshold(
+        _Calibrated.calibration_scores, 0.05))
+    assert thr.classify(np.array([100.0, 0.0])).tolist() == [True, False]
+
+
+class _Slot:
+    def __init__(self, det: object) -> None:
+        self.active = det
+
+    def apply_pending(self) -> bool:
+        return False
+
+    def report_latency(self, ms: float) -> None:
+        pass
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def send_event(self, e: object) -> None:
+        self.events.append(e)
+
+    def send_summary(self, s: object) -> None:
+        pass
+
+
+def test_pipeline_scores_one_mv_row_per_window() -> None:
+    stream = StreamConfig(kind="dts", profile="mv", channels=3, sample_rate_hz=1.0,
+                          window_s=4.0, hop_s=1.0, bands_hz=[], context_radius=0)
+    pipe = StreamPipeline(site="s", gateway="g", stream=stream,
+                          thresholds=ThresholdConfig(false_alarm_rate=0.05),
+                          events=EventConfig(),
+                          slot=_Slot(_Calibrated()), sink=_Sink(), metrics=Metrics())
+    assert pipe.n_groups == 1 and pipe.stream.group_size == 3
+    data = np.zeros((4, 3), np.float32)
+    data[:, 2] = 5.0  # column 2 drives the score
+    w = Window("dts", data, 0, 4_000_000_000, 0, (), None, False, 0)
+    s = pipe.process(w)
+    assert s.scores.shape == (3,) and np.all(s.scores == 20.0)
+    np.testing.assert_allclose(s.contributions, [0.0, 0.0, 20.0])
+    assert s.flagged.tolist() == [True]  # above the calibrated floor from the first window
