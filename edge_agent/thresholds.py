@@ -119,7 +119,15 @@ def calibrated_threshold(scores: np.ndarray, rate: float) -> float:
     k = math.ceil((n + 1) * (1 - rate))
     if k <= n:
         return float(s[k - 1])
-    return fit_tail(s, rate)[0]
+    t, method = fit_tail(s, rate)
+    if method == GPD:
+        return t
+    # an exponential tail over the top tenth (at least 10): unlike `fit_tail`'s empirical
+    # fallback it is not held at the maximum, which on a few dozen held-back rows would
+    # make one odd row the threshold (the training-maximum problem again)
+    m = min(n - 1, max(10, n // 10))
+    u = s[n - m - 1]
+    return float(u + np.mean(s[n - m:] - u) * math.log(m / (rate * n)))
 
 
 def group_max(scores: np.ndarray, group_size: int) -> np.ndarray:

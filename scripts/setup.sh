@@ -14,6 +14,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
 if [ "$EXTRAS" = dev ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  # tep-studio (the bench extra: public process-fault data) compiles a small C extension
+  command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -4,7 +4,9 @@ Steps (``quick`` shrinks every size): simulate normal training runs; train each 
 architecture (`federation.model.ARCHS`, the comparison that chose the default); convert
 each to an int8 package; evaluate the packages, the float reference of the default, and the
 peers (IsolationForest, HalfSpaceTrees, robust z) on every scenario family through the
-gateway's pipeline; measure LiteRT throughput. Plots go to ``docs/model/``.
+gateway's pipeline; measure LiteRT throughput; the public-data section
+(`fiberwatch.bench.public`: labelled multivariate process faults through the CLI, against
+IsolationForest and PCA T^2/SPE). Plots go to ``docs/model/``.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     result["conversion"] = conv
     result["variants"] = variant_table(result, variants)
     result["training"] = {"rows": int(len(rows)), "source": source}
+    from fiberwatch.bench import public
+
+    result["public"] = {"tep": public.run(quick, out_dir / "public-data")}
     result["quick"] = quick
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     return result

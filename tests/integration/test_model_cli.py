@@ -122,3 +122,63 @@ def test_csv_train_and_score(workdir: Path, capsys) -> None:
     code, _, err = _cli(capsys, "model", "train", "--csv", str(workdir / "none.csv"),
                         "--out", str(ck))
     assert code == 2 and "none.csv" in err
+
+
+def _process_csv(path: Path, n: int, seed: int, fault_at: int | None = None) -> np.ndarray:
+    """Three coupled 1 Hz process tags (flow, pressure follows flow, temperature lags it);
+    from ``fault_at`` the pressure reads 1.5 units high: each tag stays in its normal range,
+    only the relation breaks. Returns the labels."""
+    rng = np.random.default_rng(seed)
+    flow = np.empty(n)
+    flow[0] = 0.0
+    for i in range(1, n):  # AR(1) around 10
+        flow[i] = 0.9 * flow[i - 1] + rng.normal(0, 0.5)
+    flow += 10.0
+    pressure = 2.0 * flow + rng.normal(0, 0.2, n)
+    temp = 40.0 + np.convolve(flow, np.ones(3) / 3, "same") + rng.normal(0, 0.2, n)
+    y = np.zeros(n, bool)
+    if fault_at is not None:
+        pressure[fault_at:] += 1.5
+        y[fault_at:] = True
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["datetime", "flow", "pressure", "temp"])
+        for i in range(n):
+            w.writerow([f"2024-03-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}",
+                        f"{flow[i]:.4f}", f"{pressure[i]:.4f}", f"{temp[i]:.4f}"])
+    return y
+
+
+def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
+    train_csv, test_csv = workdir / "proc-train.csv", workdir / "proc-test.csv"
+    _process_csv(train_csv, 400, seed=0)
+    y = _process_csv(test_csv, 400, seed=1, fault_at=200)
+    ck, pkg, out_csv = workdir / "proc.ckpt", workdir / "proc.fwpkg", workdir / "proc-out.csv"
+    code, out, err = _cli(capsys, "model", "train", "--csv", str(train_csv), "--out", str(ck))
+    assert code == 0, err
+    assert "mv: 4 lags x 3 columns" in err  # the choice, printed
+    info = json.loads(out)
+    assert info["dim"] == 12 and info["held_back_rows"] == round(0.2 * 397)  # 397 windows
+    assert _cli(capsys, "model", "convert", str(ck), "--out", str(pkg))[0] == 0
+    code, out, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(test_csv),
+                          "--output", str(out_csv), "--false-alarms-per-day", "864")
+    assert code == 0, err
+    with open(out_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 400 and rows[0]["time"] == "2024-03-01T00:00:00"
+    assert rows[2]["score"] == "" and rows[3]["score"] != ""  # 4 lags: the 4th row is scored
+    flag = np.array([r["flagged"] == "1" for r in rows])
+    assert flag[y].mean() > 0.8  # the broken relation is found...
+    assert flag[~y].mean() < 0.05  # ...at about the 1 % per row asked for (864 / day at 1 Hz)
+    tops = [r["top_columns"].split(";")[0].split("=")[0] for r in np.array(rows)[flag & y]]
+    assert tops.count("pressure") > 0.5 * len(tops)  # and the column that drove it
+    assert (out_csv.parent / "proc-out.csv.events.jsonl").read_text().strip()
+
+
+def test_mv_too_little_data_says_so(workdir: Path, capsys) -> None:
+    short = workdir / "proc-short.csv"
+    _process_csv(short, 60, seed=2)
+    code, _, err = _cli(capsys, "model", "train", "--csv", str(short), "--out",
+                        str(workdir / "short.ckpt"))
+    assert code == 2 and "proc-short.csv" in err and "too little normal data" in err
+    assert "record more normal operation" in err and len(err.strip().splitlines()) <= 2
