@@ -30,37 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--force", action="store_true", help="overwrite existing files")
     k.set_defaults(func=_keygen)
 
-    t = msub.add_parser("train", help="train an autoencoder on normal data -> checkpoint")
-    src = t.add_mutually_exclusive_group(required=True)
-    src.add_argument("--sim", action="store_true", help="simulate normal runs (sensors_sim)")
-    src.add_argument("--recording", type=Path, help="recorded frames (.fwrec)")
-    src.add_argument("--csv", type=Path, help="CSV: a time column + numeric sensor columns")
-    src.add_argument("--files", type=Path, metavar="PATH",
-                     help="an interrogator's files, read as the bridge reads them: a DAS file "
-                     "(PRODML/DASDAE/... HDF5, TDMS: DASCore) or a directory of DAS files, or "
-                     "with --stream dts a directory of DTS CSV files")
-    t.add_argument("--stream", choices=("das", "dts"), default="das")
-    t.add_argument("--config", type=Path, help="gateway TOML: take the stream's feature spec")
-    t.add_argument("--channels", type=int, default=512, help="--sim: channels (default 512)")
-    t.add_argument("--seconds", type=float, default=120.0, help="--sim: seconds per run")
-    t.add_argument("--runs", type=int, default=2, help="--sim: runs (seeds) (default 2)")
-    t.add_argument("--geometry", choices=("well", "pipeline"), default="well")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--profile", choices=("auto", "mv", "raw"), default="auto",
-                   help="--csv: mv = one model over all columns (multivariate process data), "
-                   "raw = each column on its own; auto = mv for 2+ columns at <= 100 Hz")
-    t.add_argument("--window", type=int, help="--csv: samples per window (mv: lags); default "
-                   "chosen from the data's length, printed")
-    t.add_argument("--hop", type=int, help="--csv: samples per hop (mv default 1)")
-    t.add_argument("--validation", type=float, default=0.2,
-                   help="--csv: fraction of the (time-ordered) rows held back to calibrate "
-                   "the threshold (default 0.2)")
-    t.add_argument("--arch", default="ae-32-8")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--batch-size", type=int, default=512)
-    t.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
-    t.set_defaults(func=_train)
+    _register_train(msub)
 
     c = msub.add_parser("convert", help="checkpoint -> int8 .tflite -> (signed) package")
     c.add_argument("checkpoint", type=Path)
@@ -109,6 +79,40 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "threshold.floor_quantile)")
     e.add_argument("--json", type=Path, help="write the result object here")
     e.set_defaults(func=_eval)
+
+
+def _register_train(msub: argparse._SubParsersAction) -> None:
+    t = msub.add_parser("train", help="train an autoencoder on normal data -> checkpoint")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sim", action="store_true", help="simulate normal runs (sensors_sim)")
+    src.add_argument("--recording", type=Path, help="recorded frames (.fwrec)")
+    src.add_argument("--csv", type=Path, help="CSV: a time column + numeric sensor columns")
+    src.add_argument("--files", type=Path, metavar="PATH",
+                     help="an interrogator's files, read as the bridge reads them: a DAS file "
+                     "(PRODML/DASDAE/... HDF5, TDMS: DASCore) or a directory of DAS files, or "
+                     "with --stream dts a directory of DTS CSV files")
+    t.add_argument("--stream", choices=("das", "dts"), default="das")
+    t.add_argument("--config", type=Path, help="gateway TOML: take the stream's feature spec")
+    t.add_argument("--channels", type=int, default=512, help="--sim: channels (default 512)")
+    t.add_argument("--seconds", type=float, default=120.0, help="--sim: seconds per run")
+    t.add_argument("--runs", type=int, default=2, help="--sim: runs (seeds) (default 2)")
+    t.add_argument("--geometry", choices=("well", "pipeline"), default="well")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--profile", choices=("auto", "mv", "raw"), default="auto",
+                   help="--csv: mv = one model over all columns (multivariate process data), "
+                   "raw = each column on its own; auto = mv for 2+ columns at <= 100 Hz")
+    t.add_argument("--window", type=int, help="--csv: samples per window (mv: lags); default "
+                   "chosen from the data's length, printed")
+    t.add_argument("--hop", type=int, help="--csv: samples per hop (mv default 1)")
+    t.add_argument("--validation", type=float, default=0.2,
+                   help="--csv: fraction of the (time-ordered) rows held back to calibrate "
+                   "the threshold (default 0.2)")
+    t.add_argument("--arch", default="ae-32-8")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--batch-size", type=int, default=512)
+    t.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    t.set_defaults(func=_train)
 
 
 def _read(path: Path, what: str) -> bytes:

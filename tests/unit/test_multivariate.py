@@ -143,3 +143,21 @@ def test_pipeline_scores_one_mv_row_per_window() -> None:
     assert s.scores.shape == (3,) and np.all(s.scores == 20.0)
     np.testing.assert_allclose(s.contributions, [0.0, 0.0, 20.0])
     assert s.flagged.tolist() == [True]  # above the calibrated floor from the first window
+
+
+def test_public_bench_metrics_and_baselines() -> None:
+    from fiberwatch.bench.public import Baselines, point_metrics
+
+    m = point_metrics(np.array([1, 1, 0, 0, 1], bool), np.array([1, 0, 0, 1, 1], bool))
+    assert (m["tp"], m["fp"], m["fn"]) == (2, 1, 1) and m["far"] == 0.5
+    assert m["f1"] == pytest.approx(2 / 3)
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(1000, 2))
+    x = np.c_[z, z.sum(axis=1) + 0.05 * rng.normal(size=1000)]
+    base = Baselines(x, alpha=0.02)
+    normal = np.c_[rng.normal(size=(2000, 2)), np.zeros(2000)]
+    normal[:, 2] = normal[:, :2].sum(axis=1) + 0.05 * rng.normal(size=2000)
+    broken = normal.copy()
+    broken[:, 2] += 1.0  # each column in range, the relation broken
+    assert base.flags(normal)["pca_t2_spe"].mean() < 0.05
+    assert base.flags(broken)["pca_t2_spe"].mean() > 0.9
