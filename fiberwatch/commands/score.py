@@ -219,7 +219,9 @@ class _Writer:
                 "t_start_ns": w.t_start_ns, "t_end_ns": w.t_end_ns,
                 "first_channel": w.first_channel, "scores": [float(v) for v in s.scores],
                 "thresholds": [float(v) if v != float("inf") else None for v in s.thresholds],
-                "flagged_channels": [int(c) + w.first_channel for c in flag.nonzero()[0]]})
+                "flagged_channels": [int(c) + w.first_channel for c in flag.nonzero()[0]],
+                **({"contributions": [float(v) for v in s.contributions]}
+                   if s.contributions is not None else {})})
             return
         for c in range(len(s.scores)):
             self._w.writerow([w.t_start_ns, w.t_end_ns, w.first_channel + c,

@@ -161,3 +161,45 @@ def test_public_bench_metrics_and_baselines() -> None:
     broken[:, 2] += 1.0  # each column in range, the relation broken
     assert base.flags(normal)["pca_t2_spe"].mean() < 0.05
     assert base.flags(broken)["pca_t2_spe"].mean() > 0.9
+
+
+def test_gateway_config_runs_an_mv_stream(tmp_path) -> None:
+    from pathlib import Path
+
+    from edge_agent.config import load_gateway_config
+
+    src = Path(__file__).resolve().parents[2] / "firmware_configs" / "gateways" / "well-a.toml"
+    text = src.read_text()
+    i = text.index("[[streams]]\nkind = \"dts\"")
+    j = text.index("[model]")
+    mv = ('[[streams]]\nkind = "dts"\ninterrogator = "dts-well-a"\nchannels = 3\n'
+          'sample_rate_hz = 1.0\nwindow_s = 4.0\nhop_s = 1.0\nprofile = "mv"\n\n')
+    p = tmp_path / "gw.toml"
+    p.write_text(text[:i] + mv + text[j:])
+    stream = load_gateway_config(p).stream("dts")
+    t = np.arange(400) * 1_000_000_000
+    spec, _ = datasets.csv_spec(t, 3)  # what `model train --csv` builds for such a file
+    assert stream.feature_spec().hash == spec.hash  # so its packages load on this stream
+
+
+def test_mv_stream_runs_on_the_startup_detector() -> None:
+    """Before any package arrives the gateway scores with `RobustZDetector`: an mv stream
+    runs through it (one row a window, learned from normal windows) and scores a jump."""
+    from edge_agent.detectors.stats import RobustZDetector
+    from edge_agent.offline import OfflineScorer, csv_frames, stream_config_for
+
+    spec = _mv_spec()
+    stream = stream_config_for(spec, channels=3)
+    det = RobustZDetector(spec.dim, feature_spec_hash=spec.hash)
+    seen: list = []
+    scorer = OfflineScorer(det, stream, spec=spec, on_window=seen.append,
+                           thresholds=ThresholdConfig(false_alarm_rate=1e-3, warmup_windows=40))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 3)).astype(np.float32)
+    x[500:, 1] += 25.0
+    t = np.arange(600, dtype=np.int64) * 1_000_000_000
+    scorer.run(csv_frames(t, x, kind="dts", rate=1.0))
+    assert len(seen) == 597 and all(s.rows.shape == (3, spec.dim) for s in seen[:3])
+    assert all(s.contributions is None for s in seen)  # no per-column parts from this one
+    before = np.median([s.scores[0] for s in seen[400:490]])
+    assert seen[500].scores[0] > 5 * before and len(set(seen[500].scores.tolist())) == 1
