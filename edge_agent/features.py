@@ -67,8 +67,8 @@ class FeatureSpec:
             raise FeatureSpecError(f"profile must be one of {PROFILES}, got {self.profile!r}")
         if not (self.sample_rate_hz > 0 and self.window_s > 0 and self.hop_s > 0):
             raise FeatureSpecError("sample_rate_hz, window_s and hop_s must be > 0")
-        if self.window_samples < 2:
-            raise FeatureSpecError("a window must hold at least 2 samples")
+        if self.window_samples < (1 if self.profile == "mv" else 2):
+            raise FeatureSpecError("a window must hold at least 2 samples (mv: 1)")
         if self.hop_samples < 1:
             raise FeatureSpecError("a hop must hold at least 1 sample")
         if self.context_radius < 0:

@@ -88,7 +88,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     result["training"] = {"rows": int(len(rows)), "source": source}
     from fiberwatch.bench import public
 
-    result["public"] = {"tep": public.run(quick, out_dir / "public-data")}
+    result["public"] = public.run(quick, out_dir / "public-data")
     result["quick"] = quick
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     return result

@@ -203,3 +203,20 @@ def test_mv_stream_runs_on_the_startup_detector() -> None:
     assert all(s.contributions is None for s in seen)  # no per-column parts from this one
     before = np.median([s.scores[0] for s in seen[400:490]])
     assert seen[500].scores[0] > 5 * before and len(set(seen[500].scores.tolist())) == 1
+
+
+def test_shuttle_is_read_from_the_installed_package() -> None:
+    from fiberwatch.bench.public import load_shuttle
+
+    x, y = load_shuttle()
+    assert x.shape == (49_097, 9) and 0.06 < y.mean() < 0.08  # ODDS form: ~7 % anomalies
+
+
+def test_mv_window_of_one_row() -> None:
+    spec = FeatureSpec(profile="mv", sample_rate_hz=1.0, window_s=1.0, hop_s=1.0, bands_hz=(),
+                       context_radius=0, channels=9)
+    assert spec.dim == 9 and spec.window_samples == 1
+    t = np.arange(300) * 1_000_000_000
+    assert datasets.csv_spec(t, 9, profile="mv", window=1)[0] == spec
+    with pytest.raises(FeatureSpecError):
+        FeatureSpec(profile="raw", sample_rate_hz=1.0, window_s=1.0, hop_s=1.0, bands_hz=())
