@@ -203,8 +203,9 @@ class StreamPipeline:
         if thr is None:
             if len(self._thresholds) >= 2:
                 self._thresholds.pop(next(iter(self._thresholds)))
+            per_group = 1 if self.extractor.spec.profile == "mv" else self.stream.group_size
             thr = self._thresholds[model] = GroupThreshold.for_detector(
-                self.n_groups, self._thr_cfg, det)
+                self.n_groups, self._thr_cfg, det, rows_per_group=per_group)
             log.info("event=thresholds_new stream=%s model=%s", self.stream.kind, model[0])
         return thr
 

@@ -267,13 +267,19 @@ class GroupThreshold:
 
     @classmethod
     def for_detector(cls, n_groups: int, cfg: ThresholdConfig, detector: object, *,
-                     refit_every: int = 20) -> GroupThreshold:
+                     refit_every: int = 20, rows_per_group: int = 1) -> GroupThreshold:
         """Thresholds for one detector's scores: floored at its calibrated threshold
         (`calibrated_threshold` of ``detector.calibration_scores``) when it has one, else
-        at its package quantiles (`threshold_floor`)."""
+        at its package quantiles (`threshold_floor`).
+
+        Calibration scores are per row; a group's score is the max of ``rows_per_group``
+        rows (a group of fibre channels; 1 for an mv stream), so each row is calibrated at
+        ``false_alarm_rate / rows_per_group`` (a union bound: the group rate stays at most
+        the target)."""
         cal = getattr(detector, "calibration_scores", None)
         if cal is not None and len(cal) >= 2:
-            floor = max(cfg.min_threshold, calibrated_threshold(cal, cfg.false_alarm_rate))
+            row_rate = cfg.false_alarm_rate / max(1, rows_per_group)
+            floor = max(cfg.min_threshold, calibrated_threshold(cal, row_rate))
             log.info("event=threshold_floor model=%s floor=%.6g level=calibrated n=%d rate=%g",
                      getattr(detector, "version", "?"), floor, len(cal), cfg.false_alarm_rate)
             thr = cls(n_groups, cfg, floor=floor, refit_every=refit_every)

@@ -104,6 +104,9 @@ def test_calibrated_groups_start_at_their_floor() -> None:
     np.testing.assert_allclose(thr.thresholds, calibrated_threshold(
         _Calibrated.calibration_scores, 0.05))
     assert thr.classify(np.array([100.0, 0.0])).tolist() == [True, False]
+    eight = GroupThreshold.for_detector(2, cfg, _Calibrated(), rows_per_group=8)
+    assert eight.floor == calibrated_threshold(_Calibrated.calibration_scores, 0.05 / 8)
+    assert eight.floor > thr.floor  # a group's max over 8 channels: each at rate / 8
 
 
 class _Slot:
