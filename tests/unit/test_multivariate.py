@@ -223,3 +223,27 @@ def test_mv_window_of_one_row() -> None:
     assert datasets.csv_spec(t, 9, profile="mv", window=1)[0] == spec
     with pytest.raises(FeatureSpecError):
         FeatureSpec(profile="raw", sample_rate_hz=1.0, window_s=1.0, hop_s=1.0, bands_hz=())
+
+
+def test_mv_normal_rows_are_learned_once_per_window() -> None:
+    class _Buffer:
+        def __init__(self) -> None:
+            self.rows: list[np.ndarray] = []
+
+        def append(self, rows: np.ndarray) -> None:
+            self.rows.append(rows)
+
+    stream = StreamConfig(kind="dts", profile="mv", channels=3, sample_rate_hz=1.0,
+                          window_s=4.0, hop_s=1.0, bands_hz=[], context_radius=0)
+    buf = _Buffer()
+    pipe = StreamPipeline(site="s", gateway="g", stream=stream,
+                          thresholds=ThresholdConfig(false_alarm_rate=0.05),
+                          events=EventConfig(), slot=_Slot(_Calibrated()), sink=_Sink(),
+                          metrics=Metrics(), normal_buffer=buf)
+    for i in range(10):
+        pipe.process(Window("dts", np.full((4, 3), 0.01, np.float32), i, i + 4, 0, (), None,
+                            False, i))
+    pipe.flush()
+    rows = np.concatenate(buf.rows)
+    assert rows.shape == (10, 12)  # one row per window, not one per column
+    assert pipe.recent_rows().shape[0] == 8  # smoke_windows of one row each
