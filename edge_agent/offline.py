@@ -197,25 +197,47 @@ class OfflineScorer:
         return self.events
 
 
-def read_csv(path: Path, *, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``(t_ns (T,), values (T, channels) float32, names)`` from a CSV with a header, one
-    time column (named like `TIME_COLUMNS`, else the first; seconds or ISO-8601) and numeric
-    sensor columns. Empty cells become NaN. `min_rows`: fewer data rows are an error (a
-    DTS unit's one-trace files need 1; the sample rate then comes from elsewhere)."""
+#: columns that hold ground truth, never sensor values: read_csv leaves them out
+LABEL_COLUMNS = ("anomaly", "changepoint", "label", "labels", "is_anomaly", "fault", "target")
+
+
+def _delimiter(line: str) -> str:
+    """``,`` unless the header line splits better on ``;`` or a tab."""
+    counts = {d: line.count(d) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > counts[","] else ","
+
+
+def _records(path: Path) -> tuple[list[str] | None, list[list[str]]]:
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
+            first = f.readline()
+            f.seek(0)
+            reader = csv.reader(f, delimiter=_delimiter(first))
             header = next(reader, None)
-            records = [r for r in reader if r and any(c.strip() for c in r)]
+            return header, [r for r in reader if r and any(c.strip() for c in r)]
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror}") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: not a CSV text file: {exc}") from None
+
+
+def read_csv(path: Path, *, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(t_ns (T,), values (T, channels) float32, names)`` from a CSV with a header, one
+    time column (named like `TIME_COLUMNS`, else the first; seconds or ISO-8601) and numeric
+    sensor columns, separated by commas, semicolons or tabs. Empty cells become NaN.
+    Ground-truth columns (`LABEL_COLUMNS`) are left out: a model must not see them.
+    `min_rows`: fewer data rows are an error (a DTS unit's one-trace files need 1; the
+    sample rate then comes from elsewhere)."""
+    header, records = _records(path)
     if not header or len(header) < 2:
         raise InputError(f"{path}: needs a header with a time column and sensor columns")
     names = [h.strip() for h in header]
     tcol = next((i for i, h in enumerate(names) if h.lower() in TIME_COLUMNS), 0)
-    cols = [i for i in range(len(names)) if i != tcol]
+    cols = [i for i in range(len(names))
+            if i != tcol and names[i].lower() not in LABEL_COLUMNS]
+    if not cols:
+        raise InputError(f"{path}: no sensor columns besides the time and label columns")
     t = np.empty(len(records), np.int64)
     x = np.empty((len(records), len(cols)), np.float32)
     for k, r in enumerate(records):
@@ -236,14 +258,13 @@ def read_csv(path: Path, *, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray, 
 def read_csv_times(path: Path) -> list[str]:
     """The time column's cells as written (the column `read_csv` uses), for output that
     quotes the input's own times."""
+    header, records = _records(path)
+    names = [h.strip().lower() for h in header or []]
+    tcol = next((i for i, h in enumerate(names) if h in TIME_COLUMNS), 0)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            names = [h.strip().lower() for h in next(reader, [])]
-            tcol = next((i for i, h in enumerate(names) if h in TIME_COLUMNS), 0)
-            return [r[tcol].strip() for r in reader if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error, IndexError) as exc:
-        raise InputError(f"{path}: {exc}") from None
+        return [r[tcol].strip() for r in records]
+    except IndexError:
+        raise InputError(f"{path}: a row without a time cell") from None
 
 
 def _time_ns(text: str, path: Path, line: int) -> int:

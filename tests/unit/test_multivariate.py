@@ -247,3 +247,17 @@ def test_mv_normal_rows_are_learned_once_per_window() -> None:
     rows = np.concatenate(buf.rows)
     assert rows.shape == (10, 12)  # one row per window, not one per column
     assert pipe.recent_rows().shape[0] == 8  # smoke_windows of one row each
+
+
+def test_semicolon_csv_with_label_columns(tmp_path) -> None:
+    """A SKAB-style file: ``;``-separated, ``datetime`` first, ground truth at the end."""
+    from edge_agent.offline import read_csv, read_csv_times
+
+    p = tmp_path / "skab-like.csv"
+    lines = ["datetime;Pressure;Temperature;anomaly;changepoint"]
+    for i in range(5):
+        lines.append(f"2020-03-09 10:14:{33 + i};0.{i};89.{i};{i % 2}.0;0.0")
+    p.write_text("\n".join(lines) + "\n")
+    t, x, names = read_csv(p)
+    assert names == ["Pressure", "Temperature"] and x.shape == (5, 2)  # no label columns
+    assert read_csv_times(p)[0] == "2020-03-09 10:14:33" and t[1] - t[0] == 1_000_000_000
