@@ -137,6 +137,10 @@ class ModelConfig(_Strict):
     smoke_windows: int = Field(8, ge=1)
 
 
+#: an mv stream's per-window false-alarm rate when none is configured (99 % control limit)
+MV_DEFAULT_RATE = 0.01
+
+
 class ThresholdConfig(_Strict):
     """The threshold stage (`edge_agent.thresholds`). The defaults are the operating point
     the model evaluation measures (`federation.evaluate`, ``docs/model/README.md``)."""
@@ -146,8 +150,9 @@ class ThresholdConfig(_Strict):
         None, gt=0, description="THE operating-point knob: target false alarms per day per "
         "threshold group (a group of group_size fibre channels; a whole mv stream). Set, it "
         "replaces false_alarm_rate by per_day x hop_s / 86400 (at most 0.1 per window); a "
-        "package with held-back calibration scores maps it to its threshold floor "
-        "(`edge_agent.thresholds.calibrated_threshold`)")
+        "package with held-back calibration scores maps it to its threshold "
+        "(`edge_agent.thresholds.calibrated_threshold`). Unset on an mv stream with no "
+        "false_alarm_rate either: 1 % of windows, the 99 % control limit of process monitoring")
     warmup_windows: int = Field(40, ge=1)
     history_windows: int = Field(2000, ge=50)
     quarantine_windows: int = Field(
@@ -164,15 +169,21 @@ class ThresholdConfig(_Strict):
         "Detectors without a package (the statistical start-up detector), and 0 or None "
         "(no quantile floor): min_threshold alone")
 
-    def rate_per_window(self, hop_s: float) -> float:
-        """The per-group, per-window exceedance rate in force for windows ``hop_s`` apart."""
-        if self.false_alarms_per_day is None:
-            return self.false_alarm_rate
-        return min(0.1, self.false_alarms_per_day * hop_s / 86400.0)
+    def rate_per_window(self, hop_s: float, profile: str = "das") -> float:
+        """The per-group, per-window exceedance rate in force for windows ``hop_s`` apart.
 
-    def for_hop(self, hop_s: float) -> ThresholdConfig:
-        """This config with ``false_alarm_rate`` resolved from the knob (`rate_per_window`)."""
-        return self.model_copy(update={"false_alarm_rate": self.rate_per_window(hop_s)})
+        Without the knob and without ``false_alarm_rate`` set, an ``mv`` (process) stream
+        uses `MV_DEFAULT_RATE`: the 99 % control limit of multivariate process monitoring."""
+        if self.false_alarms_per_day is not None:
+            return min(0.1, self.false_alarms_per_day * hop_s / 86400.0)
+        if profile == "mv" and "false_alarm_rate" not in self.model_fields_set:
+            return MV_DEFAULT_RATE
+        return self.false_alarm_rate
+
+    def for_hop(self, hop_s: float, profile: str = "das") -> ThresholdConfig:
+        """This config with ``false_alarm_rate`` resolved (`rate_per_window`)."""
+        rate = self.rate_per_window(hop_s, profile)
+        return self.model_copy(update={"false_alarm_rate": rate})
 
     @field_validator("floor_quantile", mode="before")
     @classmethod

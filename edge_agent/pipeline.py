@@ -97,7 +97,7 @@ class StreamPipeline:
                                    hop_samples=spec.hop_samples)
         self.extractor = FeatureExtractor(spec)
         self.n_groups = -(-stream.channels // stream.group_size)
-        self._thr_cfg = thresholds.for_hop(spec.hop_s)  # the knob, per window
+        self._thr_cfg = thresholds.for_hop(spec.hop_s, spec.profile)  # the knob, per window
         self._thresholds: dict[tuple[str, str], GroupThreshold] = {}
         self.events = EventBuilder(site=site, gateway=gateway, stream=stream, cfg=events,
                                    hop_ns=round(spec.hop_s * 1e9), names=spec.names,

@@ -21,9 +21,10 @@ the group's score exceeds with probability ``false_alarm_rate`` per window:
 A package with held-back calibration scores (normal rows the model never trained on,
 manifest ``threshold.calibration``) gets a *calibrated* floor instead: `calibrated_threshold`
 at the configured rate (split-conformal quantile when the held-back set is large enough for
-the rate, else a GPD/exponential tail fitted to it). Such a group starts at that floor
-(method ``calibrated``) rather than warming up, so a short recording is scored at the
-calibrated operating point from its first window; the adaptive fit only ever raises it.
+the rate, else a GPD/exponential tail fitted to it). Such a group is fixed at that
+threshold (method ``calibrated``) from its first window: no warm-up, and no adaptive refit,
+which would learn a slow fault that starts below the threshold (a drift, a fouling valve)
+as normal and raise the threshold over it.
 
 Every fitted threshold is raised to a *floor* (`threshold_floor`): ``min_threshold``, or for a
 model package with ``floor_quantile`` set, ``max(min_threshold, quantiles[floor_quantile])``
@@ -341,6 +342,8 @@ class GroupThreshold:
             self._refit(g)
 
     def _refit(self, g: int) -> None:
+        if self.method[g] == CALIBRATED:
+            return  # fixed at the calibrated threshold: a slow fault is never learned
         n = int(self.count[g])
         if n < max(self.cfg.warmup_windows, 2):
             return  # a calibrated group keeps its floor, others stay at inf: no events

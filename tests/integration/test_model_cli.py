@@ -173,6 +173,12 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     tops = [r["top_columns"].split(";")[0].split("=")[0] for r in np.array(rows)[flag & y]]
     assert tops.count("pressure") > 0.5 * len(tops)  # and the column that drove it
     assert (out_csv.parent / "proc-out.csv.events.jsonl").read_text().strip()
+    code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(test_csv),
+                        "--output", str(out_csv))  # the default: a 99 % control limit
+    assert code == 0, err
+    with open(out_csv, newline="") as f:
+        flag = np.array([r["flagged"] == "1" for r in csv.DictReader(f)])
+    assert flag[y].mean() > 0.8 and flag[~y].mean() < 0.05
 
 
 def test_mv_too_little_data_says_so(workdir: Path, capsys) -> None:

@@ -83,6 +83,9 @@ def test_knob_maps_to_a_rate_per_window() -> None:
     assert cfg.rate_per_window(1.0) == pytest.approx(1e-4)
     assert cfg.for_hop(10.0).false_alarm_rate == pytest.approx(1e-3)
     assert ThresholdConfig().rate_per_window(1.0) == ThresholdConfig().false_alarm_rate
+    assert ThresholdConfig().rate_per_window(1.0, "mv") == 0.01  # the 99 % control limit
+    assert ThresholdConfig(false_alarm_rate=1e-4).rate_per_window(1.0, "mv") == 1e-4
+    assert cfg.rate_per_window(1.0, "mv") == pytest.approx(1e-4)  # the knob wins
 
 
 class _Calibrated:
@@ -104,6 +107,10 @@ def test_calibrated_groups_start_at_their_floor() -> None:
     np.testing.assert_allclose(thr.thresholds, calibrated_threshold(
         _Calibrated.calibration_scores, 0.05))
     assert thr.classify(np.array([100.0, 0.0])).tolist() == [True, False]
+    start = thr.thresholds.copy()
+    for _ in range(200):  # a slow fault below the threshold is not learned as normal
+        thr.learn(np.array([start[0] * 0.9, 0.1]))
+    np.testing.assert_array_equal(thr.thresholds, start)
     eight = GroupThreshold.for_detector(2, cfg, _Calibrated(), rows_per_group=8)
     assert eight.floor == calibrated_threshold(_Calibrated.calibration_scores, 0.05 / 8)
     assert eight.floor > thr.floor  # a group's max over 8 channels: each at rate / 8
