@@ -162,8 +162,10 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.model}: refused ({exc})") from None
     writer.close(events, {"model": pkg.version, "package_sha256": pkg.sha256,
                           "input": str(args.input)})
+    extra = {"rows": len(writer.flag), "flagged_rows": int(writer.flag.sum())} \
+        if isinstance(writer, RowWriter) else {}
     print(json.dumps({"windows": writer.n_windows, "channels": n_ch, "events": len(events),
-                      "output": str(args.output), "model": pkg.version}))
+                      **extra, "output": str(args.output), "model": pkg.version}))
     return 0
 
 
