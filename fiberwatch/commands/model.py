@@ -316,6 +316,12 @@ def _inspect(args: argparse.Namespace) -> int:
     if not args.full:
         for key in ("normalization", "error_scale", "feature_names"):
             m.pop(key, None)
+        cal = m.get("threshold", {}).get("calibration")
+        if cal:  # the held-back scores: their count and range, not the list
+            scores = cal.get("scores") or [0.0]
+            m["threshold"] = {**m["threshold"], "calibration": {
+                **{k: v for k, v in cal.items() if k != "scores"},
+                "scores_min": min(scores), "scores_max": max(scores)}}
     m["package_sha256"] = pkg.sha256
     m["signed"] = pkg.signed
     print(json.dumps(m, indent=2))
