@@ -268,3 +268,18 @@ def test_semicolon_csv_with_label_columns(tmp_path) -> None:
     t, x, names = read_csv(p)
     assert names == ["Pressure", "Temperature"] and x.shape == (5, 2)  # no label columns
     assert read_csv_times(p)[0] == "2020-03-09 10:14:33" and t[1] - t[0] == 1_000_000_000
+
+
+
+def test_robust_scale_of_degenerate_columns() -> None:
+    from federation.task import STD_FLOOR, prepare_and_fit, robust_center_scale
+
+    x = np.zeros((100, 3), np.float32)
+    x[:, 0] = np.random.default_rng(0).normal(size=100)
+    x[:, 1] = 32.0  # constant in training: any later change is new
+    x[::10, 2] = 1.0  # mostly constant: IQR 0, std not
+    med, scale = robust_center_scale(x)
+    assert 0.7 < scale[0] < 1.3 and med[1] == 32.0 and scale[1] < STD_FLOOR
+    assert scale[2] == pytest.approx(0.5 * x[:, 2].std(), rel=1e-5)
+    model, _ = prepare_and_fit(x, robust=True, epochs=1)
+    assert float(model.std[1]) == pytest.approx(STD_FLOOR)  # the model's floor applies
