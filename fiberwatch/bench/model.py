@@ -205,4 +205,8 @@ def to_markdown(result: dict[str, Any]) -> str:
                      f"{s['beats_every_peer']} (best peer {s['best_peer']})"
                      + (f"; leak/sand target met: {s['meets_target']}" if "meets_target" in s
                         else ""))
+    if "public" in result:
+        from fiberwatch.bench import public
+
+        lines += ["", public.to_markdown(result["public"])]
     return "\n".join(lines) + "\n"

@@ -283,3 +283,18 @@ def test_robust_scale_of_degenerate_columns() -> None:
     assert scale[2] == pytest.approx(0.5 * x[:, 2].std(), rel=1e-5)
     model, _ = prepare_and_fit(x, robust=True, epochs=1)
     assert float(model.std[1]) == pytest.approx(STD_FLOOR)  # the model's floor applies
+
+
+def test_public_section_renders() -> None:
+    from fiberwatch.bench.public import point_metrics, to_markdown
+
+    m = point_metrics(np.array([1, 0, 1], bool), np.array([1, 0, 0], bool))
+    tep = {"dataset": "d", "quick": True, "faults": {"idv01": dict.fromkeys(
+               ("model", "pca_t2_spe", "iforest"), m)},
+           "pooled": dict.fromkeys(("model", "pca_t2_spe", "iforest"), m),
+           "protocol": {"alpha": 0.01, "false_alarms_per_day": 24.0, "sample_s": 36.0,
+                        "columns": 22, "train_rows": 400, "normal_rows": 150,
+                        "fault_rows": 250}}
+    text = to_markdown({"tep": tep, "shuttle": {"skipped": "x"}})
+    assert "| fiberwatch mv (int8 AE, CLI) | 0.667 |" in text and "idv01 0.67" in text
+    assert "Skipped: nope" in to_markdown({"tep": {"skipped": "nope"}})
