@@ -143,8 +143,11 @@ def _run(args: argparse.Namespace) -> int:
     spec = FeatureSpec.from_dict(pkg.manifest["feature_spec"])
     frames, n_ch, first = _frames(args.input, spec)
     thr, evc = ThresholdConfig(), EventConfig()
-    stream = stream_config_for(spec, channels=n_ch, first_channel=first,
-                               spacing_m=args.spacing_m, group_size=args.group_size)
+    try:
+        stream = stream_config_for(spec, channels=n_ch, first_channel=first,
+                                   spacing_m=args.spacing_m, group_size=args.group_size)
+    except ValueError as exc:  # an mv model and an input with other columns
+        raise UsageError(f"{args.input}: {exc}") from None
     if args.config is not None:
         stream, thr, evc = _from_config(args.config, stream)
     if args.false_alarms_per_day is not None:

@@ -179,6 +179,11 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     with open(out_csv, newline="") as f:
         flag = np.array([r["flagged"] == "1" for r in csv.DictReader(f)])
     assert flag[y].mean() > 0.8 and flag[~y].mean() < 0.05
+    other = workdir / "proc-2cols.csv"
+    other.write_text("time,flow,pressure\n" + "".join(f"{i},1,2\n" for i in range(50)))
+    code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(other),
+                        "--output", str(workdir / "x.csv"))
+    assert code == 2 and "trained on 3 columns" in err and len(err.strip().splitlines()) == 1
 
 
 def test_mv_too_little_data_says_so(workdir: Path, capsys) -> None:
