@@ -198,6 +198,15 @@ class IngestConfig(_Strict):
     queue_frames: int = Field(256, ge=1)
     queue_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     backpressure: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    max_clock_skew_s: float | None = Field(
+        300.0, gt=0, le=10 * 365 * 86400,
+        description="frames dated further ahead of the gateway clock are dropped "
+        "(clock_skew) until a run of them re-synchronises the stream; 0 = no check")
+
+    @field_validator("max_clock_skew_s", mode="before")
+    @classmethod
+    def _skew_zero_is_off(cls, v: object) -> object:
+        return None if v == 0 else v  # TOML has no null
 
 
 class FederationConfig(_Strict):
