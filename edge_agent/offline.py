@@ -15,6 +15,7 @@ events name only ``das`` or ``dts``; its windows and features are the package's.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,12 +223,23 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return t, x, [names[i] for i in cols]
 
 
+#: times a CSV may hold: int64 nanoseconds since the epoch reach about year 2262
+_MAX_ABS_S = 9.2e9
+
+
 def _time_ns(text: str, path: Path, line: int) -> int:
     s = text.strip()
     try:
-        return round(float(s) * 1e9)
+        seconds = float(s)
     except ValueError:
-        pass
+        seconds = _iso_seconds(s, path, line)
+    if not (math.isfinite(seconds) and abs(seconds) < _MAX_ABS_S):
+        raise InputError(f"{path}: line {line}: time {s!r} is out of range (finite seconds "
+                         f"within +-{_MAX_ABS_S:g} of the epoch)")
+    return round(seconds * 1e9)
+
+
+def _iso_seconds(s: str, path: Path, line: int) -> float:
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
@@ -235,7 +247,7 @@ def _time_ns(text: str, path: Path, line: int) -> int:
                          "ISO-8601") from None
     if dt.tzinfo is None:  # naive times are UTC
         dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1e9)
+    return dt.timestamp()
 
 
 def csv_rate(t_ns: np.ndarray) -> float:
