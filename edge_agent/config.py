@@ -199,7 +199,11 @@ class EventConfig(_Strict):
 
 class OutboxConfig(_Strict):
     max_events: int = Field(100_000, ge=1, le=100_000_000)
-    max_age_s: float = Field(7 * 86400, gt=0, le=10 * 365 * 86400)
+    max_age_s: float = Field(7 * 86400, gt=0, le=10 * 365 * 86400,
+                             description="age on the outbox's monotonic clock, not the wall "
+                             "clock (edge_agent.store_forward)")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=2**40,
+                           description="most payload bytes queued; the oldest are evicted")
 
 
 class UplinkConfig(_Strict):

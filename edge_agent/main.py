@@ -53,7 +53,7 @@ def normal_buffer_path(cfg: GatewayConfig, kind: str) -> Path:
 
 def _outbox(cfg: GatewayConfig) -> Outbox:
     return Outbox(outbox_path(cfg), max_events=cfg.outbox.max_events,
-                  max_age_s=cfg.outbox.max_age_s)
+                  max_age_s=cfg.outbox.max_age_s, max_bytes=cfg.outbox.max_bytes)
 
 
 def _normal_buffer(cfg: GatewayConfig, s: StreamConfig) -> NormalBuffer:
@@ -224,6 +224,8 @@ class _Health:
             "model_hash": first["model_hash"] or "none", "rss_mb": round(rss_mb(), 1),
             "windows": snap["windows"], "events": snap["events"],
             "models": {k: st["model_version"] for k, st in states.items()},
+            "outbox_errors": dict(getattr(self.outbox, "errors", {})),
+            "outbox_spilled": self.outbox.spilled() if hasattr(self.outbox, "spilled") else 0,
         }
 
 
