@@ -9,6 +9,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_agent.store_forward import Outbox
@@ -142,3 +143,23 @@ def test_a_really_full_filesystem_loses_nothing(tiny_fs: Path) -> None:
     ob.close()
     with Outbox(tiny_fs / "outbox.db", max_events=100_000, max_age_s=3600) as again:
         assert again.depth() == 52
+
+
+def test_the_normal_buffer_on_a_full_filesystem_keeps_rows_and_does_not_raise(
+        tiny_fs: Path) -> None:
+    from edge_agent.normal_buffer import NormalBuffer
+
+    nb = NormalBuffer(tiny_fs / "n.fwnb", dim=4, spec_hash="h", max_rows=200_000)
+    with open(tiny_fs / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(bytes(4096))
+        except OSError:
+            pass
+    for _ in range(50):
+        nb.append(np.ones((100, 4), np.float32))  # the ring lies past the end of the file
+    assert nb.write_errors > 0
+    (tiny_fs / "filler").unlink()
+    nb.append(np.ones((1, 4), np.float32))
+    nb.close()
+    assert len(NormalBuffer.open_readonly(tiny_fs / "n.fwnb").read()) == 5001
