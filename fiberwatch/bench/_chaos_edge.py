@@ -81,8 +81,10 @@ def _stack(stack: Stack | None, work: Path, cloud: bool) -> Iterator[Stack]:
 
 # -- frame fuzzing ---------------------------------------------------------------------------
 def _counted(h: dict) -> int:
-    """Frames the agent has taken from MQTT: accepted plus dropped for any reason."""
-    return int(h.get("frames", 0)) + sum(int(v) for v in h.get("drops", {}).values())
+    """Frames the agent has taken from MQTT: accepted plus dropped for any reason
+    (``nonfinite`` marks an accepted frame, it is not a drop)."""
+    drops = h.get("drops", {})
+    return int(h.get("frames", 0)) + sum(int(v) for k, v in drops.items() if k != "nonfinite")
 
 
 def run_frame_fuzz(frames: int = 1_000_000, *, seed: int = 0, work: Path | None = None,
