@@ -285,11 +285,14 @@ def fault_clock_jump(*, stack: Stack | None = None, work: Path | None = None,
         hook.append(wd / "clock-offset")
         return offset_env(hook[0])
 
-    def body(_run: _Run) -> dict:
+    def body(run: _Run) -> dict:
+        seen = []
         for offset in (jump_s, -jump_s, 0.0):
             hook[0].write_text(f"{offset}\n")
             time.sleep(max(seconds / 6, 3.0))
-        return {"jumps_s": [jump_s, -jump_s, 0.0]}
+            # the agent's own clock, as its health heartbeat reports it: proof the jump took
+            seen.append(round((run.watch.health().get("t_ns", 0) - time.time_ns()) / 1e9))
+        return {"jumps_s": [jump_s, -jump_s, 0.0], "agent_clock_offsets_s": seen}
 
     return _fault("clock_jump", body, stack=stack, work=work, seconds=seconds, env=env)
 

@@ -71,4 +71,7 @@ def test_events_survive_a_full_outbox_disk(stack: Stack, tmp_path: Path) -> None
 
 
 def test_events_survive_gateway_clock_jumps(stack: Stack, tmp_path: Path) -> None:
-    _check(fault_clock_jump(stack=stack, work=tmp_path, seconds=24))
+    r = fault_clock_jump(stack=stack, work=tmp_path, seconds=24)
+    _check(r)
+    plus, minus, back = r["agent_clock_offsets_s"]  # the agent's clock did jump
+    assert abs(plus - 86400) <= 5 and abs(minus + 86400) <= 5 and abs(back) <= 5, r
