@@ -68,6 +68,10 @@ class FeatureSummary:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:
                 raise SummaryError(f"{name} must be an integer in the int64 range, got {v!r}")
+        for name in ("site", "gateway", "model_version"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v or len(v) > 256:
+                raise SummaryError(f"{name} must be a non-empty string, got {v!r}")
         for name in ("score", "energy", "threshold", "flagged"):
             if not isinstance(getattr(self, name), list):
                 raise SummaryError(f"{name} must be a list")

@@ -149,3 +149,15 @@ def test_simulator_schedule_shapes_are_config_errors(tmp_path: Path, table: str)
     p.write_text(table + "\n")
     with pytest.raises(SimConfigError):
         load_schedule(p)
+
+
+@pytest.mark.parametrize(("key", "value"), [("site", 5), ("gateway", ""), ("model_version", []),
+                                            ("t_ns", 10**30), ("t_ns", "1"), ("score", "abc"),
+                                            ("flagged", ["x"])])
+def test_a_summary_with_a_hostile_field_is_a_summary_error(key: str, value: object) -> None:
+    ok = FeatureSummary(site="s", gateway="g", stream="das", t_ns=1, ch_start=0, group_size=4,
+                        score=[1.0], energy=[1.0], threshold=[0.5], model_version="v")
+    d = json.loads(ok.to_json())
+    d[key] = value
+    with pytest.raises(SummaryError):
+        FeatureSummary.from_json(json.dumps(d))
