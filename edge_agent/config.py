@@ -21,7 +21,12 @@ from pydantic import (
     model_validator,
 )
 
-from edge_agent.features import DEFAULT_DAS_BANDS, FeatureSpec, FeatureSpecError
+from edge_agent.features import (
+    DEFAULT_DAS_BANDS,
+    MAX_SAMPLE_RATE_HZ,
+    FeatureSpec,
+    FeatureSpecError,
+)
 from edge_agent.topics import check_name
 
 
@@ -30,7 +35,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: TOML has inf and nan literals; no field of ours means them
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class GatewayIdentity(_Strict):
@@ -71,17 +77,18 @@ class BrokerConfig(_Strict):
 class StreamConfig(_Strict):
     kind: Literal["das", "dts"]
     interrogator: str = ""
-    first_channel: int = Field(0, ge=0)
+    first_channel: int = Field(0, ge=0, le=2**32 - 1)
     channels: int = Field(ge=1, le=65536)
-    spacing_m: float = Field(1.0, gt=0)
-    fiber_offset_m: float = 0.0
-    sample_rate_hz: float = Field(gt=0)
-    window_s: float = Field(gt=0)
-    hop_s: float = Field(gt=0)
+    spacing_m: float = Field(1.0, gt=0, le=1000)
+    fiber_offset_m: float = Field(0.0, ge=-1e7, le=1e7)
+    sample_rate_hz: float = Field(gt=0, le=MAX_SAMPLE_RATE_HZ)
+    window_s: float = Field(gt=0, le=3600)
+    hop_s: float = Field(gt=0, le=3600)
     bands_hz: list[tuple[float, float]] = Field(default_factory=lambda: list(DEFAULT_DAS_BANDS))
     context_radius: int = Field(4, ge=0, le=64)
     baseline_alpha: float = Field(0.02, gt=0, le=1)
-    group_size: int = Field(8, ge=1, description="channels per threshold group / summary cell")
+    group_size: int = Field(8, ge=1, le=65536,
+                            description="channels per threshold group / summary cell")
     profile: Literal["das", "dts", "raw", "mv"] | None = Field(
         None, description="feature profile (default: the kind's own). mv = multivariate "
         "process data: one model over all channels (columns), one score per window, one "
@@ -133,8 +140,8 @@ class StreamConfig(_Strict):
 class ModelConfig(_Strict):
     package: Path | None = Field(None, description="initial model package; none = statistical")
     public_key: Path | None = Field(None, description="Ed25519 public key that signs packages")
-    latency_budget_ms: float = Field(20.0, gt=0)
-    smoke_windows: int = Field(8, ge=1)
+    latency_budget_ms: float = Field(20.0, gt=0, le=60_000)
+    smoke_windows: int = Field(8, ge=1, le=1000)
 
 
 #: an mv stream's per-window false-alarm rate when none is configured (99 % control limit)
@@ -153,13 +160,15 @@ class ThresholdConfig(_Strict):
         "package with held-back calibration scores maps it to its threshold "
         "(`edge_agent.thresholds.calibrated_threshold`). Unset on an mv stream with no "
         "false_alarm_rate either: 1 % of windows, the 99 % control limit of process monitoring")
-    warmup_windows: int = Field(40, ge=1)
-    history_windows: int = Field(2000, ge=50)
+    warmup_windows: int = Field(40, ge=1, le=1_000_000)
+    history_windows: int = Field(2000, ge=50, le=1_000_000)
     quarantine_windows: int = Field(
-        10, ge=0, description="a group's normal score joins its history only after this many "
+        10, ge=0, le=100_000,
+        description="a group's normal score joins its history only after this many "
         "more windows without a flag: the rising edge of an anomaly, still below threshold, "
         "is dropped instead of raising the threshold (0 = learn at once)")
-    min_threshold: float = Field(0.0, ge=0, description="floor under every group threshold")
+    min_threshold: float = Field(0.0, ge=0, le=1e12,
+                                 description="floor under every group threshold")
     floor_quantile: float | None = Field(
         0.9999, gt=0, le=1,
         description="raise the floor to this quantile of the model's training scores (the "
@@ -192,17 +201,21 @@ class ThresholdConfig(_Strict):
 
 
 class EventConfig(_Strict):
-    merge_gap_channels: int = Field(2, ge=0)
+    merge_gap_channels: int = Field(2, ge=0, le=65536)
     merge_gap_s: float = Field(
-        5.0, ge=0, description="an open event stays open this long (stream time, whole hops, "
+        5.0, ge=0, le=86400,
+        description="an open event stays open this long (stream time, whole hops, "
         "never less than one quiet window) after its last flagged window: flags that come "
         "back sooner at the same channels (a periodic slug, a pulsing leak) continue it")
     merge_gap_windows: int | None = Field(
-        None, ge=0, description="deprecated, use merge_gap_s: N quiet windows = merge_gap_s "
+        None, ge=0, le=100_000,
+        description="deprecated, use merge_gap_s: N quiet windows = merge_gap_s "
         "of (N + 1) x hop_s")
-    max_open_s: float = Field(60.0, gt=0, description="emit a long event at least this often")
+    max_open_s: float = Field(60.0, gt=0, le=86400,
+                              description="emit a long event at least this often")
     announce_s: float | None = Field(
-        2.0, gt=0, description="announce open events at once, then re-send this often while "
+        2.0, gt=0, le=86400,
+        description="announce open events at once, then re-send this often while "
         "they change; None = only when they close")
 
     @model_validator(mode="after")
@@ -221,25 +234,38 @@ class EventConfig(_Strict):
 
 
 class OutboxConfig(_Strict):
-    max_events: int = Field(100_000, ge=1)
-    max_age_s: float = Field(7 * 86400, gt=0)
+    max_events: int = Field(100_000, ge=1, le=100_000_000)
+    max_age_s: float = Field(7 * 86400, gt=0, le=10 * 365 * 86400,
+                             description="age on the outbox's monotonic clock, not the wall "
+                             "clock (edge_agent.store_forward)")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=2**40,
+                           description="most payload bytes queued; the oldest are evicted")
 
 
 class UplinkConfig(_Strict):
-    summary_interval_s: float = Field(1.0, gt=0)
-    health_interval_s: float = Field(5.0, gt=0)
+    summary_interval_s: float = Field(1.0, gt=0, le=3600)
+    health_interval_s: float = Field(5.0, gt=0, le=3600)
 
 
 class IngestConfig(_Strict):
-    queue_frames: int = Field(256, ge=1)
-    queue_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    queue_frames: int = Field(256, ge=1, le=1_000_000)
+    queue_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024, le=2**36)
     backpressure: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    max_clock_skew_s: float | None = Field(
+        300.0, gt=0, le=10 * 365 * 86400,
+        description="frames dated further ahead of the gateway clock are dropped "
+        "(clock_skew) until a run of them re-synchronises the stream; 0 = no check")
+
+    @field_validator("max_clock_skew_s", mode="before")
+    @classmethod
+    def _skew_zero_is_off(cls, v: object) -> object:
+        return None if v == 0 else v  # TOML has no null
 
 
 class FederationConfig(_Strict):
     enabled: bool = False
     superlink: str = "127.0.0.1:9092"
-    normal_buffer_windows: int = Field(4000, ge=10)
+    normal_buffer_windows: int = Field(4000, ge=10, le=1_000_000)
     insecure: bool = False
     root_certificates: Path | None = None
 

@@ -82,7 +82,7 @@ class Event:
     def from_json(cls, payload: bytes | str) -> Event:
         try:
             d = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise EventError(f"not JSON: {exc}") from exc
         return cls.from_dict(d)
 
@@ -96,8 +96,8 @@ _STRS = ("id", "site", "gateway", "stream", "severity", "class_hint", "model_ver
 def _validate(e: Event) -> None:
     for name in _INTS:
         v = getattr(e, name)
-        if not isinstance(v, int) or isinstance(v, bool):
-            raise EventError(f"{name} must be an integer, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:
+            raise EventError(f"{name} must be an integer in the int64 range, got {v!r}")
     for name in _FLOATS:
         v = getattr(e, name)
         if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,6 +41,11 @@ import numpy as np
 import scipy.fft
 
 PROFILES = ("das", "dts", "raw", "mv")
+#: bounds that keep every derived size an int a window buffer can hold (hostile specs:
+#: ``window_s = inf`` or ``1e300`` must be a `FeatureSpecError`, not an ``OverflowError``)
+MAX_SAMPLE_RATE_HZ = 1e6
+MAX_WINDOW_SAMPLES = 2**24
+MAX_CONTEXT_RADIUS = 1024
 DEFAULT_DAS_BANDS: tuple[tuple[float, float], ...] = (
     (1, 10), (10, 30), (30, 80), (80, 150), (150, 300), (300, 500), (500, 800), (800, 1000),
 )
@@ -48,6 +54,38 @@ _EPS = 1e-12
 
 class FeatureSpecError(ValueError):
     """A feature spec that cannot be computed."""
+
+
+def _number(name: str, v: Any, *, integer: bool = False) -> float:
+    ok = isinstance(v, int if integer else int | float) and not isinstance(v, bool)
+    if not ok or not math.isfinite(v):
+        raise FeatureSpecError(f"{name} must be a finite {'integer' if integer else 'number'}, "
+                               f"got {v!r}")
+    return float(v)
+
+
+def _check_numbers(spec: FeatureSpec) -> None:
+    """Types, finiteness and bounds of the numeric fields (before anything is derived)."""
+    rate = _number("sample_rate_hz", spec.sample_rate_hz)
+    window, hop = _number("window_s", spec.window_s), _number("hop_s", spec.hop_s)
+    _number("context_radius", spec.context_radius, integer=True)
+    _number("baseline_alpha", spec.baseline_alpha)
+    if not (rate > 0 and window > 0 and hop > 0):
+        raise FeatureSpecError("sample_rate_hz, window_s and hop_s must be > 0")
+    if rate > MAX_SAMPLE_RATE_HZ:
+        raise FeatureSpecError(f"sample_rate_hz must be <= {MAX_SAMPLE_RATE_HZ:g}, got {rate}")
+    if window * rate > MAX_WINDOW_SAMPLES or hop * rate > MAX_WINDOW_SAMPLES:
+        raise FeatureSpecError(f"window_s and hop_s must hold at most {MAX_WINDOW_SAMPLES} "
+                               f"samples at {rate:g} Hz, got {window:g} s / {hop:g} s")
+    if spec.context_radius > MAX_CONTEXT_RADIUS:
+        raise FeatureSpecError(f"context_radius must be <= {MAX_CONTEXT_RADIUS}")
+    bands = spec.bands_hz
+    if not isinstance(bands, tuple | list) or not all(
+            isinstance(b, tuple | list) and len(b) == 2 for b in bands):
+        raise FeatureSpecError("bands_hz must be a list of (lo, hi) pairs")
+    for b in bands:
+        for v in b:
+            _number("bands_hz", v)
 
 
 @dataclass(frozen=True)
@@ -65,8 +103,7 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise FeatureSpecError(f"profile must be one of {PROFILES}, got {self.profile!r}")
-        if not (self.sample_rate_hz > 0 and self.window_s > 0 and self.hop_s > 0):
-            raise FeatureSpecError("sample_rate_hz, window_s and hop_s must be > 0")
+        _check_numbers(self)
         if self.window_samples < (1 if self.profile == "mv" else 2):
             raise FeatureSpecError("a window must hold at least 2 samples (mv: 1)")
         if self.hop_samples < 1:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import topics
+from edge_agent.clock import wall_ns
 from edge_agent.config import ConfigError, GatewayConfig, StreamConfig
 from edge_agent.detectors.stats import RobustZDetector
 from edge_agent.hot_swap import ModelSlot
@@ -52,7 +53,7 @@ def normal_buffer_path(cfg: GatewayConfig, kind: str) -> Path:
 
 def _outbox(cfg: GatewayConfig) -> Outbox:
     return Outbox(outbox_path(cfg), max_events=cfg.outbox.max_events,
-                  max_age_s=cfg.outbox.max_age_s)
+                  max_age_s=cfg.outbox.max_age_s, max_bytes=cfg.outbox.max_bytes)
 
 
 def _normal_buffer(cfg: GatewayConfig, s: StreamConfig) -> NormalBuffer:
@@ -129,7 +130,8 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
             site=site, gateway=gw, stream=s, thresholds=cfg.threshold, events=cfg.events,
             slot=slots[s.kind], sink=uplink, metrics=metrics,
             summary_interval_s=cfg.uplink.summary_interval_s, normal_buffer=buffers[s.kind],
-            smoke_windows=cfg.model.smoke_windows, normal_rows=NORMAL_ROWS_PER_WINDOW)
+            smoke_windows=cfg.model.smoke_windows, normal_rows=NORMAL_ROWS_PER_WINDOW,
+            gateway_clock_ns=wall_ns, max_clock_skew_s=cfg.ingest.max_clock_skew_s)
     worker = ModelWorker({k: (slots[k], pipelines[k].recent_rows) for k in slots})
     processor = Processor(frames, {topics.raw(site, gw, k): p for k, p in pipelines.items()},
                           metrics)
@@ -188,7 +190,7 @@ def model_state(slots: dict[str, Any]) -> dict:
     first = next(iter(per.values()))
     return {**first, "model_hash": first.get("model_hash") or "none",
             "status": "fallback" if first.get("fallback") else "ok",
-            "t_ns": time.time_ns(), "streams": per}
+            "t_ns": wall_ns(), "streams": per}
 
 
 class _Health:
@@ -212,7 +214,7 @@ class _Health:
         self._last_drops = drops
         return {
             "schema": 1, "site": self.cfg.gateway.site, "gateway": self.cfg.gateway.id,
-            "t_ns": time.time_ns(), "status": status, "uptime_s": round(snap["uptime_s"], 3),
+            "t_ns": wall_ns(), "status": status, "uptime_s": round(snap["uptime_s"], 3),
             "frames_per_s": round(iv["frames_per_s"], 3),
             "samples_per_s": round(iv["samples_per_s"], 1),
             "queue_depth": self.frames.qsize(), "drops": snap["drops"], "gaps": snap["gaps"],
@@ -220,8 +222,11 @@ class _Health:
             "outbox_depth": self.outbox.depth(),
             "outbox_evicted": self.outbox.evicted, "model_version": first["model_version"],
             "model_hash": first["model_hash"] or "none", "rss_mb": round(rss_mb(), 1),
-            "windows": snap["windows"], "events": snap["events"],
+            "windows": snap["windows"], "events": snap["events"], "frames": snap["frames"],
+            "resyncs": snap.get("resyncs", 0),
             "models": {k: st["model_version"] for k, st in states.items()},
+            "outbox_errors": dict(getattr(self.outbox, "errors", {})),
+            "outbox_spilled": self.outbox.spilled() if hasattr(self.outbox, "spilled") else 0,
         }
 
 

@@ -15,6 +15,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+#: every counter saturates here: a hostile value (a sequence jump of 2**64) must not overflow
+#: int64 and make the health line unwritable
+COUNTER_MAX = 2**63 - 1
+
 #: log-spaced latency bins, 1 µs .. 1000 s (ms units), 20 per decade
 _EDGES_MS = np.logspace(-3, 6, 9 * 20 + 1)
 
@@ -69,6 +73,15 @@ class LatencyHistogram:
         self.max_ms = 0.0
 
 
+def saturating_add(a: int, b: int) -> int:
+    """``a + b`` clamped to ``0 .. COUNTER_MAX``.
+
+    >>> saturating_add(COUNTER_MAX - 1, 2**64) == COUNTER_MAX
+    True
+    """
+    return max(0, min(COUNTER_MAX, a + b))
+
+
 def rss_mb() -> float:
     """Resident set size of this process in MB (Linux /proc; peak RSS elsewhere)."""
     try:
@@ -111,12 +124,12 @@ class Metrics:
 
     def drop(self, reason: str, n: int = 1) -> None:
         with self._lock:
-            self.drops[reason] = self.drops.get(reason, 0) + n
+            self.drops[reason] = saturating_add(self.drops.get(reason, 0), n)
             self._changed.notify_all()
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
-            self.counters[name] = self.counters.get(name, 0) + n
+            self.counters[name] = saturating_add(self.counters.get(name, 0), n)
             self._changed.notify_all()
 
     def wait_for(self, predicate: Callable[[dict], bool], timeout: float) -> bool:

@@ -65,6 +65,7 @@ class NormalBuffer:
         self.path, self.dim, self.spec_hash, self.max_rows = Path(path), dim, spec_hash, max_rows
         self.readonly = False
         self.skipped_nonfinite = 0
+        self.write_errors = 0  # writes the disk refused (rows kept in memory, retried)
         self._tlock = threading.Lock()
         self._pending: list[np.ndarray] = []
         self._fd = -1
@@ -126,6 +127,12 @@ class NormalBuffer:
             total = self._total()
             self._write_ring(total, x)
             os.pwrite(self._fd, _TOTAL.pack(total + len(x)), _TOTAL_AT)
+        except OSError as exc:  # e.g. ENOSPC: keep the rows (bounded) for the next append
+            self.write_errors += 1
+            if self.write_errors == 1 or self.write_errors % 1000 == 0:
+                log.warning("event=normal_buffer_write_failed path=%s error=%s count=%d",
+                            self.path, exc.strerror, self.write_errors)
+            return
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         self._pending = []

@@ -17,6 +17,7 @@ one score per window over all columns, with per-column contributions (`Scored`).
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -266,13 +267,23 @@ def read_csv_times(path: Path) -> list[str]:
     except IndexError:
         raise InputError(f"{path}: a row without a time cell") from None
 
+#: times a CSV may hold: int64 nanoseconds since the epoch reach about year 2262
+_MAX_ABS_S = 9.2e9
+
 
 def _time_ns(text: str, path: Path, line: int) -> int:
     s = text.strip()
     try:
-        return round(float(s) * 1e9)
+        seconds = float(s)
     except ValueError:
-        pass
+        seconds = _iso_seconds(s, path, line)
+    if not (math.isfinite(seconds) and abs(seconds) < _MAX_ABS_S):
+        raise InputError(f"{path}: line {line}: time {s!r} is out of range (finite seconds "
+                         f"within +-{_MAX_ABS_S:g} of the epoch)")
+    return round(seconds * 1e9)
+
+
+def _iso_seconds(s: str, path: Path, line: int) -> float:
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
@@ -280,7 +291,7 @@ def _time_ns(text: str, path: Path, line: int) -> int:
                          "ISO-8601") from None
     if dt.tzinfo is None:  # naive times are UTC
         dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1e9)
+    return dt.timestamp()
 
 
 def csv_rate(t_ns: np.ndarray) -> float:

@@ -201,6 +201,8 @@ def parse_manifest(blob: bytes) -> dict[str, Any]:
         m = json.loads(blob.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise PackageError("manifest", f"not JSON: {exc}") from None
+    except RecursionError:  # e.g. 100,000 nested arrays
+        raise PackageError("manifest", "JSON nested too deeply") from None
     if not isinstance(m, dict):
         raise PackageError("manifest", "manifest is not a JSON object")
     for name, typ in REQUIRED.items():

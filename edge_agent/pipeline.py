@@ -79,6 +79,11 @@ class StreamPipeline:
         Normal rows per window given to the detector / the normal buffer.
     clock_ns, monotonic : callable
         Wall clock (latency, event times) and monotonic clock (summary cadence).
+    max_clock_skew_s : float or None
+        Drop frames dated further ahead of ``gateway_clock_ns`` (`edge_agent.validate`);
+        None = no check (offline scoring, tests).
+    gateway_clock_ns : callable
+        The gateway's clock for that check (`edge_agent.clock.wall_ns` in the agent).
     """
 
     def __init__(self, *, site: str, gateway: str, stream: StreamConfig,
@@ -86,12 +91,16 @@ class StreamPipeline:
                  metrics: Metrics, summary_interval_s: float = 1.0, normal_buffer=None,
                  smoke_windows: int = 8, learn_rows: int = 256, normal_rows: int = 16,
                  seed: int = 0, clock_ns: Callable[[], int] = time.time_ns,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 max_clock_skew_s: float | None = None,
+                 gateway_clock_ns: Callable[[], int] = time.time_ns) -> None:
         spec = stream.feature_spec()
         if spec.profile == "mv":  # one model over all columns: one score, one group
             stream = stream.model_copy(update={"group_size": stream.channels})
         self.stream, self.slot, self.sink, self.metrics = stream, slot, sink, metrics
-        self.validator = FrameValidator(stream, metrics, RateLimitedLog(log))
+        self.validator = FrameValidator(stream, metrics, RateLimitedLog(log),
+                                        max_clock_skew_s=max_clock_skew_s,
+                                        clock_ns=gateway_clock_ns)
         self.buffer = StreamBuffer(stream.kind, stream.channels, stream.first_channel,
                                    stream.sample_rate_hz, window_samples=spec.window_samples,
                                    hop_samples=spec.hop_samples)

@@ -64,6 +64,19 @@ class FeatureSummary:
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        for name in ("t_ns", "ch_start", "group_size", "schema"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not -(2**63) <= v < 2**63:
+                raise SummaryError(f"{name} must be an integer in the int64 range, got {v!r}")
+        for name in ("site", "gateway", "model_version"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v or len(v) > 256:
+                raise SummaryError(f"{name} must be a non-empty string, got {v!r}")
+        for name in ("score", "energy", "threshold", "flagged"):
+            if not isinstance(getattr(self, name), list):
+                raise SummaryError(f"{name} must be a list")
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.flagged):
+            raise SummaryError("flagged must hold group indices")
         n = len(self.score)
         if self.stream not in ("das", "dts"):
             raise SummaryError(f"unknown stream {self.stream!r}")
@@ -85,7 +98,7 @@ class FeatureSummary:
     def from_json(cls, payload: bytes | str) -> FeatureSummary:
         try:
             d: Any = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise SummaryError(f"not JSON: {exc}") from exc
         if not isinstance(d, dict):
             raise SummaryError("summary must be a JSON object")

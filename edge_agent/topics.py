@@ -20,12 +20,12 @@ import re
 
 ROOT = "fiberwatch/v1"
 STREAMS = ("das", "dts")
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def check_name(value: str, what: str = "name") -> str:
     """Site and gateway ids become topic levels: no wildcards, slashes or spaces."""
-    if not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):  # "$" matches before "\n"
         raise ValueError(f"{what} {value!r} must match {_NAME.pattern}")
     return value
 

@@ -127,7 +127,7 @@ class Registry:
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}; choose from {', '.join(STATES)}")
         pkg = read_package(package, self.public_key)
-        if not _SAFE.match(pkg.version):
+        if not _SAFE.fullmatch(pkg.version):  # match() would let "v1\n" through
             raise ValueError(f"version {pkg.version!r} is not a safe file name")
         with self._locked(True) as data:
             old = data["models"].get(pkg.version)

@@ -45,6 +45,29 @@ def require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+#: upper bounds of `SimConfig`'s numbers: a schedule file may hold ``inf`` or ``1e300``
+_NUMBER_MAX = {"spacing_m": 1000.0, "das_rate": 1e6, "frame_s": 60.0,
+               "dts_interval_s": 3600.0, "seconds": 10 * 365 * 86400.0, "das_scale": 1e6,
+               "gauge_m": 1000.0, "flow": 1000.0, "surface_per_min": 1e4}
+_INT_RANGE = {"channels": (0, 2**32), "first_channel": (0, 2**32),
+              "start_ns": (-(2**62), 2**62)}
+
+
+def _check_numbers(cfg: object) -> None:
+    """Every number finite, of its type and within `_NUMBER_MAX` / `_INT_RANGE`, before any
+    derived size (frames, samples) is computed from it."""
+    for name, top in _NUMBER_MAX.items():
+        v = getattr(cfg, name)
+        if v is None and name == "seconds":
+            continue
+        require(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                and abs(v) <= top, f"{name} must be a finite number up to {top:g}, got {v!r}")
+    for name, (lo, hi) in _INT_RANGE.items():
+        v = getattr(cfg, name)
+        require(isinstance(v, int) and not isinstance(v, bool) and lo <= v < hi,
+                f"{name} must be an integer in {lo}..{hi - 1}, got {v!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Pump:
     """A pump or compressor: a tonal line at `f0` Hz plus harmonics near `channel`.
@@ -197,6 +220,7 @@ class SimConfig:
     scenarios: tuple[Scenario, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         try:
             topics.check_name(self.site, "site")
             topics.check_name(self.gateway, "gateway")

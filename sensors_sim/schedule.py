@@ -75,6 +75,8 @@ def schedule_from_dict(data: Mapping[str, Any]) -> Schedule:
     shared = {k: v for k, v in d.items() if k not in ("scenario", "scenarios")}
     if len(shared) != len(d):
         raise ConfigError("with [[gateways]] tables, put scenarios under [[gateways.scenario]]")
+    if not all(isinstance(g, dict) for g in gateways):
+        raise ConfigError("'gateways' must be a list of tables")
     configs = tuple(config_from_dict({**shared, **g}) for g in gateways)
     names = [(c.site, c.gateway) for c in configs]
     if len(set(names)) != len(names):

@@ -29,7 +29,9 @@ def config_from_dict(data: Mapping[str, Any]) -> SimConfig:
             else:
                 raise ConfigError(f"unknown setting {key!r}")
         return SimConfig(**args)
-    except TypeError as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"bad setting: {exc}") from None
 
 
@@ -53,7 +55,10 @@ def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
         if key in d:
             kw[key] = _as_int(d.pop(key), key)
     if "intensity" in d:
-        kw["intensity"] = float(d.pop("intensity"))
+        try:
+            kw["intensity"] = float(d.pop("intensity"))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{kind} intensity: {exc}") from None
     if "streams" in d or "stream" in d:
         raw = d.pop("streams", None) or d.pop("stream")
         names = raw.split("+") if isinstance(raw, str) else list(raw)

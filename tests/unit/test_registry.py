@@ -129,3 +129,10 @@ def test_two_processes_do_not_lose_updates(tmp_path: Path) -> None:
     assert len(recs) == 16
     assert sum(r.state == "production" for r in recs) == 1
     assert len(reg.history()) == 16 + 16 + 15  # added, promoted, retired by the next one
+
+
+@pytest.mark.parametrize("version", ["v1\n", "v1/../x", ".hidden"])
+def test_a_version_that_is_not_a_safe_file_name_is_refused(tmp_path: Path, version: str) -> None:
+    reg = Registry(tmp_path, public_key=KEYS[1])
+    with pytest.raises(ValueError, match="safe file name"):
+        reg.add(_pkg(version))
