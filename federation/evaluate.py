@@ -182,18 +182,32 @@ def warm_scorers(detectors: dict[str, Any], plan: datasets.EvalPlan, stream: Str
     return scorers
 
 
-def run_evaluation(
+@dataclass
+class Evaluation:
+    """`evaluate_runs`' answer: the JSON-able ``result`` and, per family, the raw ``runs``
+    and ``truth`` grid a caller may plot (`fiberwatch.bench.model.write_plots`)."""
+
+    result: dict[str, Any]
+    raws: dict[str, Any]
+
+
+def run_evaluation(pkg: Any, **kwargs: Any) -> dict[str, Any]:
+    """`evaluate_runs` without the raw runs: the result dict only."""
+    return evaluate_runs(pkg, **kwargs).result
+
+
+def evaluate_runs(
     pkg: Any, *, families: Iterable[str] = tuple(datasets.FAMILIES), peers: Iterable[str] = (),
     quick: bool = False, seed: int = 1000, train_checkpoint: Any = None,
-    train_rows: np.ndarray | None = None, plots: Any = None, progress: bool = False,
+    train_rows: np.ndarray | None = None, progress: bool = False,
     thresholds: ThresholdConfig | None = None, extra: dict[str, Any] | None = None,
     plan: datasets.EvalPlan | None = None,
     floor_quantile: float | None | Literal["config"] = "config",
-) -> dict[str, Any]:
+) -> Evaluation:
     """Evaluate a package, the ``peers`` and ``extra`` detectors on every family.
 
-    Returns ``{"config", "families": {family: {detector: metrics}}, "pooled", "summary"}``;
-    ``pooled`` sums false alarms and channel-hours over every run of a detector.
+    The result is ``{"config", "families": {family: {detector: metrics}}, "pooled",
+    "summary"}``; ``pooled`` sums false alarms and channel-hours over every run of a detector.
 
     The operating point is ``thresholds``, by default `MAIN_POINT`: the gateway's default
     `ThresholdConfig`, one definition for both. ``floor_quantile`` overrides its
@@ -202,11 +216,7 @@ def run_evaluation(
     detector without them (peers, the float reference) gets the same quantile of its own
     scores on the training rows as ``min_threshold`` (the same calibration for everyone).
     """
-    from tqdm import tqdm
-
     from edge_agent.features import FeatureSpec
-    from edge_agent.inference import LiteRTDetector
-    from federation import peers as peer_mod
 
     spec = FeatureSpec.from_dict(pkg.manifest["feature_spec"])
     if spec.profile != "das":
@@ -216,24 +226,17 @@ def run_evaluation(
         if f not in datasets.FAMILIES:
             raise ValueError(f"unknown family {f!r}; choose from {', '.join(datasets.FAMILIES)}")
     plan = replace(plan or (datasets.QUICK_PLAN if quick else datasets.EvalPlan()), seed=seed)
-    thr, evc = thresholds or MAIN_POINT, EventConfig()
+    thr = thresholds or MAIN_POINT
     if floor_quantile != "config":
         thr = thr.model_copy(update={"floor_quantile": floor_quantile})
-    detectors: dict[str, Any] = {"model": LiteRTDetector(pkg)}
     peers = list(peers)
-    rows = train_rows
-    needs_rows = thr.floor_quantile is not None and any(
-        getattr(d, "threshold_quantiles", None) is None for d in (extra or {}).values())
-    if rows is None and (peers or needs_rows):
-        rows = peer_mod.training_rows(pkg, train_checkpoint)
-    for p in tqdm(peers, desc="fit peers", disable=not progress or None):
-        detectors[p] = peer_mod.build(p, rows, spec)
-    detectors.update(extra or {})
+    detectors, rows = _detectors(pkg, spec, peers, extra or {}, thr, train_rows,
+                                 train_checkpoint, progress)
     thr_by = {k: _with_floor(thr, d, rows) for k, d in detectors.items()}
     floors = {k: threshold_floor(thr_by[k], getattr(d, "threshold_quantiles", None))[0]
               for k, d in detectors.items()}
     stream = stream_config_for(spec, channels=plan.channels)
-    warm = warm_scorers(detectors, plan, stream, thresholds=thr_by, events=evc)
+    warm = warm_scorers(detectors, plan, stream, thresholds=thr_by, events=EventConfig())
     result: dict[str, Any] = {
         "config": {"plan": asdict(plan), "false_alarm_rate": thr.false_alarm_rate,
                    "floor_quantile": thr.floor_quantile,
@@ -242,13 +245,44 @@ def run_evaluation(
                    "detectors": list(detectors), "peers": peers},
         "families": {}, "score_corr_int8_float": {},
     }
+    raws = _evaluate_families(result, warm, plan, families, round(spec.hop_s * 1e9), progress)
+    result["pooled"] = pooled(result)
+    result["summary"] = summary(result)
+    return Evaluation(result, raws)
+
+
+def _detectors(pkg: Any, spec: Any, peers: list[str], extra: dict[str, Any],
+               thr: ThresholdConfig, rows: np.ndarray | None, train_checkpoint: Any,
+               progress: bool) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The package's detector, the fitted ``peers`` and ``extra``; the training rows the
+    peers (or a floor for an ``extra`` without package quantiles) needed, if any."""
+    from tqdm import tqdm
+
+    from edge_agent.inference import LiteRTDetector
+    from federation import peers as peer_mod
+
+    detectors: dict[str, Any] = {"model": LiteRTDetector(pkg)}
+    needs_rows = thr.floor_quantile is not None and any(
+        getattr(d, "threshold_quantiles", None) is None for d in extra.values())
+    if rows is None and (peers or needs_rows):
+        rows = peer_mod.training_rows(pkg, train_checkpoint)
+    for p in tqdm(peers, desc="fit peers", disable=not progress or None):
+        detectors[p] = peer_mod.build(p, rows, spec)
+    detectors.update(extra)
+    return detectors, rows
+
+
+def _evaluate_families(result: dict[str, Any], warm: dict[str, OfflineScorer],
+                       plan: datasets.EvalPlan, families: list[str], hop_ns: int,
+                       progress: bool) -> dict[str, Any]:
+    """Score every family's run into ``result``; return the raw runs and truth grids."""
+    from tqdm import tqdm
+
     raws: dict[str, Any] = {}
-    hop_ns = round(spec.hop_s * 1e9)
     for i, fam in enumerate(tqdm(families, desc="evaluate", disable=not progress or None)):
-        frames, labels, _ = datasets.eval_run(plan, fam, seed + 1 + i)
+        frames, labels, _ = datasets.eval_run(plan, fam, plan.seed + 1 + i)
         runs = score_run(warm, frames)
-        any_run = next(iter(runs.values()))
-        truth = truth_grid(labels, any_run, 0, plan.channels)
+        truth = truth_grid(labels, next(iter(runs.values())), 0, plan.channels)
         metrics = {}
         for name, run in runs.items():
             metrics[name] = event_metrics(run, labels, n_channels=plan.channels, hop_ns=hop_ns)
@@ -256,22 +290,20 @@ def run_evaluation(
         result["families"][fam] = metrics
         raws[fam] = {"runs": runs, "truth": truth}
         if "float" in runs:
-            from scipy.stats import spearmanr
-
-            a, b = runs["model"].scores.ravel(), runs["float"].scores.ravel()
-            ok = np.isfinite(a) & np.isfinite(b)
-            result["score_corr_int8_float"][fam] = {
-                "pearson": float(np.corrcoef(a[ok], b[ok])[0, 1]),
-                "spearman": float(spearmanr(a[ok], b[ok]).statistic)}
+            result["score_corr_int8_float"][fam] = _score_corr(runs["model"], runs["float"])
         log.info("evaluated family=%s %s", fam,
                  " ".join(f"{k}:f1={m['f1']:.2f}" for k, m in metrics.items()))
-    result["pooled"] = pooled(result)
-    result["summary"] = summary(result)
-    if plots is not None:
-        from fiberwatch.bench.model import write_plots
+    return raws
 
-        result["plots"] = write_plots(result, raws, plots)
-    return result
+
+def _score_corr(a_run: DetectorRun, b_run: DetectorRun) -> dict[str, float]:
+    """Pearson and Spearman correlation of two detectors' finite scores on the same grid."""
+    from scipy.stats import spearmanr
+
+    a, b = a_run.scores.ravel(), b_run.scores.ravel()
+    ok = np.isfinite(a) & np.isfinite(b)
+    return {"pearson": float(np.corrcoef(a[ok], b[ok])[0, 1]),
+            "spearman": float(spearmanr(a[ok], b[ok]).statistic)}
 
 
 def _with_floor(thr: ThresholdConfig, det: Any, rows: np.ndarray | None) -> ThresholdConfig:

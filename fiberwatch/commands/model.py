@@ -23,15 +23,21 @@ from fiberwatch.cli import UsageError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="train, convert, sign, verify and evaluate models")
     msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    for add in (_add_keygen, _register_train, _add_convert, _add_sign, _add_verify,
+                _add_inspect, _add_eval):
+        add(msub)
 
+
+def _add_keygen(msub: argparse._SubParsersAction) -> None:
     k = msub.add_parser("keygen", help="make an Ed25519 signing key pair")
     k.add_argument("--private", type=Path, required=True, help="private key file (PEM, 0600)")
     k.add_argument("--public", type=Path, required=True, help="public key file (PEM)")
     k.add_argument("--force", action="store_true", help="overwrite existing files")
     k.set_defaults(func=_keygen)
 
-    _register_train(msub)
 
+
+def _add_convert(msub: argparse._SubParsersAction) -> None:
     c = msub.add_parser("convert", help="checkpoint -> int8 .tflite -> (signed) package")
     c.add_argument("checkpoint", type=Path)
     c.add_argument("--out", type=Path, required=True, help="package file to write")
@@ -43,12 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="calibrate on rows synthesised from feature statistics only")
     c.set_defaults(func=_convert)
 
+
+def _add_sign(msub: argparse._SubParsersAction) -> None:
     s = msub.add_parser("sign", help="(re-)sign a package")
     s.add_argument("package", type=Path)
     s.add_argument("--key", type=Path, required=True, help="private key (PEM)")
     s.add_argument("--out", type=Path, help="output (default: in place)")
     s.set_defaults(func=_sign)
 
+
+def _add_verify(msub: argparse._SubParsersAction) -> None:
     v = msub.add_parser("verify", help="verify a package's signature, hashes and spec")
     v.add_argument("package", type=Path)
     v.add_argument("--public-key", type=Path, required=True)
@@ -56,11 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--stream", choices=("das", "dts"), help="stream of --config")
     v.set_defaults(func=_verify)
 
+
+def _add_inspect(msub: argparse._SubParsersAction) -> None:
     i = msub.add_parser("inspect", help="print a package's manifest")
     i.add_argument("package", type=Path)
     i.add_argument("--full", action="store_true", help="include per-feature arrays")
     i.set_defaults(func=_inspect)
 
+
+def _add_eval(msub: argparse._SubParsersAction) -> None:
     e = msub.add_parser("eval", help="event-level evaluation vs peers on simulator scenarios")
     e.add_argument("--model", type=Path, required=True, help="package to evaluate")
     e.add_argument("--public-key", type=Path)
@@ -355,12 +369,17 @@ def _eval(args: argparse.Namespace) -> int:
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     try:
-        result = evaluate.run_evaluation(
+        ev = evaluate.evaluate_runs(
             pkg, families=families, peers=peers, quick=args.quick, seed=args.seed,
-            train_checkpoint=args.train_rows, plots=args.plots, progress=True,
+            train_checkpoint=args.train_rows, progress=True,
             thresholds=_operating_point(args))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    result = ev.result
+    if args.plots is not None:
+        from fiberwatch.bench.model import write_plots
+
+        result["plots"] = write_plots(result, ev.raws, args.plots)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     print(evaluate.table(result))
