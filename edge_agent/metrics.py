@@ -7,13 +7,14 @@ read by the health loop; every method takes the one lock, so reads are consisten
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
+
+from edge_agent.logs import RateLimitedLog  # noqa: F401 - re-exported: its old home
 
 #: every counter saturates here: a hostile value (a sequence jump of 2**64) must not overflow
 #: int64 and make the health line unwritable
@@ -194,25 +195,3 @@ class Metrics:
             for h in self.latency_recent_by_stream.values():
                 h.reset()
             return out
-
-
-class RateLimitedLog:
-    """At most one log line per key per `interval_s`; says how many were suppressed."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._log = logger
-        self._interval = interval_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
-        now = self._clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        n = self._suppressed.pop(key, 0)
-        self._log.warning(msg + " suppressed=%d", *args, n, exc_info=exc_info)

@@ -44,6 +44,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from edge_agent.logs import stderr_handler
+
 log = logging.getLogger("federation.node_runtime")
 
 DEFAULT_CLIENTAPP = "federation.client_app:app"
@@ -293,10 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ["supernode"]:
         supernode_main(argv[1:])  # flwr configures its own logging
     elif argv[:1] == ["worker"]:
-        handler = logging.StreamHandler()
-        handler.setLevel(os.environ.get("FIBERWATCH_LOG_LEVEL", "WARNING"))
-        handler.setFormatter(logging.Formatter(
-            "ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s"))
+        handler = stderr_handler(os.environ.get("FIBERWATCH_LOG_LEVEL", "WARNING"))
         logging.getLogger("federation").addHandler(handler)
         logging.getLogger("federation").setLevel(handler.level)
         worker_main(argv[1:])

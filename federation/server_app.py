@@ -21,6 +21,7 @@ import numpy as np
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from edge_agent.logs import stderr_handler
 from federation import rounds, strategies, task
 
 log = logging.getLogger(__name__)
@@ -143,10 +144,7 @@ def _log_to_stderr() -> None:
     """Our INFO lines (one per round) into the ServerApp's output, which `flwr log` shows."""
     fed = logging.getLogger("federation")
     if not fed.handlers:
-        h = logging.StreamHandler()
-        h.setFormatter(logging.Formatter("ts=%(asctime)s level=%(levelname)s "
-                                         "logger=%(name)s msg=%(message)s"))
-        fed.addHandler(h)
+        fed.addHandler(stderr_handler())
         fed.setLevel(logging.INFO)
 
 

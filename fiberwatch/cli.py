@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from edge_agent.logs import LOG_FORMAT
 from fiberwatch import __version__
 
 #: Subcommands whose own parser takes the rest of the command line: (words) -> module.main
@@ -48,7 +49,7 @@ def configure_logging(verbosity: int) -> None:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
     logging.basicConfig(
         level=level,
-        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
 

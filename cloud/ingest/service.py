@@ -16,6 +16,7 @@ from cloud.ingest.config import IngestSettings
 from cloud.ingest.mqtt import Subscriber
 from cloud.ingest.stats import IngestStats
 from cloud.ingest.writer import Writer
+from edge_agent.logs import LOG_FORMAT
 from edge_agent.mqtt_args import add_broker_args
 from edge_agent.mqtt_client import broker_from_args
 
@@ -138,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+                        format=LOG_FORMAT)
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
     stop = threading.Event()
 

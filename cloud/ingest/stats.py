@@ -1,13 +1,14 @@
-"""Counters of the ingestion process, and a logger that repeats itself at a limited rate."""
+"""Counters of the ingestion process (and, re-exported, the project's rate-limited logger)."""
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+
+from edge_agent.logs import RateLimitedLog  # noqa: F401 - re-exported: its old home
 
 
 class IngestStats:
@@ -71,29 +72,3 @@ class IngestStats:
             }
         out.update({name: fn() for name, fn in self.gauges.items()})
         return out
-
-
-class RateLimitedLog:
-    """Log at most one line per `key` every `interval_s`, saying how many were suppressed."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._log = logger
-        self._interval = interval_s
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def log(self, level: int, key: str, msg: str, *args: object, exc_info: bool = False) -> bool:
-        """Log ``msg % args`` unless `key` was logged less than `interval_s` ago."""
-        now = self._clock()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self._interval:
-                self._suppressed[key] += 1
-                return False
-            self._last[key] = now
-            suppressed = self._suppressed.pop(key, 0)
-        self._log.log(level, msg + " suppressed=%d", *args, suppressed, exc_info=exc_info)
-        return True
