@@ -1,8 +1,13 @@
-"""Processes we start for Flower, stopped by process group: start, wait until ready, stop.
+"""The project's one process toolkit: start processes, wait until they are ready, stop them.
+
+Used by the Flower deployment (`federation.deployment`), the service wrappers
+(`fiberwatch.services`: Mosquitto, influxd) and the demo's supervisor
+(`fiberwatch.supervisor`). Also the one `free_port` and the one `wait_until`.
 
 A `ProcessGroup` starts its first command in a new process group (in our session, so terminal
 signals do not reach it and later members may join it) and the rest in the same group; `stop`
-sends SIGTERM to the group, waits, then SIGKILLs what is left, and then also ends descendants
+sends its stop signals (SIGTERM by default; the demo's children get SIGINT first, their clean
+shutdown path) to the group, waits, then SIGKILLs what is left, and then also ends descendants
 that left the group (flower-superlink starts its SuperExec in a session of its own; it watches
 its parent and normally exits by itself first). Only processes started through a group, and
 their descendants, are ever signalled.
@@ -11,16 +16,20 @@ their descendants, are ever signalled.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
+T = TypeVar("T")
 
 
 class ProcessError(RuntimeError):
@@ -28,6 +37,7 @@ class ProcessError(RuntimeError):
 
 
 def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
@@ -69,11 +79,36 @@ def _state(pid: int) -> str:
 
 
 def listening(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str, *,
+               failed: Callable[[], str | None] | None = None, max_interval: float = 0.2,
+               error: type[Exception] = ProcessError) -> T:
+    """Poll ``check()`` (backing off from 10 ms to ``max_interval``) until it returns a truthy
+    value, and return that value. ``failed()``, polled too, returns a reason to give up early
+    (a process died); ``error(message)`` is raised on that or after ``timeout`` seconds."""
+    deadline, delay = time.monotonic() + timeout, 0.01
+    while True:
+        value = check()
+        if value:
+            return value
+        reason = failed() if failed is not None else None
+        if reason:
+            raise error(f"{what}: {reason}")
+        if time.monotonic() >= deadline:
+            raise error(f"{what}: not ready after {timeout:.0f} s")
+        time.sleep(delay)
+        delay = min(delay * 2, max_interval)
+
+
+#: `ProcessGroup.stop`'s default signal sequence (SIGKILL always follows)
+_TERM = (signal.SIGTERM,)
 
 
 class ProcessGroup:
@@ -87,28 +122,33 @@ class ProcessGroup:
     def pgid(self) -> int | None:
         return self.procs[0].pid if self.procs else None
 
-    def spawn(self, cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-        with open(self.log_path, "ab") as log:
+    def spawn(self, cmd: list[str], env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` in the group (the first one makes it), output to the group's log."""
+        with open(self.log_path, "ab") as out:
             # a new process group in our session (a later member may join it; a new session
             # could not be joined), so terminal signals do not reach it: we stop it ourselves
             kw: dict[str, Any] = {"process_group": self.pgid if self.procs else 0}
-            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                 **kw)
+            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=env, cwd=cwd, **kw)
         self.procs.append(p)
         return p
 
-    def wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline, delay = time.monotonic() + timeout, 0.02
-        while time.monotonic() < deadline:
-            dead = [p for p in self.procs if p.poll() is not None]
-            if dead:
-                raise ProcessError(f"{what}: exited with status {dead[0].returncode}; "
-                                      f"log tail:\n{self.tail()}")
-            if check():
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 0.2)
-        raise ProcessError(f"{what}: not ready after {timeout:.0f} s; log tail:\n{self.tail()}")
+    def exited(self) -> str | None:
+        """Why the group is broken (a member exited, with the log tail), else None."""
+        dead = [p for p in self.procs if p.poll() is not None]
+        if not dead:
+            return None
+        return f"exited with status {dead[0].returncode}; log tail:\n{self.tail()}"
+
+    def wait_until(self, check: Callable[[], T], timeout: float, what: str) -> T:
+        """`wait_until` that gives up as soon as a member exits; the error has the log tail."""
+        try:
+            return wait_until(check, timeout, what, failed=self.exited)
+        except ProcessError as exc:
+            if "log tail" in str(exc):
+                raise
+            raise ProcessError(f"{exc}; log tail:\n{self.tail()}") from None
 
     def tail(self, n: int = 2000) -> str:
         try:
@@ -126,33 +166,52 @@ class ProcessGroup:
             except ProcessLookupError:
                 pass
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the group, wait, SIGKILL what is left; then the same for descendants that
-        left the group (they watch their parent and exit by themselves first)."""
+    def stop(self, timeout: float = 10.0, *, signals: Sequence[int] = _TERM,
+             then_s: float = 5.0) -> None:
+        """Send each of ``signals`` to the group in turn until every member has exited
+        (waiting ``timeout`` after the first, ``then_s`` after the others), then SIGKILL what
+        is left; then the same for descendants that left the group (they watch their parent
+        and exit by themselves first)."""
         strays = [p for p in _descendants([q.pid for q in self.procs if q.poll() is None])
                   if p not in {q.pid for q in self.procs}]
-        self.signal(signal.SIGTERM)
+        for i, sig in enumerate(signals):
+            if not self.alive():
+                break
+            self.signal(sig)
+            if not self._wait_all(timeout if i == 0 else then_s):
+                log.warning("process group name=%s pgid=%s ignored %s", self.name, self.pgid,
+                            signal.Signals(sig).name)
+        self.signal(signal.SIGKILL)  # what is left, and children that outlived their parent
+        self._wait_all(timeout)
+        _end_strays(strays, timeout / 2)
+
+    def _wait_all(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for every member to exit; True if they all did."""
         deadline = time.monotonic() + timeout
         for p in self.procs:
             try:
                 p.wait(max(deadline - time.monotonic(), 0.01))
             except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                p.wait(timeout)
-        self.signal(signal.SIGKILL)  # children that outlived their parent (same group)
-        for sig in (0, signal.SIGTERM, signal.SIGKILL):
-            for pid in strays:
-                if sig and _alive(pid):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, sig)
-            end = time.monotonic() + timeout / 2
-            while any(_alive(p) for p in strays) and time.monotonic() < end:
-                time.sleep(0.05)
-            if not any(_alive(p) for p in strays):
-                break
+                return False
+        return True
 
     def kill(self) -> None:
         """SIGKILL the whole group at once (a gateway losing power)."""
         self.signal(signal.SIGKILL)
         for p in self.procs:
             p.wait(10)
+
+
+def _end_strays(pids: list[int], timeout: float) -> None:
+    """Give ``pids`` (descendants that left our group) ``timeout`` s to exit by themselves,
+    then SIGTERM, then SIGKILL them, each with the same wait."""
+    for sig in (0, signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            if sig and _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        end = time.monotonic() + timeout
+        while any(_alive(p) for p in pids) and time.monotonic() < end:
+            time.sleep(0.05)
+        if not any(_alive(p) for p in pids):
+            return

@@ -8,28 +8,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-LOOPBACK = "127.0.0.1"
+from federation.processes import (  # noqa: F401 - free_port: re-exported for the tests
+    LOOPBACK,
+    ProcessError,
+    ProcessGroup,
+    free_port,
+)
 
 
-class ServiceError(RuntimeError):
+class ServiceError(ProcessError):
     """A service binary is missing or did not become ready."""
-
-
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def _find_binary(name: str, *extra: str) -> str:
@@ -41,28 +37,21 @@ def _find_binary(name: str, *extra: str) -> str:
     )
 
 
-def _wait_until(check: callable, proc: subprocess.Popen, what: str, timeout: float) -> None:  # type: ignore[valid-type]
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServiceError(f"{what} exited with status {proc.returncode} during start")
-        if check():
-            return
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
-    raise ServiceError(f"{what} not ready after {timeout:.0f} s")
-
-
 class _Service:
+    """One service process in a `ProcessGroup` of its own, output to ``workdir/NAME.log``."""
+
     name = "service"
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / f"{self.name}.log"
+        self._group: ProcessGroup | None = None
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self._group.procs[0] if self._group else None
 
     @property
     def pid(self) -> int | None:
@@ -75,38 +64,26 @@ class _Service:
         raise NotImplementedError
 
     def start(self, timeout: float = 20.0) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self._group is not None and self._group.alive():
             return
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process lifetime
-        self.proc = subprocess.Popen(
-            self._command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-            start_new_session=True,
-        )
-        log.close()
+        self._group = ProcessGroup(self.name, self.log_path)
+        self._group.spawn(self._command(), cwd=self.workdir)
         try:
-            _wait_until(self._ready, self.proc, f"{self.name} on port {self.port}", timeout)
-        except ServiceError as exc:
+            self._group.wait_until(self._ready, timeout, f"{self.name} on port {self.port}")
+        except ProcessError as exc:
             self.stop()
-            tail = self.log_path.read_text(errors="replace")[-2000:]
-            raise ServiceError(f"{exc}; log tail:\n{tail}") from exc
+            raise ServiceError(str(exc)) from exc
 
     def stop(self, timeout: float = 10.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        group, self._group = self._group, None
+        if group is not None:
+            group.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL, for outage tests."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
+        group, self._group = self._group, None
+        if group is not None:
+            group.kill()
 
     def __enter__(self) -> _Service:
         self.start()

@@ -1,8 +1,8 @@
 """Start a set of child processes and stop every one of them, in reverse order, by PID.
 
-Each child runs in its own session (process group), so stopping it also stops whatever it
-started; stop sends SIGINT (clean shutdown path), then SIGTERM, then SIGKILL, each after a
-grace period. Used by the demo and the end-to-end test.
+Each child is a `federation.processes.ProcessGroup` of its own, so stopping it also stops
+whatever it started; stop sends SIGINT (clean shutdown path), then SIGTERM, then SIGKILL, each
+after a grace period. Used by the demo and the end-to-end test.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from federation.processes import ProcessGroup
+
 log = logging.getLogger(__name__)
 
 
@@ -24,9 +26,16 @@ log = logging.getLogger(__name__)
 class Child:
     name: str
     argv: list[str]
-    proc: subprocess.Popen[bytes]
-    log_path: Path
+    group: ProcessGroup
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.group.procs[0]
+
+    @property
+    def log_path(self) -> Path:
+        return self.group.log_path
 
     @property
     def pid(self) -> int:
@@ -36,10 +45,7 @@ class Child:
         return self.proc.poll() is None
 
     def log_tail(self, n: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return self.group.tail(n)
 
 
 class Supervisor:
@@ -53,13 +59,9 @@ class Supervisor:
 
     def start(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,
               cwd: Path | None = None) -> Child:
-        log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**self.env, **(env or {})}, cwd=cwd, start_new_session=True,
-            )
-        child = Child(name, argv, proc, log_path)
+        group = ProcessGroup(name, self.log_dir / f"{name}.log")
+        proc = group.spawn(argv, {**self.env, **(env or {})}, cwd)
+        child = Child(name, argv, group)
         self.children.append(child)
         log.info("started name=%s pid=%d", name, proc.pid)
         return child
@@ -74,22 +76,9 @@ class Supervisor:
         return [c for c in self.children if not c.alive()]
 
     def stop(self, child: Child, grace: float = 10.0) -> None:
-        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if not child.alive():
-                break
-            try:
-                os.killpg(child.pid, sig)  # the child's own group: it and what it started
-            except ProcessLookupError:
-                break
-            try:
-                child.proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                log.warning("child name=%s pid=%d ignored %s", child.name, child.pid, sig.name)
-        # reap stragglers the child left in its group
-        try:
-            os.killpg(child.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        """SIGINT (the clean shutdown path), then SIGTERM, then SIGKILL, to the child's
+        process group: it and what it started."""
+        child.group.stop(grace, signals=(signal.SIGINT, signal.SIGTERM))
 
     def stop_all(self, grace: float = 10.0) -> None:
         for child in reversed(self.children):

@@ -1,6 +1,7 @@
 """In-memory `StoreLike` and `RegistryLike`: for API tests and dashboard work without InfluxDB.
 
-Same return shapes as `cloud.store.Store` and `federation.registry.Registry`; the filters
+Same return shapes as `cloud.store.Store` and `federation.registry.Registry` (and the
+registry's own state machine, `federation.registry.TRANSITIONS`); the filters
 are simple (linear scans) and the waterfall takes the max (score) or mean (other fields)
 of the summaries in each time bucket.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from edge_agent.events import Event
 from edge_agent.summary import FeatureSummary
+from federation.registry import STATES, TRANSITIONS
 
 
 class MemoryStore:
@@ -130,10 +132,6 @@ class MemoryStore:
         return self.up
 
 
-_MOVES = {"candidate": {"canary", "retired"}, "canary": {"production", "retired"},
-          "production": {"retired"}, "retired": set()}
-
-
 @dataclass
 class MemoryModel:
     version: str
@@ -166,9 +164,11 @@ class MemoryRegistry:
         return [dict(h) for h in self._history]
 
     def promote(self, version: str, *, to: str, reason: str = "", actor: str = "") -> MemoryModel:
+        if to not in STATES:
+            raise ValueError(f"unknown state {to!r}; choose from {', '.join(STATES)}")
         model = self._models[version]
-        if to not in _MOVES[model.state]:
-            raise ValueError(f"cannot move {version} from {model.state} to {to}")
+        if to not in TRANSITIONS[model.state]:  # the real registry's state machine
+            raise ValueError(f"cannot promote {version} from {model.state} to {to}")
         current = self.production()
         if to == "production" and current is not None:
             self._move(current, "retired", f"replaced by {version}", actor)

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import numpy as np
 
 from cloud.influx import InfluxClient
 from edge_agent.summary import FeatureSummary
+from federation.processes import wait_until
 
 S = 1_000_000_000
 GROUPS = 1024
@@ -22,11 +21,7 @@ _MARK = 1234567890123456789  # t_ns placeholder in the pre-encoded payloads
 
 
 def _wait(cond: Any, timeout: float, what: str) -> None:
-    deadline, tick = time.monotonic() + timeout, threading.Event()
-    while not cond():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"bench cloud: timed out waiting for {what}")
-        tick.wait(0.05)
+    wait_until(cond, timeout, f"bench cloud: {what}", max_interval=0.05, error=RuntimeError)
 
 
 def _cpu_s(pid: int | None) -> float:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tests.integration._polling import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -67,13 +68,7 @@ def page(chromium: Any, width: int, height: int) -> Iterator[Any]:
 
 def until(page: Any, expression: str, timeout: float = 20.0) -> Any:
     """Poll a JS expression until truthy and return its value; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = page.evaluate(expression)
-        if value or time.monotonic() > deadline:
-            assert value, f"timed out waiting for: {expression[:200]}"
-            return value
-        page.wait_for_timeout(100)
+    return wait_for(lambda: page.evaluate(expression), timeout, expression[:200], 0.1)
 
 
 def screenshot(page: Any, path: Path, docs_name: str, *, full_page: bool = True) -> Path:

@@ -17,6 +17,7 @@ from cloud import codec, schema
 from cloud.influx import InfluxClient
 from edge_agent.events import Event, event_id
 from fiberwatch.services import LOOPBACK, Influxd, free_port
+from tests.integration._polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +25,19 @@ TOKEN = "operator-token-0123456789abcdef"
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    def health() -> dict | None:
         try:
             with urllib.request.urlopen(f"{url}/api/v1/health", timeout=1) as r:  # noqa: S310
                 return json.loads(r.read())
         except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    raise AssertionError("cloud serve did not answer /health")
+            return None
+
+    def failed() -> str | None:
+        if proc.poll() is None:
+            return None
+        return f"exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}"
+
+    return wait_for(health, timeout, "cloud serve to answer /health", 0.1, failed=failed)
 
 
 @pytest.mark.slow

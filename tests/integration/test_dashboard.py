@@ -28,6 +28,7 @@ from fiberwatch.services import LOOPBACK, Influxd, free_port
 from tests.integration import _chromium
 from tests.integration._chromium import DATA_PIXELS as _DATA_PIXELS
 from tests.integration._chromium import until as _until
+from tests.integration._polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -93,10 +94,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Even
                                                log_level="warning", ws="none"))
         thread = threading.Thread(target=server.run, name="uvicorn-test")
         thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started and thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start"
+        wait_for(lambda: server.started, 20, "uvicorn to start", 0.02,
+                 failed=lambda: None if thread.is_alive() else "its thread ended")
         try:
             yield f"http://{LOOPBACK}:{port}", event
         finally:

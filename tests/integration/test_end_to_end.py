@@ -26,6 +26,7 @@ import pytest
 
 from fiberwatch import demo
 from tests.integration import _chromium
+from tests.integration._polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,19 +46,23 @@ def _get(run: demo.DemoRun, path: str, **params: Any) -> Any:
 
 def _poll(what: str, fn: Callable[[], Any], timeout: float, run: demo.DemoRun,
           interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """`wait_for` ``fn`` (an OSError counts as not yet); fails early when a child dies, and
+    with every child's log tail on a timeout."""
+    def check() -> Any:
         try:
-            value = fn()
+            return fn()
         except OSError:
-            value = None
-        if value:
-            return value
+            return None
+
+    def failed() -> str | None:
         dead = [c for c in run.supervisor.dead() if c.proc.returncode not in (0, None)]
-        assert not dead, f"{dead[0].name} died:\n{dead[0].log_tail()}"
-        time.sleep(interval)
-    logs = "\n".join(f"--- {c.name}\n{c.log_tail(800)}" for c in run.supervisor.children)
-    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+        return f"{dead[0].name} died:\n{dead[0].log_tail()}" if dead else None
+
+    try:
+        return wait_for(check, timeout, what, interval, failed=failed)
+    except AssertionError as exc:
+        logs = "\n".join(f"--- {c.name}\n{c.log_tail(800)}" for c in run.supervisor.children)
+        raise AssertionError(f"{exc}\n{logs}") from None
 
 
 def _group_alive(pid: int) -> bool:

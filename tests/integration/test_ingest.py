@@ -24,22 +24,15 @@ from edge_agent import topics
 from edge_agent.events import Event, event_id
 from edge_agent.summary import FeatureSummary
 from fiberwatch.services import Influxd, Mosquitto
+from tests.integration._polling import wait_for
 
 pytestmark = pytest.mark.integration
 S = 1_000_000_000
 
 
 def poll(cond: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Wait for `cond()` to be truthy, checking every 50 ms until `timeout`."""
-    deadline = time.monotonic() + timeout
-    tick = threading.Event()
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        tick.wait(0.05)
+    """`wait_for` with this module's defaults."""
+    return wait_for(cond, timeout, what)
 
 
 @dataclass

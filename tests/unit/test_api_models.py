@@ -74,7 +74,7 @@ def test_admin_promotes_and_rolls_back(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(("url", "body", "status", "reason"), [
-    ("/api/v1/models/v1/promote", {"to": "production"}, 409, "cannot move v1 from retired"),
+    ("/api/v1/models/v1/promote", {"to": "production"}, 409, "cannot promote v1 from retired"),
     ("/api/v1/models/v9/promote", {"to": "canary"}, 404, "no model version 'v9'"),
     ("/api/v1/models/v3/promote", {"to": "live"}, 422, "'candidate', 'canary'"),
     ("/api/v1/models/v3/promote", {}, 422, "Field required"),

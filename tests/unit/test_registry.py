@@ -136,3 +136,23 @@ def test_a_version_that_is_not_a_safe_file_name_is_refused(tmp_path: Path, versi
     reg = Registry(tmp_path, public_key=KEYS[1])
     with pytest.raises(ValueError, match="safe file name"):
         reg.add(_pkg(version))
+
+
+@pytest.mark.parametrize("start", ["candidate", "canary", "production", "retired"])
+def test_the_api_fake_moves_as_the_real_registry(tmp_path: Path, start: str) -> None:
+    """`cloud.api.memory.MemoryRegistry` (the API and dashboard tests' registry) accepts and
+    refuses exactly the moves the real one does."""
+    from cloud.api.memory import MemoryModel, MemoryRegistry
+    from federation.registry import STATES
+
+    for to in STATES:
+        real = Registry(tmp_path / f"{start}-{to}")
+        real.add(_pkg("v1"), state=start)
+        fake = MemoryRegistry(MemoryModel("v1", state=start))
+        outcomes = []
+        for reg in (real, fake):
+            try:
+                outcomes.append(reg.promote("v1", to=to).state)
+            except ValueError as exc:
+                outcomes.append(str(exc))
+        assert outcomes[0] == outcomes[1], (start, to)
