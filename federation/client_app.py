@@ -1,13 +1,12 @@
 """The gateway's Flower ClientApp: trains on the gateway's normal-window buffer.
 
+Thin, as in Flower's templates: each handler reads its config, calls `federation.task`
+(`load_data`, `local_update`, ...) and packs the reply.
+
 Node config (``flower-supernode --node-config``, per gateway)::
 
     gateway-id     = "well-a/gw1"        # for logs and metrics
     normal-buffer  = "/var/lib/.../normal.fwnb"   # edge_agent.normal_buffer file
-    partition-id   = 0                   # bench only: which simulated partition it holds
-    attack         = "none"              # bench/tests only: "scale:K", "flip:K", "noise:K"
-    hang-from      = 0                   # tests only: from this round on, never reply
-    hang-marker    = ""                  # tests only: file created when the hang starts
 
 Messages (see `federation.rounds`): ``query.stats`` -> feature statistics; ``train`` -> the
 global weights in (``config["weights"]``, one float32 blob), a compressed delta out in one
@@ -15,14 +14,18 @@ ConfigRecord ``reply`` (`federation.compression`), with the held-out loss of the
 model folded in (no separate evaluate round); ``evaluate.errors`` and
 ``evaluate.histogram`` -> calibration statistics of the final model. Raw rows never leave:
 only weights, statistics and histograms do. At most ``max-rows`` of the most recent rows are
-read; every 5th row is held out for evaluation.
+read; every 5th row is held out for evaluation (`task.HOLDOUT_EVERY`).
+
+`build_app` takes `ClientHooks`: the benchmarks and tests build misbehaving gateways with it
+(`fiberwatch.bench._fl_apps`); the shipped `app` has none.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -31,33 +34,39 @@ from flwr.clientapp import ClientApp
 from federation import compression, task
 
 log = logging.getLogger(__name__)
-app = ClientApp()
-HOLDOUT_EVERY = 5
 
 
-def _cfg(msg: Message, context: Context, key: str, default: object) -> object:
+@dataclass(frozen=True)
+class ClientHooks:
+    """Test and benchmark seams: ``before_train(context, round)`` runs first in a train
+    message; ``on_update(delta, context, round)`` may replace the update sent back."""
+
+    before_train: Callable[[Context, int], None] | None = None
+    on_update: Callable[[list[np.ndarray], Context, int], list[np.ndarray]] | None = None
+
+
+def _value(msg: Message, context: Context, key: str, default: float | str) -> object:
+    """``key`` from the message's config, else the run config, else ``default``."""
     cfg = msg.content.config_records.get("config", ConfigRecord())
     return cfg.get(key, context.run_config.get(key, default))
 
 
+def _num(msg: Message, context: Context, key: str, default: float) -> float:
+    value = _value(msg, context, key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"config {key!r}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _int(msg: Message, context: Context, key: str, default: int) -> int:
+    return int(_num(msg, context, key, default))
+
+
 def _rows(msg: Message, context: Context) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, held-out rows) from this gateway's normal buffer."""
-    from edge_agent.normal_buffer import NormalBuffer
-
-    path = str(context.node_config.get("normal-buffer", ""))
-    if not path:
-        raise ValueError("node config has no 'normal-buffer' (path of the gateway's buffer)")
-    max_rows = int(_cfg(msg, context, "max-rows", 4000))  # type: ignore[call-overload]
-    buf = NormalBuffer.open_readonly(path)
-    try:
-        rows = buf.read(max_rows)
-    finally:
-        buf.close()
-    min_rows = int(_cfg(msg, context, "min-rows", 50))  # type: ignore[call-overload]
-    if len(rows) < min_rows:
-        raise ValueError(f"{len(rows)} normal rows in the buffer, need at least {min_rows}")
-    held = np.arange(len(rows)) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
-    return rows[~held], rows[held]
+    return task.load_data(str(context.node_config.get("normal-buffer", "")),
+                          max_rows=_int(msg, context, "max-rows", 4000),
+                          min_rows=_int(msg, context, "min-rows", 50))
 
 
 def _model(msg: Message, context: Context, dim: int) -> task.AutoEncoder:
@@ -65,22 +74,10 @@ def _model(msg: Message, context: Context, dim: int) -> task.AutoEncoder:
     model = task.build_model(dim, arch=str(context.run_config.get("arch", "ae-32-8")))
     shapes = [w.shape for w in task.get_weights(model)]
     blob = msg.content.config_records["config"]["weights"]
-    task.set_weights(model, compression.unpack_weights(blob, shapes))  # type: ignore[arg-type]
+    if not isinstance(blob, bytes):
+        raise ValueError("config 'weights': expected one bytes blob")
+    task.set_weights(model, compression.unpack_weights(blob, shapes))
     return model
-
-
-def _attack(delta: list[np.ndarray], spec: str, seed: int) -> list[np.ndarray]:
-    """Bench/tests only: a poisoned or broken gateway's update."""
-    kind, _, k = spec.partition(":")
-    f = float(k or 1.0)
-    if kind == "scale":
-        return [d * f for d in delta]
-    if kind == "flip":
-        return [-f * d for d in delta]
-    if kind == "noise":
-        rng = np.random.default_rng(seed)
-        return [d + f * rng.standard_normal(d.shape).astype(np.float32) for d in delta]
-    return delta
 
 
 def warmup() -> None:
@@ -91,7 +88,6 @@ def warmup() -> None:
     task.evaluate(task.build_model(4), rows)
 
 
-@app.query("stats")
 def stats(msg: Message, context: Context) -> Message:
     train, _ = _rows(msg, context)
     s = task.feature_stats(train)
@@ -100,53 +96,34 @@ def stats(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"stats": metrics}), reply_to=msg)
 
 
-def _hang_if_asked(context: Context, rnd: int) -> None:
-    """Tests only: a gateway stuck mid-round (the test kills it while it hangs here)."""
-    start = int(context.node_config.get("hang-from", 0))
-    if start and rnd >= start:
-        if marker := str(context.node_config.get("hang-marker", "")):
-            open(marker, "w").close()  # noqa: SIM115 - an empty marker file
-        threading.Event().wait()
-
-
-@app.train()
-def train(msg: Message, context: Context) -> Message:
+def train(msg: Message, context: Context, hooks: ClientHooks = ClientHooks()) -> Message:
     t0 = time.perf_counter()
-    _hang_if_asked(context, int(_cfg(msg, context, "server-round", 0)))  # type: ignore[call-overload]
+    rnd = _int(msg, context, "server-round", 0)
+    if hooks.before_train is not None:
+        hooks.before_train(context, rnd)
     rows, held = _rows(msg, context)
     model = _model(msg, context, rows.shape[1])
-    start = task.get_weights(model)
-    before = task.evaluate(model, held)  # the received (global) model, on held-out rows
-    rnd = int(_cfg(msg, context, "server-round", 0))  # type: ignore[call-overload]
-    seed = rnd * 1000 + int(context.node_id % 1000)
-    frac = float(_cfg(msg, context, "local-fraction", 1.0))  # type: ignore[arg-type]
-    if 0 < frac < 1:  # less local work per round: less client drift on non-IID data
-        pick = np.random.default_rng(seed).permutation(len(rows))[:max(1, int(frac * len(rows)))]
-        rows = rows[np.sort(pick)]
-    fitted = task.fit(
-        model, rows, epochs=int(_cfg(msg, context, "epochs", 1)),  # type: ignore[call-overload]
-        lr=float(_cfg(msg, context, "lr", 3e-3)),  # type: ignore[arg-type]
-        batch_size=int(_cfg(msg, context, "batch-size", 128)),  # type: ignore[call-overload]
-        proximal_mu=float(_cfg(msg, context, "proximal-mu", 0.0)),  # type: ignore[arg-type]
-        global_weights=start, seed=seed)
-    delta = [b - a for a, b in zip(start, task.get_weights(model), strict=True)]
-    delta = _attack(delta, str(context.node_config.get("attack", "none")), rnd)
-    scheme = str(_cfg(msg, context, "codec", compression.DEFAULT_SCHEME))
-    blob, meta = compression.encode(delta, scheme)
+    up = task.local_update(
+        model, rows, held, epochs=_int(msg, context, "epochs", 1),
+        lr=_num(msg, context, "lr", 3e-3), batch_size=_int(msg, context, "batch-size", 128),
+        proximal_mu=_num(msg, context, "proximal-mu", 0.0),
+        local_fraction=_num(msg, context, "local-fraction", 1.0),
+        seed=rnd * 1000 + int(context.node_id % 1000))
+    delta = hooks.on_update(up.delta, context, rnd) if hooks.on_update else up.delta
+    blob, meta = compression.encode(delta, str(_value(msg, context, "codec",
+                                                      compression.DEFAULT_SCHEME)))
     reply = ConfigRecord({  # one record: every Flower object costs a request per hop
-        "update": blob, **meta.to_config(),  # type: ignore[dict-item]
-        "num-examples": int(fitted["n"]), "train_loss": float(fitted["loss"]),
-        "eval_loss": float(before["loss"]), "eval_n": int(before["n"]),
-        "score_p99": float(before["score_p99"]), "payload_bytes": len(blob),
+        "update": blob, **meta.to_config(),
+        "num-examples": int(up.fitted["n"]), "train_loss": float(up.fitted["loss"]),
+        "eval_loss": float(up.before["loss"]), "eval_n": int(up.before["n"]),
+        "score_p99": float(up.before["score_p99"]), "payload_bytes": len(blob),
         "train_s": time.perf_counter() - t0})
-    content = RecordDict({"reply": reply})
     log.info("trained gateway=%s round=%d rows=%d loss=%.4f seconds=%.3f",
-             context.node_config.get("gateway-id", "?"), rnd, len(rows), fitted["loss"],
+             context.node_config.get("gateway-id", "?"), rnd, up.rows, up.fitted["loss"],
              time.perf_counter() - t0)
-    return Message(content, reply_to=msg)
+    return Message(RecordDict({"reply": reply}), reply_to=msg)
 
 
-@app.evaluate("errors")
 def errors(msg: Message, context: Context) -> Message:
     rows, held = _rows(msg, context)
     model = _model(msg, context, rows.shape[1])
@@ -157,7 +134,6 @@ def errors(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"errors": metrics}), reply_to=msg)
 
 
-@app.evaluate("histogram")
 def histogram(msg: Message, context: Context) -> Message:
     from federation.package import score_histogram
 
@@ -168,3 +144,18 @@ def histogram(msg: Message, context: Context) -> Message:
         {"hist": [int(v) for v in hist], "num-examples": len(rows) + len(held)})}),
         reply_to=msg)
 
+
+def build_app(hooks: ClientHooks | None = None) -> ClientApp:
+    """The ClientApp with its four handlers (``hooks``: see `ClientHooks`)."""
+    client = ClientApp()
+    client.query("stats")(stats)
+    if hooks is None:
+        client.train()(train)
+    else:
+        client.train()(lambda msg, context: train(msg, context, hooks))
+    client.evaluate("errors")(errors)
+    client.evaluate("histogram")(histogram)
+    return client
+
+
+app = build_app()

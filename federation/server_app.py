@@ -6,7 +6,11 @@ every round the metrics go to InfluxDB (`federation.metrics_sink`, when ``influx
 and to ``results-dir/rounds.jsonl``; after the last round the model is calibrated from the
 clients' statistics and, with ``registry-dir`` set, converted to int8 (calibration rows
 synthesised from the combined feature statistics: `federation.convert.synth_rows`), packaged,
-signed and added to the registry as a ``candidate`` for `federation.rollout`.
+signed and added to the registry as a ``candidate`` for `federation.rollout`
+(`federation.publish`).
+
+Thin, as in Flower's templates: the model work is `federation.task`'s, the round loop
+`federation.rounds`', the strategies `federation.strategies`'.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from edge_agent.logs import stderr_handler
-from federation import rounds, strategies, task
+from federation import publish, rounds, strategies, task
 
 log = logging.getLogger(__name__)
 app = ServerApp()
@@ -78,68 +82,6 @@ class Settings:
         return {**kw, **extra.get(self.strategy, {})}
 
 
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
-    s, y = np.asarray(scores, np.float64), np.asarray(labels, bool)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
-    avg = first + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-class Evaluator:
-    """AUC of a weights list on the server's public evaluation set (simulator-made)."""
-
-    def __init__(self, path: str, dim: int, arch: str) -> None:
-        with np.load(path) as z:
-            self.rows, self.labels = z["rows"].astype(np.float32), z["labels"].astype(bool)
-        self.dim, self.arch = dim, arch
-
-    def auc(self, arrays: ArrayRecord) -> float:
-        model = task.build_model(self.dim, arch=self.arch)
-        task.set_weights(model, arrays.to_numpy_ndarrays())
-        return roc_auc(task.score_rows(model, self.rows), self.labels)
-
-
-def _with_error_scale(dim: int, arch: str):  # noqa: ANN202
-    def apply(arrays: ArrayRecord, scale: np.ndarray) -> ArrayRecord:
-        model = task.build_model(dim, arch=arch)
-        task.set_weights(model, arrays.to_numpy_ndarrays())
-        task.set_error_scale(model, scale)
-        return ArrayRecord(task.get_weights(model))
-    return apply
-
-
-def publish_candidate(s: Settings, model: task.AutoEncoder, stats: dict, hists: list,
-                      summary: dict[str, Any], run_id: int) -> str:
-    """int8 convert, package, sign, add to the registry as a candidate; the version."""
-    from federation.datasets import DAS_SPEC, DTS_SPEC
-    from federation.keys import load_private
-    from federation.package import package_model, quantiles_from_histograms
-    from federation.registry import Registry
-
-    spec = DAS_SPEC if s.stream == "das" else DTS_SPEC
-    registry = Registry(Path(s.registry_dir))
-    prod = registry.production()
-    key = load_private(s.signing_key) if s.signing_key else None
-    pkg, report = package_model(
-        model, spec, stats=stats, threshold_quantiles=quantiles_from_histograms(hists),
-        private_key=key, version=f"{s.stream}-fl-{run_id}", parent=prod.version if prod else None,
-        training={"federated": {"run_id": run_id, "strategy": s.strategy, "codec": s.codec,
-                                "rounds": s.num_rounds, "calibration": "synth_rows(stats)"}},
-        evaluation=summary)
-    rec = registry.add(pkg, state="candidate", metrics={**summary, "source": "federated"})
-    log.warning("candidate added version=%s package_bytes=%d", rec.version,
-                report["package_bytes"])
-    return rec.version
-
-
 def _log_to_stderr() -> None:
     """Our INFO lines (one per round) into the ServerApp's output, which `flwr log` shows."""
     fed = logging.getLogger("federation")
@@ -162,7 +104,7 @@ def main(grid: Grid, context: Context) -> None:
     dim = len(stats["mean"])
     model = task.build_model(dim, arch=s.arch, seed=s.seed)
     task.set_normalization(model, *task.stats_mean_std(stats))
-    evaluator = Evaluator(s.eval_set, dim, s.arch) if s.eval_set else None
+    evaluator = task.Evaluator(s.eval_set, dim, s.arch) if s.eval_set else None
     sink = None
     if s.influx_url:
         from federation.metrics_sink import MetricsSink
@@ -185,7 +127,7 @@ def main(grid: Grid, context: Context) -> None:
                                  s.num_rounds, timing=timing, on_round=on_round)
     arrays, hists, loss = rounds.calibrate(grid, sorted(grid.get_node_ids()), arrays,
                                            quorum=s.min_nodes, timing=timing,
-                                           set_error_scale=_with_error_scale(dim, s.arch))
+                                           set_error_scale=task.error_scale_setter(dim, s.arch))
     task.set_weights(model, arrays.to_numpy_ndarrays())
     summary: dict[str, Any] = {"eval_loss": loss, "strategy": s.strategy, "codec": s.codec,
                                "rounds": s.num_rounds, "run_id": context.run_id}
@@ -194,8 +136,10 @@ def main(grid: Grid, context: Context) -> None:
     if out:
         np.savez(out / "final_weights.npz", *arrays.to_numpy_ndarrays())
     if s.registry_dir:
-        summary["version"] = publish_candidate(s, model, stats, hists, dict(summary),
-                                               context.run_id)
+        summary["version"] = publish.publish_candidate(
+            Path(s.registry_dir), model, stats, hists, dict(summary), stream=s.stream,
+            run_id=context.run_id, signing_key=s.signing_key,
+            training={"strategy": s.strategy, "codec": s.codec, "rounds": s.num_rounds})
     if out:
         (out / "summary.json").write_text(json.dumps({**summary, "stats": stats}))
     log.info("run done %s", " ".join(f"{k}={v}" for k, v in summary.items()))

@@ -1,4 +1,8 @@
-"""Model, training and statistics for Flower apps and the CLI: pure torch, no module state.
+"""Model, training and statistics for the Flower apps and the CLI: no module state.
+
+As in Flower's app templates, the ClientApp (`federation.client_app`) and the ServerApp
+(`federation.server_app`) are thin: the work they do is here (`load_data`, `local_update`,
+`Evaluator`, `error_scale_setter`) or in `federation.rounds` (the server's round loop).
 
 Every function takes the model or rows it works on; randomness comes from a ``seed``
 argument and never touches torch's global generator. Rows are raw (un-normalised) feature
@@ -12,10 +16,11 @@ scale without seeing any data.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -263,3 +268,103 @@ def prepare_and_fit(
                   progress=progress)
     set_error_scale(model, error_scale(model, rows))
     return model, summary
+
+
+# --- the ClientApp's work (as in Flower's templates: load the data, train, test) -----------
+
+#: every HOLDOUT_EVERY-th row of a gateway's buffer is held out for evaluation
+HOLDOUT_EVERY = 5
+
+
+def load_data(path: str, *, max_rows: int, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows): the most recent ``max_rows`` of a gateway's normal-window
+    buffer (`edge_agent.normal_buffer`); ValueError below ``min_rows``."""
+    from edge_agent.normal_buffer import NormalBuffer
+
+    if not path:
+        raise ValueError("node config has no 'normal-buffer' (path of the gateway's buffer)")
+    buf = NormalBuffer.open_readonly(path)
+    try:
+        rows = buf.read(max_rows)
+    finally:
+        buf.close()
+    if len(rows) < min_rows:
+        raise ValueError(f"{len(rows)} normal rows in the buffer, need at least {min_rows}")
+    held = np.arange(len(rows)) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+    return rows[~held], rows[held]
+
+
+@dataclasses.dataclass
+class LocalUpdate:
+    """One round's local training: the weight delta, the fit summary (`fit`) and the
+    received model's held-out evaluation (`evaluate`)."""
+
+    delta: list[np.ndarray]
+    fitted: dict[str, float]
+    before: dict[str, float]
+    rows: int
+
+
+def local_update(model: AutoEncoder, rows: np.ndarray, held: np.ndarray, *, epochs: int,
+                 lr: float, batch_size: int, proximal_mu: float = 0.0,
+                 local_fraction: float = 1.0, seed: int = 0) -> LocalUpdate:
+    """Evaluate the received model on ``held``, train it on (a ``local_fraction`` of)
+    ``rows`` with the FedProx term towards the received weights; the delta."""
+    start = get_weights(model)
+    before = evaluate(model, held)
+    if 0 < local_fraction < 1:  # less local work per round: less client drift on non-IID data
+        n = max(1, int(local_fraction * len(rows)))
+        rows = rows[np.sort(np.random.default_rng(seed).permutation(len(rows))[:n])]
+    fitted = fit(model, rows, epochs=epochs, lr=lr, batch_size=batch_size,
+                 proximal_mu=proximal_mu, global_weights=start, seed=seed)
+    delta = [b - a for a, b in zip(start, get_weights(model), strict=True)]
+    return LocalUpdate(delta, fitted, before, len(rows))
+
+
+# --- the ServerApp's work: scoring a global model, setting its error scale ------------------
+
+
+class Arrays(Protocol):
+    """What the ServerApp hands around (Flower's ``ArrayRecord``)."""
+
+    def to_numpy_ndarrays(self) -> list[np.ndarray]: ...
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties)."""
+    s, y = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s))
+    _, first, counts = np.unique(s[order], return_index=True, return_counts=True)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+class Evaluator:
+    """AUC of a weights list on the server's public evaluation set (simulator-made)."""
+
+    def __init__(self, path: str, dim: int, arch: str) -> None:
+        with np.load(path) as z:
+            self.rows, self.labels = z["rows"].astype(np.float32), z["labels"].astype(bool)
+        self.dim, self.arch = dim, arch
+
+    def auc(self, arrays: Arrays) -> float:
+        model = build_model(self.dim, arch=self.arch)
+        set_weights(model, arrays.to_numpy_ndarrays())
+        return roc_auc(score_rows(model, self.rows), self.labels)
+
+
+def error_scale_setter(dim: int, arch: str) -> Callable[[Arrays, np.ndarray], Any]:
+    """`federation.rounds.calibrate`'s ``set_error_scale``: the arrays with the model's
+    error scale set to ``scale`` (a new ``ArrayRecord``)."""
+    from flwr.app import ArrayRecord
+
+    def apply(arrays: Arrays, scale: np.ndarray) -> ArrayRecord:
+        model = build_model(dim, arch=arch)
+        set_weights(model, arrays.to_numpy_ndarrays())
+        set_error_scale(model, scale)
+        return ArrayRecord(get_weights(model))
+    return apply

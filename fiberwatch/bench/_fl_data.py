@@ -66,22 +66,20 @@ def make_data(work: Path, quick: bool) -> dict[str, Any]:
 
 def central(data: dict[str, Any], epochs: int) -> dict[str, Any]:
     from federation import task
-    from federation.server_app import roc_auc
 
     t0 = time.perf_counter()
     model, _ = task.prepare_and_fit(np.concatenate(data["rows"]), epochs=epochs, lr=3e-3,
                                     batch_size=128)
-    auc = roc_auc(task.score_rows(model, data["eval_rows"]), data["eval_labels"])
+    auc = task.roc_auc(task.score_rows(model, data["eval_rows"]), data["eval_labels"])
     return {"auc": auc, "epochs": epochs, "seconds": time.perf_counter() - t0}
 
 
 def untrained_auc(data: dict[str, Any]) -> float:
     """The floor: normalisation and error scale only, no training (z-score detector)."""
     from federation import task
-    from federation.server_app import roc_auc
 
     rows = np.concatenate(data["rows"])
     model = task.build_model(rows.shape[1])
     task.set_normalization(model, *task.stats_mean_std(task.feature_stats(rows)))
     task.set_error_scale(model, task.error_scale(model, rows))
-    return roc_auc(task.score_rows(model, data["eval_rows"]), data["eval_labels"])
+    return task.roc_auc(task.score_rows(model, data["eval_rows"]), data["eval_labels"])

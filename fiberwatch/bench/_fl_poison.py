@@ -1,7 +1,7 @@
 """The poisoning part of `fiberwatch.bench.fl`: 2 of 10 clients send scaled or sign-flipped
 updates; FedAvg vs robust strategies. It drives the same ServerApp code (`federation.rounds`,
-strategies, codecs) and the real ClientApp in process (`rounds.InProcessGrid`): it measures
-robustness, not transport.
+strategies, codecs) and the real ClientApp with an attack hook (`fiberwatch.bench._fl_apps`)
+in process (`rounds.InProcessGrid`): it measures robustness, not transport.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ def poisoning(data: dict[str, Any], work: Path, rounds_n: int, epochs: int,
     from flwr.app import ArrayRecord
 
     from edge_agent.normal_buffer import NormalBuffer
-    from federation import client_app, rounds, strategies, task
+    from federation import rounds, strategies, task
     from federation.datasets import DAS_SPEC
-    from federation.server_app import Evaluator, _with_error_scale
+    from fiberwatch.bench._fl_apps import app as misbehaving_app
 
     cfgs: dict[int, dict[str, Any]] = {}
     for i, r in enumerate(data["rows"]):
@@ -28,14 +28,14 @@ def poisoning(data: dict[str, Any], work: Path, rounds_n: int, epochs: int,
                               max_rows=20000) as b:
                 b.append(part)
             cfgs[100 + 2 * i + j] = {"normal-buffer": str(path)}
-    ev = Evaluator(str(data["eval"]), DAS_SPEC.dim, "ae-32-8")
+    ev = task.Evaluator(str(data["eval"]), DAS_SPEC.dim, "ae-32-8")
     timing = rounds.Timing(round_timeout_s=60, grace_s=0, poll_s=0)
     out: dict[str, Any] = {}
     for attack in ("scale:10", "flip:10"):
         for name in names:
             attacked = {n: {**c, "attack": attack if n in (101, 108) else "none"}
                         for n, c in cfgs.items()}
-            grid = rounds.InProcessGrid(client_app.app, attacked, {"arch": "ae-32-8"})
+            grid = rounds.InProcessGrid(misbehaving_app, attacked, {"arch": "ae-32-8"})
             stats = rounds.federated_stats(grid, list(cfgs), quorum=8, timing=timing)
             model = task.build_model(DAS_SPEC.dim)
             task.set_normalization(model, *task.stats_mean_std(stats))
@@ -52,7 +52,7 @@ def poisoning(data: dict[str, Any], work: Path, rounds_n: int, epochs: int,
             final = rounds.train_rounds(s, grid, ArrayRecord(task.get_weights(model)),
                                         rounds_n, timing=timing, on_round=record)
             final, _, loss = rounds.calibrate(grid, list(cfgs), final, quorum=8, timing=timing,
-                                              set_error_scale=_with_error_scale(
+                                              set_error_scale=task.error_scale_setter(
                                                   DAS_SPEC.dim, "ae-32-8"))
             # AUC of the calibrated final model; loss: the clients' held-out loss of it
             out[f"{attack}/{name}"] = {"auc": ev.auc(final), "auc_per_round": aucs,

@@ -37,11 +37,18 @@ def _buffers(tmp: Path, n: int) -> list[Path]:
     return out
 
 
+#: the real ClientApp with the test hooks (``hang-from``), for a node given ``extra`` config
+HOOKED_APP = "fiberwatch.bench._fl_apps:app"
+
+
 def _nodes(tmp: Path, link: SuperLink, buffers: list[Path], extra: dict | None = None,
            **kw: Any) -> list[GatewayNode]:
-    nodes = [GatewayNode(tmp / f"node{i}", link.address, node_config={
-        "gateway-id": f"site/gw{i}", "normal-buffer": str(b), **(extra or {}).get(i, {})},
-        **kw) for i, b in enumerate(buffers)]
+    nodes = []
+    for i, b in enumerate(buffers):
+        cfg = (extra or {}).get(i, {})
+        app = {"clientapp": HOOKED_APP} if cfg else {}
+        nodes.append(GatewayNode(tmp / f"node{i}", link.address, node_config={
+            "gateway-id": f"site/gw{i}", "normal-buffer": str(b), **cfg}, **app, **kw))
     start_all(nodes)
     return nodes
 

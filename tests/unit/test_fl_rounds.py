@@ -53,7 +53,7 @@ def test_a_run_in_process_with_a_dropout_and_a_broken_gateway(tmp_path: Path) ->
     assert all(math.isfinite(r.loss) and math.isfinite(r.train_loss) for r in reports)
 
     arrays, hists, loss = rounds.calibrate(grid, nodes, arrays, quorum=2, timing=FAST,
-                                           set_error_scale=server_app._with_error_scale(
+                                           set_error_scale=task.error_scale_setter(
                                                DIM, "ae-16-4"))
     assert len(hists) == 2 and sum(sum(h) for h in hists) == 800 and loss > 0
     final = task.build_model(DIM, arch="ae-16-4")
@@ -86,9 +86,9 @@ def test_settings_from_run_config() -> None:
 
 
 def test_roc_auc() -> None:
-    assert server_app.roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
-    assert server_app.roc_auc(np.array([1, 1, 1, 1.0]), np.array([0, 1, 0, 1])) == 0.5
-    assert math.isnan(server_app.roc_auc(np.array([1.0]), np.array([1])))
+    assert task.roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert task.roc_auc(np.array([1, 1, 1, 1.0]), np.array([0, 1, 0, 1])) == 0.5
+    assert math.isnan(task.roc_auc(np.array([1.0]), np.array([1])))
 
 
 def test_line_protocol() -> None:
@@ -101,3 +101,28 @@ def test_line_protocol() -> None:
                     'duration_s=1.5,model_version="das-fl-1-r3 \\"x\\"" 123')
     with pytest.raises(ValueError, match="http"):
         metrics_sink.MetricsSink("file:///etc/passwd")
+
+
+def test_the_bench_attack_hook_changes_only_the_attackers_update(tmp_path: Path) -> None:
+    """`fiberwatch.bench._fl_apps.app` is the real ClientApp plus hooks from node config: a
+    node with ``attack = "flip:1"`` sends the honest update negated, the others the same."""
+    from fiberwatch.bench import _fl_apps
+
+    cfgs = _buffers(tmp_path, 2)
+    model = task.build_model(DIM, arch="ae-16-4")
+    task.set_normalization(model, np.zeros(DIM), np.ones(DIM))
+    start = ArrayRecord(task.get_weights(model))
+    s = strategies.build("fedavg", min_train_nodes=2, min_available_nodes=2,
+                         train_config={"epochs": 1, "batch-size": 64}, codec="fp32")
+
+    def one_round(app: object, nodes: dict[int, dict]) -> np.ndarray:
+        grid = rounds.InProcessGrid(app, nodes, {"arch": "ae-16-4"})
+        out = rounds.train_rounds(s, grid, start, 1, timing=FAST, on_round=lambda r, a: None)
+        return np.concatenate([(b - a).ravel() for a, b in zip(
+            start.to_numpy_ndarrays(), out.to_numpy_ndarrays(), strict=True)])
+
+    honest = one_round(client_app.app, cfgs)
+    attacked = one_round(_fl_apps.app, {10: {**cfgs[10], "attack": "flip:1"}, 11: cfgs[11]})
+    assert np.abs(honest).max() > 1e-3  # training moved the model
+    assert np.allclose(one_round(_fl_apps.app, cfgs), honest, atol=1e-6)
+    assert not np.allclose(attacked, honest, atol=1e-4)
