@@ -207,10 +207,6 @@ class EventConfig(_Strict):
         description="an open event stays open this long (stream time, whole hops, "
         "never less than one quiet window) after its last flagged window: flags that come "
         "back sooner at the same channels (a periodic slug, a pulsing leak) continue it")
-    merge_gap_windows: int | None = Field(
-        None, ge=0, le=100_000,
-        description="deprecated, use merge_gap_s: N quiet windows = merge_gap_s "
-        "of (N + 1) x hop_s")
     max_open_s: float = Field(60.0, gt=0, le=86400,
                               description="emit a long event at least this often")
     announce_s: float | None = Field(
@@ -218,18 +214,9 @@ class EventConfig(_Strict):
         description="announce open events at once, then re-send this often while "
         "they change; None = only when they close")
 
-    @model_validator(mode="after")
-    def _one_merge_gap(self) -> EventConfig:
-        if self.merge_gap_windows is not None and "merge_gap_s" in self.model_fields_set:
-            raise ValueError("set merge_gap_s (seconds) only: merge_gap_windows is deprecated "
-                             "(N windows = merge_gap_s of (N + 1) x hop_s)")
-        return self
-
     def merge_gap_hops(self, hop_ns: int) -> int:
         """The merge gap in hops of a stream: an open event closes at the first window that
         ends this many hops after its last flagged window."""
-        if self.merge_gap_windows is not None:  # deprecated
-            return self.merge_gap_windows + 1
         return max(2, round(self.merge_gap_s * 1e9) // hop_ns)
 
 

@@ -34,6 +34,7 @@ from edge_agent.mqtt_source import FrameQueue, MqttSource
 from edge_agent.normal_buffer import NormalBuffer
 from edge_agent.pipeline import StreamPipeline
 from edge_agent.store_forward import Outbox
+from edge_agent.summary import HEALTH_SCHEMA
 from edge_agent.uplink import Uplink
 from edge_agent.workers import ModelWorker, Processor
 
@@ -213,7 +214,7 @@ class _Health:
             status = "degraded" if degraded else "ok"
         self._last_drops = drops
         return {
-            "schema": 1, "site": self.cfg.gateway.site, "gateway": self.cfg.gateway.id,
+            "schema": HEALTH_SCHEMA, "site": self.cfg.gateway.site, "gateway": self.cfg.gateway.id,
             "t_ns": wall_ns(), "status": status, "uptime_s": round(snap["uptime_s"], 3),
             "frames_per_s": round(iv["frames_per_s"], 3),
             "samples_per_s": round(iv["samples_per_s"], 1),

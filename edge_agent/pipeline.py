@@ -22,7 +22,7 @@ from edge_agent.config import EventConfig, StreamConfig, ThresholdConfig
 from edge_agent.event_builder import EventBuilder
 from edge_agent.features import FeatureExtractor
 from edge_agent.metrics import Metrics, RateLimitedLog
-from edge_agent.summaries import SummaryAccumulator
+from edge_agent.summary_accumulator import SummaryAccumulator
 from edge_agent.thresholds import GroupThreshold, group_max
 from edge_agent.types import RawMessage, Scored, Sink, Slot, Window
 from edge_agent.validate import FrameValidator

@@ -13,11 +13,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: `FeatureSummary.schema`: the version of the feature summary's JSON
 SCHEMA_VERSION = 1
+#: the health heartbeat's ``schema`` value: this module owns the health message's contract
+#: (its writers `edge_agent.main`, `edge_agent.uplink_retained`; its reader `cloud.ingest`)
+HEALTH_SCHEMA = 1
 
 #: Keys of the retained health heartbeat (JSON object on the ``health`` topic).
 HEALTH_KEYS = (
-    "schema",  # 1
+    "schema",  # HEALTH_SCHEMA
     "site", "gateway",
     "t_ns",  # when it was sent
     "status",  # "ok" | "degraded" | "stopping" | "offline" (last will)

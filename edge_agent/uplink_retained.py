@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from edge_agent.summary import HEALTH_KEYS
+from edge_agent.summary import HEALTH_KEYS, HEALTH_SCHEMA
 
 
 def offline_health(site: str, gateway: str, last: dict[str, Any] | None) -> bytes:
@@ -16,7 +16,8 @@ def offline_health(site: str, gateway: str, last: dict[str, Any] | None) -> byte
     doc.update(drops={}, latency_ms={"p50": 0.0, "p99": 0.0}, model_version="none",
                model_hash="none")
     doc.update(last or {})
-    doc.update(schema=1, site=site, gateway=gateway, status="offline", t_ns=time.time_ns())
+    doc.update(schema=HEALTH_SCHEMA, site=site, gateway=gateway, status="offline",
+               t_ns=time.time_ns())
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 

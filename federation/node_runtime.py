@@ -277,17 +277,23 @@ def worker_main(argv: Sequence[str]) -> None:
                              poll_s=args.poll, idle_s=args.idle)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop_event.set())
-    if args.parent_pid:
-        threading.Thread(target=_watch_parent, args=(args.parent_pid, worker.stop_event),
-                         name="parent-watch").start()
-    worker.load()
-    if args.threads > 0:
-        import torch
+    watcher = threading.Thread(target=_watch_parent, args=(args.parent_pid, worker.stop_event),
+                               name="parent-watch") if args.parent_pid else None
+    if watcher is not None:
+        watcher.start()
+    try:
+        worker.load()
+        if args.threads > 0:
+            import torch
 
-        torch.set_num_threads(args.threads)
-    if args.ready_file:
-        args.ready_file.touch()
-    worker.serve()
+            torch.set_num_threads(args.threads)
+        if args.ready_file:
+            args.ready_file.touch()
+        worker.serve()
+    finally:
+        worker.stop_event.set()  # also ends the parent watch, which we wait for
+        if watcher is not None:
+            watcher.join()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

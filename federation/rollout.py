@@ -217,23 +217,41 @@ class Rollout:
 class RolloutService:
     """A `Rollout` on an MQTT broker: new registry candidates are canaried in turn.
 
-    `broker` (credentials, TLS: `edge_agent.mqtt_client`) wins over plain `host`:`port`.
+    The service owns its `Rollout` (which publishes through the service's client) and,
+    after `start`, its thread: `stop` ends and joins it. `run` is the same loop in the
+    caller's thread. `broker` (credentials, TLS: `edge_agent.mqtt_client`) wins over plain
+    `host`:`port`.
     """
 
-    def __init__(self, rollout: Rollout, host: str, port: int, *, poll_s: float = 1.0,
-                 client_id: str = "fiberwatch-rollout",
-                 broker: BrokerConfig | None = None) -> None:
-        self.rollout, self.poll_s = rollout, poll_s
+    def __init__(self, registry: Any, policy: Policy, host: str, port: int, *,
+                 gateways: Iterable[str] = (), poll_s: float = 1.0,
+                 client_id: str = "fiberwatch-rollout", broker: BrokerConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rollout = Rollout(registry, self._publish, policy, gateways=gateways, clock=clock)
+        self.poll_s = poll_s
         self.stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=100_000)
-        self._handled: set[str] = {r.version for r in rollout.registry.list()
+        self._handled: set[str] = {r.version for r in registry.list()
                                    if r.state != "candidate"}
         self.broker = broker or BrokerConfig(host=host, port=port)
         c = make_client(self.broker, client_id, protocol="v311", reconnect_delay_s=(0.5, 10))
         c.on_connect = self._on_connect
         c.on_message = lambda _c, _u, m: self._put(m.topic, m.payload)
         self.client = c
-        rollout.publish = self._publish
+
+    def start(self) -> None:
+        """`run` in a thread of its own (named ``rollout``)."""
+        if self._thread is not None:
+            raise RuntimeError("the rollout service is already started")
+        self._thread = threading.Thread(target=self.run, name="rollout")
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End `run` and join the thread `start` made."""
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     @staticmethod
     def _on_connect(client: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_agent.config import GatewayConfig
 from fiberwatch.demo_setup import (
     DemoLayout,
     DemoMqtt,
@@ -26,7 +27,7 @@ from fiberwatch.demo_setup import (
 )
 from fiberwatch.demo_status import StatusBoard
 from fiberwatch.services import Influxd, Mosquitto, free_port
-from fiberwatch.supervisor import Supervisor
+from fiberwatch.supervisor import Child, Supervisor
 
 log = logging.getLogger(__name__)
 FL_GATEWAYS = ("well-a", "well-b")
@@ -59,8 +60,9 @@ class DemoRun:
     t0_ns: int
     initial_version: str
     mqtt: DemoMqtt
+    gateways: tuple[str, ...] = ()  # the demo gateways' names
     fl_started: bool = False
-    fl_child: object | None = None
+    fl_child: Child | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -72,12 +74,22 @@ def _fw(*args: str) -> list[str]:
     return [sys.executable, "-m", "fiberwatch", *args]
 
 
-def _initial_model(opts: DemoOptions, layout: DemoLayout, sup: Supervisor, cfg_path: Path) -> Path:
-    """Train and sign the first int8 model on simulated normal data (cached by spec)."""
-    layout.models.mkdir(parents=True, exist_ok=True)
-    pkg = layout.models / f"initial-{opts.channels or 'full'}.fwpkg"
+def _fresh_layout(opts: DemoOptions) -> DemoLayout:
+    """The data directory, without the previous run's state (models and keys are kept)."""
+    layout = DemoLayout(opts.data_dir.resolve())
+    layout.root.mkdir(parents=True, exist_ok=True)
+    for stale in ("state", "registry", "flower", "gateways"):
+        _rmtree(layout.root / stale)
+    return layout
+
+
+def _initial_model(opts: DemoOptions, layout: DemoLayout, sup: Supervisor, cfg_path: Path,
+                   pkg: Path) -> None:
+    """Train and sign the first int8 model on simulated normal data into ``pkg`` (kept: the
+    file name holds the spec's channel count)."""
     if pkg.exists():
-        return pkg
+        return
+    layout.models.mkdir(parents=True, exist_ok=True)
     ckpt = layout.models / "initial.ckpt"
     for name, argv in (
         ("model-train", _fw("model", "train", "--sim", "--config", str(cfg_path), "--stream",
@@ -90,68 +102,88 @@ def _initial_model(opts: DemoOptions, layout: DemoLayout, sup: Supervisor, cfg_p
         child = sup.start(name, argv)
         if child.proc.wait() != 0:
             raise RuntimeError(f"{name} failed:\n{child.log_tail()}")
-    return pkg
+
+
+def _register_initial(layout: DemoLayout, pkg: Path) -> str:
+    """The initial package into a fresh registry, promoted to production; its version."""
+    from federation.registry import Registry
+
+    reg = Registry(layout.registry)
+    rec = reg.add(pkg.read_bytes(), state="candidate", metrics={"source": "demo initial"})
+    reg.promote(rec.version, to="production", reason="demo initial model", actor="demo")
+    return rec.version
+
+
+def _start_cloud(sup: Supervisor, layout: DemoLayout, broker: Mosquitto, influx: Influxd,
+                 mqtt: DemoMqtt, api_port: int) -> None:
+    """Ingestion (MQTT -> InfluxDB) and the HTTP API with the dashboard."""
+    sup.start("ingest", _fw("cloud", "ingest", "--mqtt-port", str(broker.port),
+                            "--influx-url", influx.url, *mqtt.flags("ingest")))
+    sup.start("api", _fw("cloud", "serve", "--port", str(api_port), "--influx", influx.url,
+                         "--registry", str(layout.registry), "--tokens", str(layout.tokens)))
+
+
+def _start_gateways(sup: Supervisor, layout: DemoLayout, opts: DemoOptions,
+                    configs: dict[str, GatewayConfig], broker: Mosquitto, mqtt: DemoMqtt,
+                    superlink_port: int) -> None:
+    """The SuperLink with the rollout over every gateway, each gateway's agent, and the
+    SuperNodes of the `FL_GATEWAYS`."""
+    gw_args: list[str] = []
+    for cfg in configs.values():
+        gw_args += ["--gateway", f"{cfg.gateway.site}/{cfg.gateway.id}"]
+    sup.start("fl-server", _fw("fl", "server", "--workdir", str(layout.root / "flower"),
+                               "--insecure", "--port", str(superlink_port), "--broker",
+                               f"127.0.0.1:{broker.port}", *mqtt.flags("rollout"),
+                               "--registry", str(layout.registry),
+                               "--canary", "demo/well-a", "--canary-window",
+                               str(opts.canary_window_s), *gw_args))
+    for name in configs:
+        sup.start(f"edge-{name}", _fw("edge", "run", "--config", str(layout.config(name))))
+    for name in FL_GATEWAYS:
+        sup.start(f"fl-node-{name}", _fw("fl", "node", "--config", str(layout.config(name)),
+                                         "--insecure", "--workdir",
+                                         str(layout.root / "flower" / name)))
+
+
+def _start_sim(sup: Supervisor, layout: DemoLayout, opts: DemoOptions, broker: Mosquitto,
+               mqtt: DemoMqtt) -> int:
+    """The simulator on the schedule, in real time; its start (ns since the epoch)."""
+    t0_ns = time.time_ns()
+    sim_args = ["sim", "run", "--schedule", str(layout.schedule), "--broker",
+                f"127.0.0.1:{broker.port}", "--realtime", "--labels", str(layout.labels),
+                "--start", str(t0_ns), *mqtt.flags("{site}.{gateway}.interrogator")]
+    if opts.seconds is not None:
+        sim_args += ["--seconds", str(opts.seconds)]
+    sup.start("sim", _fw(*sim_args))
+    return t0_ns
 
 
 def start(opts: DemoOptions) -> DemoRun:
     """Start everything; raise (after stopping what started) if a part fails to come up."""
-    layout = DemoLayout(opts.data_dir.resolve())
-    layout.root.mkdir(parents=True, exist_ok=True)
-    for stale in ("state", "registry", "flower", "gateways"):
-        _rmtree(layout.root / stale)
+    layout = _fresh_layout(opts)
     sup, mqtt = Supervisor(layout.logs), ensure_mqtt(layout)  # TLS, logins, per-gateway ACL
     broker = Mosquitto(layout.root / "mosquitto", secure_dir=mqtt.broker_dir)
     influx = Influxd(layout.root / "influxd")
-    run: DemoRun | None = None
     try:
         broker.start()
         influx.start()
         ensure_keys(layout)
         superlink_port = free_port()
-        configs = write_gateway_configs(layout, broker_port=broker.port,
-                                        superlink=f"127.0.0.1:{superlink_port}",
-                                        channels=opts.channels, package=None, mqtt=mqtt)
-        pkg = _initial_model(opts, layout, sup, layout.config("well-a"))
-        from federation.registry import Registry
-
-        reg = Registry(layout.registry)
-        rec = reg.add(pkg.read_bytes(), state="candidate", metrics={"source": "demo initial"})
-        reg.promote(rec.version, to="production", reason="demo initial model", actor="demo")
+        pkg = layout.models / f"initial-{opts.channels or 'full'}.fwpkg"
         configs = write_gateway_configs(layout, broker_port=broker.port,
                                         superlink=f"127.0.0.1:{superlink_port}",
                                         channels=opts.channels, package=pkg, mqtt=mqtt)
+        _initial_model(opts, layout, sup, layout.config("well-a"), pkg)
+        version = _register_initial(layout, pkg)
         write_schedule(layout, configs, seconds=opts.seconds, leak_channel=opts.leak_channel,
                        leak_onset=opts.leak_onset_s)
         token = write_tokens(layout)
         api_port = opts.api_port or free_port()
-        sup.start("ingest", _fw("cloud", "ingest", "--mqtt-port", str(broker.port),
-                                "--influx-url", influx.url, *mqtt.flags("ingest")))
-        sup.start("api", _fw("cloud", "serve", "--port", str(api_port), "--influx", influx.url,
-                             "--registry", str(layout.registry), "--tokens", str(layout.tokens)))
-        gw_args: list[str] = []
-        for cfg in configs.values():
-            gw_args += ["--gateway", f"{cfg.gateway.site}/{cfg.gateway.id}"]
-        sup.start("fl-server", _fw("fl", "server", "--workdir", str(layout.root / "flower"),
-                                   "--insecure", "--port", str(superlink_port), "--broker",
-                                   f"127.0.0.1:{broker.port}", *mqtt.flags("rollout"),
-                                   "--registry", str(layout.registry),
-                                   "--canary", "demo/well-a", "--canary-window",
-                                   str(opts.canary_window_s), *gw_args))
-        for name in configs:
-            sup.start(f"edge-{name}", _fw("edge", "run", "--config", str(layout.config(name))))
-        for name in FL_GATEWAYS:
-            sup.start(f"fl-node-{name}", _fw("fl", "node", "--config", str(layout.config(name)),
-                                             "--insecure", "--workdir",
-                                             str(layout.root / "flower" / name)))
-        t0_ns = time.time_ns()
-        sim_args = ["sim", "run", "--schedule", str(layout.schedule), "--broker",
-                    f"127.0.0.1:{broker.port}", "--realtime", "--labels", str(layout.labels),
-                    "--start", str(t0_ns), *mqtt.flags("{site}.{gateway}.interrogator"),
-                    *(["--seconds", str(opts.seconds)] if opts.seconds is not None else [])]
-        sup.start("sim", _fw(*sim_args))
-        run = DemoRun(layout, broker, influx, sup, f"http://127.0.0.1:{api_port}", token, t0_ns,
-                      rec.version, mqtt)
-        return run
+        _start_cloud(sup, layout, broker, influx, mqtt, api_port)
+        _start_gateways(sup, layout, opts, configs, broker, mqtt, superlink_port)
+        t0_ns = _start_sim(sup, layout, opts, broker, mqtt)
+        return DemoRun(layout, broker, influx, sup, f"http://127.0.0.1:{api_port}", token, t0_ns,
+                       version, mqtt, gateways=tuple(configs))
     except BaseException:
         sup.stop_all()
         influx.stop()

@@ -107,9 +107,11 @@ class StatusBoard:
     def line(self) -> str:
         s = self.snapshot()
         elapsed = (time.time_ns() - self.run.t0_ns) / 1e9
-        fl = "running" if self.run.fl_started and self.run.fl_child is not None and \
-            self.run.fl_child.alive() else ("done" if self.run.fl_started else "waiting")  # type: ignore[attr-defined]
-        return (f"[{elapsed:5.0f}s] mqtt {self.security}  gateways {s['gateways_up']}/3  frames/s "
+        child = self.run.fl_child
+        fl = ("waiting" if not self.run.fl_started else
+              "running" if child is not None and child.alive() else "done")
+        return (f"[{elapsed:5.0f}s] mqtt {self.security}  "
+                f"gateways {s['gateways_up']}/{len(self.run.gateways)}  frames/s "
                 f"{s['frames_per_s']:6.0f}  events {s['events']:3d}  FL {fl}  "
                 f"{s['rollout']}  serving {','.join(s['models']) or '-'}")
 

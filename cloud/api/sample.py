@@ -15,7 +15,7 @@ from typing import Any
 
 from cloud.api.memory import MemoryModel, MemoryRegistry, MemoryStore
 from edge_agent.events import Event, event_id
-from edge_agent.summary import FeatureSummary
+from edge_agent.summary import HEALTH_SCHEMA, FeatureSummary
 
 SITE = "north-field"
 GATEWAYS = ("gw-01", "gw-02")
@@ -83,7 +83,7 @@ def sample_events(now_ns: int, minutes: int = 30) -> list[tuple[Event, int]]:
 def sample_health(now_ns: int) -> list[dict[str, Any]]:
     """The latest health heartbeat of each gateway (`edge_agent.summary.HEALTH_KEYS`)."""
     return [{
-        "schema": 1, "site": SITE, "gateway": gw, "t_ns": now_ns - (i * 4 + 1) * 10**9,
+        "schema": HEALTH_SCHEMA, "site": SITE, "gateway": gw, "t_ns": now_ns - (i * 4 + 1) * 10**9,
         "status": "ok" if i == 0 else "degraded", "uptime_s": 86400.0 - 3600 * i,
         "frames_per_s": 100.0, "samples_per_s": 102_400.0, "queue_depth": 2 * i,
         "drops": {"queue_full": 12 * i}, "gaps": i,

@@ -29,7 +29,13 @@ import orjson
 from cloud import codec, schema
 from edge_agent import topics
 from edge_agent.events import STREAMS, Event, EventError
-from edge_agent.summary import HEALTH_KEYS, FeatureSummary, SummaryError
+from edge_agent.summary import (
+    HEALTH_KEYS,
+    HEALTH_SCHEMA,
+    SCHEMA_VERSION,
+    FeatureSummary,
+    SummaryError,
+)
 
 _SUMMARY_REQUIRED = frozenset({"site", "gateway", "stream", "t_ns", "ch_start", "group_size",
                                "score", "energy", "threshold", "model_version"})
@@ -157,7 +163,7 @@ def _features(site: str, gateway: str, stream: str, payload: bytes) -> FeaturesR
     if (d["site"], d["gateway"], d["stream"]) != (site, gateway, stream):
         raise Malformed("features:topic_mismatch",
                         f"{d['site']}/{d['gateway']}/{d['stream']} on {site}/{gateway}/{stream}")
-    if d.get("schema", 1) != 1:
+    if d.get("schema", SCHEMA_VERSION) != SCHEMA_VERSION:
         raise Malformed("features:schema", f"unsupported schema version {d.get('schema')!r}")
     for k in ("t_ns", "ch_start", "group_size"):
         if not _is_int(d[k]):
@@ -223,7 +229,7 @@ def _health(site: str, gateway: str, d: dict[str, Any]) -> dict[str, Any]:
     missing = [k for k in HEALTH_KEYS if k not in d]
     if missing:
         raise Malformed("health:schema", f"missing key(s): {', '.join(missing)}")
-    if d["schema"] != 1:
+    if d["schema"] != HEALTH_SCHEMA:
         raise Malformed("health:schema", f"unsupported schema version {d['schema']!r}")
     if (d["site"], d["gateway"]) != (site, gateway):
         raise Malformed("health:topic_mismatch", f"{d['site']}/{d['gateway']} on {site}/{gateway}")

@@ -127,29 +127,28 @@ def _server(args: argparse.Namespace) -> int:
         raise _fail(exc) from None
     finally:
         if service is not None:
-            service[0].stop_event.set()
-            service[1].join()
+            service.stop()
         link.stop()
     return 0
 
 
-def _start_rollout(args: argparse.Namespace) -> tuple[Any, threading.Thread]:
+def _start_rollout(args: argparse.Namespace) -> Any:
+    """The started `RolloutService` (the caller stops it)."""
     from edge_agent.mqtt_client import broker_from_args
     from federation.registry import Registry
-    from federation.rollout import Policy, Rollout, RolloutService
+    from federation.rollout import Policy, RolloutService
 
     host, _, port = args.broker.rpartition(":")
     policy = Policy(canary=tuple(args.canary), window_s=args.canary_window)
-    rollout = Rollout(Registry(args.registry), lambda t, p: None, policy, gateways=args.gateway)
     try:  # a bad address, a missing password or TLS file fails here, not later
         broker = broker_from_args(args, host or "127.0.0.1", int(port))
-        service = RolloutService(rollout, broker.host, broker.port, broker=broker)
+        service = RolloutService(Registry(args.registry), policy, broker.host, broker.port,
+                                 gateways=args.gateway, broker=broker)
     except ValueError as exc:  # MqttConfigError is one
         raise UsageError(f"--broker: {exc}") from None
-    thread = threading.Thread(target=service.run, name="rollout")
-    thread.start()
+    service.start()
     print(f"rollout: canary {', '.join(args.canary)} via {args.broker}", flush=True)
-    return service, thread
+    return service
 
 
 def _node(args: argparse.Namespace) -> int:

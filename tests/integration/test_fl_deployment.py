@@ -18,7 +18,14 @@ import pytest
 
 from edge_agent.normal_buffer import NormalBuffer
 from federation.datasets import DAS_SPEC
-from federation.deployment import GatewayNode, SuperLink, Tls, generate_node_keys, start_all
+from federation.deployment import (
+    APP_DIR,
+    GatewayNode,
+    SuperLink,
+    Tls,
+    generate_node_keys,
+    start_all,
+)
 from federation.metrics_sink import MetricsSink
 from tests.integration._polling import wait_for
 
@@ -37,18 +44,26 @@ def _buffers(tmp: Path, n: int) -> list[Path]:
     return out
 
 
-#: the real ClientApp with the test hooks (``hang-from``), for a node given ``extra`` config
+#: the real ClientApp plus the test hooks (``hang-from``: `fiberwatch.bench._fl_apps`)
 HOOKED_APP = "fiberwatch.bench._fl_apps:app"
+
+
+def _hooked_app(tmp: Path) -> Path:
+    """The shipped Flower app with its ClientApp swapped for `HOOKED_APP` (a worker runs only
+    the ClientApp the run's FAB names)."""
+    text = (APP_DIR / "pyproject.toml").read_text()
+    assert 'clientapp = "federation.client_app:app"' in text
+    out = tmp / "hooked_app"
+    out.mkdir()
+    (out / "pyproject.toml").write_text(text.replace("federation.client_app:app", HOOKED_APP))
+    return out
 
 
 def _nodes(tmp: Path, link: SuperLink, buffers: list[Path], extra: dict | None = None,
            **kw: Any) -> list[GatewayNode]:
-    nodes = []
-    for i, b in enumerate(buffers):
-        cfg = (extra or {}).get(i, {})
-        app = {"clientapp": HOOKED_APP} if cfg else {}
-        nodes.append(GatewayNode(tmp / f"node{i}", link.address, node_config={
-            "gateway-id": f"site/gw{i}", "normal-buffer": str(b), **cfg}, **app, **kw))
+    nodes = [GatewayNode(tmp / f"node{i}", link.address, node_config={
+        "gateway-id": f"site/gw{i}", "normal-buffer": str(b), **(extra or {}).get(i, {})},
+        **kw) for i, b in enumerate(buffers)]
     start_all(nodes)
     return nodes
 
@@ -63,13 +78,14 @@ def test_three_supernodes_dropout_influx_and_registry(tmp_path: Path, influxd: A
     marker = tmp_path / "gw2-is-mid-round"
     with SuperLink(tmp_path / "link", insecure=True) as link:
         nodes = _nodes(tmp_path, link, _buffers(tmp_path, 3), insecure=True,
-                       extra={2: {"hang-from": 2, "hang-marker": str(marker)}})
+                       extra={2: {"hang-from": 2, "hang-marker": str(marker)}},
+                       clientapp=HOOKED_APP)
         try:
             run_id = link.control.submit({
                 "num-rounds": 3, "min-nodes": 2, "epochs": 1, "grace-s": 1.0,
                 "wait-nodes-s": 60.0, "results-dir": str(results),
                 "influx-url": influxd.url, "registry-dir": str(registry),
-                "signing-key": str(tmp_path / "sign.pem")})
+                "signing-key": str(tmp_path / "sign.pem")}, app_dir=_hooked_app(tmp_path))
 
             def on_round(r: dict) -> None:
                 seen.append(r)

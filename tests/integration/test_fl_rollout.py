@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from federation.datasets import DAS_SPEC
 from federation.keys import generate, load_private
 from federation.package import build_package
 from federation.registry import Registry
-from federation.rollout import Policy, Rollout, RolloutService
+from federation.rollout import Policy, RolloutService
 from tests.integration._polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,10 +53,9 @@ def test_degraded_canary_is_rolled_back_over_mqtt(tmp_path: Path, mosquitto: Any
     watcher.loop_start()
 
     policy = Policy(canary=("site/gw1",), window_s=60, min_summaries=5, adopt_timeout_s=60)
-    rollout = Rollout(reg, lambda t, p: None, policy, gateways=["site/gw1", "site/gw2"])
-    service = RolloutService(rollout, "127.0.0.1", mosquitto.port, poll_s=0.1)
-    thread = threading.Thread(target=service.run)
-    thread.start()
+    service = RolloutService(reg, policy, "127.0.0.1", mosquitto.port,
+                             gateways=["site/gw1", "site/gw2"], poll_s=0.1)
+    service.start()
     pub_client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-gateways")
     pub_client.connect("127.0.0.1", mosquitto.port)
     pub_client.loop_start()
@@ -76,8 +74,7 @@ def test_degraded_canary_is_rolled_back_over_mqtt(tmp_path: Path, mosquitto: Any
         wait_for(lambda: got.get(canary_topic) == reg.package_bytes("v1"), 30,
                   "the production package re-published")
     finally:
-        service.stop_event.set()
-        thread.join()
+        service.stop()
         pub_client.loop_stop()
         watcher.loop_stop()
     assert reg.production().version == "v1"  # type: ignore[union-attr]

@@ -59,7 +59,7 @@ def run(b: EventBuilder, windows: list[Scored]) -> list[Event]:
 
 
 def test_one_event_over_channels_and_windows_with_geometry() -> None:
-    b = builder(merge_gap_channels=2, merge_gap_windows=1)
+    b = builder(merge_gap_channels=2, merge_gap_s=1.0)  # 2 hops
     leak = {20: 9.0, 21: 12.0, 23: 8.0}  # 22 quiet but within the channel gap
     ws = [scored(0), scored(1, leak), scored(2, leak), scored(3), scored(4, leak), scored(5),
           scored(6), scored(7)]
@@ -94,7 +94,7 @@ def test_a_growing_anomaly_merges_open_events() -> None:
 
 
 def test_quiet_longer_than_the_gap_splits_events() -> None:
-    b = builder(merge_gap_windows=1)
+    b = builder(merge_gap_s=1.0)  # 2 hops
     leak = {30: 9.0}
     evs = run(b, [scored(0, leak), scored(1), scored(2), scored(3, leak), scored(4), scored(5)])
     assert len(evs) == 2
@@ -200,13 +200,11 @@ def test_merge_gap_is_seconds_converted_by_the_hop() -> None:
     assert EventConfig(merge_gap_s=1.2).merge_gap_hops(HOP) == 2  # rounded down
     assert EventConfig(merge_gap_s=0).merge_gap_hops(HOP) == 2  # one quiet window at least
     assert EventConfig().merge_gap_hops(5_000_000_000) == 2  # dts: 5 s hops
-    assert EventConfig(merge_gap_windows=1).merge_gap_hops(HOP) == 2  # deprecated, as before
-    assert EventConfig(merge_gap_windows=0).merge_gap_hops(HOP) == 1
 
 
-def test_merge_gap_windows_and_seconds_together_is_a_config_error() -> None:
-    with pytest.raises(ValueError, match="merge_gap_windows is deprecated"):
-        EventConfig(merge_gap_s=5.0, merge_gap_windows=1)
+def test_the_removed_merge_gap_windows_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="merge_gap_windows"):
+        EventConfig(**{"merge_gap_windows": 1})
 
 
 def test_periodic_flags_are_one_event_closed_at_most_the_gap_later() -> None:

@@ -83,7 +83,7 @@ def make(det=None, *, now=None, **kw):
         site="s", gateway="g", stream=STREAM,
         thresholds=ThresholdConfig(false_alarm_rate=1e-4, warmup_windows=40,
                                    history_windows=400),
-        events=EventConfig(merge_gap_channels=2, merge_gap_windows=1), slot=slot, sink=sink,
+        events=EventConfig(merge_gap_channels=2, merge_gap_s=0), slot=slot, sink=sink,
         metrics=metrics, monotonic=mono, **kw)
     return p, slot, sink, metrics
 

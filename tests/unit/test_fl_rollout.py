@@ -175,8 +175,9 @@ def test_judge_waits_for_enough_data() -> None:
 
 
 def test_service_routes_messages_without_a_broker() -> None:
-    r, reg, _, _ = _setup()
-    svc = rollout.RolloutService(r, "127.0.0.1", 1)
+    old, reg, _, _ = _setup()
+    svc = rollout.RolloutService(reg, old.policy, "127.0.0.1", 1, gateways=GATEWAYS)
+    r = svc.rollout
     assert r.publish == svc._publish  # the service publishes retained on its broker
     r.publish = lambda t, p: None  # no broker here
     r.start("v2")
