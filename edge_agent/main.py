@@ -123,16 +123,7 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
     site, gw = cfg.gateway.site, cfg.gateway.id
     # the uplink calls back only after start(), when `worker` exists
     uplink = deps.uplink(cfg, outbox, on_model_package=lambda pkg: worker.submit(pkg))
-    slots, buffers, pipelines = {}, {}, {}
-    for s in cfg.streams:
-        slots[s.kind] = deps.slot(cfg, s, public_key)
-        buffers[s.kind] = deps.normal_buffer(cfg, s)
-        pipelines[s.kind] = StreamPipeline(
-            site=site, gateway=gw, stream=s, thresholds=cfg.threshold, events=cfg.events,
-            slot=slots[s.kind], sink=uplink, metrics=metrics,
-            summary_interval_s=cfg.uplink.summary_interval_s, normal_buffer=buffers[s.kind],
-            smoke_windows=cfg.model.smoke_windows, normal_rows=NORMAL_ROWS_PER_WINDOW,
-            gateway_clock_ns=wall_ns, max_clock_skew_s=cfg.ingest.max_clock_skew_s)
+    slots, buffers, pipelines = _streams(cfg, deps, public_key, uplink, metrics)
     worker = ModelWorker({k: (slots[k], pipelines[k].recent_rows) for k in slots})
     processor = Processor(frames, {topics.raw(site, gw, k): p for k, p in pipelines.items()},
                           metrics)
@@ -151,10 +142,7 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
         source.stop()
         processor.stop()
         worker.stop()
-        uplink.send_health(health.build("stopping"))
-        if uplink.wait_connected(0):
-            uplink.flush(timeout=2.0)
-        uplink.stop()
+        _stop_uplink(uplink, health)
         for b in buffers.values():
             if b is not None:
                 b.close()
@@ -162,6 +150,30 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
         log.info("event=agent_stopped %s", " ".join(
             f"{k}={v}" for k, v in metrics.snapshot().items() if isinstance(v, int)))
     return metrics.snapshot()
+
+
+def _stop_uplink(uplink: Any, health: _Health) -> None:
+    """A last "stopping" health, what is queued if connected (2 s at most), then stop."""
+    uplink.send_health(health.build("stopping"))
+    if uplink.wait_connected(0):
+        uplink.flush(timeout=2.0)
+    uplink.stop()
+
+
+def _streams(cfg: GatewayConfig, deps: Deps, public_key: bytes | None, uplink: Any,
+             metrics: Metrics) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Per stream kind: its model slot, its normal-window buffer and its pipeline."""
+    slots, buffers, pipelines = {}, {}, {}
+    for s in cfg.streams:
+        slots[s.kind] = deps.slot(cfg, s, public_key)
+        buffers[s.kind] = deps.normal_buffer(cfg, s)
+        pipelines[s.kind] = StreamPipeline(
+            site=cfg.gateway.site, gateway=cfg.gateway.id, stream=s, thresholds=cfg.threshold,
+            events=cfg.events, slot=slots[s.kind], sink=uplink, metrics=metrics,
+            summary_interval_s=cfg.uplink.summary_interval_s, normal_buffer=buffers[s.kind],
+            smoke_windows=cfg.model.smoke_windows, normal_rows=NORMAL_ROWS_PER_WINDOW,
+            gateway_clock_ns=wall_ns, max_clock_skew_s=cfg.ingest.max_clock_skew_s)
+    return slots, buffers, pipelines
 
 
 def _serve(cfg: GatewayConfig, stop: threading.Event, source: MqttSource, uplink: Any,

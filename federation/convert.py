@@ -147,12 +147,7 @@ def to_tflite(
         graph = torch.export.export(core, sample, dynamic_shapes=dyn).module()
         quantizer = pq.PT2EQuantizer().set_global(_qconfig(per_channel, observer))
         graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
-    total = (len(z) + batch - 1) // batch
-    with torch.no_grad(), one_thread():
-        for b, i in enumerate(range(0, len(z), batch)):
-            graph(z[i:i + batch])
-            if progress is not None:
-                progress(b + 1, total)
+    _calibrate(graph, z, batch, progress)
     with _quiet():
         graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
         move_exported_model_to_eval(graph)
@@ -164,6 +159,17 @@ def to_tflite(
     log.info("converted bytes=%d calib_rows=%d source=%s seconds=%.1f",
              len(flat), len(z), source, seconds)
     return Converted(flat, in_q, out_q, int(len(z)), source, seconds)
+
+
+def _calibrate(graph: Any, z: torch.Tensor, batch: int,
+               progress: Callable[[int, int], None] | None) -> None:
+    """Run the normalised calibration rows ``z`` through the prepared graph's observers."""
+    total = (len(z) + batch - 1) // batch
+    with torch.no_grad(), one_thread():
+        for b, i in enumerate(range(0, len(z), batch)):
+            graph(z[i:i + batch])
+            if progress is not None:
+                progress(b + 1, total)
 
 
 def _qconfig(per_channel: bool, observer: str) -> Any:

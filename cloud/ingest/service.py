@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cloud import schema
 from cloud.influx import InfluxClient, InfluxError
@@ -51,18 +51,7 @@ def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
         schema.ensure_schema(influx, settings.db, settings.retention)
 
     try:
-        backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
-        while not stop_event.is_set():
-            try:
-                ensure()
-                break
-            except InfluxError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning("event=influx_unreachable url=%s error=%r", settings.influx_url,
-                            str(exc))
-                stop_event.wait(backoff.next())
-        if stop_event.is_set():
+        if not _until_ensured(ensure, settings, stop_event):
             return stats
         buffer = Buffer(settings.buffer_bytes)
         stats.gauges.update(buffer_messages=lambda: len(buffer),
@@ -88,6 +77,24 @@ def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
         return stats
     finally:
         influx.close()
+
+
+def _until_ensured(ensure: Callable[[], None], settings: IngestSettings,
+                   stop_event: threading.Event) -> bool:
+    """Call ``ensure`` until it succeeds (True), retrying with backoff while InfluxDB is
+    unreachable; False if `stop_event` is set first."""
+    backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+    while not stop_event.is_set():
+        try:
+            ensure()
+            return True
+        except InfluxError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("event=influx_unreachable url=%s error=%r", settings.influx_url,
+                        str(exc))
+            stop_event.wait(backoff.next())
+    return False
 
 
 def _kv(d: dict[str, object]) -> str:
