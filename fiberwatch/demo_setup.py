@@ -22,49 +22,31 @@ from firmware_configs import GATEWAYS
 DEMO_GATEWAYS = ("well-a", "well-b", "pipeline-1")
 
 
+class _Under:
+    """A path below the layout's root, read as an attribute."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, layout: DemoLayout, owner: type | None = None) -> Path:
+        return layout.root.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class DemoLayout:
+    """Where the demo keeps everything, below ``root``."""
+
     root: Path
-
-    @property
-    def keys(self) -> Path:
-        return self.root / "keys"
-
-    @property
-    def signing_key(self) -> Path:
-        return self.keys / "model-signing.key"
-
-    @property
-    def public_key(self) -> Path:
-        return self.keys / "model-signing.pub"
-
-    @property
-    def registry(self) -> Path:
-        return self.root / "registry"
-
-    @property
-    def models(self) -> Path:
-        return self.root / "models"
-
-    @property
-    def gateways(self) -> Path:
-        return self.root / "gateways"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def tokens(self) -> Path:
-        return self.root / "tokens.json"
-
-    @property
-    def schedule(self) -> Path:
-        return self.root / "schedule.json"
-
-    @property
-    def labels(self) -> Path:
-        return self.root / "labels.jsonl"
+    keys = _Under("keys")
+    signing_key = _Under("keys", "model-signing.key")
+    public_key = _Under("keys", "model-signing.pub")
+    registry = _Under("registry")
+    models = _Under("models")
+    gateways = _Under("gateways")
+    logs = _Under("logs")
+    tokens = _Under("tokens.json")
+    schedule = _Under("schedule.json")
+    labels = _Under("labels.jsonl")
 
     @property
     def mqtt(self) -> Path:

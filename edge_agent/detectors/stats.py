@@ -65,7 +65,26 @@ def _check(rows: np.ndarray, dim: int) -> np.ndarray:
     return rows
 
 
-class RobustZDetector:
+def _rms(z: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.mean(z * z, axis=1)).astype(np.float32)
+
+
+class _RingDetector:
+    """What both detectors share: their settings and the ring of learned rows."""
+
+    package_hash = ""
+
+    def __init__(self, dim: int, history_rows: int, refit_every: int, feature_spec_hash: str,
+                 seed: int) -> None:
+        self.dim = dim
+        self.history_rows = history_rows
+        self.refit_every = refit_every
+        self.feature_spec_hash = feature_spec_hash
+        self.seed = seed
+        self._ring = _RowRing(dim, history_rows, refit_every, seed)
+
+
+class RobustZDetector(_RingDetector):
     """Robust z-score detector (median and tail-aware robust scale per feature).
 
     Parameters
@@ -95,19 +114,13 @@ class RobustZDetector:
     """
 
     version = "stat-robustz-1"
-    package_hash = ""
 
     def __init__(self, dim: int, *, history_rows: int = 8192, refit_every: int = 20,
                  clip: float = 50.0, min_scale: float = 1e-3, feature_spec_hash: str = "",
                  seed: int = 0) -> None:
-        self.dim = dim
-        self.history_rows = history_rows
-        self.refit_every = refit_every
+        super().__init__(dim, history_rows, refit_every, feature_spec_hash, seed)
         self.clip = clip
         self.min_scale = min_scale
-        self.feature_spec_hash = feature_spec_hash
-        self.seed = seed
-        self._ring = _RowRing(dim, history_rows, refit_every, seed)
         self.center = np.zeros(dim, dtype=np.float32)
         self.inv_scale = np.ones(dim, dtype=np.float32)
 
@@ -119,7 +132,7 @@ class RobustZDetector:
         """(N, dim) float32 rows -> (N,) float32 scores. Pure."""
         z = (_check(rows, self.dim) - self.center) * self.inv_scale
         np.clip(z, -self.clip, self.clip, out=z)
-        return np.sqrt(np.mean(z * z, axis=1)).astype(np.float32)
+        return _rms(z)
 
     def learn(self, rows: np.ndarray) -> None:
         """Remember normal rows; refit median and scale when due."""
@@ -133,7 +146,7 @@ class RobustZDetector:
             self.inv_scale = (1.0 / scale).astype(np.float32)
 
 
-class MahalanobisDetector:
+class MahalanobisDetector(_RingDetector):
     """Mahalanobis distance under a Ledoit-Wolf-style shrunk covariance.
 
     Parameters
@@ -146,28 +159,23 @@ class MahalanobisDetector:
 
     Examples
     --------
-    >>> rng = np.random.default_rng(0)
     >>> d = MahalanobisDetector(3)
-    >>> d.learn(rng.normal(size=(500, 3)).astype(np.float32))
-    >>> s = d.score(np.array([[0, 0, 0], [8, 8, 8]], np.float32))
-    >>> bool(s[0] < 1 < 5 < s[1])
+    >>> d.ready
+    False
+    >>> d.learn(np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32))
+    >>> low, high = d.score(np.array([[0, 0, 0], [8, 8, 8]], np.float32))
+    >>> d.ready and bool(low < 1 < 5 < high)
     True
     """
 
     version = "stat-mahalanobis-1"
-    package_hash = ""
 
     def __init__(self, dim: int, *, history_rows: int = 8192, refit_every: int = 20,
                  shrinkage: float = 0.1, feature_spec_hash: str = "", seed: int = 0) -> None:
         if not 0 <= shrinkage <= 1:
             raise ValueError("shrinkage must be in [0, 1]")
-        self.dim = dim
-        self.history_rows = history_rows
-        self.refit_every = refit_every
+        super().__init__(dim, history_rows, refit_every, feature_spec_hash, seed)
         self.shrinkage = shrinkage
-        self.feature_spec_hash = feature_spec_hash
-        self.seed = seed
-        self._ring = _RowRing(dim, history_rows, refit_every, seed)
         self.mean = np.zeros(dim, dtype=np.float32)
         self.whiten = np.eye(dim, dtype=np.float32)
 
@@ -178,7 +186,7 @@ class MahalanobisDetector:
     def score(self, rows: np.ndarray) -> np.ndarray:
         """(N, dim) float32 rows -> (N,) float32 scores. Pure."""
         z = (_check(rows, self.dim) - self.mean) @ self.whiten
-        return np.sqrt(np.mean(z * z, axis=1)).astype(np.float32)
+        return _rms(z)
 
     def learn(self, rows: np.ndarray) -> None:
         """Remember normal rows; refit mean/covariance when due."""
