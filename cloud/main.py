@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
+from typing import cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -34,7 +35,7 @@ API_PREFIX = "/api/v1"
 
 
 def _settings(app: FastAPI) -> CloudSettings:
-    return app.dependency_overrides.get(get_settings, get_settings)()  # type: ignore[no-any-return]
+    return cast(CloudSettings, app.dependency_overrides.get(get_settings, get_settings)())
 
 
 @asynccontextmanager

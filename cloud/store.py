@@ -18,6 +18,7 @@ from typing import Any
 
 from cloud import codec, schema, window
 from cloud.influx import InfluxClient, InfluxError, quote_ident, quote_literal
+from cloud.window import Row
 from edge_agent import topics
 from edge_agent.events import STREAMS, Event
 
@@ -178,8 +179,8 @@ class Store:
         for r in self._rows(q):
             g = {k: r.get(k) for k in _FLEET_KEYS + _FLEET_EXTRA}
             for k in codec.HEALTH_FLOATS + ("latency_p50_ms", "latency_p99_ms"):
-                if g.get(k) is not None:
-                    g[k] = float(g[k])  # InfluxDB's JSON writes 10.0 as 10
+                if (v := g.get(k)) is not None:
+                    g[k] = float(v)  # InfluxDB's JSON writes 10.0 as 10
             for pct in ("p50", "p99"):  # {} from agents that do not report per stream
                 by = {st: r.get(codec.latency_field(pct, st)) for st in STREAMS}
                 g[f"latency_{pct}_ms_by_stream"] = {
@@ -246,7 +247,7 @@ class Store:
                                schema.RP_HISTORY if history else schema.RP_RAW)
 
     def _feature_rows(self, site: str, gateway: str | None, stream: str, field: str,
-                      t0: int, end_ns: int, history: bool) -> list[window.Row]:
+                      t0: int, end_ns: int, history: bool) -> list[Row]:
         """(time, ch_start, group_size, n, weight, packed) per summary, oldest first."""
         rp, meas = ((schema.RP_HISTORY, schema.FEATURES_HISTORY) if history
                     else (schema.RP_RAW, schema.FEATURES))

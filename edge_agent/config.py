@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -289,7 +289,7 @@ def format_validation_error(path: Path | str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_toml(path: Path | str) -> dict:
+def load_toml(path: Path | str) -> dict[str, Any]:
     p = Path(path)
     try:
         with p.open("rb") as f:

@@ -121,7 +121,7 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
     cfg.gateway.data_dir.mkdir(parents=True, exist_ok=True)
     outbox = deps.outbox(cfg)
     site, gw = cfg.gateway.site, cfg.gateway.id
-    # the uplink calls back only after start(), when `worker` exists
+    worker: ModelWorker  # the uplink calls back only after start(), when `worker` exists
     uplink = deps.uplink(cfg, outbox, on_model_package=lambda pkg: worker.submit(pkg))
     slots, buffers, pipelines = _streams(cfg, deps, public_key, uplink, metrics)
     worker = ModelWorker({k: (slots[k], pipelines[k].recent_rows) for k in slots})
@@ -163,7 +163,9 @@ def _stop_uplink(uplink: Any, health: _Health) -> None:
 def _streams(cfg: GatewayConfig, deps: Deps, public_key: bytes | None, uplink: Any,
              metrics: Metrics) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Per stream kind: its model slot, its normal-window buffer and its pipeline."""
-    slots, buffers, pipelines = {}, {}, {}
+    slots: dict[str, Any] = {}
+    buffers: dict[str, Any] = {}
+    pipelines: dict[str, Any] = {}
     for s in cfg.streams:
         slots[s.kind] = deps.slot(cfg, s, public_key)
         buffers[s.kind] = deps.normal_buffer(cfg, s)

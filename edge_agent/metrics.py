@@ -64,7 +64,7 @@ class LatencyHistogram:
         """The non-empty bins as plain data: ``upper_ms`` (each bin's upper edge) and
         ``counts``, for plots of the whole distribution (benchmarks)."""
         nz = np.flatnonzero(self.counts)
-        upper = [float(_EDGES_MS[min(i, len(_EDGES_MS) - 1)]) for i in nz]
+        upper = [float(_EDGES_MS[min(int(i), len(_EDGES_MS) - 1)]) for i in nz]
         return {"upper_ms": upper, "counts": self.counts[nz].tolist(),
                 "count": self.count, "max_ms": self.max_ms}
 

@@ -28,6 +28,7 @@ import logging
 import queue
 import threading
 import time
+from typing import cast
 
 import paho.mqtt.client as mqtt
 
@@ -188,4 +189,5 @@ class MqttSource:
 
     def _on_message(self, client: mqtt.Client, userdata: object,
                     msg: mqtt.MQTTMessage) -> None:
-        self._out.offer(RawMessage(msg.topic, msg.payload, time.time_ns()))
+        payload = cast(bytes, msg.payload)  # paho delivers bytes
+        self._out.offer(RawMessage(msg.topic, payload, time.time_ns()))

@@ -110,7 +110,7 @@ class NormalBuffer:
             x = x.reshape(1, -1)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"rows must be (N, {self.dim}), got shape {x.shape}")
-        ok = np.isfinite(x).all(axis=1)
+        ok = np.asarray(np.isfinite(x).all(axis=1))
         self.skipped_nonfinite += int(len(ok) - ok.sum())
         with self._tlock:
             self._pending.append(x[ok])

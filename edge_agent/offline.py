@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from edge_agent.features import FeatureExtractor, FeatureSpec
 from edge_agent.metrics import Metrics
 from edge_agent.package import PackageError
 from edge_agent.pipeline import StreamPipeline
-from edge_agent.types import RawMessage, Scored
+from edge_agent.types import RawMessage, Scored, Window
 from edge_agent.windowing import StreamBuffer
 
 TIME_COLUMNS = ("time", "timestamp", "t", "ts", "datetime", "date")
@@ -71,7 +72,7 @@ class _Collect:
 class _Pipeline(StreamPipeline):
     """The online pipeline, reporting every scored window and keeping stream time."""
 
-    def __init__(self, on_window: Callable[[Scored], None] | None, **kw: object) -> None:
+    def __init__(self, on_window: Callable[[Scored], None] | None, **kw: Any) -> None:
         self.now_ns = 0
         self._on_window = on_window
         super().__init__(clock_ns=self._stream_clock, monotonic=lambda: 0.0, **kw)
@@ -79,7 +80,7 @@ class _Pipeline(StreamPipeline):
     def _stream_clock(self) -> int:
         return self.now_ns
 
-    def process(self, w):  # type: ignore[no-untyped-def]
+    def process(self, w: Window) -> Scored:
         self.now_ns = w.t_end_ns
         s = super().process(w)
         if self._on_window is not None:

@@ -13,6 +13,7 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
+from edge_agent.detectors.base import Detector
 from edge_agent.events import Event
 from edge_agent.summary import FeatureSummary
 
@@ -111,7 +112,7 @@ class Sink(Protocol):
 class Slot(Protocol):
     """The part of `edge_agent.hot_swap.ModelSlot` the pipeline uses."""
 
-    active: object  # a `Detector`
+    active: Detector
 
     def apply_pending(self) -> bool: ...
 

@@ -30,6 +30,7 @@ import enum
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class DType(enum.IntEnum):
     FLOAT32 = 2
 
 
-_NUMPY = {DType.INT16: np.dtype("<i2"), DType.FLOAT32: np.dtype("<f4")}
+_NUMPY: dict[DType, np.dtype[Any]] = {DType.INT16: np.dtype("<i2"), DType.FLOAT32: np.dtype("<f4")}
 
 
 class FrameError(ValueError):

@@ -49,7 +49,7 @@ class Meta:
     scheme: str
     tensors: tuple[int, ...]  # indices (in get_weights order) of the tensors carried
 
-    def to_config(self) -> dict[str, object]:
+    def to_config(self) -> dict[str, str | int | list[int]]:
         return {"scheme": self.scheme, "tensors": list(self.tensors), "n": len(self.tensors)}
 
     @classmethod

@@ -2,9 +2,9 @@
 
 Only `AutoEncoder.core` is converted (normalised rows in, normalised reconstruction out),
 with a dynamic batch dimension and int8 input/output tensors. Calibration runs in batches
-over the whole training set (`DESIGN.md`: row-by-row calibration is 100x slower and too few
-rows clip the inputs); a server without data calibrates on rows synthesised from federated
-`feature_stats` (`synth_rows`).
+over the whole training set (measured: row-by-row calibration is 100x slower, and too few
+rows clip the inputs; see docs/architecture.md); a server without data calibrates on rows
+synthesised from federated `feature_stats` (`synth_rows`).
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def to_tflite(
     if rows is None and stats is None:
         raise ValueError("calibration needs training rows or feature statistics")
     source = "data" if rows is not None else "stats"
-    calib = np.asarray(rows if rows is not None else synth_rows(stats, n_synth, seed=seed),
+    calib = np.asarray(rows if rows is not None else synth_rows(stats or {}, n_synth, seed=seed),
                        np.float32)
     t0 = time.perf_counter()
     model.eval()

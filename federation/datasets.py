@@ -132,7 +132,7 @@ def from_frames(
         t0s.append(s.window.t_start_ns)
         t1s.append(s.window.t_end_ns)
 
-    scorer = OfflineScorer(_NoModel(), stream, spec=spec, on_window=keep)  # type: ignore[arg-type]
+    scorer = OfflineScorer(_NoModel(), stream, spec=spec, on_window=keep)
     # byte 5 of a wire frame is its stream kind (`edge_agent.wire`)
     scorer.run(f for f in itertools.chain([first], it) if f[5] == int(sk))
     if not rows:

@@ -84,7 +84,7 @@ class SharedFeatures:
         self._cache: dict[tuple[Any, ...], np.ndarray] = {}
 
     def transform(self, window: np.ndarray) -> np.ndarray:
-        key = (window.shape, zlib.crc32(np.ascontiguousarray(window)), float(window[0, 0]))
+        key = (window.shape, zlib.crc32(np.ascontiguousarray(window).data), float(window[0, 0]))
         rows = self._cache.get(key)
         if rows is None:
             if len(self._cache) >= 16:  # a window's chunks at most; older ones are done
@@ -264,10 +264,10 @@ def _detectors(pkg: Any, spec: Any, peers: list[str], extra: dict[str, Any],
     detectors: dict[str, Any] = {"model": LiteRTDetector(pkg)}
     needs_rows = thr.floor_quantile is not None and any(
         getattr(d, "threshold_quantiles", None) is None for d in extra.values())
-    if rows is None and (peers or needs_rows):
-        rows = peer_mod.training_rows(pkg, train_checkpoint)
-    for p in tqdm(peers, desc="fit peers", disable=not progress or None):
-        detectors[p] = peer_mod.build(p, rows, spec)
+    if peers or needs_rows:
+        rows = rows if rows is not None else peer_mod.training_rows(pkg, train_checkpoint)
+        for p in tqdm(peers, desc="fit peers", disable=not progress or None):
+            detectors[p] = peer_mod.build(p, rows, spec)
     detectors.update(extra)
     return detectors, rows
 
@@ -343,7 +343,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
         peer_f1 = {k: v["f1"] for k, v in by_det.items() if k in result["config"]["peers"]}
         out[fam] = {"model_f1": m["f1"],
                     "beats_every_peer": all(m["f1"] > f for f in peer_f1.values()),
-                    "best_peer": max(peer_f1, key=peer_f1.get) if peer_f1 else None}
+                    "best_peer": max(peer_f1, key=lambda k: peer_f1[k]) if peer_f1 else None}
         if fam in ("leak", "sand"):
             out[fam]["meets_target"] = bool(m["recall"] >= 0.95 and pooled_fa <= 1.0
                                             and m["loc_within_5ch"] == 1.0)

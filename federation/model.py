@@ -55,6 +55,9 @@ class AutoEncoder(nn.Module):
             if i < len(widths) - 2:
                 layers.append(nn.ReLU())
         self.core = nn.Sequential(*layers)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.err_scale: torch.Tensor
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
         self.register_buffer("err_scale", torch.ones(dim))

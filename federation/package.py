@@ -151,6 +151,7 @@ def package_model(
     conv = to_tflite(model, rows, stats=stats, progress=progress)
     mean, std = model.mean.numpy(), model.std.numpy()
     err = model.err_scale.numpy()
+    threshold: dict[str, Any]
     if threshold_quantiles is not None:
         threshold = {"quantiles": dict(threshold_quantiles), "source": "federated"}
     else:

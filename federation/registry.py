@@ -17,6 +17,7 @@ previous production back and retires the current one.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import json
@@ -171,7 +172,7 @@ class Registry:
             prod = [r for r in data["models"].values() if r["state"] == "production"]
         return ModelRecord(**prod[0]) if prod else None
 
-    def history(self) -> list[dict[str, Any]]:
+    def history(self) -> builtins.list[dict[str, Any]]:
         with self._locked(False) as data:
             return list(data["history"])
 

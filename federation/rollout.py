@@ -237,7 +237,7 @@ class RolloutService:
         self.broker = broker or BrokerConfig(host=host, port=port)
         c = make_client(self.broker, client_id, protocol="v311", reconnect_delay_s=(0.5, 10))
         c.on_connect = self._on_connect
-        c.on_message = lambda _c, _u, m: self._put(m.topic, m.payload)
+        c.on_message = lambda _c, _u, m: self._put(m.topic, bytes(m.payload))
         self.client = c
 
     def start(self) -> None:

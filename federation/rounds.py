@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
@@ -207,12 +207,12 @@ def train_rounds(strategy: CompressedFedAvg, grid: Grid, arrays: ArrayRecord, nu
             failed[str(n)] = "no reply (dropped out)"
             log.warning("client dropped out round=%d node=%d", rnd, n)
         applied = new is not None and len(used) >= strategy.min_train_nodes
-        if applied:
-            arrays = new  # type: ignore[assignment]
+        if new is not None and applied:
+            arrays = new
         else:
             log.warning("round below quorum round=%d good=%d need=%d model=unchanged",
                         rnd, len(used), strategy.min_train_nodes)
-        m = dict(agg) if agg is not None else {}
+        m: dict[str, Any] = dict(agg) if agg is not None else {}
         report = RoundReport(
             round=rnd, participants=len(used), failures=len(failed),
             loss=float(m.get("eval_loss", float("nan"))),
@@ -241,7 +241,7 @@ def calibrate(grid: Grid, nodes: Sequence[int], arrays: ArrayRecord, *, quorum: 
 
     replies = broadcast(grid, nodes, f"{MessageType.EVALUATE}.errors", _weights_msg(
         arrays, "errors"), quorum=quorum, timing=timing)
-    ms = [dict(r.content.metric_records["errors"]) for r in replies]
+    ms: list[dict[str, Any]] = [dict(r.content.metric_records["errors"]) for r in replies]
     scale = error_scale_from_stats([{"count": int(m["count"]), "sq_sum": list(m["sq_sum"])}
                                     for m in ms])
     n = sum(int(m["count"]) for m in ms)
@@ -249,5 +249,6 @@ def calibrate(grid: Grid, nodes: Sequence[int], arrays: ArrayRecord, *, quorum: 
     arrays = set_error_scale(arrays, scale)
     replies = broadcast(grid, nodes, f"{MessageType.EVALUATE}.histogram", _weights_msg(
         arrays, "histogram"), quorum=quorum, timing=timing)
-    hists = [list(r.content.metric_records["histogram"]["hist"]) for r in replies]
+    hists: list[list[int]] = [list(cast(list[int], r.content.metric_records["histogram"]["hist"]))
+                              for r in replies]
     return arrays, hists, loss

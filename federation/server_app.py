@@ -77,8 +77,9 @@ class Settings:
             "train_config": {"epochs": self.epochs, "lr": self.lr, "batch-size": self.batch_size,
                              "max-rows": self.max_rows, "min-rows": self.min_rows,
                              "local-fraction": self.local_fraction}}
-        extra = {"fedprox": {"proximal_mu": self.proximal_mu}, "trimmed-mean": {"trim": self.trim},
-                 "krum": {"byzantine": self.byzantine}}
+        extra: dict[str, dict[str, Any]] = {
+            "fedprox": {"proximal_mu": self.proximal_mu}, "trimmed-mean": {"trim": self.trim},
+            "krum": {"byzantine": self.byzantine}}
         return {**kw, **extra.get(self.strategy, {})}
 
 

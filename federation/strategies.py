@@ -185,7 +185,7 @@ class CompressedFedAvg(FedAvg):
         agg = {k: sum(float(u.metrics.get(k, 0.0)) * max(u.n, 1) for u in used) / total
                for k in ("train_loss", "eval_loss", "score_p99")}
         agg["num-examples"] = total
-        return ArrayRecord(new), MetricRecord(agg)
+        return ArrayRecord(new), MetricRecord(dict(agg))
 
     def combine(self, deltas: Sequence[Weights], weights: Sequence[float]) -> Weights:
         return weighted_mean(deltas, weights)

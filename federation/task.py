@@ -20,6 +20,7 @@ import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -283,7 +284,7 @@ def load_data(path: str, *, max_rows: int, min_rows: int) -> tuple[np.ndarray, n
 
     if not path:
         raise ValueError("node config has no 'normal-buffer' (path of the gateway's buffer)")
-    buf = NormalBuffer.open_readonly(path)
+    buf = NormalBuffer.open_readonly(Path(path))
     try:
         rows = buf.read(max_rows)
     finally:

@@ -2,7 +2,7 @@
 
 A checkpoint is one ``torch.save`` file holding the model's state dict, its architecture,
 the feature spec, the training summary and the training rows (so that conversion calibrates
-on the whole training set, as DESIGN.md asks) or, with ``keep_rows=False``, only their
+on the whole training set, as `federation.convert` needs) or, with ``keep_rows=False``, only their
 `task.feature_stats` (conversion then calibrates on synthesised rows).
 """
 

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from federation.processes import (  # noqa: F401 - free_port: re-exported for the tests
     LOOPBACK,
@@ -85,7 +86,7 @@ class _Service:
         if group is not None:
             group.kill()
 
-    def __enter__(self) -> _Service:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

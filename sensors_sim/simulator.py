@@ -74,7 +74,7 @@ class Simulator:
         self.seed = int(seed)
         self._key = zlib.crc32(f"{config.site}/{config.gateway}".encode())
         self._effects = self._make_effects()
-        self._dropped = {s: set() for s in ("das", "dts")}
+        self._dropped: dict[str, set[int]] = {s: set() for s in ("das", "dts")}
         self._labels = [self._label(i, e) for i, e in enumerate(self._effects)]
 
     def _seed(self, *path: int) -> np.random.SeedSequence:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, Protocol, get_args
+from typing import Annotated, Any, Protocol, cast, get_args
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -98,14 +98,14 @@ def build_registry(settings: CloudSettings) -> tuple[RegistryLike | None, str]:
 
 
 def get_store(request: Request) -> StoreLike:
-    return request.app.state.store  # type: ignore[no-any-return]
+    return cast(StoreLike, request.app.state.store)
 
 
 def get_registry(request: Request) -> RegistryLike:
     registry = request.app.state.registry
     if registry is None:
         raise HTTPException(503, request.app.state.registry_error)
-    return registry  # type: ignore[no-any-return]
+    return cast(RegistryLike, registry)
 
 
 StoreDep = Annotated[StoreLike, Depends(get_store)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
@@ -92,7 +93,7 @@ class Subscriber:
         received_ns = time.time_ns()
         qos = msg.qos
         try:
-            record = parse(msg.topic, msg.payload)
+            record = parse(msg.topic, cast(bytes, msg.payload))  # paho delivers bytes
         except Malformed as exc:
             self.stats.add("malformed", exc.reason)
             self._limited.log(logging.WARNING, exc.reason, "event=malformed reason=%s topic=%s "

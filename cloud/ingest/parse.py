@@ -159,7 +159,9 @@ def _features(site: str, gateway: str, stream: str, payload: bytes) -> FeaturesR
             FeatureSummary(**d)
         except (SummaryError, TypeError) as exc:
             raise Malformed("features:schema", str(exc)) from None
-        arrays = tuple(np.asarray(d[k], dtype=np.float64) for k in ("score", "energy", "threshold"))
+        arrays = (np.asarray(d["score"], dtype=np.float64),
+                  np.asarray(d["energy"], dtype=np.float64),
+                  np.asarray(d["threshold"], dtype=np.float64))
     if (d["site"], d["gateway"], d["stream"]) != (site, gateway, stream):
         raise Malformed("features:topic_mismatch",
                         f"{d['site']}/{d['gateway']}/{d['stream']} on {site}/{gateway}/{stream}")

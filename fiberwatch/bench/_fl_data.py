@@ -28,7 +28,7 @@ def _sim(geometry: str, flow: float, seed: int, seconds: float, channels: int,
     from federation.datasets import simulate
     from sensors_sim.config import Scenario, SimConfig
 
-    def span(lo: float, hi: float) -> dict[str, int]:
+    def span(lo: float, hi: float) -> dict[str, Any]:
         a, b = int(lo * channels), int(hi * channels)
         return {"channel": a} if a == b else {"ch_start": a, "ch_end": b}
 

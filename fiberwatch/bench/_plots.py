@@ -31,7 +31,7 @@ Pair = tuple[str, float, str, float, str, float | None]
 
 def throughput_pairs(results: Results) -> list[Pair]:
     """(label, ours, peer label, peer, unit, goal ratio) for each benchmark with a peer."""
-    pairs = []
+    pairs: list[Pair] = []
     if "publish" in (sim := results.get("sim", {})):
         pub = sim["publish"]
         pairs.append(("sim: publish over MQTT", pub["sim"]["sent_samples_per_s"],

@@ -63,14 +63,18 @@ def federated(data: dict[str, Any], work: Path, cfg: dict[str, Any]) -> dict[str
             t0 = time.perf_counter()
             start_all(nodes)
             started = time.perf_counter() - t0
-            groups, seen = [link.group, *(n.group for n in nodes)], {}
+            groups, seen = [link.group, *(n.group for n in nodes)], dict[int, float]()
             cpu0 = _cpu_seconds(groups, seen)
             run_id = link.control.submit({**cfg, "results-dir": str(results),
                                           "eval-set": str(data["eval"]),
                                           "min-nodes": len(nodes)})
             bar = tqdm(total=cfg["num-rounds"], desc="federated rounds", leave=False)
-            summary = link.control.follow(run_id, results, timeout_s=900, on_round=lambda r: (
-                reports.append(r), bar.update(1), _cpu_seconds(groups, seen)))
+            def on_round(r: dict[str, Any]) -> None:
+                reports.append(r)
+                bar.update(1)
+                _cpu_seconds(groups, seen)
+
+            summary = link.control.follow(run_id, results, timeout_s=900, on_round=on_round)
             bar.close()
             cpu_run = _cpu_seconds(groups, seen) - cpu0
             traffic = link.control.run_info(run_id).get("network-traffic", {})

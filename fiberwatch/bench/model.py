@@ -65,7 +65,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
         models[arch], pkgs[arch] = model, read_package(data, None)
         conv[arch] = {**report, "params": model.n_params(), "train": summary}
     default = variants[0]
-    extra = {"float": peers.FloatReference(models[default], spec)}
+    extra: dict[str, Any] = {"float": peers.FloatReference(models[default], spec)}
     extra.update({a: LiteRTDetector(pkgs[a]) for a in variants[1:]})
     ev = evaluate.evaluate_runs(
         pkgs[default], peers=("iforest", "hst", "robust_z"), quick=quick, train_rows=rows,

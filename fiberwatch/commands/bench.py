@@ -2,8 +2,8 @@
 
 Each benchmark is a module `fiberwatch.bench.<name>` with::
 
-    def run(quick: bool) -> dict          # figures, the peer measured in the same run, ratios
-    def to_markdown(result: dict) -> str  # its section of BENCHMARKS.md
+    def run(quick: bool, out_dir: Path) -> dict  # figures, the peer of the same run, ratios
+    def to_markdown(result: dict) -> str         # its section of BENCHMARKS.md
 
 Results are written to ``benchmarks/<name>.json`` (and to ``--json FILE``), and
 BENCHMARKS.md is regenerated from every JSON in ``benchmarks/``.
