@@ -10,6 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -119,7 +120,7 @@ class ModelWorker:
         Called after every offer (the agent republishes the model state).
     """
 
-    def __init__(self, targets: dict[str, tuple[object, Callable[[], np.ndarray]]], *,
+    def __init__(self, targets: dict[str, tuple[Any, Callable[[], np.ndarray]]], *,
                  on_change: Callable[[], None] | None = None, retry_s: float = 1.0) -> None:
         self.targets = targets
         self.on_change = on_change
@@ -165,7 +166,7 @@ class ModelWorker:
                 if self._stop.is_set():
                     return
                 try:
-                    slot.offer(package, rows)  # type: ignore[attr-defined]
+                    slot.offer(package, rows)
                 except Exception:  # noqa: BLE001 - a bad package must not end model updates
                     log.warning("event=model_offer_failed stream=%s", kind, exc_info=True)
                 self.offered += 1

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from edge_agent.offline import (
     stream_config_for,
 )
 from edge_agent.types import Scored
+
+if TYPE_CHECKING:
+    from sensors_sim.config import SimConfig
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +146,14 @@ def from_frames(
                       valid=np.concatenate(valid))
 
 
-def simulate(cfg: object, seed: int, stream: str = "das",
+def simulate(cfg: SimConfig, seed: int, stream: str = "das",
              spec: FeatureSpec | None = None) -> FeatureSet:
     """Run the simulator (``sensors_sim.SimConfig``) and extract one stream's features."""
     from sensors_sim import Simulator
 
     spec = spec or (DAS_SPEC if stream == "das" else DTS_SPEC)
-    cfg = replace(cfg, streams=(stream,))  # type: ignore[type-var]
-    sim = Simulator(cfg, seed=seed)  # type: ignore[arg-type]
+    cfg = replace(cfg, streams=(stream,))
+    sim = Simulator(cfg, seed=seed)
     labels = [lb for lb in sim.labels() if stream in lb.streams]
     fs = from_frames((f for _, f in sim.frames()), spec, labels=labels)
     log.info("simulated stream=%s seed=%d windows=%d channels=%d", stream, seed,

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from federation.processes import LOOPBACK, ProcessError, ProcessGroup, free_port, listening
 
@@ -61,11 +61,14 @@ class Tls:
 class _Launcher:
     group: ProcessGroup
 
+    def start(self, timeout: float = 120.0) -> None:
+        raise NotImplementedError
+
     def stop(self) -> None:
         self.group.stop()
 
-    def __enter__(self) -> Any:
-        self.start()  # type: ignore[attr-defined]
+    def __enter__(self) -> Self:
+        self.start()
         return self
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
@@ -85,8 +88,8 @@ class Control:
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         lines = ["[superlink]", f'default = "{CONNECTION}"', f"[superlink.{CONNECTION}]",
                  f'address = "{address}"', f"insecure = {str(insecure).lower()}"]
-        if not insecure:
-            lines.append(f'root-certificates = "{Path(root_certificates).resolve()}"')  # type: ignore[arg-type]
+        if root_certificates is not None and not insecure:
+            lines.append(f'root-certificates = "{Path(root_certificates).resolve()}"')
         (self.flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
 
     def flwr(self, *args: str, timeout: float = 60.0) -> str:

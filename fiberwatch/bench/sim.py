@@ -102,7 +102,10 @@ def _publish_sim(port: int, cfg: Any, samples_per_frame: int) -> dict[str, Any]:
     from sensors_sim import Simulator
     from sensors_sim.publisher import FramePublisher
 
-    n_frames = Simulator(cfg, 1).n_frames()["das"]  # type: ignore[index]
+    counts = Simulator(cfg, 1).n_frames()
+    if counts is None:
+        raise ValueError("the publish benchmark needs a run of finite length")
+    n_frames = counts["das"]
     sub = _subscriber(port, n_frames)
     frames = Simulator(cfg, 1).frames()
     with FramePublisher("127.0.0.1", port, cfg.site, cfg.gateway) as pub:
