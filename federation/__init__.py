@@ -6,7 +6,7 @@ The model lifecycle API (what the Flower apps, the cloud API and the CLI code ag
 Feature rows are ``(N, D)`` float32 rows from `edge_agent.features.FeatureExtractor`
 (DAS 24, DTS 5, raw W). Scores: high = anomalous; a normal row scores about 1.
 
-``federation.task`` -- pure torch, no module-level state (Flower ``task.py``)::
+``federation.task`` -- torch, no module-level state (Flower's ``task.py``)::
 
     build_model(dim, *, arch="ae-32-8", seed=0, **hyper) -> AutoEncoder
     get_weights(model) -> list[np.ndarray]           # state-dict order: params, then buffers
@@ -24,6 +24,11 @@ Feature rows are ``(N, D)`` float32 rows from `edge_agent.features.FeatureExtrac
     error_scale(model, rows) -> np.ndarray           # = error_scale_from_stats([error_stats])
     set_error_scale(model, scale) -> None
     prepare_and_fit(rows, *, arch, epochs, lr, batch_size, seed) -> (model, fit summary)
+    # what the thin Flower apps call (`federation.client_app`, `federation.server_app`):
+    load_data(path, *, max_rows, min_rows) -> (train rows, held-out rows)
+    local_update(model, rows, held, *, epochs, lr, ...) -> LocalUpdate(delta, fitted, before)
+    roc_auc(scores, labels); Evaluator(path, dim, arch).auc(arrays)
+    error_scale_setter(dim, arch) -> (arrays, scale) -> arrays
 
 A federated round: the server sets normalisation from ``combine_stats`` of the clients'
 ``feature_stats``, FedAvg/FedProx over ``get_weights``, and after the last round the error
@@ -65,7 +70,8 @@ computed by the gateway's own pipeline; ``FeatureSet.normal_rows()``, ``.truth()
 ``EvalPlan``, ``eval_run(plan, family, seed)`` for the scenario families.
 
 ``federation.evaluate``: ``run_evaluation(pkg, *, families, peers, quick, ...) -> dict``
-(event-level precision/recall/F1, false alarms per 1,000 channel-hours, delay,
+(``evaluate_runs``: the same and the raw runs, for the callers' plots) (event-level
+precision/recall/F1, false alarms per 1,000 channel-hours, delay,
 localisation, row AUC; every detector through `edge_agent.offline.OfflineScorer`),
 ``table(result)``; ``federation.peers``: ``build("iforest"|"hst"|"robust_z", rows, spec)``.
 
