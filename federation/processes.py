@@ -181,7 +181,9 @@ class ProcessGroup:
             if not self._wait_all(timeout if i == 0 else then_s):
                 log.warning("process group name=%s pgid=%s ignored %s", self.name, self.pgid,
                             signal.Signals(sig).name)
-        self.signal(signal.SIGKILL)  # what is left, and children that outlived their parent
+        if self.pgid is not None:  # what is left, and members that outlived the leader: Linux
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # never reuses a
+                os.killpg(self.pgid, signal.SIGKILL)  # live group's id, so these are ours
         self._wait_all(timeout)
         _end_strays(strays, timeout / 2)
 
