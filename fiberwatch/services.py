@@ -1,7 +1,8 @@
 """Start and stop the real services (Mosquitto, influxd) in temp dirs on free loopback ports.
 
 Used by the tests, the demo and the benchmarks. Each service is a context manager that
-starts one process, waits until it answers, and stops exactly that process by PID.
+starts one process (a `federation.processes.ProcessGroup` of its own), waits until it
+answers, and stops exactly that process group by its id.
 """
 
 from __future__ import annotations
