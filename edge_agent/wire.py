@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.errors import ReasonedError
+
 MAGIC = b"FWFR"
 VERSION = 1
 HEADER = struct.Struct("<4sBBBBQqdIIIfI")
@@ -68,13 +70,8 @@ class DType(enum.IntEnum):
 _NUMPY: dict[DType, np.dtype[Any]] = {DType.INT16: np.dtype("<i2"), DType.FLOAT32: np.dtype("<f4")}
 
 
-class FrameError(ValueError):
+class FrameError(ReasonedError):
     """A malformed frame. `reason` is a short stable code, usable as a counter label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

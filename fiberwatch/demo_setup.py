@@ -47,10 +47,7 @@ class DemoLayout:
     tokens = _Under("tokens.json")
     schedule = _Under("schedule.json")
     labels = _Under("labels.jsonl")
-
-    @property
-    def mqtt(self) -> Path:
-        return self.root / "mqtt"
+    mqtt = _Under("mqtt")
 
     def config(self, gateway: str) -> Path:
         return self.gateways / f"{gateway}.toml"

@@ -81,9 +81,9 @@ def _check_bridge(r: CheckResult, cfg: BridgeConfig, index: _Index) -> None:
                       if isinstance(x.config, InterrogatorConfig)
                       and (x.config.interrogator.site, x.config.interrogator.gateway,
                            x.config.stream.kind) == (site, gw, kind)), None)
-        if found is None:
+        if found is None or not isinstance(found.config, InterrogatorConfig):
             continue
-        theirs = found.config.stream  # type: ignore[union-attr]
+        theirs = found.config.stream
         for name in BRIDGE_MATCHED:
             if not hasattr(inp, name):
                 continue

@@ -20,19 +20,15 @@ from typing import Any
 import numpy as np
 
 from edge_agent.bridge.config import DasInput, DtsInput
+from edge_agent.errors import ReasonedError
 from edge_agent.offline import InputError, read_csv
 
 #: relative tolerance on rates, spacings and gauge lengths read from files
 TOL = 1e-3
 
 
-class FileError(ValueError):
+class FileError(ReasonedError):
     """A file that cannot be bridged. `reason` is a short stable code (a counter label)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
