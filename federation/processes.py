@@ -43,7 +43,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _descendants(pids: list[int]) -> list[int]:
+def descendants(pids: list[int]) -> list[int]:
     """PIDs of all live descendants of ``pids`` (from /proc), e.g. the SuperExec that the
     SuperLink starts in a session of its own."""
     children: dict[int, list[int]] = {}
@@ -60,6 +60,15 @@ def _descendants(pids: list[int]) -> list[int]:
         out += kids
         todo += kids
     return out
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (from /proc), 0.0 if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _alive(pid: int) -> bool:
@@ -172,7 +181,7 @@ class ProcessGroup:
         (waiting ``timeout`` after the first, ``then_s`` after the others), then SIGKILL what
         is left; then the same for descendants that left the group (they watch their parent
         and exit by themselves first)."""
-        strays = [p for p in _descendants([q.pid for q in self.procs if q.poll() is None])
+        strays = [p for p in descendants([q.pid for q in self.procs if q.poll() is None])
                   if p not in {q.pid for q in self.procs}]
         for i, sig in enumerate(signals):
             if not self.alive():

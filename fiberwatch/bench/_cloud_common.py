@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cloud.influx import InfluxClient
 from edge_agent.summary import FeatureSummary
-from federation.processes import wait_until
+from federation.processes import cpu_seconds, wait_until
 
 S = 1_000_000_000
 GROUPS = 1024
@@ -24,13 +22,7 @@ def _wait(cond: Any, timeout: float, what: str) -> None:
     wait_until(cond, timeout, f"bench cloud: {what}", max_interval=0.05, error=RuntimeError)
 
 
-def _cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (Linux), 0.0 if unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return 0.0
+_cpu_s = cpu_seconds  # the one /proc CPU reader (`federation.processes`)
 
 
 def _count(influx: InfluxClient, rp: str, meas: str, site: str) -> int:

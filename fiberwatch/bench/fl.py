@@ -36,17 +36,11 @@ from fiberwatch.bench._fl_poison import poisoning
 def _cpu_seconds(groups: list[Any], seen: dict[int, float]) -> float:
     """User+system CPU of the groups' processes and their descendants (from /proc); ``seen``
     keeps the last sample of each pid, so a process that has exited still counts."""
-    import os
-
-    from federation.processes import _descendants
+    from federation.processes import cpu_seconds, descendants
 
     pids = [p.pid for g in groups for p in g.procs if p.poll() is None]
-    for pid in set(pids + _descendants(pids)):
-        try:
-            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        seen[pid] = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    for pid in set(pids + descendants(pids)):  # CPU only grows: a process that has exited
+        seen[pid] = max(seen.get(pid, 0.0), cpu_seconds(pid))  # keeps its last sample
     return sum(seen.values())
 
 
