@@ -210,9 +210,8 @@ class EventConfig(_Strict):
     max_open_s: float = Field(60.0, gt=0, le=86400,
                               description="emit a long event at least this often")
     announce_s: float | None = Field(
-        2.0, gt=0, le=86400,
-        description="announce open events at once, then re-send this often while "
-        "they change; None = only when they close")
+        2.0, gt=0, le=86400, description="announce open events at once, then re-send this "
+        "often while they change; None = only when they close")
 
     def merge_gap_hops(self, hop_ns: int) -> int:
         """The merge gap in hops of a stream: an open event closes at the first window that

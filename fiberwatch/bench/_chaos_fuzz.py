@@ -18,6 +18,7 @@ import random
 import struct
 import time
 import zlib
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class Mutator:
         self._payloads = _payloads()
         self._plen = len(self._payloads[0])
         self._kinds = [k for k, w in _KINDS for _ in range(w)]
-        self._fields = {
+        self._fields: dict[str, list[Any]] = {
             "magic": [b"FWFX", b"\0\0\0\0", b"RFWF"], "version": [0, 2, 255],
             "kind": [0, 2, 3, 255], "dtype": [0, 1, 3, 255], "flags": [1, 128, 255],
             "seq": [0, 1, _U64, 2**63, _U64 - 1],
