@@ -43,7 +43,8 @@ def _settings(args: argparse.Namespace) -> Any:
     from cloud.settings import CloudSettings
 
     flags = {"influx_url": args.influx, "influx_db": args.db, "registry_dir": args.registry,
-             "tokens_file": args.tokens, "insecure_dev": args.insecure_dev or None}
+             "tokens_file": args.tokens, "insecure_dev": args.insecure_dev or None,
+             "bind_host": args.host}
     try:
         return CloudSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
@@ -58,8 +59,6 @@ def _serve(args: argparse.Namespace) -> int:
     from cloud.main import create_app
     from cloud.settings import DEV_TOKEN
 
-    if args.insecure_dev and args.host not in ("127.0.0.1", "::1", "localhost"):
-        raise UsageError("--insecure-dev only binds to loopback (--host 127.0.0.1)")
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a TCP port")
     settings = _settings(args)

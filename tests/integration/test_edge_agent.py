@@ -41,6 +41,7 @@ def config(tmp_path: Path, port: int, **over) -> dict:
     d = {
         "gateway": {"site": SITE, "id": GW, "data_dir": str(tmp_path / "data")},
         "broker": {"port": port},
+        "model": {"allow_unsigned": True},
         "streams": [{"kind": "das", "channels": CH, "sample_rate_hz": RATE, "window_s": 0.5,
                      "hop_s": 0.25, "group_size": 8}],
         "threshold": {"warmup_windows": 40, "history_windows": 400},

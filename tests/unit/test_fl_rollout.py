@@ -29,12 +29,23 @@ class FakeRegistry:
     def __init__(self, states: dict[str, str]) -> None:
         self.models = {v: Rec(v, s) for v, s in states.items()}
         self.history: list[tuple[str, str, str, str]] = []
+        self.unverifiable: set[str] = set()
 
     def list(self) -> list[Rec]:
         return list(self.models.values())
 
     def package_bytes(self, version: str) -> bytes:
         return f"pkg:{version}".encode()
+
+    def verified_package(self, version: str) -> bytes:
+        if version in self.unverifiable:
+            raise ValueError(f"{version} refused: signature")
+        return self.package_bytes(version)
+
+    def republish(self, version: str, key: Any, *, actor: str = "", reason: str = "") -> Rec:
+        new = f"{version}.r9"
+        self.models[new] = Rec(new, "candidate")
+        return self.models[new]
 
     def production(self) -> Rec | None:
         return next((r for r in self.models.values() if r.state == "production"), None)
