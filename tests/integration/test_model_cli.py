@@ -80,14 +80,17 @@ def test_score_recording(workdir: Path, capsys) -> None:
     assert len(rows) == summary["windows"] * 32 > 0
     assert {r["channel"] for r in rows} == {str(c) for c in range(32)}
     assert (workdir / "scores.csv.events.jsonl").exists()
+    code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(rec), "--output",
+                        str(out_json))
+    assert code == 2 and "--allow-unsigned" in err  # no key: unverified only when asked
     assert _cli(capsys, "score", "--model", str(pkg), "--input", str(rec), "--output",
-                str(out_json))[0] == 0
+                str(out_json), "--allow-unsigned")[0] == 0
     doc = json.loads(out_json.read_text())
     assert len(doc["windows"]) == summary["windows"]
     scores = np.array([w["scores"] for w in doc["windows"]])
     np.testing.assert_allclose(scores.ravel(), [float(r["score"]) for r in rows], rtol=1e-5)
     code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(rec),
-                        "--output", str(workdir / "x.txt"))
+                        "--output", str(workdir / "x.txt"), "--allow-unsigned")
     assert code == 2 and ".csv or .json" in err
     # recorded frames also train a model (every row counts as normal: no labels)
     code, out, _ = _cli(capsys, "model", "train", "--recording", str(rec), "--epochs", "1",
@@ -113,7 +116,7 @@ def test_csv_train_and_score(workdir: Path, capsys) -> None:
     assert _cli(capsys, "model", "convert", str(ck), "--out", str(pkg))[0] == 0
     out_csv = workdir / "csv-scores.csv"
     code, out, _ = _cli(capsys, "score", "--model", str(pkg), "--input", str(path), "--output",
-                        str(out_csv))
+                        str(out_csv), "--allow-unsigned")
     assert code == 0 and json.loads(out)["channels"] == ch
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
