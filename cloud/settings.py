@@ -96,6 +96,7 @@ class CloudSettings(BaseSettings):
     influx_password: SecretStr | None = None
     influx_timeout_s: float = Field(default=5.0, gt=0, le=120)
     registry_dir: Path | None = None
+    model_public_key: Path | None = None  # verifies packages before a promotion (registry)
     tokens_file: Path | None = None
     tokens: dict[str, TokenInfo] = Field(default_factory=dict)
     insecure_dev: bool = False

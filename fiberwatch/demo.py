@@ -14,10 +14,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fiberwatch.demo_setup import (
     DemoLayout,
     DemoMqtt,
+    ensure_flower_tls,
     ensure_keys,
     ensure_mqtt,
     write_gateway_configs,
@@ -93,6 +95,44 @@ def _initial_model(opts: DemoOptions, layout: DemoLayout, sup: Supervisor, cfg_p
     return pkg
 
 
+def _log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _wait_for_line(child: Any, text: str, timeout: float, offset: int) -> None:
+    """Wait until ``child``'s log shows ``text`` after byte ``offset`` (the log is appended
+    to across runs); RuntimeError if the child exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(child.log_path, "rb") as f:
+            f.seek(offset)
+            if text.encode() in f.read():
+                return
+        if not child.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{child.name} did not report {text!r}:\n{child.log_tail()}")
+        time.sleep(0.1)
+
+
+def _start_superlink(sup: Supervisor, layout: DemoLayout, opts: DemoOptions, tls: Any,
+                     port: int, broker_port: int, configs: dict[str, Any],
+                     broker_flags: list[str]) -> Any:
+    """The SuperLink (TLS, SuperNode authentication with the wells' keys registered) and the
+    canary rollout (verifies with the public key, re-signs rollbacks); returns a function
+    that waits until it serves."""
+    args = ["--workdir", str(layout.root / "flower"), "--ssl-ca", str(tls.ca), "--ssl-cert",
+            str(tls.cert), "--ssl-key", str(tls.key), "--port", str(port), "--broker",
+            f"127.0.0.1:{broker_port}", *broker_flags, "--registry", str(layout.registry),
+            "--public-key", str(layout.public_key), "--signing-key", str(layout.signing_key),
+            "--canary", "demo/well-a", "--canary-window", str(opts.canary_window_s)]
+    for cfg in configs.values():
+        args += ["--gateway", f"{cfg.gateway.site}/{cfg.gateway.id}"]
+    for name in FL_GATEWAYS:
+        args += ["--register-node", str(layout.node_key(name).with_suffix(".pub"))]
+    offset = _log_size(layout.logs / "fl-server.log")
+    child = sup.start("fl-server", _fw("fl", "server", *args))
+    return lambda: _wait_for_line(child, "SuperLink listening", 120, offset)
+
+
 def start(opts: DemoOptions) -> DemoRun:
     """Start everything; raise (after stopping what started) if a part fails to come up."""
     layout = DemoLayout(opts.data_dir.resolve())
@@ -107,6 +147,7 @@ def start(opts: DemoOptions) -> DemoRun:
         broker.start()
         influx.start()
         ensure_keys(layout)
+        tls = ensure_flower_tls(layout, FL_GATEWAYS)
         superlink_port = free_port()
         configs = write_gateway_configs(layout, broker_port=broker.port,
                                         superlink=f"127.0.0.1:{superlink_port}",
@@ -114,7 +155,7 @@ def start(opts: DemoOptions) -> DemoRun:
         pkg = _initial_model(opts, layout, sup, layout.config("well-a"))
         from federation.registry import Registry
 
-        reg = Registry(layout.registry)
+        reg = Registry(layout.registry, public_key=layout.public_key.read_bytes())
         rec = reg.add(pkg.read_bytes(), state="candidate", metrics={"source": "demo initial"})
         reg.promote(rec.version, to="production", reason="demo initial model", actor="demo")
         configs = write_gateway_configs(layout, broker_port=broker.port,
@@ -127,22 +168,16 @@ def start(opts: DemoOptions) -> DemoRun:
         sup.start("ingest", _fw("cloud", "ingest", "--mqtt-port", str(broker.port),
                                 "--influx-url", influx.url, *mqtt.flags("ingest")))
         sup.start("api", _fw("cloud", "serve", "--port", str(api_port), "--influx", influx.url,
-                             "--registry", str(layout.registry), "--tokens", str(layout.tokens)))
-        gw_args: list[str] = []
-        for cfg in configs.values():
-            gw_args += ["--gateway", f"{cfg.gateway.site}/{cfg.gateway.id}"]
-        sup.start("fl-server", _fw("fl", "server", "--workdir", str(layout.root / "flower"),
-                                   "--insecure", "--port", str(superlink_port), "--broker",
-                                   f"127.0.0.1:{broker.port}", *mqtt.flags("rollout"),
-                                   "--registry", str(layout.registry),
-                                   "--canary", "demo/well-a", "--canary-window",
-                                   str(opts.canary_window_s), *gw_args))
+                             "--registry", str(layout.registry), "--tokens", str(layout.tokens),
+                             "--model-public-key", str(layout.public_key)))
+        wait_flower = _start_superlink(sup, layout, opts, tls, superlink_port, broker.port,
+                                       configs, mqtt.flags("rollout"))
         for name in configs:
             sup.start(f"edge-{name}", _fw("edge", "run", "--config", str(layout.config(name))))
+        wait_flower()  # the SuperNode keys are registered before any node connects
         for name in FL_GATEWAYS:
             sup.start(f"fl-node-{name}", _fw("fl", "node", "--config", str(layout.config(name)),
-                                             "--insecure", "--workdir",
-                                             str(layout.root / "flower" / name)))
+                                             "--workdir", str(layout.root / "flower" / name)))
         t0_ns = time.time_ns()
         sim_args = ["sim", "run", "--schedule", str(layout.schedule), "--broker",
                     f"127.0.0.1:{broker.port}", "--realtime", "--labels", str(layout.labels),
@@ -164,7 +199,8 @@ def start_federated_round(run: DemoRun, rounds: int) -> None:
     lay = run.layout
     port = _superlink_port(lay)
     run.fl_child = run.supervisor.start("fl-run", _fw(
-        "fl", "run", "--superlink", f"127.0.0.1:{port}", "--insecure", "--rounds", str(rounds),
+        "fl", "run", "--superlink", f"127.0.0.1:{port}", "--root-certificates",
+        str(lay.flower_tls / "ca.pem"), "--rounds", str(rounds),
         "--min-nodes", str(len(FL_GATEWAYS)), "--registry", str(lay.registry), "--signing-key",
         str(lay.signing_key), "--influx-url", run.influx.url, "--results-dir",
         str(lay.root / "flower" / "results")))
