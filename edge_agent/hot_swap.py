@@ -145,15 +145,14 @@ class ModelSlot:
         try:
             pkg = self._check_trust(package)
             det = self._verify(package, recent_rows)
+            if det.version == self._active.version:
+                return
+            self._record_serial(pkg)
         except _Refused as exc:
             self._refuse(digest, str(exc), exc.reason, remember=exc.reason != "no_rows")
             return
         with self._lock:
-            if det.version == self._active.version:
-                return
             self._staged = det
-        if pkg is not None:
-            self.trust.accept(pkg)
         log.info("model staged version=%s hash=%s", det.version, det.package_hash[:12])
 
     def apply_pending(self) -> bool:
@@ -228,6 +227,16 @@ class ModelSlot:
         except PackageError as exc:
             raise _Refused(f"package rejected: {exc}", exc.reason) from None
         return pkg
+
+    def _record_serial(self, pkg: Any) -> None:
+        """Persist the serial before the model can run: a serial that cannot be recorded
+        (disk full, read-only data_dir) refuses the package rather than forget it."""
+        if pkg is None:
+            return
+        try:
+            self.trust.accept(pkg)
+        except OSError as exc:
+            raise _Refused(f"{pkg.version}: cannot record its serial: {exc}", "serial") from None
 
     def _verify(self, package: bytes, recent_rows: np.ndarray) -> Detector:
         try:

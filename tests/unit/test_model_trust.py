@@ -291,3 +291,14 @@ def test_cli_sign_sets_trust_fields_and_republish_rolls_back(tmp_path: Path) -> 
     prod = reg.production()
     assert prod is not None and prod.version.startswith("v1.r")
     assert read_package(reg.package_bytes(prod.version), KEYS[1]).serial > 50
+
+
+def test_a_serial_that_cannot_be_recorded_refuses_the_package(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_text("a file where the data_dir should be")
+    store = SerialStore(tmp_path / "blocked" / "serials.json")
+    slot = ModelSlot(_Det("stat", ""), spec_hash=SPEC.hash, public_key=KEYS[1],
+                     latency_budget_ms=1e6, smoke_windows=1, loader=_loader,
+                     trust=ModelTrust("s1", "g1", "dts", store, clock=lambda: NOW))
+    slot.offer(pkg("v1", serial=3), ROWS)
+    assert not slot.apply_pending() and slot.active.version == "stat"
+    assert slot.state()["refused"] == {"serial": 1} and "cannot record" in slot.state()["reason"]
