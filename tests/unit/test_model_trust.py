@@ -294,8 +294,8 @@ def test_cli_sign_sets_trust_fields_and_republish_rolls_back(tmp_path: Path) -> 
 
 
 def test_a_serial_that_cannot_be_recorded_refuses_the_package(tmp_path: Path) -> None:
-    (tmp_path / "blocked").write_text("a file where the data_dir should be")
     store = SerialStore(tmp_path / "blocked" / "serials.json")
+    (tmp_path / "blocked").write_text("a file where the data_dir should be")
     slot = ModelSlot(_Det("stat", ""), spec_hash=SPEC.hash, public_key=KEYS[1],
                      latency_budget_ms=1e6, smoke_windows=1, loader=_loader,
                      trust=ModelTrust("s1", "g1", "dts", store, clock=lambda: NOW))
