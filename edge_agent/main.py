@@ -152,8 +152,6 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
             raise ConfigError(f"model.public_key: {cfg.model.public_key}: {exc.detail}") from None
     elif not cfg.model.allow_unsigned:  # the schema refuses this; never trust by accident
         raise ConfigError("model.public_key: required (model.allow_unsigned for development)")
-    else:
-        log.warning("event=insecure_model_trust %s", UNSIGNED_WARNING)
     package = _read(cfg.model.package, "model.package")
     frames = FrameQueue(cfg.ingest.queue_frames, cfg.ingest.backpressure, metrics,
                         max_bytes=cfg.ingest.queue_bytes)
@@ -184,6 +182,8 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
         source.start()
         log.info("event=agent_started site=%s gateway=%s streams=%s", site, gw,
                  ",".join(s.kind for s in cfg.streams))
+        if public_key is None:
+            log.warning("event=insecure_model_trust %s", UNSIGNED_WARNING)
         if package is not None:
             worker.submit(package)
         _serve(cfg, stop, source, uplink, health, slots, ready)
