@@ -226,11 +226,21 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def trust_line(layout: DemoLayout) -> str:
+    """What the demo trusts: the model-signing key, Flower's TLS and node keys."""
+    from edge_agent.package import key_id
+
+    return (f"signed models only (key {key_id(layout.public_key.read_bytes())}, serials, "
+            f"targets, expiry enforced); Flower over TLS with SuperNode authentication "
+            f"({len(FL_GATEWAYS)} node keys registered)")
+
+
 def main(opts: DemoOptions) -> int:
     run = start(opts)
     print(f"fiberwatch demo: dashboard {run.dashboard}", flush=True)
     print(f"fiberwatch demo: API {run.api_url}/docs  token {run.token}  logs {run.layout.logs}",
           file=sys.stderr, flush=True)
+    print(f"fiberwatch demo: {trust_line(run.layout)}", file=sys.stderr, flush=True)
     board = StatusBoard(run)
     deadline = None if opts.seconds is None else time.monotonic() + opts.seconds
     began = time.monotonic()
