@@ -44,14 +44,14 @@ FRAME_NS = int(FRAME / RATE * 1e9)
 T0 = 1_700_000_000 * 10**9
 BASE_SERIAL = 1000
 MODEL_CHECKS = {  # name -> expected refusal reason
-    "unsigned package refused": "unsigned",
-    "package signed by another key refused": "signature",
-    "older serial refused": "serial",
-    "package targeted at another gateway refused": "target",
-    "expired package refused": "expired",
+    "unsigned_package_refused": "unsigned",
+    "foreign_key_package_refused": "signature",
+    "older_serial_refused": "serial",
+    "untargeted_package_refused": "target",
+    "expired_package_refused": "expired",
 }
-FLOWER_CHECK = "SuperNode without an authorised key cannot join"
-BIND_CHECK = "non-loopback bind with insecure dev refused"
+FLOWER_CHECK = "unauthorised_supernode_cannot_join"
+BIND_CHECK = "insecure_dev_nonloopback_bind_refused"
 
 
 @dataclass(frozen=True)
@@ -148,12 +148,12 @@ def _attacks(base: bytes, key: Any, other: Any) -> dict[str, tuple[str, bytes]]:
     hi = BASE_SERIAL + 100
     expired = (datetime.now(UTC) - timedelta(hours=1)).isoformat(timespec="seconds")
     spec = {
-        "unsigned package refused": (None, {"serial": hi + 1}),
-        "package signed by another key refused": (other, {"serial": hi + 2}),
-        "older serial refused": (key, {"serial": BASE_SERIAL - 1}),
-        "package targeted at another gateway refused": (
+        "unsigned_package_refused": (None, {"serial": hi + 1}),
+        "foreign_key_package_refused": (other, {"serial": hi + 2}),
+        "older_serial_refused": (key, {"serial": BASE_SERIAL - 1}),
+        "untargeted_package_refused": (
             key, {"serial": hi + 3, "targets": [f"{SITE}/gw-other", "other-site"]}),
-        "expired package refused": (key, {"serial": hi + 4, "not_after": expired}),
+        "expired_package_refused": (key, {"serial": hi + 4, "not_after": expired}),
     }
     out = {}
     for i, (name, (k, upd)) in enumerate(spec.items()):

@@ -30,7 +30,7 @@ def test_every_check_passes_against_the_real_parts(workdir: Path) -> None:
     assert set(res) == NAMES
     failed = {k: v["detail"] for k, v in res.items() if not v["passed"]}
     assert not failed
-    assert "refused (serial)" in res["older serial refused"]["detail"]
+    assert "refused (serial)" in res["older_serial_refused"]["detail"]
 
 
 def test_every_check_fails_with_its_protection_switched_off(workdir: Path) -> None:
@@ -40,6 +40,6 @@ def test_every_check_fails_with_its_protection_switched_off(workdir: Path) -> No
     assert set(res) == NAMES
     passed = {k: v["detail"] for k, v in res.items() if v["passed"]}
     assert not passed
-    assert "NOT refused" in res["expired package refused"]["detail"]
+    assert "NOT refused" in res["expired_package_refused"]["detail"]
     assert "served insecure dev on 0.0.0.0" in res[BIND_CHECK]["detail"]
     assert "2 node(s) online" in res[FLOWER_CHECK]["detail"]
