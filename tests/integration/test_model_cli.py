@@ -164,7 +164,8 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     assert info["dim"] == 12 and info["held_back_rows"] == round(0.2 * 397)  # 397 windows
     assert _cli(capsys, "model", "convert", str(ck), "--out", str(pkg))[0] == 0
     code, out, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(test_csv),
-                          "--output", str(out_csv), "--false-alarms-per-day", "864")
+                          "--output", str(out_csv), "--false-alarms-per-day", "864",
+                          "--allow-unsigned")
     assert code == 0, err
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -177,7 +178,7 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     assert tops.count("pressure") > 0.5 * len(tops)  # and the column that drove it
     assert (out_csv.parent / "proc-out.csv.events.jsonl").read_text().strip()
     code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(test_csv),
-                        "--output", str(out_csv))  # the default: a 99 % control limit
+                        "--output", str(out_csv), "--allow-unsigned")  # default: 99 % control limit
     assert code == 0, err
     with open(out_csv, newline="") as f:
         flag = np.array([r["flagged"] == "1" for r in csv.DictReader(f)])
@@ -185,7 +186,7 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     other = workdir / "proc-2cols.csv"
     other.write_text("time,flow,pressure\n" + "".join(f"{i},1,2\n" for i in range(50)))
     code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(other),
-                        "--output", str(workdir / "x.csv"))
+                        "--output", str(workdir / "x.csv"), "--allow-unsigned")
     assert code == 2 and "trained on 3 columns" in err and len(err.strip().splitlines()) == 1
 
 
