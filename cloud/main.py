@@ -3,14 +3,22 @@
 ``create_app()`` builds the routes only; settings, the Store and the Registry are built in the
 lifespan (or injected, for tests and the demo), never at import. ``cloud.main:app`` is the
 default instance for ``uvicorn cloud.main:app``.
+
+Insecure dev mode is loopback-only however the app is served: `_BindGuard` reads the address
+the server binds from uvicorn's config when the lifespan starts, and the lifespan refuses to
+start (`CloudSettings.check_bind`) on a non-loopback one; under any server, a request that
+arrived on a non-loopback local address gets 403 in insecure dev mode.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
-from typing import cast
+from ipaddress import ip_address
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -28,7 +36,7 @@ from cloud.api.deps import (
 )
 from cloud.api.routes import anomalies, fleet, health, models, rounds, window
 from cloud.influx import InfluxError
-from cloud.settings import CloudSettings
+from cloud.settings import CloudSettings, is_loopback_host
 
 log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
@@ -38,9 +46,56 @@ def _settings(app: FastAPI) -> CloudSettings:
     return cast(CloudSettings, app.dependency_overrides.get(get_settings, get_settings)())
 
 
+def server_bind_host(receive: Any) -> str | None:
+    """The host uvicorn binds, from the lifespan's ``receive`` (uvicorn's LifespanOn holds
+    the server `uvicorn.Config`); ``unix`` for a Unix socket; None under another server."""
+    config = getattr(getattr(receive, "__self__", None), "config", None)
+    if config is None or not hasattr(config, "host"):
+        return None
+    if getattr(config, "uds", None):
+        return "unix"
+    fd = getattr(config, "fd", None)
+    if fd is not None:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            name = sock.getsockname()
+        return "unix" if isinstance(name, str | bytes) else str(name[0])
+    return str(config.host)
+
+
+class _BindGuard:
+    """Outermost ASGI layer: records the bind host at startup; in insecure dev mode answers
+    403 to a request whose local (server) address is a non-loopback IP."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            scope["app"].state.bind_host = server_bind_host(receive)
+        elif scope["type"] in ("http", "websocket") and _off_loopback(scope):
+            if getattr(scope["app"].state, "insecure_dev", False):
+                await JSONResponse({"detail": "insecure dev mode serves loopback only"},
+                                   403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _off_loopback(scope: Any) -> bool:
+    host = (scope.get("server") or ("",))[0] or ""
+    try:
+        ip_address(str(host).strip("[]"))
+    except ValueError:
+        return False  # not an IP (a test client's "testserver", a Unix socket)
+    return not is_loopback_host(str(host))
+
+
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = _settings(app)
+    bind = getattr(app.state, "bind_host", None)
+    if bind is not None:
+        settings.check_bind(bind)  # InsecureBindError: the server refuses to start
+    app.state.insecure_dev = settings.insecure_dev
     if settings.cors_origins and not app.state.cors:
         raise RuntimeError("cors_origins needs the settings passed to create_app(settings)")
     injected = app.state.injected
@@ -93,6 +148,8 @@ def create_app(
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     dashboard.mount(app)
+    app.add_middleware(_BindGuard)  # added last: the outermost user middleware
+    app.state.insecure_dev = bool(settings and settings.insecure_dev)
     return app
 
 

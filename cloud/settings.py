@@ -12,6 +12,12 @@ API tokens come from ``tokens`` (env ``FIBERWATCH_CLOUD_TOKENS`` as JSON) and/or
     "sha256:9f86d08..."     = { name = "ops-bot", role = "operator" }   # stored as a hash
 
 A key ``sha256:<hex>`` holds the SHA-256 of the token instead of the token itself.
+
+``insecure_dev`` (a well-known admin token) is a loopback-only mode: the settings refuse it
+together with a non-loopback ``bind_host`` (env ``FIBERWATCH_CLOUD_BIND_HOST``, set by
+``fiberwatch cloud serve --host``), and the app checks the address the server really binds
+(`check_bind`, from uvicorn's config at startup, `cloud.main`), so ``uvicorn cloud.main:app
+--host 0.0.0.0`` with ``FIBERWATCH_CLOUD_INSECURE_DEV=true`` refuses to start.
 """
 
 from __future__ import annotations
@@ -47,13 +53,22 @@ def token_digest(token: str) -> str:
 
 
 def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, a loopback IP (127.0.0.0/8, ::1) or ``unix`` (a Unix socket)."""
+    h = host.strip().strip("[]").lower()
+    if h in ("localhost", "unix"):
         return True
     try:
-        return ip_address(host).is_loopback
+        return ip_address(h).is_loopback
     except ValueError:
         return False
+
+
+class InsecureBindError(ValueError):
+    """insecure_dev on a non-loopback address."""
 
 
 def load_tokens_file(path: Path) -> dict[str, TokenInfo]:
@@ -81,9 +96,11 @@ class CloudSettings(BaseSettings):
     influx_password: SecretStr | None = None
     influx_timeout_s: float = Field(default=5.0, gt=0, le=120)
     registry_dir: Path | None = None
+    model_public_key: Path | None = None  # verifies packages before a promotion (registry)
     tokens_file: Path | None = None
     tokens: dict[str, TokenInfo] = Field(default_factory=dict)
     insecure_dev: bool = False
+    bind_host: str | None = None  # the address the server binds (checked with insecure_dev)
     cors_origins: list[str] = Field(default_factory=list)  # CORS is off when empty
     anomalies_max_limit: int = Field(default=1000, ge=1, le=1000)
     window_max_channels: int = Field(default=16384, ge=1)
@@ -99,6 +116,8 @@ class CloudSettings(BaseSettings):
         tokens = dict(self.tokens)
         if self.tokens_file is not None:
             tokens.update(load_tokens_file(self.tokens_file))
+        if self.bind_host is not None:
+            self.check_bind(self.bind_host)
         problems = self._insecurities(tokens)
         if problems and not self.insecure_dev:
             raise ValueError("; ".join(problems) + " (or set insecure_dev for local development)")
@@ -131,6 +150,13 @@ class CloudSettings(BaseSettings):
         if not _is_loopback(self.influx_url) and not self.influx_username:
             problems.append(f"InfluxDB at {self.influx_url} is off loopback without credentials")
         return problems
+
+    def check_bind(self, host: str) -> None:
+        """`InsecureBindError` if insecure_dev would serve on a non-loopback ``host``."""
+        if self.insecure_dev and not is_loopback_host(host):
+            raise InsecureBindError(
+                f"insecure_dev (well-known dev admin token) refuses to bind to {host!r}: "
+                "loopback only (127.0.0.1, ::1); configure real tokens to serve on a network")
 
     def principal_for(self, token: str) -> TokenInfo | None:
         """The token's owner and role, or None; looked up by SHA-256 digest."""

@@ -139,7 +139,12 @@ class StreamConfig(_Strict):
 
 class ModelConfig(_Strict):
     package: Path | None = Field(None, description="initial model package; none = statistical")
-    public_key: Path | None = Field(None, description="Ed25519 public key that signs packages")
+    public_key: Path | None = Field(
+        None, description="Ed25519 public key that signs packages (required unless "
+        "allow_unsigned)")
+    allow_unsigned: bool = Field(
+        False, description="DEVELOPMENT ONLY: run without a public key and install unsigned "
+        "packages (health and the log say so)")
     latency_budget_ms: float = Field(20.0, gt=0, le=60_000)
     smoke_windows: int = Field(8, ge=1, le=1000)
 
@@ -248,12 +253,42 @@ class IngestConfig(_Strict):
         return None if v == 0 else v  # TOML has no null
 
 
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP literal (``127.0.0.0/8``, ``::1``), brackets allowed."""
+    from ipaddress import ip_address
+
+    h = host.strip().strip("[]")
+    if h.lower() == "localhost":
+        return True
+    try:
+        return ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def split_host_port(address: str) -> tuple[str, str]:
+    """``HOST:PORT`` (IPv6 in brackets, or bare with the last colon as the separator)."""
+    host, _, port = address.strip().rpartition(":")
+    return host.strip("[]"), port
+
+
 class FederationConfig(_Strict):
     enabled: bool = False
     superlink: str = "127.0.0.1:9092"
     normal_buffer_windows: int = Field(4000, ge=10, le=1_000_000)
-    insecure: bool = False
-    root_certificates: Path | None = None
+    insecure: bool = Field(False, description="plain HTTP to the SuperLink: loopback only")
+    root_certificates: Path | None = Field(None, description="CA that signed the SuperLink's "
+                                           "certificate (TLS)")
+    auth_key: Path | None = Field(None, description="this gateway's SuperNode authentication "
+                                  "private key (ECDSA, `fiberwatch fl keys`)")
+
+    @model_validator(mode="after")
+    def _insecure_on_loopback_only(self) -> FederationConfig:
+        host = split_host_port(self.superlink)[0]
+        if self.insecure and not is_loopback_host(host):
+            raise ValueError(f"insecure = true is accepted only for a loopback SuperLink, not "
+                             f"{host!r}: set root_certificates (TLS) and auth_key")
+        return self
 
 
 class GatewayConfig(_Strict):
@@ -267,6 +302,17 @@ class GatewayConfig(_Strict):
     uplink: UplinkConfig = UplinkConfig()
     ingest: IngestConfig = IngestConfig()
     federation: FederationConfig = FederationConfig()
+
+    @model_validator(mode="after")
+    def _key_or_dev_flag(self) -> GatewayConfig:
+        m = self.model
+        if m.public_key is None and not m.allow_unsigned:
+            raise ValueError("model.public_key is required: a gateway installs only model "
+                             "packages signed by this key (model.allow_unsigned = true for "
+                             "development only)")
+        if m.public_key is not None and m.allow_unsigned:
+            raise ValueError("set model.public_key or model.allow_unsigned, not both")
+        return self
 
     @model_validator(mode="after")
     def _one_per_kind(self) -> GatewayConfig:
@@ -319,8 +365,12 @@ def _resolve_paths(cfg: GatewayConfig, root: Path) -> GatewayConfig:
     model = cfg.model.model_copy(
         update={"package": fix(cfg.model.package), "public_key": fix(cfg.model.public_key)}
     )
+    fed = cfg.federation.model_copy(update={
+        "root_certificates": fix(cfg.federation.root_certificates),
+        "auth_key": fix(cfg.federation.auth_key)})
     gw = cfg.gateway.model_copy(update={"data_dir": fix(cfg.gateway.data_dir)})
     b = cfg.broker
     broker = b.model_copy(update={k: fix(getattr(b, k)) for k in
                                   ("ca_file", "cert_file", "key_file", "password_file")})
-    return cfg.model_copy(update={"model": model, "gateway": gw, "broker": broker})
+    return cfg.model_copy(update={"model": model, "gateway": gw, "broker": broker,
+                                  "federation": fed})

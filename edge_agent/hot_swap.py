@@ -14,6 +14,11 @@ keeps one `edge_agent.thresholds.GroupThreshold` per model (version, package has
 therefore warms up fresh thresholds floored at its own package quantile
 (``threshold.floor_quantile``), and a fallback finds the previous model's set, floor and all.
 
+With a `edge_agent.trust.ModelTrust` the slot also refuses packages with a lower serial than
+one already accepted, not targeted at this gateway, or expired (before anything is loaded),
+and records the serial of every package it stages. Refusals are counted by reason
+(``state()["refused"]``).
+
 A refusal never disturbs the active model; `state` says what happened and why. Packages
 refused once (and models fallen back from) are remembered by hash, so the retained package the
 broker redelivers on every reconnect is not re-verified each time.
@@ -41,7 +46,12 @@ _REMEMBER = 16
 
 
 class _Refused(Exception):
-    """Internal: the offered package is not used; the message says why."""
+    """Internal: the offered package is not used; the message says why, ``reason`` is a
+    `edge_agent.package.REASONS` value or ``smoke``/``latency``/``no_rows``."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def load_litert(package: bytes, public_key: bytes | None) -> Detector:
@@ -76,13 +86,15 @@ class ModelSlot:
         Rows in one window (channels of the stream).
     fallback_after : int
         Consecutive over-budget windows that trigger the fallback.
+    trust : edge_agent.trust.ModelTrust, optional
+        Serial / target / expiry policy (None: signature and integrity only).
     """
 
     def __init__(
         self, initial: Detector, *, spec_hash: str, public_key: bytes | None,
         latency_budget_ms: float, smoke_windows: int, loader: Loader | None = None,
         clock: Callable[[], float] = time.monotonic, window_rows: int | None = None,
-        fallback_after: int = 5,
+        fallback_after: int = 5, trust: Any = None,
     ) -> None:
         self._active: Detector = initial
         self.previous: Detector | None = None
@@ -93,6 +105,8 @@ class ModelSlot:
         self.window_rows = window_rows
         self.fallback_after = fallback_after
         self._loader = loader or load_litert
+        self.trust = trust
+        self.refused_counts: dict[str, int] = {}
         self._clock = clock
         self._lock = threading.Lock()
         self._staged: Detector | None = None
@@ -129,13 +143,15 @@ class ModelSlot:
             ):
                 return
         try:
+            pkg = self._check_trust(package)
             det = self._verify(package, recent_rows)
-        except _Refused as exc:
-            self._refuse(digest, str(exc), remember="no recent rows" not in str(exc))
-            return
-        with self._lock:
             if det.version == self._active.version:
                 return
+            self._record_serial(pkg)
+        except _Refused as exc:
+            self._refuse(digest, str(exc), exc.reason, remember=exc.reason != "no_rows")
+            return
+        with self._lock:
             self._staged = det
         log.info("model staged version=%s hash=%s", det.version, det.package_hash[:12])
 
@@ -182,7 +198,8 @@ class ModelSlot:
         """JSON-able state for the retained ``model_state`` topic.
 
         Keys: model_version, model_hash, previous_version, staged_version, last_result
-        ("swapped" | "refused" | "fallback" | None), reason, fallback, swapped_at (Unix s).
+        ("swapped" | "refused" | "fallback" | None), reason, fallback, swapped_at (Unix s),
+        refused ({reason: count} of refused offers).
         """
         with self._lock:
             return {
@@ -194,27 +211,54 @@ class ModelSlot:
                 "reason": self.reason,
                 "fallback": self.fallback,
                 "swapped_at": self.swapped_at,
+                "refused": dict(self.refused_counts),
             }
 
     # -- internals -------------------------------------------------------------------------
+    def _check_trust(self, package: bytes) -> Any:
+        """Signature first, then the trust policy; the parsed package, or None without one."""
+        if self.trust is None:
+            return None
+        from edge_agent.package import PackageError, read_package
+
+        try:
+            pkg = read_package(package, self.public_key)
+            self.trust.check(pkg)
+        except PackageError as exc:
+            raise _Refused(f"package rejected: {exc}", exc.reason) from None
+        return pkg
+
+    def _record_serial(self, pkg: Any) -> None:
+        """Persist the serial before the model can run: a serial that cannot be recorded
+        (disk full, read-only data_dir) refuses the package rather than forget it."""
+        if pkg is None:
+            return
+        try:
+            self.trust.accept(pkg)
+        except OSError as exc:
+            raise _Refused(f"{pkg.version}: cannot record its serial: {exc}", "serial") from None
+
     def _verify(self, package: bytes, recent_rows: np.ndarray) -> Detector:
         try:
             det = self._loader(package, self.public_key)
         except LOAD_ERRORS as exc:
-            raise _Refused(f"package rejected: {exc}") from None
+            raise _Refused(f"package rejected: {exc}",
+                           str(getattr(exc, "reason", "load"))) from None
         if det.feature_spec_hash != self.spec_hash:
             raise _Refused(f"{det.version} was built for another feature spec "
-                           f"({det.feature_spec_hash[:12]}, here {self.spec_hash[:12]})")
+                           f"({det.feature_spec_hash[:12]}, here {self.spec_hash[:12]})",
+                           "feature_spec")
         rows = np.asarray(recent_rows, dtype=np.float32)
         if rows.ndim != 2:
-            raise _Refused(f"recent rows must be 2-D, got shape {rows.shape}")
+            raise _Refused(f"recent rows must be 2-D, got shape {rows.shape}", "smoke")
         rows = rows[np.isfinite(rows).all(axis=1)]
         if len(rows) == 0:
-            raise _Refused("no recent rows to smoke-test the model on")
+            raise _Refused("no recent rows to smoke-test the model on", "no_rows")
         scores = self._score(det, rows, "smoke run")
         if scores.shape != (len(rows),) or not np.isfinite(scores).all():
             raise _Refused(f"{det.version} smoke run gave shape {scores.shape}, "
-                           f"{int(np.size(scores) - np.isfinite(scores).sum())} non-finite")
+                           f"{int(np.size(scores) - np.isfinite(scores).sum())} non-finite",
+                           "smoke")
         n = self.window_rows or max(1, len(rows) // self.smoke_windows)
         batch = np.resize(rows, (n, rows.shape[1]))
         times = []
@@ -225,7 +269,7 @@ class ModelSlot:
         ms = min(times)  # its own cost: CPU contention is judged in operation (report_latency)
         if ms > self.latency_budget_ms:
             raise _Refused(f"{det.version} too slow: {ms:.1f} ms for {n} rows, "
-                           f"budget {self.latency_budget_ms:g} ms")
+                           f"budget {self.latency_budget_ms:g} ms", "latency")
         return det
 
     @staticmethod
@@ -233,14 +277,15 @@ class ModelSlot:
         try:
             return np.asarray(det.score(rows))
         except LOAD_ERRORS as exc:
-            raise _Refused(f"{det.version} {what} failed: {exc}") from None
+            raise _Refused(f"{det.version} {what} failed: {exc}", "smoke") from None
 
-    def _refuse(self, digest: str, why: str, *, remember: bool) -> None:
+    def _refuse(self, digest: str, why: str, reason: str, *, remember: bool) -> None:
         with self._lock:
             if remember:
                 self._remember(digest, why)
+            self.refused_counts[reason] = self.refused_counts.get(reason, 0) + 1
             self._record("refused", why, fallback=self.fallback)
-        log.warning("model refused %s", why)
+        log.warning("model refused reason=%s %s", reason, why)
 
     def _remember(self, digest: str, why: str) -> None:
         if len(self._refused) >= _REMEMBER:

@@ -32,9 +32,11 @@ from edge_agent.hot_swap import ModelSlot
 from edge_agent.metrics import Metrics, rss_mb
 from edge_agent.mqtt_source import FrameQueue, MqttSource
 from edge_agent.normal_buffer import NormalBuffer
+from edge_agent.package import PackageError, key_id
 from edge_agent.pipeline import StreamPipeline
 from edge_agent.store_forward import Outbox
 from edge_agent.summary import HEALTH_SCHEMA
+from edge_agent.trust import ModelTrust, SerialStore
 from edge_agent.uplink import Uplink
 from edge_agent.workers import ModelWorker, Processor
 
@@ -63,12 +65,42 @@ def _normal_buffer(cfg: GatewayConfig, s: StreamConfig) -> NormalBuffer:
                         max_rows=cfg.federation.normal_buffer_windows * NORMAL_ROWS_PER_WINDOW)
 
 
+def serials_path(cfg: GatewayConfig, kind: str) -> Path:
+    return cfg.gateway.data_dir / f"model-serial-{kind}.json"
+
+
 def _slot(cfg: GatewayConfig, s: StreamConfig, public_key: bytes | None) -> ModelSlot:
     spec = s.feature_spec()
     initial = RobustZDetector(spec.dim, feature_spec_hash=spec.hash)
+    try:
+        store = SerialStore(serials_path(cfg, s.kind))
+    except PackageError as exc:
+        raise ConfigError(f"gateway.data_dir: {exc.detail}") from None
+    trust = ModelTrust(cfg.gateway.site, cfg.gateway.id, s.kind, store)
     return ModelSlot(initial, spec_hash=spec.hash, public_key=public_key,
                      latency_budget_ms=cfg.model.latency_budget_ms,
-                     smoke_windows=cfg.model.smoke_windows, window_rows=s.channels)
+                     smoke_windows=cfg.model.smoke_windows, window_rows=s.channels,
+                     trust=trust)
+
+
+def trust_health(public_key: bytes | None,
+                 states: dict[str, dict]) -> dict[str, Any]:
+    """The health message's ``model_trust``: how packages are verified, refusals by reason."""
+    refused: dict[str, int] = {}
+    for st in states.values():
+        for reason, n in (st.get("refused") or {}).items():
+            refused[reason] = refused.get(reason, 0) + n
+    unsigned = public_key is None
+    return {
+        "signed_only": not unsigned,
+        "key_id": None if unsigned else key_id(public_key),  # type: ignore[arg-type]
+        "warning": UNSIGNED_WARNING if unsigned else None,
+        "refused": refused,
+    }
+
+
+UNSIGNED_WARNING = ("INSECURE: model.allow_unsigned = true: this gateway installs UNSIGNED "
+                    "model packages (development only)")
 
 
 @dataclass(frozen=True)
@@ -114,6 +146,13 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
     deps = deps or Deps()
     metrics = metrics or Metrics()
     public_key = _read(cfg.model.public_key, "model.public_key")
+    if public_key is not None:
+        try:
+            key_id(public_key)
+        except PackageError as exc:
+            raise ConfigError(f"model.public_key: {cfg.model.public_key}: {exc.detail}") from None
+    elif not cfg.model.allow_unsigned:  # the schema refuses this; never trust by accident
+        raise ConfigError("model.public_key: required (model.allow_unsigned for development)")
     package = _read(cfg.model.package, "model.package")
     frames = FrameQueue(cfg.ingest.queue_frames, cfg.ingest.backpressure, metrics,
                         max_bytes=cfg.ingest.queue_bytes)
@@ -127,7 +166,7 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
     worker = ModelWorker({k: (slots[k], pipelines[k].recent_rows) for k in slots})
     processor = Processor(frames, {topics.raw(site, gw, k): p for k, p in pipelines.items()},
                           metrics)
-    health = _Health(cfg, metrics, frames, outbox, slots)
+    health = _Health(cfg, metrics, frames, outbox, slots, public_key)
     try:
         worker.start()
         uplink.start()
@@ -135,6 +174,8 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
         source.start()
         log.info("event=agent_started site=%s gateway=%s streams=%s", site, gw,
                  ",".join(s.kind for s in cfg.streams))
+        if public_key is None:
+            log.warning("event=insecure_model_trust %s", UNSIGNED_WARNING)
         if package is not None:
             worker.submit(package)
         _serve(cfg, stop, source, uplink, health, slots, ready)
@@ -212,9 +253,10 @@ class _Health:
     """Builds the health heartbeat (`edge_agent.summary.HEALTH_KEYS` plus extras)."""
 
     def __init__(self, cfg: GatewayConfig, metrics: Metrics, frames: FrameQueue, outbox: Any,
-                 slots: dict[str, Any]) -> None:
+                 slots: dict[str, Any], public_key: bytes | None = None) -> None:
         self.cfg, self.metrics, self.frames, self.outbox, self.slots = \
             cfg, metrics, frames, outbox, slots
+        self.public_key = public_key
         self._last_drops = 0
 
     def build(self, status: str | None = None) -> dict:
@@ -242,6 +284,7 @@ class _Health:
             "models": {k: st["model_version"] for k, st in states.items()},
             "outbox_errors": dict(getattr(self.outbox, "errors", {})),
             "outbox_spilled": self.outbox.spilled() if hasattr(self.outbox, "spilled") else 0,
+            "model_trust": trust_health(self.public_key, states),
         }
 
 

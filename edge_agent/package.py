@@ -15,8 +15,14 @@ Layout (all integers little-endian)::
 
 The manifest also names the model's sha256, so the two parts are bound together even when a
 package is read without a key. `read_package` checks all of it and raises `PackageError`
-with a stable ``reason``: ``format``, ``signature``, ``manifest``, ``model`` or
+with a stable ``reason``: ``format``, ``unsigned``, ``signature``, ``manifest``, ``model`` or
 ``feature_spec`` (see `check_feature_spec`). Edge-side: no torch, no TensorFlow.
+
+Trust fields of the manifest (all inside the signed part): ``serial`` (int >= 0, monotonic per
+stream: a gateway refuses a lower one, `edge_agent.trust`), ``targets`` (null = every gateway,
+else a list of ``"SITE"`` or ``"SITE/GATEWAY"``) and ``not_after`` (null or an ISO-8601 UTC
+time after which no gateway installs the package). Packages older than these fields read as
+serial 0, every gateway, no expiry.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -40,7 +47,8 @@ HEADER_SIZE = HEADER.size  # 20
 SIGNATURE_SIZE = 64
 MAX_MANIFEST = 4 * 1024 * 1024
 MAX_MODEL = 64 * 1024 * 1024
-REASONS = ("format", "signature", "manifest", "model", "feature_spec")
+REASONS = ("format", "unsigned", "signature", "manifest", "model", "feature_spec",
+           "serial", "target", "expired")
 
 #: manifest keys every package has, with their JSON types
 REQUIRED: dict[str, type | tuple[type, ...]] = {
@@ -81,6 +89,20 @@ class ModelPackage:
     @property
     def dim(self) -> int:
         return int(self.manifest["dim"])
+
+    @property
+    def serial(self) -> int:
+        return int(self.manifest.get("serial") or 0)
+
+    @property
+    def targets(self) -> list[str] | None:
+        t = self.manifest.get("targets")
+        return None if t is None else [str(x) for x in t]
+
+    @property
+    def not_after(self) -> datetime | None:
+        v = self.manifest.get("not_after")
+        return None if v is None else parse_time(v)
 
 
 def key_id(public_key: bytes) -> str:
@@ -161,13 +183,14 @@ def read_package(
     Raises
     ------
     PackageError
-        With ``reason`` ``format``, ``signature``, ``manifest``, ``model`` or ``feature_spec``.
+        With ``reason`` ``format``, ``unsigned``, ``signature``, ``manifest``, ``model`` or
+        ``feature_spec``.
     """
     signed_part, man_blob, model, signature = split(data)
     if public_key is not None:
         key = load_public_key(public_key)
         if not signature:
-            raise PackageError("signature", "package is not signed")
+            raise PackageError("unsigned", "package is not signed")
         try:
             key.verify(signature, signed_part)
         except InvalidSignature:
@@ -254,3 +277,32 @@ def _check_manifest(m: dict[str, Any]) -> None:
     if not isinstance(quantiles, dict) or not quantiles:
         raise PackageError("manifest", "threshold.quantiles must be a non-empty object")
     _floats("threshold.quantiles", list(quantiles.values()), len(quantiles))
+    _check_trust_fields(m)
+
+
+def parse_time(value: object) -> datetime:
+    """An ISO-8601 time with a zone (``Z`` accepted) as an aware datetime; ValueError."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("time must be an ISO-8601 string")
+    t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        raise ValueError(f"time {value!r} has no time zone")
+    return t.astimezone(UTC)
+
+
+def _check_trust_fields(m: dict[str, Any]) -> None:
+    serial = m.get("serial", 0)
+    if not isinstance(serial, int) or isinstance(serial, bool) or not 0 <= serial < 2**63:
+        raise PackageError("manifest", "serial must be an integer in [0, 2^63)")
+    targets = m.get("targets")
+    if targets is not None and not (
+        isinstance(targets, list) and len(targets) <= 10_000
+        and all(isinstance(t, str) and 0 < len(t) <= 257 and t.count("/") <= 1
+                for t in targets)
+    ):
+        raise PackageError("manifest", "targets must be null or a list of SITE or SITE/GATEWAY")
+    if m.get("not_after") is not None:
+        try:
+            parse_time(m["not_after"])
+        except ValueError as exc:
+            raise PackageError("manifest", f"not_after: {exc}") from None

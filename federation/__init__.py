@@ -57,8 +57,12 @@ Edge side (no torch): ``edge_agent.package.read_package(data, public_key, *,
 feature_spec_hash=None) -> ModelPackage`` raising ``PackageError(reason)``, and
 ``edge_agent.inference.LiteRTDetector(pkg, num_threads=1)``.
 
-``federation.registry.Registry(root, *, public_key=None)``: ``add``, ``list``, ``get``,
-``package_bytes``, ``promote``, ``rollback``, ``production``, ``history``, ``set_metrics``.
+``federation.registry.Registry(root, *, public_key=None, allow_unsigned=False)``: ``add``,
+``list``, ``get``, ``package_bytes``, ``verified_package``, ``promote`` (canary/production only
+after the stored package verifies), ``rollback``, ``republish`` (old weights, new version,
+higher serial), ``production``, ``history``, ``set_metrics``. Trust fields of a package
+(``serial``, ``targets``, ``not_after``): ``federation.package.trust_fields``; the gateway's
+policy: ``edge_agent.trust``.
 
 ``federation.train``: ``sim_training_rows(...) -> (rows, spec, source)``, ``train(rows, *,
 arch, epochs, lr, batch_size, seed) -> (model, summary)``, ``save_checkpoint`` /

@@ -4,9 +4,11 @@ Each launcher starts its processes in a new process group of their own, remember
 PIDs, waits until they answer (polling with a deadline) and stops exactly that group: SIGTERM,
 then SIGKILL after a timeout. Flower's state lives in a private ``FLWR_HOME`` under
 ``workdir``; telemetry and update checks are off (`flwr_env`). TLS is the default: plain HTTP
-needs ``insecure=True`` (the tests' loopback runs), and SuperNode authentication is enabled on
-the SuperLink with ``node_auth=True`` (then each node's public key must be registered,
-`SuperLink.register_node`, and the node started with its private key).
+needs ``insecure=True`` and is refused (`DeploymentError`) unless the SuperLink address is a
+loopback one (the tests' and the demo's single-machine runs); SuperNode authentication is
+enabled on the SuperLink with ``node_auth=True`` (then each node's public key must be
+registered, `Control.register_node`, and the node started with its private key).
+`local_tls` makes a CA and a loopback server certificate for single-machine runs.
 
 A `GatewayNode` is two processes in one group (`federation.node_runtime`): the SuperNode with
 ``--isolation process`` and a capped poll, and a long-lived ClientApp worker.
@@ -33,6 +35,16 @@ CONNECTION = "fiberwatch"
 
 class DeploymentError(ProcessError):
     """A Flower process did not start, or `flwr` refused a command (message says why)."""
+
+
+def check_insecure(address: str, insecure: bool) -> None:
+    """`DeploymentError` if plain HTTP is asked for a SuperLink that is not on loopback."""
+    from edge_agent.config import is_loopback_host, split_host_port
+
+    host = split_host_port(address)[0]
+    if insecure and not is_loopback_host(host):
+        raise DeploymentError(f"insecure (plain HTTP) is accepted only on loopback, not "
+                              f"{host!r}: use TLS (a CA certificate) and node authentication")
 
 
 def _script(name: str) -> str:
@@ -84,6 +96,7 @@ class Control:
         if not insecure and root_certificates is None:
             raise DeploymentError("the flwr CLI needs the SuperLink's CA certificate unless "
                                   "insecure=True")
+        check_insecure(address, insecure)
         self.flwr_home, self.address = Path(flwr_home), address
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         lines = ["[superlink]", f'default = "{CONNECTION}"', f"[superlink.{CONNECTION}]",
@@ -168,6 +181,7 @@ class SuperLink(_Launcher):
                                   "unless insecure=True")
         if insecure and node_auth:
             raise DeploymentError("SuperNode authentication needs TLS (insecure=False)")
+        check_insecure(f"{host}:0", insecure)
         self.workdir = Path(workdir)
         self.flwr_home = self.workdir / "flwr_home"
         self.host, self.port = host, port or free_port()
@@ -194,6 +208,47 @@ class SuperLink(_Launcher):
         self.group.spawn(cmd, flwr_env(self.flwr_home), self.workdir)
         self.group.wait_until(lambda: listening(self.host, self.port), timeout,
                               f"SuperLink on {self.address}")
+
+
+def local_tls(directory: Path, *, days: int = 30) -> Tls:
+    """A fresh CA and a server certificate for ``localhost``/127.0.0.1/::1 (single-machine
+    runs: the demo, benchmarks, tests). Keys are written 0600."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("fiberwatch-local-ca"))
+          .issuer_name(name("fiberwatch-local-ca")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now)
+          .not_valid_after(now + dt.timedelta(days=days))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1"))]
+    cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (d / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (d / "server.pem").write_bytes(cert.public_bytes(pem))
+    fd = os.open(d / "server.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return Tls(d / "ca.pem", d / "server.pem", d / "server.key")
 
 
 def generate_node_keys(private_path: Path, public_path: Path) -> None:
@@ -223,6 +278,7 @@ class GatewayNode(_Launcher):
                  runtime_port: int | None = None, env: dict[str, str] | None = None) -> None:
         if not insecure and root_certificates is None:
             raise DeploymentError("a SuperNode needs root certificates unless insecure=True")
+        check_insecure(superlink, insecure)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.superlink, self.node_config = superlink, dict(node_config)

@@ -2,7 +2,12 @@
 
 `package_model` is the one-call path: trained `AutoEncoder` -> int8 conversion -> threshold
 calibration on the int8 scores -> manifest -> signed bytes. `build_package` assembles a
-package from parts, `sign_package` (re-)signs one.
+package from parts, `sign_package` (re-)signs one, optionally with new trust fields
+(``serial``, ``targets``, ``not_after``, ``version``): that is how a rollback re-publishes old
+weights as a *new* package with a higher serial (`federation.registry.Registry.republish`).
+
+The default ``serial`` is the signing time in milliseconds since the Unix epoch
+(`default_serial`), so packages signed later by any signer of a fleet carry higher serials.
 """
 
 from __future__ import annotations
@@ -73,6 +78,26 @@ def calibration_block(scores: np.ndarray, max_scores: int = 4096) -> dict[str, A
             "source": "held-back normal rows"}
 
 
+def default_serial() -> int:
+    """Milliseconds since the Unix epoch: increases from one signing to the next."""
+    return time.time_ns() // 1_000_000
+
+
+def trust_fields(serial: int | None = None, targets: Sequence[str] | None = None,
+                 not_after: datetime | str | None = None) -> dict[str, Any]:
+    """The manifest's trust fields (see `edge_agent.package`), checked."""
+    if isinstance(not_after, datetime):
+        if not_after.tzinfo is None:
+            raise ValueError("not_after needs a time zone")
+        not_after = not_after.astimezone(UTC).isoformat(timespec="seconds")
+    if targets is not None:
+        targets = [str(t) for t in targets]
+        if not targets:
+            raise ValueError("targets: give at least one SITE or SITE/GATEWAY (None = all)")
+    return {"serial": default_serial() if serial is None else int(serial),
+            "targets": targets, "not_after": not_after}
+
+
 def default_version(stream: str, tflite: bytes) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stream}-{stamp}-{hashlib.sha256(tflite).hexdigest()[:6]}"
@@ -83,11 +108,13 @@ def build_package(
     error_scale: np.ndarray, input_quant: dict, output_quant: dict,
     threshold: dict[str, Any], name: str = "fiberwatch-ae", version: str | None = None,
     parent: str | None = None, training: dict | None = None, evaluation: dict | None = None,
-    private_key: Ed25519PrivateKey | None = None,
+    private_key: Ed25519PrivateKey | None = None, serial: int | None = None,
+    targets: Sequence[str] | None = None, not_after: datetime | str | None = None,
 ) -> bytes:
     """Assemble (and sign, with ``private_key``) a package from its parts.
 
     ``threshold`` must hold ``quantiles`` (`score_quantiles`) and may add ``source``, ``n``.
+    ``serial``/``targets``/``not_after``: see `trust_fields` (default serial: now in ms).
     """
     manifest: dict[str, Any] = {
         "format": FORMAT, "name": name, "version": version or default_version(spec.profile, tflite),
@@ -103,17 +130,28 @@ def build_package(
         "threshold": threshold, "training": training or {}, "evaluation": evaluation or {},
         "libraries": libraries(),
         "signer_key_id": key_id(public_of(private_key)) if private_key else None,
+        **trust_fields(serial, targets, not_after),
     }
     parse_manifest(_blob(manifest))  # the reader's checks, before anything is signed
     unsigned = pack(manifest, tflite)
     return sign_package(unsigned, private_key) if private_key else unsigned
 
 
-def sign_package(data: bytes, private_key: Ed25519PrivateKey) -> bytes:
-    """Sign (or re-sign) a package; the manifest's ``signer_key_id`` is updated."""
+def sign_package(data: bytes, private_key: Ed25519PrivateKey,
+                 updates: dict[str, Any] | None = None) -> bytes:
+    """Sign (or re-sign) a package; the manifest's ``signer_key_id`` is updated.
+
+    ``updates`` replaces manifest fields first (only ``serial``, ``targets``, ``not_after``,
+    ``version``, ``parent``); the result is checked like any package.
+    """
     _, blob, model, _ = split(data)
     manifest = parse_manifest(blob)
+    bad = set(updates or {}) - {"serial", "targets", "not_after", "version", "parent"}
+    if bad:
+        raise ValueError(f"sign_package cannot change {', '.join(sorted(bad))}")
+    manifest.update(updates or {})
     manifest["signer_key_id"] = key_id(public_of(private_key))
+    parse_manifest(_blob(manifest))
     signed_part = pack(manifest, model, bytes(SIGNATURE_SIZE))[:-SIGNATURE_SIZE]
     return signed_part + private_key.sign(signed_part)
 
@@ -132,7 +170,7 @@ def package_model(
     private_key: Ed25519PrivateKey | None = None, name: str = "fiberwatch-ae",
     version: str | None = None, parent: str | None = None, training: dict | None = None,
     evaluation: dict | None = None, progress: Callable[[int, int], None] | None = None,
-    held_back: np.ndarray | None = None,
+    held_back: np.ndarray | None = None, serial: int | None = None,
 ) -> tuple[bytes, dict[str, Any]]:
     """Convert a trained model and package it. Returns ``(package, report)``.
 
@@ -170,7 +208,8 @@ def package_model(
     pkg = build_package(tflite=conv.tflite, spec=spec, mean=mean, std=std, error_scale=err,
                         input_quant=conv.input_quant, output_quant=conv.output_quant,
                         threshold=threshold, name=name, version=version, parent=parent,
-                        training=train, evaluation=evaluation, private_key=private_key)
+                        training=train, evaluation=evaluation, private_key=private_key,
+                        serial=serial)
     report = {"tflite_bytes": len(conv.tflite), "package_bytes": len(pkg),
               "calibration_rows": conv.calibration_rows, "calibration": conv.calibration_source,
               "convert_s": conv.seconds, "total_s": time.perf_counter() - t0}

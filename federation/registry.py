@@ -13,6 +13,13 @@ shared lock.
 States: ``candidate`` -> ``canary`` -> ``production`` -> ``retired``. Promoting a version to
 production retires the previous production; `Registry.rollback` brings the most recent
 previous production back and retires the current one.
+
+Trust: with a ``public_key`` every package is verified when added and again, from the stored
+file, before it becomes ``canary`` or ``production`` (`RegistryTrustError`; a file changed on
+disk is refused too). A registry without a key refuses those promotions unless it was opened
+with ``allow_unsigned=True`` (development). Gateways refuse a package whose ``serial`` is lower
+than one they accepted, so re-publishing an old production package does not roll gateways
+back: `Registry.republish` re-signs its weights as a *new* version with a higher serial.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge_agent.package import read_package
+from edge_agent.package import PackageError, read_package
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+class RegistryTrustError(ValueError):
+    """A package the registry will not promote or publish (signature, stored file changed)."""
+
+
 class Registry:
     """Model registry rooted at ``root`` (created if missing).
 
@@ -76,12 +87,17 @@ class Registry:
     root : Path
         Directory that holds packages, the index and the lock.
     public_key : bytes, optional
-        If given, `add` refuses packages not signed by this key.
+        Packages must be signed by this key: checked by `add`, and by `promote` to canary or
+        production (`verified_package`).
+    allow_unsigned : bool
+        Without a key, allow those promotions anyway (development only).
     """
 
-    def __init__(self, root: Path, *, public_key: bytes | None = None) -> None:
+    def __init__(self, root: Path, *, public_key: bytes | None = None,
+                 allow_unsigned: bool = False) -> None:
         self.root = Path(root)
         self.public_key = public_key
+        self.allow_unsigned = allow_unsigned
         (self.root / "packages").mkdir(parents=True, exist_ok=True)
         self._index = self.root / "index.json"
         self._lockfile = self.root / ".lock"
@@ -137,7 +153,6 @@ class Registry:
                     return ModelRecord(**old)
                 raise ValueError(f"version {pkg.version} already exists with another package")
             path = self.root / "packages" / f"{pkg.version}.fwpkg"
-            self._atomic_write(path, bytes(package))
             m = pkg.manifest
             rec = ModelRecord(
                 version=pkg.version, parent=m.get("parent"), created=m["created"], state=state,
@@ -145,6 +160,9 @@ class Registry:
                 package_hash=pkg.sha256, path=str(path), name=m["name"],
                 feature_spec_hash=pkg.feature_spec_hash, stream=m["stream"], added=_now(),
             )
+            if state in ("canary", "production"):
+                self._verify_bytes(rec, bytes(package))
+            self._atomic_write(path, bytes(package))
             if state == "production":
                 self._retire_production(data, pkg.version, "added as production", "")
             data["models"][pkg.version] = rec.to_dict()
@@ -166,6 +184,57 @@ class Registry:
 
     def package_bytes(self, version: str) -> bytes:
         return Path(self.get(version).path).read_bytes()
+
+    def verified_package(self, version: str) -> bytes:
+        """The stored package of ``version``, verified before it is promoted or published:
+        the file's hash is the one recorded when it was added and, with a key, the signature
+        verifies. `RegistryTrustError` otherwise (also without a key, unless allow_unsigned).
+        """
+        rec = self.get(version)
+        return self._verify_bytes(rec, Path(rec.path).read_bytes())
+
+    def _verify_bytes(self, rec: ModelRecord, data: bytes) -> bytes:
+        if self.public_key is None and not self.allow_unsigned:
+            raise RegistryTrustError(f"cannot verify {rec.version}: the registry has no public "
+                                     "key (open it with public_key=...)")
+        try:
+            pkg = read_package(data, self.public_key)
+        except PackageError as exc:
+            raise RegistryTrustError(f"{rec.version} refused: {exc}") from None
+        if pkg.sha256 != rec.package_hash:
+            raise RegistryTrustError(f"{rec.version}: the stored package changed since it "
+                                     "was added")
+        return data
+
+    def republish(self, version: str, private_key: Any, *, serial: int | None = None,
+                  reason: str = "", actor: str = "") -> ModelRecord:
+        """Re-sign ``version``'s weights as a new candidate with a higher serial (rollback).
+
+        The new version is ``{version}.r{serial}``; its serial is above every serial in the
+        registry (and at least the signing time in ms). Returns the new candidate's record.
+        """
+        from federation.package import default_serial, sign_package
+
+        data = self.verified_package(version)
+        serial = serial if serial is not None else max(default_serial(), self.max_serial() + 1)
+        new_version = f"{version}.r{serial}"[:128]
+        pkg = read_package(data, None)
+        out = sign_package(data, private_key, {"serial": serial, "version": new_version,
+                                               "parent": pkg.version})
+        log.info("registry republish version=%s as=%s serial=%d actor=%s reason=%s", version,
+                 new_version, serial, actor, reason)
+        return self.add(out, metrics={**self.get(version).metrics, "republished_from": version,
+                                      "source": "republish"})
+
+    def max_serial(self) -> int:
+        """The highest manifest serial of the stored packages (0 if none)."""
+        out = 0
+        for rec in self.list():
+            try:
+                out = max(out, read_package(Path(rec.path).read_bytes(), None).serial)
+            except (OSError, PackageError):
+                continue
+        return out
 
     def production(self) -> ModelRecord | None:
         with self._locked(False) as data:
@@ -195,6 +264,8 @@ class Registry:
             rec = data["models"][version]
             if to not in TRANSITIONS[rec["state"]]:
                 raise ValueError(f"cannot promote {version} from {rec['state']} to {to}")
+            if to in ("canary", "production"):
+                self._verify_bytes(ModelRecord(**rec), Path(rec["path"]).read_bytes())
             if to == "production":
                 self._retire_production(data, version, reason or f"replaced by {version}", actor)
             data["history"].append(_change(version, rec["state"], to, reason, actor))
@@ -218,6 +289,8 @@ class Registry:
                  and models.get(h["version"], {}).get("state") == "retired"), None)
             if previous is None:
                 raise ValueError("no previous production version to roll back to")
+            self._verify_bytes(ModelRecord(**models[previous]),
+                               Path(models[previous]["path"]).read_bytes())
             if current is not None:
                 data["history"].append(_change(current, "production", "retired",
                                                reason or f"rolled back to {previous}", actor))

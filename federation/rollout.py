@@ -17,9 +17,16 @@ a broker and watches the registry for new candidates.
    back, or none serves it within ``adopt_timeout_s``. Otherwise, after ``window_s`` of canary
    data, promote.
 4. Promote: registry ``canary -> production`` and the package to every gateway. Roll back:
-   registry ``canary -> retired`` and the production package re-published to the canary
-   gateways (without a production model the retained announcement is cleared). Every
-   decision's numbers go to the registry (``set_metrics``) and its reason to the history.
+   registry ``canary -> retired`` and the production model re-published to the canary
+   gateways (without a production model the retained announcement is cleared). Gateways
+   refuse a serial lower than one they accepted, so with a ``signing_key`` the rollback is a
+   *new* package (`Registry.republish`: the production weights, a higher serial) promoted to
+   production; without one the old package is sent and the canaries keep the candidate (a
+   warning says so). Every decision's numbers go to the registry (``set_metrics``) and its
+   reason to the history.
+
+Nothing is published unverified: every package comes from `Registry.verified_package`
+(signature and stored hash); a candidate that fails is retired, not canaried.
 """
 
 from __future__ import annotations
@@ -131,8 +138,9 @@ class Rollout:
 
     def __init__(self, registry: Any, publish: Publish, policy: Policy, *,
                  gateways: Iterable[str] = (), clock: Callable[[], float] = time.monotonic,
-                 actor: str = "rollout") -> None:
+                 actor: str = "rollout", signing_key: Any = None) -> None:
         self.registry, self.publish, self.policy = registry, publish, policy
+        self.signing_key = signing_key
         self.clock, self.actor = clock, actor
         self.fleet = set(gateways) | set(policy.canary)
         self.version: str | None = None
@@ -172,7 +180,12 @@ class Rollout:
     def start(self, version: str) -> None:
         if self.version is not None:
             raise RuntimeError(f"canary {self.version} still running")
-        package = self.registry.package_bytes(version)
+        try:
+            package = self.registry.verified_package(version)
+        except ValueError as exc:  # RegistryTrustError: never canary an unverified package
+            self.registry.promote(version, to="retired", actor=self.actor, reason=str(exc))
+            log.error("canary refused version=%s reason=%s", version, exc)
+            return
         self.registry.promote(version, to="canary", actor=self.actor,
                               reason=f"canary on {', '.join(sorted(self.policy.canary))}")
         self.version, self.started = version, self.clock()
@@ -201,17 +214,32 @@ class Rollout:
             else "control"}})
         if v.decision == "promote":
             self.registry.promote(version, to="production", reason=v.reason, actor=self.actor)
-            package = self.registry.package_bytes(version)
+            package = self.registry.verified_package(version)
             for key in sorted(self.fleet):
                 self.publish(_topic(key), package)
         else:
             self.registry.promote(version, to="retired", reason=v.reason, actor=self.actor)
-            prod = self.registry.production()
-            package = self.registry.package_bytes(prod.version) if prod else b""
+            package = self._rollback_package(version)
             for key in self.policy.canary:
                 self.publish(_topic(key), package)
         log.warning("canary %s version=%s reason=%s", v.decision, version, v.reason)
         return v
+
+    def _rollback_package(self, version: str) -> bytes:
+        """What the canary gateways get back: the production weights with a higher serial."""
+        prod = self.registry.production()
+        if prod is None:
+            return b""
+        if self.signing_key is None:
+            log.warning("rollback of %s without a signing key: %s is re-sent with its old "
+                        "serial, which gateways refuse (they keep %s)", version, prod.version,
+                        version)
+            return bytes(self.registry.verified_package(prod.version))
+        rec = self.registry.republish(prod.version, self.signing_key, actor=self.actor,
+                                      reason=f"rollback of {version}")
+        self.registry.promote(rec.version, to="production", actor=self.actor,
+                              reason=f"rollback of {version}: {prod.version} re-signed")
+        return bytes(self.registry.verified_package(rec.version))
 
 
 class RolloutService:
@@ -226,8 +254,9 @@ class RolloutService:
     def __init__(self, registry: Any, policy: Policy, host: str, port: int, *,
                  gateways: Iterable[str] = (), poll_s: float = 1.0,
                  client_id: str = "fiberwatch-rollout", broker: BrokerConfig | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.rollout = Rollout(registry, self._publish, policy, gateways=gateways, clock=clock)
+                 clock: Callable[[], float] = time.monotonic, signing_key: Any = None) -> None:
+        self.rollout = Rollout(registry, self._publish, policy, gateways=gateways, clock=clock,
+                               signing_key=signing_key)
         self.poll_s = poll_s
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None

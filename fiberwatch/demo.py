@@ -12,13 +12,17 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge_agent.config import GatewayConfig
+from federation.processes import wait_until
 from fiberwatch.demo_setup import (
     DemoLayout,
     DemoMqtt,
+    ensure_flower_tls,
     ensure_keys,
     ensure_mqtt,
     write_gateway_configs,
@@ -108,7 +112,7 @@ def _register_initial(layout: DemoLayout, pkg: Path) -> str:
     """The initial package into a fresh registry, promoted to production; its version."""
     from federation.registry import Registry
 
-    reg = Registry(layout.registry)
+    reg = Registry(layout.registry, public_key=layout.public_key.read_bytes())
     rec = reg.add(pkg.read_bytes(), state="candidate", metrics={"source": "demo initial"})
     reg.promote(rec.version, to="production", reason="demo initial model", actor="demo")
     return rec.version
@@ -120,29 +124,58 @@ def _start_cloud(sup: Supervisor, layout: DemoLayout, broker: Mosquitto, influx:
     sup.start("ingest", _fw("cloud", "ingest", "--mqtt-port", str(broker.port),
                             "--influx-url", influx.url, *mqtt.flags("ingest")))
     sup.start("api", _fw("cloud", "serve", "--port", str(api_port), "--influx", influx.url,
-                         "--registry", str(layout.registry), "--tokens", str(layout.tokens)))
+                         "--registry", str(layout.registry), "--tokens", str(layout.tokens),
+                         "--model-public-key", str(layout.public_key)))
+
+
+def _log_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _log_shows(child: Child, text: str, offset: int) -> bool:
+    with open(child.log_path, "rb") as f:
+        f.seek(offset)
+        return text.encode() in f.read()
+
+
+def _start_superlink(sup: Supervisor, layout: DemoLayout, opts: DemoOptions, tls: Any,
+                     port: int, broker: Mosquitto, configs: dict[str, GatewayConfig],
+                     mqtt: DemoMqtt) -> Callable[[], None]:
+    """The SuperLink (TLS, SuperNode authentication with the wells' keys registered) and the
+    canary rollout (verifies with the public key, re-signs rollbacks); returns a function
+    that waits until it serves."""
+    args = ["--workdir", str(layout.root / "flower"), "--ssl-ca", str(tls.ca), "--ssl-cert",
+            str(tls.cert), "--ssl-key", str(tls.key), "--port", str(port), "--broker",
+            f"127.0.0.1:{broker.port}", *mqtt.flags("rollout"), "--registry",
+            str(layout.registry), "--public-key", str(layout.public_key), "--signing-key",
+            str(layout.signing_key), "--canary", "demo/well-a", "--canary-window",
+            str(opts.canary_window_s)]
+    for cfg in configs.values():
+        args += ["--gateway", f"{cfg.gateway.site}/{cfg.gateway.id}"]
+    for name in FL_GATEWAYS:
+        args += ["--register-node", str(layout.node_key(name).with_suffix(".pub"))]
+    offset = _log_size(layout.logs / "fl-server.log")
+    child = sup.start("fl-server", _fw("fl", "server", *args))
+
+    def wait() -> None:
+        wait_until(lambda: _log_shows(child, "SuperLink listening", offset), 120,
+                   "the SuperLink to listen", error=RuntimeError,
+                   failed=lambda: None if child.alive() else child.log_tail())
+    return wait
 
 
 def _start_gateways(sup: Supervisor, layout: DemoLayout, opts: DemoOptions,
                     configs: dict[str, GatewayConfig], broker: Mosquitto, mqtt: DemoMqtt,
-                    superlink_port: int) -> None:
+                    superlink_port: int, tls: Any) -> None:
     """The SuperLink with the rollout over every gateway, each gateway's agent, and the
-    SuperNodes of the `FL_GATEWAYS`."""
-    gw_args: list[str] = []
-    for cfg in configs.values():
-        gw_args += ["--gateway", f"{cfg.gateway.site}/{cfg.gateway.id}"]
-    sup.start("fl-server", _fw("fl", "server", "--workdir", str(layout.root / "flower"),
-                               "--insecure", "--port", str(superlink_port), "--broker",
-                               f"127.0.0.1:{broker.port}", *mqtt.flags("rollout"),
-                               "--registry", str(layout.registry),
-                               "--canary", "demo/well-a", "--canary-window",
-                               str(opts.canary_window_s), *gw_args))
+    SuperNodes of the `FL_GATEWAYS` (after their keys are registered)."""
+    wait_flower = _start_superlink(sup, layout, opts, tls, superlink_port, broker, configs, mqtt)
     for name in configs:
         sup.start(f"edge-{name}", _fw("edge", "run", "--config", str(layout.config(name))))
+    wait_flower()  # the SuperNode keys are registered before any node connects
     for name in FL_GATEWAYS:
         sup.start(f"fl-node-{name}", _fw("fl", "node", "--config", str(layout.config(name)),
-                                         "--insecure", "--workdir",
-                                         str(layout.root / "flower" / name)))
+                                         "--workdir", str(layout.root / "flower" / name)))
 
 
 def _start_sim(sup: Supervisor, layout: DemoLayout, opts: DemoOptions, broker: Mosquitto,
@@ -168,6 +201,7 @@ def start(opts: DemoOptions) -> DemoRun:
         broker.start()
         influx.start()
         ensure_keys(layout)
+        tls = ensure_flower_tls(layout, FL_GATEWAYS)
         superlink_port = free_port()
         pkg = layout.models / f"initial-{opts.channels or 'full'}.fwpkg"
         configs = write_gateway_configs(layout, broker_port=broker.port,
@@ -180,7 +214,7 @@ def start(opts: DemoOptions) -> DemoRun:
         token = write_tokens(layout)
         api_port = opts.api_port or free_port()
         _start_cloud(sup, layout, broker, influx, mqtt, api_port)
-        _start_gateways(sup, layout, opts, configs, broker, mqtt, superlink_port)
+        _start_gateways(sup, layout, opts, configs, broker, mqtt, superlink_port, tls)
         t0_ns = _start_sim(sup, layout, opts, broker, mqtt)
         return DemoRun(layout, broker, influx, sup, f"http://127.0.0.1:{api_port}", token, t0_ns,
                        version, mqtt, gateways=tuple(configs))
@@ -196,7 +230,8 @@ def start_federated_round(run: DemoRun, rounds: int) -> None:
     lay = run.layout
     port = _superlink_port(lay)
     run.fl_child = run.supervisor.start("fl-run", _fw(
-        "fl", "run", "--superlink", f"127.0.0.1:{port}", "--insecure", "--rounds", str(rounds),
+        "fl", "run", "--superlink", f"127.0.0.1:{port}", "--root-certificates",
+        str(lay.flower_tls / "ca.pem"), "--rounds", str(rounds),
         "--min-nodes", str(len(FL_GATEWAYS)), "--registry", str(lay.registry), "--signing-key",
         str(lay.signing_key), "--influx-url", run.influx.url, "--results-dir",
         str(lay.root / "flower" / "results")))
@@ -222,11 +257,21 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def trust_line(layout: DemoLayout) -> str:
+    """What the demo trusts: the model-signing key, Flower's TLS and node keys."""
+    from edge_agent.package import key_id
+
+    return (f"signed models only (key {key_id(layout.public_key.read_bytes())}, serials, "
+            f"targets, expiry enforced); Flower over TLS with SuperNode authentication "
+            f"({len(FL_GATEWAYS)} node keys registered)")
+
+
 def main(opts: DemoOptions) -> int:
     run = start(opts)
     print(f"fiberwatch demo: dashboard {run.dashboard}", flush=True)
     print(f"fiberwatch demo: API {run.api_url}/docs  token {run.token}  logs {run.layout.logs}",
           file=sys.stderr, flush=True)
+    print(f"fiberwatch demo: {trust_line(run.layout)}", file=sys.stderr, flush=True)
     board = StatusBoard(run)
     deadline = None if opts.seconds is None else time.monotonic() + opts.seconds
     began = time.monotonic()

@@ -40,6 +40,7 @@ class DemoLayout:
     keys = _Under("keys")
     signing_key = _Under("keys", "model-signing.key")
     public_key = _Under("keys", "model-signing.pub")
+    flower_tls = _Under("flower-tls")
     registry = _Under("registry")
     models = _Under("models")
     gateways = _Under("gateways")
@@ -48,6 +49,9 @@ class DemoLayout:
     schedule = _Under("schedule.json")
     labels = _Under("labels.jsonl")
     mqtt = _Under("mqtt")
+
+    def node_key(self, gateway: str) -> Path:
+        return self.flower_tls / f"{gateway}.key"
 
     def config(self, gateway: str) -> Path:
         return self.gateways / f"{gateway}.toml"
@@ -108,6 +112,18 @@ def ensure_keys(layout: DemoLayout) -> None:
         save_pair(layout.signing_key, layout.public_key)
 
 
+def ensure_flower_tls(layout: DemoLayout, gateways: tuple[str, ...]) -> Any:
+    """A loopback CA + SuperLink certificate and one SuperNode auth key pair per gateway."""
+    from federation.deployment import generate_node_keys, local_tls
+
+    tls = local_tls(layout.flower_tls)
+    for name in gateways:
+        key = layout.node_key(name)
+        if not key.exists():
+            generate_node_keys(key, key.with_suffix(".pub"))
+    return tls
+
+
 def write_tokens(layout: DemoLayout) -> str:
     """A fresh admin token for this demo run (the dashboard link carries it)."""
     token = "demo-" + secrets.token_urlsafe(24)
@@ -132,10 +148,12 @@ def write_gateway_configs(
             data["broker"].pop("password_env", None)  # the demo's logins use password files
             data["broker"].update(mqtt.gateway_broker(data["gateway"]["site"],
                                                       data["gateway"]["id"]))
-        data.setdefault("federation", {})["superlink"] = superlink
-        data["federation"]["insecure"] = True
-        data["federation"]["normal_buffer_windows"] = 4000
+        fed = data.setdefault("federation", {})
+        fed.update({"superlink": superlink, "insecure": False, "normal_buffer_windows": 4000,
+                    "root_certificates": str(layout.flower_tls / "ca.pem"),
+                    "auth_key": str(layout.node_key(name))})
         model = data.setdefault("model", {})
+        model.pop("allow_unsigned", None)  # signed models only
         model["public_key"] = str(layout.public_key)
         if package is not None:
             model["package"] = str(package)

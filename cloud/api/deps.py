@@ -94,7 +94,14 @@ def build_registry(settings: CloudSettings) -> tuple[RegistryLike | None, str]:
     except ImportError as exc:
         log.warning("model registry unavailable error=%r", str(exc))
         return None, f"model registry unavailable: {exc}"
-    return Registry(settings.registry_dir), ""
+    key = None
+    if settings.model_public_key is not None:
+        try:
+            key = settings.model_public_key.read_bytes()
+        except OSError as exc:
+            return None, f"model public key {settings.model_public_key}: {exc.strerror}"
+    # without a key the registry lists models but refuses to promote to canary/production
+    return Registry(settings.registry_dir, public_key=key), ""
 
 
 def get_store(request: Request) -> StoreLike:

@@ -47,7 +47,7 @@ def _config(data_dir: Path, port: int) -> dict[str, Any]:
         "broker": {"port": port},
         "streams": [{"kind": "das", "channels": CHANNELS, "sample_rate_hz": RATE,
                      "window_s": 1.0, "hop_s": _HOP_S, "group_size": 16, "spacing_m": 5.0}],
-        "model": {"latency_budget_ms": 40.0},
+        "model": {"latency_budget_ms": 40.0, "allow_unsigned": True},  # statistical detector
         "ingest": {"queue_frames": 256, "backpressure": "drop_oldest"},
         "uplink": {"health_interval_s": 1.0},
     }

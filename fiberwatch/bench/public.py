@@ -155,7 +155,7 @@ def model_output(pkg: Path, test_csv: Path, out_csv: Path, per_day: float,
     """`fiberwatch score` on a CSV: ``(score, flagged)`` per input row (NaN score before
     the first window)."""
     _cli("score", "--model", str(pkg), "--input", str(test_csv), "--output", str(out_csv),
-         "--false-alarms-per-day", f"{per_day:g}")
+         "--false-alarms-per-day", f"{per_day:g}", "--allow-unsigned")  # the bench's own package
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     score = np.array([float(r["score"]) if r["score"] else np.nan for r in rows])

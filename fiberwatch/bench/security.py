@@ -21,6 +21,7 @@ from typing import Any
 from edge_agent import topics
 from fiberwatch.bench._security_deploy import GW_A, GW_B, SITE, Deployment
 from fiberwatch.bench._security_probe import connect, http, make_event, wait_for
+from fiberwatch.bench._security_trust import run_trust_checks
 from fiberwatch.deploy.spec import gateway_user
 
 Check = Callable[[Deployment], tuple[bool, str]]
@@ -164,9 +165,8 @@ def checks(down_s: float) -> list[tuple[str, Check]]:
 
 
 #: Other modules' checks, each ``source(workdir) -> {NAME: {"passed", "detail"}}``, merged
-#: into the result. MERGE POINT for the model-trust checks (branch sec-trust): append
-#: ``fiberwatch.bench._security_trust.run_trust_checks`` here (one line).
-EXTRA_CHECK_SOURCES: list[Callable[[Path], dict[str, dict[str, Any]]]] = []
+#: into the result: the model-trust, Flower-auth and API-bind checks.
+EXTRA_CHECK_SOURCES: list[Callable[[Path], dict[str, dict[str, Any]]]] = [run_trust_checks]
 
 
 def run_checks(dep: Deployment, todo: list[tuple[str, Check]]) -> dict[str, dict[str, Any]]:

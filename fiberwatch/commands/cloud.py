@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--influx", metavar="URL", help="InfluxDB URL (default http://127.0.0.1:8086)")
     s.add_argument("--db", help="InfluxDB database (default fiberwatch)")
     s.add_argument("--registry", type=Path, metavar="DIR", help="model registry directory")
+    s.add_argument("--model-public-key", type=Path, metavar="PUB",
+                   help="Ed25519 key that verifies packages before a promotion")
     s.add_argument("--tokens", type=Path, metavar="FILE",
                    help="API tokens, TOML or JSON: token -> {name, role}")
     s.add_argument("--insecure-dev", action="store_true",
@@ -43,7 +45,9 @@ def _settings(args: argparse.Namespace) -> Any:
     from cloud.settings import CloudSettings
 
     flags = {"influx_url": args.influx, "influx_db": args.db, "registry_dir": args.registry,
-             "tokens_file": args.tokens, "insecure_dev": args.insecure_dev or None}
+             "model_public_key": args.model_public_key,
+             "tokens_file": args.tokens, "insecure_dev": args.insecure_dev or None,
+             "bind_host": args.host}
     try:
         return CloudSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
@@ -58,8 +62,6 @@ def _serve(args: argparse.Namespace) -> int:
     from cloud.main import create_app
     from cloud.settings import DEV_TOKEN
 
-    if args.insecure_dev and args.host not in ("127.0.0.1", "::1", "localhost"):
-        raise UsageError("--insecure-dev only binds to loopback (--host 127.0.0.1)")
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a TCP port")
     settings = _settings(args)

@@ -3,8 +3,10 @@
 ``server`` runs a SuperLink (and, with ``--broker``, the canary rollout of new registry
 candidates) until Ctrl-C; ``node`` runs one gateway's SuperNode and its ClientApp worker;
 ``run`` starts a federated run on a SuperLink and prints one line per round; ``keys``
-makes a SuperNode authentication key pair. TLS is the default: plain HTTP needs
-``--insecure`` (loopback tests).
+makes a SuperNode authentication key pair. TLS and SuperNode authentication are the
+default: a TLS SuperLink admits only registered node keys (``--register-node``), and a node
+needs its private key (``--auth-key`` or ``federation.auth_key``). Plain HTTP (``--insecure``,
+no node authentication) is refused unless the SuperLink address is loopback.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=9092)
     _tls_server_args(s)
-    s.add_argument("--node-auth", action="store_true", help="only registered SuperNodes")
+    s.add_argument("--node-auth", action="store_true",
+                   help="only registered SuperNodes (always on with TLS; kept for scripts)")
     s.add_argument("--register-node", type=Path, action="append", default=[],
                    metavar="PUBKEY", help="allow this SuperNode public key (repeatable)")
     s.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker: enables the rollout")
@@ -41,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gateway", action="append", default=[], metavar="SITE/GATEWAY",
                    help="a gateway to promote to (others are found by their health)")
     s.add_argument("--canary-window", type=float, default=600.0, metavar="S")
+    s.add_argument("--public-key", type=Path, metavar="PUB",
+                   help="Ed25519 key the rollout verifies packages with (required with --broker)")
+    s.add_argument("--signing-key", type=Path, metavar="PRIVATE",
+                   help="Ed25519 key that re-signs production weights for a rollback")
     s.set_defaults(func=_server)
 
     n = fl.add_parser("node", help="run a gateway's SuperNode and ClientApp until Ctrl-C")
@@ -105,13 +112,16 @@ def _server(args: argparse.Namespace) -> int:
     tls = None
     if not args.insecure:
         if not (args.ssl_ca and args.ssl_cert and args.ssl_key):
-            raise UsageError("TLS needs --ssl-ca, --ssl-cert and --ssl-key (or --insecure)")
+            raise UsageError("TLS needs --ssl-ca, --ssl-cert and --ssl-key (or --insecure on "
+                             "loopback)")
         tls = Tls(args.ssl_ca, args.ssl_cert, args.ssl_key)
-    if args.broker and (not args.registry or not args.canary):
-        raise UsageError("--broker needs --registry and at least one --canary")
+    elif args.node_auth or args.register_node:
+        raise UsageError("--node-auth/--register-node need TLS (drop --insecure)")
+    if args.broker and (not args.registry or not args.canary or not args.public_key):
+        raise UsageError("--broker needs --registry, --public-key and at least one --canary")
     try:
         link = SuperLink(args.workdir, host=args.host, port=args.port, insecure=args.insecure,
-                         tls=tls, node_auth=args.node_auth)
+                         tls=tls, node_auth=not args.insecure)
         link.start()
     except (ProcessError, OSError) as exc:
         raise _fail(exc) from None
@@ -119,7 +129,10 @@ def _server(args: argparse.Namespace) -> int:
     try:
         for key in args.register_node:
             link.control.register_node(key)
-        print(f"SuperLink listening on {link.address} (logs: {link.group.log_path})", flush=True)
+        mode = "INSECURE plain HTTP, loopback only" if args.insecure else \
+            f"TLS, node authentication, {len(args.register_node)} node key(s) registered"
+        print(f"SuperLink listening on {link.address} ({mode}; logs: {link.group.log_path})",
+              flush=True)
         if args.broker:
             service = _start_rollout(args)
         _wait_for_ctrl_c()
@@ -135,15 +148,18 @@ def _server(args: argparse.Namespace) -> int:
 def _start_rollout(args: argparse.Namespace) -> Any:
     """The started `RolloutService` (the caller stops it)."""
     from edge_agent.mqtt_client import broker_from_args
+    from federation.keys import load_private, load_public
     from federation.registry import Registry
     from federation.rollout import Policy, RolloutService
 
     host, _, port = args.broker.rpartition(":")
     policy = Policy(canary=tuple(args.canary), window_s=args.canary_window)
+    registry = Registry(args.registry, public_key=load_public(args.public_key))
+    signing = load_private(args.signing_key) if args.signing_key else None
     try:  # a bad address, a missing password or TLS file fails here, not later
         broker = broker_from_args(args, host or "127.0.0.1", int(port))
-        service = RolloutService(Registry(args.registry), policy, broker.host, broker.port,
-                                 gateways=args.gateway, broker=broker)
+        service = RolloutService(registry, policy, broker.host, broker.port,
+                                 gateways=args.gateway, broker=broker, signing_key=signing)
     except ValueError as exc:  # MqttConfigError is one
         raise UsageError(f"--broker: {exc}") from None
     service.start()
@@ -155,9 +171,9 @@ def _node(args: argparse.Namespace) -> int:
     from federation.deployment import GatewayNode
     from federation.processes import ProcessError
 
-    superlink, gw_id, buffer, insecure, ca = (args.superlink, args.gateway_id,
-                                              args.normal_buffer, args.insecure,
-                                              args.root_certificates)
+    superlink, gw_id, buffer, insecure, ca, auth = (args.superlink, args.gateway_id,
+                                                    args.normal_buffer, args.insecure,
+                                                    args.root_certificates, args.auth_key)
     if args.config:
         from edge_agent.config import ConfigError, load_gateway_config
 
@@ -171,15 +187,20 @@ def _node(args: argparse.Namespace) -> int:
         buffer = buffer or cfg.gateway.data_dir / f"normal-{args.stream}.fwnb"
         insecure = insecure or fed.insecure
         ca = ca or fed.root_certificates
+        auth = auth or fed.auth_key
     if not (superlink and buffer):
         raise UsageError("give --config, or --superlink and --normal-buffer")
-    if not insecure and ca is None:
-        raise UsageError("TLS needs --root-certificates (or --insecure on loopback)")
+    if not insecure and (ca is None or auth is None):
+        raise UsageError("TLS needs --root-certificates and the node's --auth-key (or "
+                         "federation.root_certificates/auth_key; --insecure on loopback only)")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fiberwatch-node-"))
-    node = GatewayNode(workdir, superlink, insecure=insecure, root_certificates=ca,
-                       auth_private_key=args.auth_key,
-                       node_config={"gateway-id": gw_id or "gateway",
-                                    "normal-buffer": str(Path(buffer).resolve())})
+    try:
+        node = GatewayNode(workdir, superlink, insecure=insecure, root_certificates=ca,
+                           auth_private_key=None if insecure else auth,
+                           node_config={"gateway-id": gw_id or "gateway",
+                                        "normal-buffer": str(Path(buffer).resolve())})
+    except ProcessError as exc:
+        raise _fail(exc) from None
     try:
         node.start()
         print(f"SuperNode for {gw_id} connected to {superlink} (logs: {node.group.log_path})",

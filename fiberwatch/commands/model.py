@@ -23,7 +23,7 @@ from fiberwatch.cli import UsageError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model", help="train, convert, sign, verify and evaluate models")
     msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    for add in (_add_keygen, _register_train, _add_convert, _add_sign, _add_verify,
+    for add in (_add_keygen, _register_train, _add_convert, _add_sign, _add_republish, _add_verify,
                 _add_inspect, _add_eval):
         add(msub)
 
@@ -51,11 +51,32 @@ def _add_convert(msub: argparse._SubParsersAction) -> None:
 
 
 def _add_sign(msub: argparse._SubParsersAction) -> None:
-    s = msub.add_parser("sign", help="(re-)sign a package")
+    s = msub.add_parser("sign", help="(re-)sign a package, optionally with new trust fields")
     s.add_argument("package", type=Path)
     s.add_argument("--key", type=Path, required=True, help="private key (PEM)")
     s.add_argument("--out", type=Path, help="output (default: in place)")
+    s.add_argument("--serial", type=int, help="monotonic serial (gateways refuse lower ones; "
+                   "default: keep the package's; 'now' in ms: --serial-now)")
+    s.add_argument("--serial-now", action="store_true",
+                   help="set the serial to the signing time in ms (e.g. a rollback package)")
+    s.add_argument("--target", action="append", default=None, metavar="SITE[/GATEWAY]",
+                   help="only these sites/gateways install it (repeatable; default: keep)")
+    s.add_argument("--not-after", metavar="ISO-TIME", help="gateways refuse it after this time")
+    s.add_argument("--valid-days", type=float, help="not_after = now + this many days")
+    s.add_argument("--version", help="new version (a re-published package needs one)")
     s.set_defaults(func=_sign)
+
+
+def _add_republish(msub: argparse._SubParsersAction) -> None:
+    r = msub.add_parser("republish", help="rollback: re-sign a registry version's weights as "
+                        "a new version with a higher serial (and promote it)")
+    r.add_argument("version")
+    r.add_argument("--registry", type=Path, required=True)
+    r.add_argument("--key", type=Path, required=True, help="private signing key (PEM)")
+    r.add_argument("--public-key", type=Path, required=True, help="the registry's verify key")
+    r.add_argument("--to", choices=("candidate", "canary", "production"), default="candidate")
+    r.add_argument("--reason", default="")
+    r.set_defaults(func=_republish)
 
 
 def _add_verify(msub: argparse._SubParsersAction) -> None:
@@ -282,16 +303,62 @@ def _private(path: Path) -> Any:
         raise UsageError(f"{path}: {exc}") from None
 
 
+def _sign_updates(args: argparse.Namespace) -> dict[str, Any]:
+    from datetime import UTC, datetime, timedelta
+
+    from federation.package import default_serial
+
+    updates: dict[str, Any] = {}
+    if args.serial is not None and args.serial_now:
+        raise UsageError("give --serial or --serial-now, not both")
+    if args.serial is not None or args.serial_now:
+        updates["serial"] = default_serial() if args.serial_now else args.serial
+    if args.target is not None:
+        updates["targets"] = args.target
+    if args.not_after and args.valid_days is not None:
+        raise UsageError("give --not-after or --valid-days, not both")
+    if args.valid_days is not None:
+        updates["not_after"] = (datetime.now(UTC) + timedelta(days=args.valid_days)).isoformat(
+            timespec="seconds")
+    elif args.not_after:
+        updates["not_after"] = args.not_after
+    if args.version:
+        updates["version"] = args.version
+    return updates
+
+
 def _sign(args: argparse.Namespace) -> int:
-    from edge_agent.package import PackageError
+    from edge_agent.package import PackageError, read_package
     from federation.package import sign_package
 
     try:
-        data = sign_package(_read(args.package, "package"), _private(args.key))
-    except PackageError as exc:
+        data = sign_package(_read(args.package, "package"), _private(args.key),
+                            _sign_updates(args))
+    except (PackageError, ValueError) as exc:
         raise UsageError(f"{args.package}: {exc}") from None
     (args.out or args.package).write_bytes(data)
-    print(f"signed {args.out or args.package}")
+    pkg = read_package(data, None)
+    print(f"signed {args.out or args.package}: {pkg.version} serial {pkg.serial} targets "
+          f"{pkg.targets or 'all'} not_after {pkg.manifest.get('not_after') or 'never'}")
+    return 0
+
+
+def _republish(args: argparse.Namespace) -> int:
+    from federation.keys import KeyFileError, load_public
+    from federation.registry import Registry
+
+    try:
+        reg = Registry(args.registry, public_key=load_public(args.public_key))
+        rec = reg.republish(args.version, _private(args.key), reason=args.reason,
+                            actor="cli")
+        if args.to != "candidate":
+            rec = reg.promote(rec.version, to=args.to, actor="cli",
+                              reason=args.reason or f"re-published {args.version}")
+    except KeyError:
+        raise UsageError(f"no version {args.version} in {args.registry}") from None
+    except (KeyFileError, ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{rec.version}: {args.version}'s weights re-signed with a higher serial, {rec.state}")
     return 0
 
 

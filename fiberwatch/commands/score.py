@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "DTS CSV files")
     p.add_argument("--output", type=Path, required=True, help=".csv or .json output")
     p.add_argument("--public-key", type=Path, help="Ed25519 public key the package must match")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="read the package without verifying a signature (offline analysis "
+                        "of a package you trust; required without --public-key)")
     p.add_argument("--config", type=Path,
                    help="gateway TOML: take the stream geometry, thresholds and event settings")
     p.add_argument("--group-size", type=int, default=8, help="channels per threshold group")
@@ -50,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _load(args: argparse.Namespace) -> Any:
     from edge_agent.package import PackageError, read_package
 
+    if args.public_key is None and not args.allow_unsigned:
+        raise UsageError("give --public-key to verify the package's signature, or "
+                         "--allow-unsigned to read it unverified")
     try:
         data = args.model.read_bytes()
         key = args.public_key.read_bytes() if args.public_key else None

@@ -86,6 +86,7 @@ def agent_config(tmp_path: Path, port: int) -> dict:
     return {
         "gateway": {"site": SITE, "id": GW, "data_dir": str(tmp_path / "agent")},
         "broker": {"port": port},
+        "model": {"allow_unsigned": True},
         "streams": [
             {"kind": "das", "channels": CH, "sample_rate_hz": 2000.0, "window_s": 0.5,
              "hop_s": 0.25, "group_size": 8},

@@ -43,7 +43,7 @@ def test_train_and_score_interrogator_files_like_recorded_frames(tmp_path: Path,
     for name, inp in (("rec", rec), ("dir", tmp_path / "dasdae")):
         out_json = tmp_path / f"{name}.json"
         code, out, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(inp),
-                              "--output", str(out_json))
+                              "--output", str(out_json), "--allow-unsigned")
         assert code == 0, err
         docs[name] = json.loads(out_json.read_text())
     assert docs["dir"]["windows"] == docs["rec"]["windows"]
@@ -52,11 +52,11 @@ def test_train_and_score_interrogator_files_like_recorded_frames(tmp_path: Path,
     prodml = write_run(Simulator(cfg, seed=5), tmp_path / "prodml", das_format="PRODML",
                        file_s=20.0)
     code, out, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(prodml[0]),
-                          "--output", str(tmp_path / "p.csv"))
+                          "--output", str(tmp_path / "p.csv"), "--allow-unsigned")
     assert code == 0, err
     assert json.loads(out)["windows"] == len(docs["rec"]["windows"])
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5")
     code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(bad),
-                        "--output", str(tmp_path / "b.csv"))
+                        "--output", str(tmp_path / "b.csv"), "--allow-unsigned")
     assert code == 2 and "unreadable" in err and len(err.strip().splitlines()) == 1

@@ -41,6 +41,7 @@ def config(tmp_path: Path, port: int, **over) -> dict:
     d = {
         "gateway": {"site": SITE, "id": GW, "data_dir": str(tmp_path / "data")},
         "broker": {"port": port},
+        "model": {"allow_unsigned": True},
         "streams": [{"kind": "das", "channels": CH, "sample_rate_hz": RATE, "window_s": 0.5,
                      "hop_s": 0.25, "group_size": 8}],
         "threshold": {"warmup_windows": 40, "history_windows": 400},
@@ -219,7 +220,7 @@ def _by_id(events: list[dict]) -> dict[str, dict]:
 
 def _write_toml(path: Path, cfg: dict) -> Path:
     lines = []
-    for table in ("gateway", "broker", "threshold", "ingest", "uplink"):
+    for table in ("gateway", "broker", "model", "threshold", "ingest", "uplink"):
         lines.append(f"[{table}]")
         for k, v in cfg[table].items():
             lines.append(f"{k} = {json.dumps(v)}")
@@ -320,6 +321,8 @@ def test_once_seconds_prints_the_counters(mosquitto: Mosquitto, tmp_path: Path) 
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["frames"] == 0 and "latency_ms" in out
+    # the test config allows unsigned models: the agent says so loudly at start
+    assert "level=WARNING" in r.stderr and "UNSIGNED model packages" in r.stderr
 
 
 def test_bad_config_is_one_line_naming_file_and_field(tmp_path: Path) -> None:

@@ -79,3 +79,20 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr.strip() == ""
+
+
+def test_fl_node_unit_needs_tls_and_its_auth_key(tmp_path: Path) -> None:
+    """The federated-training node's unit: TLS and SuperNode authentication, never --insecure;
+    systemd accepts it."""
+    text = (REPO / "deploy/systemd/fiberwatch-fl-node@.service").read_text()
+    exec_start = next(x for x in text.splitlines() if x.startswith("ExecStart="))
+    assert "--insecure" not in text and "--auth-key ${CREDENTIALS_DIRECTORY}/" in exec_start
+    assert "LoadCredential=supernode.key:" in text
+    analyze, fiberwatch = shutil.which("systemd-analyze"), shutil.which("fiberwatch")
+    if analyze is None or fiberwatch is None:
+        pytest.skip("systemd-analyze or a fiberwatch script is missing")
+    unit = tmp_path / "fiberwatch-fl-node@well-a.service"
+    unit.write_text(text.replace(VENV_BIN, fiberwatch))
+    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr

@@ -80,14 +80,17 @@ def test_score_recording(workdir: Path, capsys) -> None:
     assert len(rows) == summary["windows"] * 32 > 0
     assert {r["channel"] for r in rows} == {str(c) for c in range(32)}
     assert (workdir / "scores.csv.events.jsonl").exists()
+    code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(rec), "--output",
+                        str(out_json))
+    assert code == 2 and "--allow-unsigned" in err  # no key: unverified only when asked
     assert _cli(capsys, "score", "--model", str(pkg), "--input", str(rec), "--output",
-                str(out_json))[0] == 0
+                str(out_json), "--allow-unsigned")[0] == 0
     doc = json.loads(out_json.read_text())
     assert len(doc["windows"]) == summary["windows"]
     scores = np.array([w["scores"] for w in doc["windows"]])
     np.testing.assert_allclose(scores.ravel(), [float(r["score"]) for r in rows], rtol=1e-5)
     code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(rec),
-                        "--output", str(workdir / "x.txt"))
+                        "--output", str(workdir / "x.txt"), "--allow-unsigned")
     assert code == 2 and ".csv or .json" in err
     # recorded frames also train a model (every row counts as normal: no labels)
     code, out, _ = _cli(capsys, "model", "train", "--recording", str(rec), "--epochs", "1",
@@ -113,7 +116,7 @@ def test_csv_train_and_score(workdir: Path, capsys) -> None:
     assert _cli(capsys, "model", "convert", str(ck), "--out", str(pkg))[0] == 0
     out_csv = workdir / "csv-scores.csv"
     code, out, _ = _cli(capsys, "score", "--model", str(pkg), "--input", str(path), "--output",
-                        str(out_csv))
+                        str(out_csv), "--allow-unsigned")
     assert code == 0 and json.loads(out)["channels"] == ch
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -161,7 +164,8 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     assert info["dim"] == 12 and info["held_back_rows"] == round(0.2 * 397)  # 397 windows
     assert _cli(capsys, "model", "convert", str(ck), "--out", str(pkg))[0] == 0
     code, out, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(test_csv),
-                          "--output", str(out_csv), "--false-alarms-per-day", "864")
+                          "--output", str(out_csv), "--false-alarms-per-day", "864",
+                          "--allow-unsigned")
     assert code == 0, err
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -174,7 +178,7 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     assert tops.count("pressure") > 0.5 * len(tops)  # and the column that drove it
     assert (out_csv.parent / "proc-out.csv.events.jsonl").read_text().strip()
     code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(test_csv),
-                        "--output", str(out_csv))  # the default: a 99 % control limit
+                        "--output", str(out_csv), "--allow-unsigned")  # default: 99 % control limit
     assert code == 0, err
     with open(out_csv, newline="") as f:
         flag = np.array([r["flagged"] == "1" for r in csv.DictReader(f)])
@@ -182,7 +186,7 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     other = workdir / "proc-2cols.csv"
     other.write_text("time,flow,pressure\n" + "".join(f"{i},1,2\n" for i in range(50)))
     code, _, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(other),
-                        "--output", str(workdir / "x.csv"))
+                        "--output", str(workdir / "x.csv"), "--allow-unsigned")
     assert code == 2 and "trained on 3 columns" in err and len(err.strip().splitlines()) == 1
 
 

@@ -38,6 +38,7 @@ def gw_cfg(tmp_path: Path, port: int) -> GatewayConfig:
     return GatewayConfig.model_validate({
         "gateway": {"site": SITE, "id": GW, "data_dir": str(tmp_path)},
         "broker": {"port": port, "keepalive_s": 5},
+        "model": {"allow_unsigned": True},
         "streams": [{"kind": "dts", "channels": 8, "sample_rate_hz": 1, "window_s": 10,
                      "hop_s": 5}],
     })

@@ -84,6 +84,7 @@ def test_uplink_over_tls_with_password_from_env(
             "gateway": {"site": "s1", "id": "g1", "data_dir": str(tmp_path)},
             "broker": {"port": broker.port, "tls": True, "ca_file": str(ca),
                        "username": "gw1", "password_env": "FW_TEST_BROKER_PW"},
+            "model": {"allow_unsigned": True},
             "streams": [{"kind": "dts", "channels": 8, "sample_rate_hz": 1, "window_s": 10,
                          "hop_s": 5}],
         })

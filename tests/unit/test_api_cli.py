@@ -21,7 +21,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(("argv", "message"), [
     ([], "Value error, no API tokens configured"),
     (["--tokens", "/nonexistent/tokens.toml"], "cannot read tokens file /nonexistent"),
-    (["--insecure-dev", "--host", "0.0.0.0"], "--insecure-dev only binds to loopback"),
+    (["--insecure-dev", "--host", "0.0.0.0"], "refuses to bind to '0.0.0.0'"),
     (["--insecure-dev", "--port", "70000"], "--port 70000 is not a TCP port"),
 ])
 def test_serve_errors(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

@@ -74,6 +74,7 @@ def _cfg(**broker) -> GatewayConfig:
     return GatewayConfig.model_validate({
         "gateway": {"site": "s", "id": "g", "data_dir": "/tmp/unused"},
         "broker": broker,
+        "model": {"allow_unsigned": True},
         "streams": [{"kind": "das", "channels": 4, "sample_rate_hz": 1000, "window_s": 0.1,
                      "hop_s": 0.05, "bands_hz": [[10, 100]]},
                     {"kind": "dts", "channels": 4, "sample_rate_hz": 1, "window_s": 10,

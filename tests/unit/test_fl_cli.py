@@ -27,6 +27,17 @@ def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     (["fl", "node", "--superlink", "h:1", "--normal-buffer", "b"], "TLS needs"),
     (["fl", "node", "--config", "missing.toml"], "file not found"),
     (["fl", "run", "--insecure", "--set", "oops"], "KEY=VALUE"),
+    # plain HTTP only on loopback; TLS nodes need their authentication key
+    (["fl", "server", "--workdir", "w", "--insecure", "--host", "0.0.0.0"],
+     "accepted only on loopback"),
+    (["fl", "server", "--workdir", "w", "--insecure", "--node-auth"], "need TLS"),
+    (["fl", "run", "--insecure", "--superlink", "10.0.0.5:9092"], "accepted only on loopback"),
+    (["fl", "node", "--insecure", "--superlink", "fl.example.com:9092", "--normal-buffer", "b"],
+     "accepted only on loopback"),
+    (["fl", "node", "--superlink", "h:1", "--normal-buffer", "b", "--root-certificates", "ca"],
+     "--auth-key"),
+    (["fl", "server", "--workdir", "w", "--insecure", "--broker", "h:1", "--registry", "r",
+      "--canary", "s/g"], "--public-key"),
 ])
 def test_bad_input_is_one_line(argv: list[str], message: str,
                                capsys: pytest.CaptureFixture[str]) -> None:

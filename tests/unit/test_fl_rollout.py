@@ -29,12 +29,23 @@ class FakeRegistry:
     def __init__(self, states: dict[str, str]) -> None:
         self.models = {v: Rec(v, s) for v, s in states.items()}
         self.history: list[tuple[str, str, str, str]] = []
+        self.unverifiable: set[str] = set()
 
     def list(self) -> list[Rec]:
         return list(self.models.values())
 
     def package_bytes(self, version: str) -> bytes:
         return f"pkg:{version}".encode()
+
+    def verified_package(self, version: str) -> bytes:
+        if version in self.unverifiable:
+            raise ValueError(f"{version} refused: signature")
+        return self.package_bytes(version)
+
+    def republish(self, version: str, key: Any, *, actor: str = "", reason: str = "") -> Rec:
+        new = f"{version}.r9"
+        self.models[new] = Rec(new, "candidate")
+        return self.models[new]
 
     def production(self) -> Rec | None:
         return next((r for r in self.models.values() if r.state == "production"), None)
@@ -189,3 +200,22 @@ def test_service_routes_messages_without_a_broker() -> None:
     assert r._adopted == {"well-a/gw1"} and r._canary.summaries == 1
     assert "new-site/gw9" in r.fleet
     assert svc.next_candidate() is None  # v2 is no longer a candidate
+
+
+def test_a_rollback_with_a_signing_key_republishes_production_with_a_new_serial() -> None:
+    r, reg, clock, sent = _setup()
+    r.signing_key = object()  # the fake registry's republish only records the call
+    r.start("v2")
+    r.observe_state("well-a", "gw1", {"model_version": "v2"})
+    _feed(r, clock, 20, flagged=10)
+    assert r.step().decision == "rollback"  # type: ignore[union-attr]
+    assert reg.models["v1.r9"].state == "production" and reg.models["v1"].state == "retired"
+    assert sent[-1] == (topics.model("well-a", "gw1"), b"pkg:v1.r9")  # not the old package
+
+
+def test_a_candidate_that_does_not_verify_is_retired_not_canaried() -> None:
+    r, reg, _, sent = _setup()
+    reg.unverifiable.add("v2")
+    r.start("v2")
+    assert r.version is None and sent == []
+    assert reg.models["v2"].state == "retired" and "signature" in reg.history[-1][3]

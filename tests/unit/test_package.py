@@ -84,7 +84,7 @@ def test_unsigned_package_refused_when_a_key_is_required(keys: tuple[bytes, byte
     assert read_package(data, None).signed is False
     with pytest.raises(PackageError, match="not signed") as err:
         read_package(data, keys[1])
-    assert err.value.reason == "signature"
+    assert err.value.reason == "unsigned"
 
 
 @pytest.mark.parametrize("cut", [0, 5, HEADER_SIZE, -1])

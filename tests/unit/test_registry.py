@@ -49,7 +49,7 @@ def _pkg_bytes_of(reg: Registry, version: str) -> bytes:
 
 
 def test_add_is_idempotent_but_refuses_a_different_package(tmp_path: Path) -> None:
-    reg = Registry(tmp_path)
+    reg = Registry(tmp_path, public_key=KEYS[1])
     data = _pkg("v1")
     assert reg.add(data).package_hash == reg.add(data).package_hash
     with pytest.raises(ValueError, match="already exists"):
@@ -66,7 +66,7 @@ def test_add_refuses_bad_signature(tmp_path: Path) -> None:
 
 
 def test_transitions_and_rollback(tmp_path: Path) -> None:
-    reg = Registry(tmp_path)
+    reg = Registry(tmp_path, public_key=KEYS[1])
     for v in ("v1", "v2", "v3"):
         reg.add(_pkg(v))
     reg.promote("v1", to="production", reason="first", actor="ops")
@@ -97,20 +97,20 @@ def test_transitions_and_rollback(tmp_path: Path) -> None:
 
 
 def test_rollback_without_previous_production(tmp_path: Path) -> None:
-    reg = Registry(tmp_path)
+    reg = Registry(tmp_path, public_key=KEYS[1])
     reg.add(_pkg("v1"), state="production")
     with pytest.raises(ValueError, match="no previous production"):
         reg.rollback()
 
 
 def test_state_survives_reopen(tmp_path: Path) -> None:
-    Registry(tmp_path).add(_pkg("v1"), state="production")
+    Registry(tmp_path, public_key=KEYS[1]).add(_pkg("v1"), state="production")
     assert Registry(tmp_path).production().version == "v1"
     assert not list(tmp_path.glob("**/*.tmp"))
 
 
 def _worker(root: str, start: int) -> None:
-    reg = Registry(Path(root))
+    reg = Registry(Path(root), public_key=KEYS[1])
     for i in range(start, start + 8):
         reg.add(_pkg(f"w{i}"))
         reg.promote(f"w{i}", to="production", actor=str(start))
@@ -124,7 +124,7 @@ def test_two_processes_do_not_lose_updates(tmp_path: Path) -> None:
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    reg = Registry(tmp_path)
+    reg = Registry(tmp_path, public_key=KEYS[1])
     recs = reg.list()
     assert len(recs) == 16
     assert sum(r.state == "production" for r in recs) == 1

@@ -21,6 +21,7 @@ def gw_cfg(tmp_path: Path, port: int) -> GatewayConfig:
     return GatewayConfig.model_validate({
         "gateway": {"site": "s1", "id": "g1", "data_dir": str(tmp_path)},
         "broker": {"port": port},
+        "model": {"allow_unsigned": True},
         "streams": [{"kind": "dts", "channels": 8, "sample_rate_hz": 1, "window_s": 10,
                      "hop_s": 5}],
     })
