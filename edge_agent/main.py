@@ -131,7 +131,8 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
             slot=slots[s.kind], sink=uplink, metrics=metrics,
             summary_interval_s=cfg.uplink.summary_interval_s, normal_buffer=buffers[s.kind],
             smoke_windows=cfg.model.smoke_windows, normal_rows=NORMAL_ROWS_PER_WINDOW,
-            gateway_clock_ns=wall_ns, max_clock_skew_s=cfg.ingest.max_clock_skew_s)
+            gateway_clock_ns=wall_ns, max_clock_skew_s=cfg.ingest.max_clock_skew_s,
+            feature_threads=cfg.processing.feature_threads)
     worker = ModelWorker({k: (slots[k], pipelines[k].recent_rows) for k in slots})
     processor = Processor(frames, {topics.raw(site, gw, k): p for k, p in pipelines.items()},
                           metrics)
