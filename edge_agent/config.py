@@ -249,6 +249,9 @@ class OutboxConfig(_Strict):
 
 class UplinkConfig(_Strict):
     summary_interval_s: float = Field(1.0, gt=0, le=3600)
+    summary_format: Literal["packed", "json"] = Field(
+        "packed", description="feature summaries as packed arrays (schema 2) or JSON "
+        "(schema 1, for a cloud that reads no packed summaries yet)")
     health_interval_s: float = Field(5.0, gt=0, le=3600)
 
 
