@@ -24,6 +24,14 @@ from edge_agent.mqtt_client import make_client
 log = logging.getLogger(__name__)
 SUBSCRIPTIONS = (topics.ALL_EVENTS, topics.ALL_FEATURES, topics.ALL_HEALTH,
                  topics.ALL_MODEL_STATE)
+PRIMARY_ONLY = (topics.ALL_EVENTS, topics.ALL_HEALTH, topics.ALL_MODEL_STATE)
+
+
+def subscriptions(settings: IngestSettings) -> list[str]:
+    """Topic filters of one process (`IngestSettings.share_group`, `IngestSettings.primary`)."""
+    features = topics.ALL_FEATURES if settings.share_group is None \
+        else f"$share/{settings.share_group}/{topics.ALL_FEATURES}"
+    return [features, *(PRIMARY_ONLY if settings.primary else ())]
 _KIND = {"events": "event", "health": "health", "model_state": "model_state"}
 
 
@@ -38,8 +46,10 @@ class Subscriber:
         self.connected = False
         self.subscribed = threading.Event()  # set once the broker granted the subscriptions
         self._limited = RateLimitedLog(log)
-        c = make_client(settings.broker_config, settings.mqtt_client_id, clean=False,
-                        session_expiry_s=settings.session_expiry_s, reconnect_delay_s=(1, 30),
+        c = make_client(settings.broker_config, settings.mqtt_client_id,
+                        clean=not settings.primary,
+                        session_expiry_s=settings.session_expiry_s if settings.primary else 0,
+                        reconnect_delay_s=(1, 30),
                         manual_ack=True, receive_maximum=settings.receive_maximum)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -70,7 +80,7 @@ class Subscriber:
             return
         self.connected = True
         log.info("event=mqtt_connected session_present=%s", flags.session_present)
-        client.subscribe([(t, 1) for t in SUBSCRIPTIONS])
+        client.subscribe([(t, 1) for t in subscriptions(self.s)])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
                       reasons: list[ReasonCode], properties: Properties | None) -> None:
