@@ -44,6 +44,7 @@ class IngestSettings:
     session_expiry_s: int = 7 * 86400
     receive_maximum: int = 1000
     keepalive_s: int = 30
+    mqtt_protocol: str = "5"  # "5", or "3.1.1" for brokers without MQTT v5 (NATS)
     share_group: str | None = None  # features via $share/{share_group}/... (see above)
     primary: bool = True  # also events, health and model state (one primary per deployment)
 
@@ -79,6 +80,8 @@ class IngestSettings:
         return f"fiberwatch-ingest-{socket.gethostname()}-{os.getpid()}"
 
     def __post_init__(self) -> None:
+        if self.mqtt_protocol not in ("5", "3.1.1"):
+            raise ValueError(f"mqtt_protocol must be '5' or '3.1.1', got {self.mqtt_protocol!r}")
         g = self.share_group
         if g is not None and (not g or any(c in g for c in "/+#") or len(g) > 64):
             raise ValueError(f"share_group must be one topic level without / + #, got {g!r}")

@@ -46,8 +46,9 @@ class Subscriber:
         self.connected = False
         self.subscribed = threading.Event()  # set once the broker granted the subscriptions
         self._limited = RateLimitedLog(log)
+        self.v5 = settings.mqtt_protocol == "5"
         c = make_client(settings.broker_config, settings.mqtt_client_id,
-                        clean=not settings.primary,
+                        protocol="v5" if self.v5 else "v311", clean=not settings.primary,
                         session_expiry_s=settings.session_expiry_s if settings.primary else 0,
                         reconnect_delay_s=(1, 30),
                         manual_ack=True, receive_maximum=settings.receive_maximum)

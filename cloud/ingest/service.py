@@ -103,7 +103,8 @@ def settings_from_args(args: argparse.Namespace) -> IngestSettings:
     return IngestSettings(
         mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
         broker=broker_from_args(args, args.mqtt_host, args.mqtt_port),
-        client_id=args.client_id, share_group=args.share_group, primary=args.primary,
+        mqtt_protocol=args.mqtt_protocol, client_id=args.client_id,
+        share_group=args.share_group, primary=args.primary,
         influx_url=args.influx_url,
         influx_username=args.influx_username,
         influx_password=os.environ.get("FIBERWATCH_INFLUX_PASSWORD"), db=args.db,
@@ -120,6 +121,8 @@ def parser() -> argparse.ArgumentParser:
     d = IngestSettings()
     p.add_argument("--mqtt-host", default=d.mqtt_host)
     p.add_argument("--mqtt-port", type=int, default=d.mqtt_port)
+    p.add_argument("--mqtt-protocol", choices=("5", "3.1.1"), default=d.mqtt_protocol,
+                   help="MQTT version (3.1.1 for brokers without v5, e.g. NATS)")
     add_broker_args(p)
     p.add_argument("--client-id", default=d.client_id,
                    help="MQTT client id of the persistent session (default: the username; "
