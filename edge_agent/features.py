@@ -206,10 +206,29 @@ def local_median(values: np.ndarray, radius: int) -> np.ndarray:
     if radius == 0:
         return values
     padded = np.pad(values, [(radius, radius)] + [(0, 0)] * (values.ndim - 1), mode="edge")
+    finite = bool(np.isfinite(values).all())
+    if finite and radius == 4:
+        return _median9(padded, values.shape[0])
     view = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1, axis=0)
-    if np.isfinite(values).all():  # an odd count: the median is the middle element
+    if finite:  # an odd count: the median is the middle element
         return np.partition(view, radius, axis=-1)[..., radius]
     return np.median(view, axis=-1)  # NaN propagates as np.median does
+
+
+#: Paeth's median-of-9 network: 19 compare-exchanges, the median ends in slot 4
+_MEDIAN9 = ((1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+            (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2))
+
+
+def _median9(padded: np.ndarray, n: int) -> np.ndarray:
+    """Median over 9 consecutive rows of finite `padded` for each of its `n` windows: the
+    same element `np.partition` selects, from whole-array min/max (about 3x faster)."""
+    p = [padded[k:k + n].copy() for k in range(9)]
+    for a, b in _MEDIAN9:
+        lo = np.minimum(p[a], p[b])
+        np.maximum(p[a], p[b], out=p[b])
+        p[a] = lo
+    return p[4]
 
 
 class FeatureExtractor:

@@ -203,3 +203,15 @@ def test_bad_arguments() -> None:
         FeatureExtractor(FeatureSpec(), threads=0)
     with pytest.raises(ValueError):
         FeatureExtractor(FeatureSpec(), block_channels=1)
+
+
+@pytest.mark.parametrize("shape", [(2048, 12), (9, 3), (5, 2), (1, 12), (300,)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_median_of_9_network_selects_what_partition_selects(shape: tuple, ties: bool
+                                                                ) -> None:
+    x = np.random.default_rng(len(shape) + shape[0]).standard_normal(shape).astype(np.float32)
+    if ties:
+        x = np.round(x)  # many equal values
+    padded = np.pad(x, [(4, 4)] + [(0, 0)] * (x.ndim - 1), mode="edge")
+    view = np.lib.stride_tricks.sliding_window_view(padded, 9, axis=0)
+    np.testing.assert_array_equal(local_median(x, 4), np.partition(view, 4, axis=-1)[..., 4])
