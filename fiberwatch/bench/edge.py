@@ -146,7 +146,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:  # noqa: ARG001 - bench i
     from fiberwatch.services import Mosquitto
 
     flood_s, step_s, rt_s, distinct = (5.0, 3.0, 10.0, 40) if quick else (15.0, 8.0, 40.0, 200)
-    speeds = (2, 4, 8, 12) if quick else (2, 3, 4, 6, 8, 12, 16, 24)
+    speeds = (2, 4, 8, 12, 16, 20) if quick else (2, 3, 4, 6, 8, 12, 16, 20, 24)
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fw-bench-edge-") as tmp:
         work = Path(tmp)
