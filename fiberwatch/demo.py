@@ -73,9 +73,14 @@ def _fw(*args: str) -> list[str]:
 
 
 def _initial_model(opts: DemoOptions, layout: DemoLayout, sup: Supervisor, cfg_path: Path) -> Path:
-    """Train and sign the first int8 model on simulated normal data (cached by spec)."""
+    """Train and sign the first int8 model on simulated normal data (cached by channels and
+    feature spec: a package for another spec, e.g. an older version, is not reused)."""
+    from edge_agent.config import load_gateway_config
+
     layout.models.mkdir(parents=True, exist_ok=True)
-    pkg = layout.models / f"initial-{opts.channels or 'full'}.fwpkg"
+    das = load_gateway_config(cfg_path).stream("das")
+    tag = das.feature_spec().hash[:12] if das is not None else "none"
+    pkg = layout.models / f"initial-{opts.channels or 'full'}-{tag}.fwpkg"
     if pkg.exists():
         return pkg
     ckpt = layout.models / "initial.ckpt"
