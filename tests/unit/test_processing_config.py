@@ -36,3 +36,11 @@ def test_bad_values_name_the_field(bad: dict) -> None:
     with pytest.raises(ValidationError) as e:
         GatewayConfig.model_validate({**BASE, **bad})
     assert any(k in str(e.value) for k in ("feature_threads", "whole hops", "feature_version"))
+
+
+def test_summary_format_defaults_to_packed() -> None:
+    assert GatewayConfig.model_validate(BASE).uplink.summary_format == "packed"
+    cfg = GatewayConfig.model_validate({**BASE, "uplink": {"summary_format": "json"}})
+    assert cfg.uplink.summary_format == "json"
+    with pytest.raises(ValidationError, match="summary_format"):
+        GatewayConfig.model_validate({**BASE, "uplink": {"summary_format": "msgpack"}})
