@@ -20,6 +20,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.influx import InfluxClient
+from cloud.ingest.service import parser
+from cloud.ingest.workers import run_workers
 from edge_agent import topics
 from fiberwatch.services import Influxd, Mosquitto
 from tests.integration._polling import wait_for
@@ -107,3 +109,11 @@ def test_two_workers_split_the_stream_and_store_each_summary_once(
     assert "event" not in shares[1]["received"]
     assert _stored(client, "features") == total
     client.close()
+
+
+def test_a_worker_that_exits_stops_the_launcher_with_status_1() -> None:
+    args = parser().parse_args(["--workers", "2"])
+    stop = threading.Event()
+    # an unknown flag: each child exits 2 at once (argparse), the launcher notices
+    assert run_workers(args, ["--no-such-flag"], stop) == 1
+    assert not stop.is_set()

@@ -47,3 +47,4 @@ def test_a_launcher_that_is_not_primary_makes_no_primary() -> None:
     args = parser().parse_args(argv)
     assert all("--no-primary" in child_argv(args, _passthrough(argv), i) for i in range(2))
     assert all("grp" in child_argv(args, _passthrough(argv), i) for i in range(2))
+
