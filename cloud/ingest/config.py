@@ -27,9 +27,10 @@ class IngestSettings:
     hands each summary to one of the processes in the group. Events, health and model state
     are subscribed by the `primary` process alone, plainly and in its persistent session:
     each event id is re-sent as it grows (announced, then final), and InfluxDB keeps the last
-    write of a point, so one writer per event stream keeps the final version last. Processes
-    that are not primary take features only, in a clean session (session expiry 0): when one
-    stops, the broker drops it from the group instead of holding its share.
+    write of a point, so one writer per event stream keeps the final version last. The shared
+    feature subscription always has a clean session of its own (session expiry 0; client id
+    ``{client_id}-features`` on the primary): when a process stops, the broker drops it
+    from the group instead of holding its share (`cloud.ingest.mqtt.connections`).
 
     Batching: a batch closes at `batch_lines` lines, `batch_bytes` payload bytes,
     `linger_s` after its first message, or when nothing new came for `idle_s`.

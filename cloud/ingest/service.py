@@ -17,7 +17,7 @@ from cloud import schema
 from cloud.influx import InfluxClient, InfluxError
 from cloud.ingest.buffer import Backoff, Buffer
 from cloud.ingest.config import IngestSettings
-from cloud.ingest.mqtt import Subscriber
+from cloud.ingest.mqtt import Subscribers
 from cloud.ingest.stats import IngestStats
 from cloud.ingest.workers import DEFAULT_SHARE_GROUP, run_workers
 from cloud.ingest.writer import Writer
@@ -71,12 +71,12 @@ def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
         buffer = Buffer(settings.buffer_bytes)
         stats.gauges.update(buffer_messages=lambda: len(buffer),
                             buffer_bytes=lambda: buffer.nbytes)
-        subscriber = Subscriber(settings, buffer, stats)
+        subscriber = Subscribers(settings, buffer, stats)
         writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure)
         writer.start()
         subscriber.start()
         try:
-            while not (stop_event.is_set() or subscriber.subscribed.wait(0.1)):
+            while not (stop_event.is_set() or subscriber.wait_subscribed(0.1)):
                 pass  # connecting: paho retries in the background until the broker answers
             log.info("event=ingest_started mqtt=%s:%d influx=%s db=%s", settings.mqtt_host,
                      settings.mqtt_port, settings.influx_url, settings.db)

@@ -4,20 +4,38 @@ from __future__ import annotations
 
 import pytest
 
+from cloud.ingest.buffer import Buffer
 from cloud.ingest.config import IngestSettings
-from cloud.ingest.mqtt import subscriptions
+from cloud.ingest.mqtt import MID_OFFSET, Connection, Subscribers, connections, subscriptions
 from cloud.ingest.service import _passthrough, parser
+from cloud.ingest.stats import IngestStats
 from cloud.ingest.workers import child_argv
 
 
-def test_subscriptions_of_primary_and_shared_workers() -> None:
-    assert subscriptions(IngestSettings()) == [
-        "fiberwatch/v1/+/+/features/+", "fiberwatch/v1/+/+/events", "fiberwatch/v1/+/+/health",
-        "fiberwatch/v1/+/+/model_state"]
-    first = subscriptions(IngestSettings(share_group="g"))[0]
-    assert first == "$share/g/fiberwatch/v1/+/+/features/+"
-    assert subscriptions(IngestSettings(share_group="g", primary=False)) == [
-        "$share/g/fiberwatch/v1/+/+/features/+"]
+def test_connections_of_single_primary_and_shared_processes() -> None:
+    (one,) = connections(IngestSettings())
+    assert one.filters == ("fiberwatch/v1/+/+/features/+", "fiberwatch/v1/+/+/events",
+                           "fiberwatch/v1/+/+/health", "fiberwatch/v1/+/+/model_state")
+    assert one.persistent and one.client_id == "fiberwatch-ingest" and one.mid_offset == 0
+    shared = "$share/g/fiberwatch/v1/+/+/features/+"
+    events, feats = connections(IngestSettings(share_group="g"))
+    # the shared stream never sits in a persistent session (the broker would keep feeding
+    # an offline member its share); events do, so they wait while the primary is down
+    assert events.persistent and shared not in events.filters
+    assert feats == Connection("fiberwatch-ingest-features", (shared,), False, MID_OFFSET)
+    assert connections(IngestSettings(share_group="g", primary=False)) == [
+        Connection("fiberwatch-ingest", (shared,), False)]
+    assert subscriptions(IngestSettings(share_group="g"))[-1] == shared
+
+
+def test_acks_go_to_the_connection_the_message_came_in_on() -> None:
+    subs = Subscribers(IngestSettings(share_group="g"), Buffer(1 << 20), IngestStats())
+    acked: list[tuple[str, int]] = []
+    for p in subs.parts:
+        p.client.ack = lambda mid, qos, name=p.conn.client_id: acked.append((name, mid))
+    subs.ack(7)
+    subs.ack(MID_OFFSET + 7)
+    assert acked == [("fiberwatch-ingest", 7), ("fiberwatch-ingest-features", 7)]
 
 
 @pytest.mark.parametrize("bad", [{"share_group": ""}, {"share_group": "a/b"},
