@@ -139,6 +139,13 @@ class FeatureSpec:
                     f"feature spec version 2 needs a window of whole hops: window_s "
                     f"{self.window_s:g} is not a multiple of hop_s {self.hop_s:g} (or use "
                     "feature_version 1)")
+            freqs = np.fft.rfftfreq(self.segment_samples, 1.0 / self.sample_rate_hz)
+            for lo, hi in self.bands_hz:
+                if not np.any((freqs >= lo) & (freqs < hi)):
+                    raise FeatureSpecError(
+                        f"band ({lo:g}, {hi:g}) Hz holds no FFT bin of a "
+                        f"{self.segment_samples}-sample segment (bins every "
+                        f"{freqs[1]:g} Hz): widen it or lengthen the hop")
 
     @property
     def window_samples(self) -> int:

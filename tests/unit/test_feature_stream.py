@@ -73,3 +73,11 @@ def test_version_1_and_other_profiles_take_the_whole_window() -> None:
     for w in ws:
         np.testing.assert_array_equal(sf.rows(w), FeatureExtractor(spec).transform(w.data))
     assert sf.segments_transformed == 0 and len(ws) == 5
+
+
+def test_a_band_narrower_than_a_segments_bins_is_a_spec_error() -> None:
+    from edge_agent.features import FeatureSpecError
+
+    with pytest.raises(FeatureSpecError, match="no FFT bin"):
+        FeatureSpec(window_s=1.0, hop_s=0.05)  # 100-sample segments: bins every 20 Hz
+    FeatureSpec(window_s=1.0, hop_s=0.05, version=1)  # one 2000-sample segment: fine
