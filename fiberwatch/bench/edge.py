@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edge_agent.config import default_feature_threads
+from edge_agent.config import StreamConfig, default_feature_threads
 from fiberwatch.bench._edge_roles import CHANNELS, FRAME_SAMPLES, GW, RATE, SITE, make_frames
 
 TARGETS = {"ratio": 0.5, "beyond_hop_p99_ms": 20.0, "rss_mb": 150.0}
@@ -166,7 +166,8 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:  # noqa: ARG001 - bench i
     cpu = rt["steps"][0]["cpu_share"]
     return {
         "benchmark": "edge", "quick": quick, "channels": CHANNELS, "sample_rate_hz": RATE,
-        "feature_threads": default_feature_threads(), "feature_spec_version": 2,
+        "feature_threads": default_feature_threads(),
+        "feature_spec_version": StreamConfig.model_fields["feature_version"].default,
         "frame_samples": FRAME_SAMPLES, "hop_s": _HOP_S, "realtime_samples_per_s": CHANNELS * RATE,
         "bare_samples_per_s": bare["samples_per_s"],
         "pipeline_samples_per_s": sustained,
