@@ -221,7 +221,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     load = r["load_average"]
     return f"""## edge: one gateway agent, {r['channels']:,}-channel DAS, {r['sample_rate_hz']:g} Hz
 
-Real Mosquitto, simulated int16 frames of {r['frame_samples']} samples, one agent process.
+Real Mosquitto, simulated int16 frames of {r['frame_samples']} samples, one agent process
+(feature spec version {r.get('feature_spec_version', 1)}, feature threads \
+{r.get('feature_threads', 1)}).
 {'Quick run. ' if r['quick'] else ''}Real time is {m(r['realtime_samples_per_s'])} samples/s.
 Load average {load['before']:.1f} before, {load['after']:.1f} after (2 cores): other work
 on the machine shows up in wall-clock latency.
