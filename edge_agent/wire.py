@@ -210,7 +210,8 @@ def decode(buf: bytes | bytearray | memoryview) -> Frame:
     if dtype == DType.INT16:
         data = raw.astype(np.float32)
         if scale != 1.0:
-            data *= np.float32(scale)
+            with np.errstate(over="ignore"):  # inf: the validator zeroes and counts it
+                data *= np.float32(scale)
         finite = float(np.float32(scale)) * 32768.0 < _F32_FINITE
     else:
         data = raw.astype(np.float32)  # own copy: the buffer may be reused by the caller

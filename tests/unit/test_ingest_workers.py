@@ -13,23 +13,25 @@ from cloud.ingest.workers import child_argv
 
 
 def test_connections_of_single_primary_and_shared_processes() -> None:
-    (one,) = connections(IngestSettings())
+    (one,) = connections(IngestSettings(client_id="fiberwatch-ingest"))
     assert one.filters == ("fiberwatch/v1/+/+/features/+", "fiberwatch/v1/+/+/events",
                            "fiberwatch/v1/+/+/health", "fiberwatch/v1/+/+/model_state")
     assert one.persistent and one.client_id == "fiberwatch-ingest" and one.mid_offset == 0
     shared = "$share/g/fiberwatch/v1/+/+/features/+"
-    events, feats = connections(IngestSettings(share_group="g"))
+    events, feats = connections(IngestSettings(client_id="fiberwatch-ingest", share_group="g"))
     # the shared stream never sits in a persistent session (the broker would keep feeding
     # an offline member its share); events do, so they wait while the primary is down
     assert events.persistent and shared not in events.filters
     assert feats == Connection("fiberwatch-ingest-features", (shared,), False, MID_OFFSET)
-    assert connections(IngestSettings(share_group="g", primary=False)) == [
+    assert connections(IngestSettings(client_id="fiberwatch-ingest", share_group="g",
+                                      primary=False)) == [
         Connection("fiberwatch-ingest", (shared,), False)]
     assert subscriptions(IngestSettings(share_group="g"))[-1] == shared
 
 
 def test_acks_go_to_the_connection_the_message_came_in_on() -> None:
-    subs = Subscribers(IngestSettings(share_group="g"), Buffer(1 << 20), IngestStats())
+    subs = Subscribers(IngestSettings(client_id="fiberwatch-ingest", share_group="g"),
+                       Buffer(1 << 20), IngestStats())
     acked: list[tuple[str, int]] = []
     for p in subs.parts:
         p.client.ack = lambda mid, qos, name=p.conn.client_id: acked.append((name, mid))
