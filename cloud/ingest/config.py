@@ -48,6 +48,7 @@ class IngestSettings:
     mqtt_protocol: str = "5"  # "5", or "3.1.1" for brokers without MQTT v5 (NATS)
     share_group: str | None = None  # features via $share/{share_group}/... (see above)
     primary: bool = True  # also events, health and model state (one primary per deployment)
+    features: bool = True  # False: a primary taking events, health and model state only
 
     influx_url: str = "http://127.0.0.1:8086"
     influx_username: str | None = None
@@ -86,6 +87,12 @@ class IngestSettings:
         g = self.share_group
         if g is not None and (not g or any(c in g for c in "/+#") or len(g) > 64):
             raise ValueError(f"share_group must be one topic level without / + #, got {g!r}")
+        if not (self.primary or self.features):
+            raise ValueError("a process that is neither primary nor takes features has "
+                             "nothing to subscribe to")
+        if not self.features and g is None:
+            raise ValueError("a primary without features needs share_group (the feature "
+                             "workers' group); else no process takes features")
         if not self.primary and g is None:
             raise ValueError("a process that is not primary needs share_group (it would "
                              "write every summary a second time)")

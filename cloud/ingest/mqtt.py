@@ -60,6 +60,8 @@ def connections(settings: IngestSettings) -> list[Connection]:
     shared = (f"$share/{settings.share_group}/{topics.ALL_FEATURES}",)
     if not settings.primary:
         return [Connection(cid, shared, False)]
+    if not settings.features:  # one login, one connection: for brokers that use the login
+        return [Connection(cid, PRIMARY_ONLY, True)]  # as client id
     return [Connection(cid, PRIMARY_ONLY, True),
             Connection(f"{cid}-features", shared, False, MID_OFFSET)]
 

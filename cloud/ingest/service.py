@@ -104,7 +104,7 @@ def settings_from_args(args: argparse.Namespace) -> IngestSettings:
         mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
         broker=broker_from_args(args, args.mqtt_host, args.mqtt_port),
         mqtt_protocol=args.mqtt_protocol, client_id=args.client_id,
-        share_group=args.share_group, primary=args.primary,
+        share_group=args.share_group, primary=args.primary, features=args.features,
         influx_url=args.influx_url,
         influx_username=args.influx_username,
         influx_password=os.environ.get("FIBERWATCH_INFLUX_PASSWORD"), db=args.db,
@@ -146,6 +146,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--no-primary", dest="primary", action="store_false",
                    help="features only: another process (the primary) takes events, health "
                         "and model state; needs --share-group")
+    g.add_argument("--no-features", dest="features", action="store_false",
+                   help="primary only: events, health and model state, one connection (for "
+                        "brokers that take the login as client id; feature workers run "
+                        "separately with --no-primary and logins of their own)")
     g.add_argument("--stats-file", help="write the final counters here as JSON at exit "
                                         "(with --workers: PATH.0, PATH.1, ...)")
     g.add_argument("--drain-timeout-s", type=float, default=60.0, help=argparse.SUPPRESS)
@@ -178,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1 and not args.features:
+        p.error("--no-features runs one process: it cannot be combined with --workers")
     if args.workers > 1 and not args.share_group:
         args.share_group = DEFAULT_SHARE_GROUP
     try:

@@ -68,3 +68,15 @@ def test_a_launcher_that_is_not_primary_makes_no_primary() -> None:
     assert all("--no-primary" in child_argv(args, _passthrough(argv), i) for i in range(2))
     assert all("grp" in child_argv(args, _passthrough(argv), i) for i in range(2))
 
+
+
+def test_a_primary_without_features_has_one_persistent_connection() -> None:
+    (c,) = connections(IngestSettings(client_id="ingest", share_group="g", features=False))
+    assert c.persistent and c.client_id == "ingest"
+    assert not any("features" in f for f in c.filters)
+    with pytest.raises(ValueError, match="share_group"):
+        IngestSettings(features=False)
+    with pytest.raises(ValueError, match="nothing"):
+        IngestSettings(share_group="g", primary=False, features=False)
+    args = parser().parse_args(["--no-features", "--share-group", "g"])
+    assert args.features is False
