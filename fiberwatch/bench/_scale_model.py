@@ -52,8 +52,9 @@ def section(results: dict[str, dict[str, Any]], configs: Path = _CONFIGS) -> str
         f"Demo site, from the shipped gateway configs: {site['gateways']} gateways, "
         f"{site['streams']} streams, {site['channels']:,} channels; each stream sends "
         f"{SUMMARY_HZ:g} summary/s and each gateway {HEALTH_HZ:g} health/s: "
-        f"{per_site:.1f} messages/s per site. Costs are per 1,024-group packed summary "
-        f"(an upper bound for the demo's 128-group ones); planning at {BUSY:.0%} of a core.", "",
+        f"{per_site:.1f} messages/s per site. Costs are per 1,024-group summary, "
+        f"{cloud['ingest'].get('format', 'JSON (schema 1)')} (an upper bound for the demo's "
+        f"128-group ones); planning at {BUSY:.0%} of a core.", "",
         "| part | CPU ms per message | messages/s | gateways | channels | sites |",
         "|---|---|---|---|---|---|",
     ]
