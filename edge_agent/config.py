@@ -7,6 +7,7 @@ explicitly. Errors name the file and the field: ``gw.toml: streams.0.hop_s: ...`
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +94,9 @@ class StreamConfig(_Strict):
         None, description="feature profile (default: the kind's own). mv = multivariate "
         "process data: one model over all channels (columns), one score per window, one "
         "threshold group; window_s = the lags it sees, hop_s usually one sample")
+    feature_version: Literal[1, 2] = Field(
+        2, description="feature spec version (edge_agent.features): 2 = spectra per hop "
+        "(each sample transformed once), 1 = per window; must match the model package's spec")
 
     @field_validator("hop_s")
     @classmethod
@@ -131,6 +135,7 @@ class StreamConfig(_Strict):
             bands_hz=tuple(self.bands_hz) if profile == "das" else (),
             context_radius=self.context_radius,
             baseline_alpha=self.baseline_alpha,
+            version=self.feature_version,
         )
 
     def distance_m(self, channel: int) -> float:
@@ -235,6 +240,9 @@ class OutboxConfig(_Strict):
 
 class UplinkConfig(_Strict):
     summary_interval_s: float = Field(1.0, gt=0, le=3600)
+    summary_format: Literal["packed", "json"] = Field(
+        "packed", description="feature summaries as packed arrays (schema 2) or JSON "
+        "(schema 1, for a cloud that reads no packed summaries yet)")
     health_interval_s: float = Field(5.0, gt=0, le=3600)
 
 
@@ -272,6 +280,18 @@ def split_host_port(address: str) -> tuple[str, str]:
     return host.strip("[]"), port
 
 
+def default_feature_threads() -> int:
+    """Half the cores, 1 to 4: the MQTT reader, the uplink and the model worker need the rest."""
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+class ProcessingConfig(_Strict):
+    feature_threads: int = Field(
+        default_factory=default_feature_threads, ge=1, le=64,
+        description="threads computing one window's features (channel blocks in parallel); "
+        "default: half the gateway's cores, 1 to 4. The rows do not depend on it")
+
+
 class FederationConfig(_Strict):
     enabled: bool = False
     superlink: str = "127.0.0.1:9092"
@@ -301,6 +321,7 @@ class GatewayConfig(_Strict):
     outbox: OutboxConfig = OutboxConfig()
     uplink: UplinkConfig = UplinkConfig()
     ingest: IngestConfig = IngestConfig()
+    processing: ProcessingConfig = ProcessingConfig()
     federation: FederationConfig = FederationConfig()
 
     @model_validator(mode="after")

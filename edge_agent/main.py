@@ -215,7 +215,8 @@ def _streams(cfg: GatewayConfig, deps: Deps, public_key: bytes | None, uplink: A
             events=cfg.events, slot=slots[s.kind], sink=uplink, metrics=metrics,
             summary_interval_s=cfg.uplink.summary_interval_s, normal_buffer=buffers[s.kind],
             smoke_windows=cfg.model.smoke_windows, normal_rows=NORMAL_ROWS_PER_WINDOW,
-            gateway_clock_ns=wall_ns, max_clock_skew_s=cfg.ingest.max_clock_skew_s)
+            gateway_clock_ns=wall_ns, max_clock_skew_s=cfg.ingest.max_clock_skew_s,
+            feature_threads=cfg.processing.feature_threads)
     return slots, buffers, pipelines
 
 

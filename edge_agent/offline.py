@@ -29,6 +29,7 @@ from edge_agent import topics, wire
 from edge_agent.config import EventConfig, StreamConfig, ThresholdConfig
 from edge_agent.detectors.base import Detector
 from edge_agent.events import Event
+from edge_agent.feature_stream import StreamingFeatures
 from edge_agent.features import FeatureExtractor, FeatureSpec
 from edge_agent.metrics import Metrics
 from edge_agent.package import PackageError
@@ -153,6 +154,7 @@ class OfflineScorer:
             slot=_FixedSlot(detector), sink=self._sink, metrics=self.metrics)
         if spec.hash != stream.feature_spec().hash:  # raw profile on a carrier stream
             self.pipeline.extractor = FeatureExtractor(spec)
+            self.pipeline.features = StreamingFeatures(self.pipeline.extractor)
             self.pipeline.buffer = StreamBuffer(
                 stream.kind, stream.channels, stream.first_channel, stream.sample_rate_hz,
                 window_samples=spec.window_samples, hop_samples=spec.hop_samples)

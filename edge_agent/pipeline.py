@@ -20,6 +20,7 @@ import numpy as np
 
 from edge_agent.config import EventConfig, StreamConfig, ThresholdConfig
 from edge_agent.event_builder import EventBuilder
+from edge_agent.feature_stream import StreamingFeatures
 from edge_agent.features import FeatureExtractor
 from edge_agent.metrics import Metrics, RateLimitedLog
 from edge_agent.summary_accumulator import SummaryAccumulator
@@ -29,31 +30,7 @@ from edge_agent.validate import FrameValidator
 from edge_agent.windowing import StreamBuffer
 
 log = logging.getLogger(__name__)
-#: channels per `FeatureExtractor.transform` call (das). The extractor works through a window
-#: in cache-sized blocks of channels itself (``block_channels``) and a call on a wider slice of
-#: the window is cheaper (its per-channel mean reads whole rows), so only very wide arrays are
-#: split, to bound the per-call temporaries.
-CHUNK_CHANNELS = 16384
 _SCORE_CAP = 1e30
-
-
-def extract(fx: FeatureExtractor, data: np.ndarray, chunk: int = CHUNK_CHANNELS) -> np.ndarray:
-    """`FeatureExtractor.transform` in channel blocks; identical rows to one call.
-
-    The das profile is stateless per window and its spatial context only reaches
-    ``context_radius`` channels, so blocks overlapping by that radius give the same rows.
-    Stateful profiles (dts, raw) are transformed in one call.
-    """
-    n = data.shape[1]
-    if fx.spec.profile != "das" or n <= chunk:
-        return fx.transform(data)
-    r = fx.spec.context_radius
-    out = np.empty((n, fx.spec.dim), dtype=np.float32)
-    for c0 in range(0, n, chunk):
-        c1 = min(n, c0 + chunk)
-        a, b = max(0, c0 - r), min(n, c1 + r)
-        out[c0:c1] = fx.transform(data[:, a:b])[c0 - a:c1 - a]
-    return out
 
 
 class StreamPipeline:
@@ -77,6 +54,8 @@ class StreamPipeline:
         Windows of rows kept for the model slot's smoke test.
     learn_rows, normal_rows : int
         Normal rows per window given to the detector / the normal buffer.
+    feature_threads : int
+        Threads of the feature extractor (`edge_agent.features.FeatureExtractor`).
     clock_ns, monotonic : callable
         Wall clock (latency, event times) and monotonic clock (summary cadence).
     max_clock_skew_s : float or None
@@ -90,7 +69,8 @@ class StreamPipeline:
                  thresholds: ThresholdConfig, events: EventConfig, slot: Slot, sink: Sink,
                  metrics: Metrics, summary_interval_s: float = 1.0, normal_buffer=None,
                  smoke_windows: int = 8, learn_rows: int = 256, normal_rows: int = 16,
-                 seed: int = 0, clock_ns: Callable[[], int] = time.time_ns,
+                 seed: int = 0, feature_threads: int = 1,
+                 clock_ns: Callable[[], int] = time.time_ns,
                  monotonic: Callable[[], float] = time.monotonic,
                  max_clock_skew_s: float | None = None,
                  gateway_clock_ns: Callable[[], int] = time.time_ns) -> None:
@@ -104,7 +84,8 @@ class StreamPipeline:
         self.buffer = StreamBuffer(stream.kind, stream.channels, stream.first_channel,
                                    stream.sample_rate_hz, window_samples=spec.window_samples,
                                    hop_samples=spec.hop_samples)
-        self.extractor = FeatureExtractor(spec)
+        self.extractor = FeatureExtractor(spec, threads=feature_threads)
+        self.features = StreamingFeatures(self.extractor)
         self.n_groups = -(-stream.channels // stream.group_size)
         self._thr_cfg = thresholds.for_hop(spec.hop_s, spec.profile)  # the knob, per window
         self._thresholds: dict[tuple[str, str], GroupThreshold] = {}
@@ -153,7 +134,7 @@ class StreamPipeline:
         det = self.slot.active
         model = (det.version, det.package_hash)
         thr = self._threshold_for(model, det)
-        rows = extract(self.extractor, w.data)
+        rows = self.features.rows(w)
         t0 = time.perf_counter()
         scores, contrib = self._score(det, rows)
         self.slot.report_latency((time.perf_counter() - t0) * 1e3)
@@ -195,6 +176,7 @@ class StreamPipeline:
         if summary is not None:
             self.sink.send_summary(summary)
         self._write_normal(force=True)
+        self.extractor.close()
 
     def recent_rows(self) -> np.ndarray:
         """Rows of the last ``smoke_windows`` windows (a copy; any thread)."""

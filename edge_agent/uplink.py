@@ -77,6 +77,7 @@ class Uplink:
         reconnect_delay_s: tuple[float, float] = (0.5, 30.0), rejected_retry_s: float = 30.0,
     ) -> None:
         site, gw = cfg.gateway.site, cfg.gateway.id
+        self._packed = cfg.uplink.summary_format == "packed"
         self._site, self._gw = site, gw
         self._outbox = outbox
         self._on_model_package = on_model_package
@@ -148,7 +149,7 @@ class Uplink:
     def send_summary(self, s: FeatureSummary) -> None:
         """Queue a summary for QoS0 publishing; never blocks (drops the oldest when full)."""
         self._sender.queue_summary(topics.features(self._site, self._gw, s.stream),
-                                   s.to_json())
+                                   s.to_packed() if self._packed else s.to_json())
 
     def send_health(self, health: dict[str, Any]) -> None:
         """Publish ``health`` retained at QoS1 (latest wins if the previous is in flight).

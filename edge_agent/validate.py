@@ -140,7 +140,8 @@ class FrameValidator:
         self._recent.append(frame.seq)
         if self._skew_ns is not None:
             self._ahead_ns = max(0, frame.t0_ns - self._clock_ns())
-        return Accepted(frame, reset, _zero_nonfinite(frame.data, self._metrics))
+        nonfinite = None if frame.finite else _zero_nonfinite(frame.data, self._metrics)
+        return Accepted(frame, reset, nonfinite)
 
     def _skew(self, frame: wire.Frame) -> int | None:
         """How far (ns) the frame is ahead of what the skew bound allows; None if within."""

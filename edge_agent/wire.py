@@ -70,6 +70,9 @@ class DType(enum.IntEnum):
 _NUMPY: dict[DType, np.dtype[Any]] = {DType.INT16: np.dtype("<i2"), DType.FLOAT32: np.dtype("<f4")}
 
 
+_F32_FINITE = float(np.finfo(np.float32).max) / 2  # a margin for float32 rounding
+
+
 class FrameError(ReasonedError):
     """A malformed frame. `reason` is a short stable code, usable as a counter label."""
 
@@ -84,6 +87,9 @@ class Frame:
     sample_rate: float
     first_channel: int
     data: np.ndarray
+    #: every sample is finite by construction (int16 times a scale that cannot overflow
+    #: float32): readers may skip their NaN/inf scan
+    finite: bool = False
 
     @property
     def n_samples(self) -> int:
@@ -198,10 +204,12 @@ def decode(buf: bytes | bytearray | memoryview) -> Frame:
         raise FrameError("checksum", "crc32 mismatch")
     raw = np.frombuffer(mv, dtype=np_dtype, count=n_ch * n_samp, offset=HEADER_SIZE)
     raw = raw.reshape(n_samp, n_ch)
-    if dtype == DType.INT16:
-        data = raw.astype(np.float32)
-        if scale != 1.0:
-            data *= np.float32(scale)
+    finite = False
+    if dtype == DType.INT16:  # one pass: int16 -> float32 times the scale, in float32
+        with np.errstate(over="ignore"):  # inf: the validator zeroes and counts it
+            data = np.multiply(raw, np.float32(scale), dtype=np.float32)
+        finite = float(np.float32(scale)) * 32768.0 < _F32_FINITE
     else:
         data = raw.astype(np.float32)  # own copy: the buffer may be reused by the caller
-    return Frame(StreamKind(kind), int(seq), int(t0_ns), float(rate), int(first_ch), data)
+    return Frame(StreamKind(kind), int(seq), int(t0_ns), float(rate), int(first_ch), data,
+                 finite)

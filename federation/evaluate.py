@@ -70,26 +70,28 @@ class _Grid:
 
 
 class SharedFeatures:
-    """One `FeatureExtractor` shared by pipelines that see the same windows: the rows of a
-    window are computed once (keyed by the window's bytes) and handed to every pipeline.
-    For the stateless das profile only."""
+    """One streaming feature extractor shared by pipelines that see the same windows in the
+    same order: the rows of a window are computed once (keyed by the window's bytes) and
+    handed to every pipeline. For the stateless das profile only."""
 
     def __init__(self, spec: Any) -> None:
+        from edge_agent.feature_stream import StreamingFeatures
         from edge_agent.features import FeatureExtractor
 
         if spec.profile != "das":
             raise ValueError("shared features need the stateless das profile")
         self.spec = spec
-        self._fx = FeatureExtractor(spec)
+        self._fx = StreamingFeatures(FeatureExtractor(spec))
         self._cache: dict[tuple[Any, ...], np.ndarray] = {}
 
-    def transform(self, window: np.ndarray) -> np.ndarray:
+    def rows(self, w: Any) -> np.ndarray:
+        window = w.data
         key = (window.shape, zlib.crc32(np.ascontiguousarray(window).data), float(window[0, 0]))
         rows = self._cache.get(key)
         if rows is None:
-            if len(self._cache) >= 16:  # a window's chunks at most; older ones are done
+            if len(self._cache) >= 16:  # the pipelines are in step: older ones are done
                 self._cache.pop(next(iter(self._cache)))
-            rows = self._cache[key] = self._fx.transform(window)
+            rows = self._cache[key] = self._fx.rows(w)
         return rows
 
 
@@ -97,7 +99,7 @@ def feed(scorers: dict[str, OfflineScorer], frames: Iterable[bytes]) -> None:
     """The same frames to every scorer; their pipelines share one feature extractor."""
     shared = SharedFeatures(next(iter(scorers.values())).pipeline.extractor.spec)
     for sc in scorers.values():
-        sc.pipeline.extractor = shared  # type: ignore[assignment]
+        sc.pipeline.features = shared  # type: ignore[assignment]
     for f in frames:
         for sc in scorers.values():
             sc.feed(f)

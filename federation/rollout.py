@@ -303,7 +303,7 @@ class RolloutService:
         try:
             site, gw, suffix = topics.parse(topic)
             if suffix.startswith("features/"):
-                self.rollout.observe_summary(FeatureSummary.from_json(payload))
+                self.rollout.observe_summary(FeatureSummary.decode(payload))
             elif suffix == "model_state":
                 self.rollout.observe_state(site, gw, json.loads(payload))
             elif suffix == "health":

@@ -89,10 +89,23 @@ def _fresh_layout(opts: DemoOptions) -> DemoLayout:
 
 def _initial_model(opts: DemoOptions, layout: DemoLayout, sup: Supervisor, cfg_path: Path,
                    pkg: Path) -> None:
-    """Train and sign the first int8 model on simulated normal data into ``pkg`` (kept: the
-    file name holds the spec's channel count)."""
-    if pkg.exists():
-        return
+    """Train and sign the first int8 model on simulated normal data into ``pkg``. The
+    trained package is cached by channels and feature spec (a package for another spec, e.g.
+    an older version, is not reused)."""
+    import shutil
+
+    from edge_agent.config import load_gateway_config
+
+    das = load_gateway_config(cfg_path).stream("das")
+    tag = das.feature_spec().hash[:12] if das is not None else "none"
+    cached = layout.models / f"initial-{opts.channels or 'full'}-{tag}.fwpkg"
+    if not cached.exists():
+        _train_initial(opts, layout, sup, cfg_path, cached)
+    shutil.copyfile(cached, pkg)
+
+
+def _train_initial(opts: DemoOptions, layout: DemoLayout, sup: Supervisor, cfg_path: Path,
+                   pkg: Path) -> None:
     layout.models.mkdir(parents=True, exist_ok=True)
     ckpt = layout.models / "initial.ckpt"
     for name, argv in (

@@ -159,6 +159,36 @@ class Mosquitto(_Service):
             return False
 
 
+class NatsServer(_Service):
+    """A real NATS server (Debian's ``nats-server``) with its MQTT listener on loopback.
+
+    NATS speaks MQTT 3.1.1 only (no MQTT v5) and needs JetStream for it (sessions and QoS1
+    live in JetStream streams). Measured with 2.9.10: a ``$share/GROUP/...`` filter is
+    granted but delivers nothing, so it serves single-process ingestion (no shared
+    subscriptions). `port` is the MQTT port; the NATS client port is another free one.
+    """
+
+    name = "nats-server"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir, port)
+        self.binary = _find_binary("nats-server", "/usr/bin/nats-server")
+        self.nats_port = free_port()
+        self.conf_path = self.workdir / "nats.conf"
+        self.conf_path.write_text(
+            f"listen: {LOOPBACK}:{self.nats_port}\n"
+            "server_name: fiberwatch\n"
+            f'jetstream {{ store_dir: "{self.workdir}/js", max_memory_store: 64MB, '
+            "max_file_store: 1GB }\n"
+            f"mqtt {{ listen: {LOOPBACK}:{self.port} }}\n")
+
+    def _command(self) -> list[str]:
+        return [self.binary, "-c", str(self.conf_path)]
+
+    def _ready(self) -> bool:
+        return "Server is ready" in self.log_path.read_text(errors="replace")
+
+
 class Influxd(_Service):
     """A real InfluxDB 1.x server on loopback, data in `workdir`."""
 

@@ -16,6 +16,8 @@ if [ "$EXTRAS" = dev ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
   # tep-studio (the bench extra: public process-fault data) compiles a small C extension
   command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+  # a second MQTT broker implementation (MQTT 3.1.1 via JetStream) for the ingestion test
+  command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -25,7 +27,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     "${need_apt[@]}" >/dev/null
 fi
 # Debian starts the packaged services; ours run from temp configs on free ports instead.
-for svc in mosquitto influxdb; do
+for svc in mosquitto influxdb nats-server; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     log "note: system $svc service is running; fiberwatch does not use it"
   fi

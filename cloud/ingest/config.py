@@ -22,6 +22,16 @@ class IngestSettings:
     brokers use the username as client id, so only that login owns the session), else,
     anonymous, one unique to this process (the session then ends with the process).
 
+    Scale-out (`share_group`): feature summaries, the bulk of the traffic, are subscribed as
+    the MQTT shared subscription ``$share/{share_group}/+/+/features/+``, so the broker
+    hands each summary to one of the processes in the group. Events, health and model state
+    are subscribed by the `primary` process alone, plainly and in its persistent session:
+    each event id is re-sent as it grows (announced, then final), and InfluxDB keeps the last
+    write of a point, so one writer per event stream keeps the final version last. The shared
+    feature subscription always has a clean session of its own (session expiry 0; client id
+    ``{client_id}-features`` on the primary): when a process stops, the broker drops it
+    from the group instead of holding its share (`cloud.ingest.mqtt.connections`).
+
     Batching: a batch closes at `batch_lines` lines, `batch_bytes` payload bytes,
     `linger_s` after its first message, or when nothing new came for `idle_s`.
     While InfluxDB is unreachable, QoS0 messages (features) are buffered up to
@@ -35,6 +45,10 @@ class IngestSettings:
     session_expiry_s: int = 7 * 86400
     receive_maximum: int = 1000
     keepalive_s: int = 30
+    mqtt_protocol: str = "5"  # "5", or "3.1.1" for brokers without MQTT v5 (NATS)
+    share_group: str | None = None  # features via $share/{share_group}/... (see above)
+    primary: bool = True  # also events, health and model state (one primary per deployment)
+    features: bool = True  # False: a primary taking events, health and model state only
 
     influx_url: str = "http://127.0.0.1:8086"
     influx_username: str | None = None
@@ -68,6 +82,20 @@ class IngestSettings:
         return f"fiberwatch-ingest-{socket.gethostname()}-{os.getpid()}"
 
     def __post_init__(self) -> None:
+        if self.mqtt_protocol not in ("5", "3.1.1"):
+            raise ValueError(f"mqtt_protocol must be '5' or '3.1.1', got {self.mqtt_protocol!r}")
+        g = self.share_group
+        if g is not None and (not g or any(c in g for c in "/+#") or len(g) > 64):
+            raise ValueError(f"share_group must be one topic level without / + #, got {g!r}")
+        if not (self.primary or self.features):
+            raise ValueError("a process that is neither primary nor takes features has "
+                             "nothing to subscribe to")
+        if not self.features and g is None:
+            raise ValueError("a primary without features needs share_group (the feature "
+                             "workers' group); else no process takes features")
+        if not self.primary and g is None:
+            raise ValueError("a process that is not primary needs share_group (it would "
+                             "write every summary a second time)")
         for name in ("batch_lines", "batch_bytes", "buffer_bytes", "receive_maximum",
                      "history_step_s", "mqtt_port"):
             if getattr(self, name) < 1:

@@ -1,4 +1,5 @@
-"""The MQTT subscriber: a persistent MQTT v5 session, manual acknowledgements.
+"""The MQTT subscriber: a persistent MQTT v5 session, manual acknowledgements (with a
+shared group, see `connections`: a second, clean session for the shared feature stream).
 
 ``on_connect`` subscribes (so a reconnect resubscribes); ``on_message`` only parses and
 enqueues. QoS1 messages are acknowledged by the writer once stored (`Subscriber.ack`).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import cast
 
 import paho.mqtt.client as mqtt
@@ -25,22 +27,69 @@ from edge_agent.mqtt_client import make_client
 log = logging.getLogger(__name__)
 SUBSCRIPTIONS = (topics.ALL_EVENTS, topics.ALL_FEATURES, topics.ALL_HEALTH,
                  topics.ALL_MODEL_STATE)
+PRIMARY_ONLY = (topics.ALL_EVENTS, topics.ALL_HEALTH, topics.ALL_MODEL_STATE)
+#: added to the message ids of a process's second connection (its shared feature one), so
+#: that one `ack` function serves both (MQTT message ids are 16-bit)
+MID_OFFSET = 1 << 16
 _KIND = {"events": "event", "health": "health", "model_state": "model_state"}
 
 
-class Subscriber:
-    """Receive every gateway's events, features, health and model state into `buffer`."""
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One MQTT connection of an ingestion process: its client id, topic filters, whether
+    its session persists, and the offset of its message ids."""
 
-    def __init__(self, settings: IngestSettings, buffer: Buffer, stats: IngestStats) -> None:
+    client_id: str
+    filters: tuple[str, ...]
+    persistent: bool
+    mid_offset: int = 0
+
+
+def connections(settings: IngestSettings) -> list[Connection]:
+    """The connections of one process.
+
+    Without `IngestSettings.share_group`: one persistent session taking everything. With it,
+    the shared feature subscription always sits in a clean session of its own: Mosquitto 2.0
+    keeps handing a shared group's messages to a member whose persistent session is offline
+    (measured: QoS0 ones are lost, QoS1 ones wait for it), whereas a clean session leaves
+    the group when it disconnects. The primary keeps events, health and model state in its
+    persistent session, so they wait at the broker while it is down.
+    """
+    cid = settings.mqtt_client_id
+    if settings.share_group is None:
+        return [Connection(cid, (topics.ALL_FEATURES, *PRIMARY_ONLY), True)]
+    shared = (f"$share/{settings.share_group}/{topics.ALL_FEATURES}",)
+    if not settings.primary:
+        return [Connection(cid, shared, False)]
+    if not settings.features:  # one login, one connection: for brokers that use the login
+        return [Connection(cid, PRIMARY_ONLY, True)]  # as client id
+    return [Connection(cid, PRIMARY_ONLY, True),
+            Connection(f"{cid}-features", shared, False, MID_OFFSET)]
+
+
+def subscriptions(settings: IngestSettings) -> list[str]:
+    """Every topic filter of one process, over its connections."""
+    return [f for c in connections(settings) for f in c.filters]
+
+
+class Subscriber:
+    """Receive gateways' messages on one `Connection` into `buffer`."""
+
+    def __init__(self, settings: IngestSettings, buffer: Buffer, stats: IngestStats,
+                 conn: Connection | None = None) -> None:
         self.s = settings
+        self.conn = conn = conn or connections(settings)[0]
         self.buffer = buffer
         self.stats = stats
         self.accepting = True  # False while stopping: messages stay unacked at the broker
         self.connected = False
         self.subscribed = threading.Event()  # set once the broker granted the subscriptions
         self._limited = RateLimitedLog(log)
-        c = make_client(settings.broker_config, settings.mqtt_client_id, clean=False,
-                        session_expiry_s=settings.session_expiry_s, reconnect_delay_s=(1, 30),
+        self.v5 = settings.mqtt_protocol == "5"
+        c = make_client(settings.broker_config, conn.client_id,
+                        protocol="v5" if self.v5 else "v311", clean=not conn.persistent,
+                        session_expiry_s=settings.session_expiry_s if conn.persistent else 0,
+                        reconnect_delay_s=(1, 30),
                         manual_ack=True, receive_maximum=settings.receive_maximum)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -62,7 +111,7 @@ class Subscriber:
         self.client.loop_stop()
 
     def ack(self, mid: int) -> None:
-        self.client.ack(mid, 1)
+        self.client.ack(mid - self.conn.mid_offset, 1)
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     reason: ReasonCode, properties: Properties | None) -> None:
@@ -71,7 +120,7 @@ class Subscriber:
             return
         self.connected = True
         log.info("event=mqtt_connected session_present=%s", flags.session_present)
-        client.subscribe([(t, 1) for t in SUBSCRIPTIONS])
+        client.subscribe([(t, 1) for t in self.conn.filters])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
                       reasons: list[ReasonCode], properties: Properties | None) -> None:
@@ -106,16 +155,46 @@ class Subscriber:
             record = None
         if record is None:  # acked in order with the rest, after the batch before it
             if qos > 0:
-                self.buffer.put(Item(None, received_ns, msg.mid, qos, 0, 0))
+                self.buffer.put(Item(None, received_ns, msg.mid + self.conn.mid_offset, qos,
+                                     0, 0))
             return
         if isinstance(record, FeaturesRecord):
             kind, nbytes, lines = "features", record.nbytes, 1
         else:
             kind = _KIND.get(msg.topic.rsplit("/", 1)[-1], "other")
             nbytes, lines = len(msg.payload) + 200, 2
-        if self.buffer.put(Item(record, received_ns, msg.mid, qos, nbytes, lines)):
+        mid = msg.mid + self.conn.mid_offset
+        if self.buffer.put(Item(record, received_ns, mid, qos, nbytes, lines)):
             self.stats.add("received", kind)
         else:
             self.stats.add("dropped", "buffer_full")
             self._limited.log(logging.WARNING, "buffer_full", "event=buffer_full bytes=%d",
                               self.buffer.nbytes)
+
+
+class Subscribers:
+    """Every `Subscriber` of one process (`connections`), started, acked and stopped as one."""
+
+    def __init__(self, settings: IngestSettings, buffer: Buffer, stats: IngestStats) -> None:
+        self.parts = [Subscriber(settings, buffer, stats, c) for c in connections(settings)]
+
+    def start(self) -> None:
+        for p in self.parts:
+            p.start()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        return all(p.subscribed.wait(timeout) for p in self.parts)
+
+    def ack(self, mid: int) -> None:
+        """Acknowledge on the connection the message came in on (by its id's offset)."""
+        part = next((p for p in reversed(self.parts) if mid >= p.conn.mid_offset),
+                    self.parts[0])
+        part.ack(mid)
+
+    def stop_accepting(self) -> None:
+        for p in self.parts:
+            p.stop_accepting()
+
+    def stop(self) -> None:
+        for p in self.parts:
+            p.stop()

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from cloud import schema
 from cloud.influx import InfluxClient, InfluxError
 from cloud.ingest.buffer import Backoff, Buffer
 from cloud.ingest.config import IngestSettings
-from cloud.ingest.mqtt import Subscriber
+from cloud.ingest.mqtt import Subscribers
 from cloud.ingest.stats import IngestStats
+from cloud.ingest.workers import DEFAULT_SHARE_GROUP, run_workers
 from cloud.ingest.writer import Writer
 from edge_agent.logs import LOG_FORMAT
 from edge_agent.mqtt_args import add_broker_args
@@ -56,12 +61,12 @@ def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
         buffer = Buffer(settings.buffer_bytes)
         stats.gauges.update(buffer_messages=lambda: len(buffer),
                             buffer_bytes=lambda: buffer.nbytes)
-        subscriber = Subscriber(settings, buffer, stats)
+        subscriber = Subscribers(settings, buffer, stats)
         writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure)
         writer.start()
         subscriber.start()
         try:
-            while not (stop_event.is_set() or subscriber.subscribed.wait(0.1)):
+            while not (stop_event.is_set() or subscriber.wait_subscribed(0.1)):
                 pass  # connecting: paho retries in the background until the broker answers
             log.info("event=ingest_started mqtt=%s:%d influx=%s db=%s", settings.mqtt_host,
                      settings.mqtt_port, settings.influx_url, settings.db)
@@ -106,7 +111,9 @@ def settings_from_args(args: argparse.Namespace) -> IngestSettings:
     return IngestSettings(
         mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
         broker=broker_from_args(args, args.mqtt_host, args.mqtt_port),
-        client_id=args.client_id, influx_url=args.influx_url,
+        mqtt_protocol=args.mqtt_protocol, client_id=args.client_id,
+        share_group=args.share_group, primary=args.primary, features=args.features,
+        influx_url=args.influx_url,
         influx_username=args.influx_username,
         influx_password=os.environ.get("FIBERWATCH_INFLUX_PASSWORD"), db=args.db,
         retention=schema.Retention(raw=args.raw_retention, history=args.history_retention),
@@ -122,6 +129,8 @@ def parser() -> argparse.ArgumentParser:
     d = IngestSettings()
     p.add_argument("--mqtt-host", default=d.mqtt_host)
     p.add_argument("--mqtt-port", type=int, default=d.mqtt_port)
+    p.add_argument("--mqtt-protocol", choices=("5", "3.1.1"), default=d.mqtt_protocol,
+                   help="MQTT version (3.1.1 for brokers without v5, e.g. NATS)")
     add_broker_args(p)
     p.add_argument("--client-id", default=d.client_id,
                    help="MQTT client id of the persistent session (default: the username; "
@@ -134,30 +143,85 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--buffer-mb", type=float, default=d.buffer_bytes / (1 << 20),
                    help="bound of QoS0 summaries buffered while InfluxDB is down")
     p.add_argument("--log-level", default="WARNING")
+    g = p.add_argument_group("scale-out (MQTT shared subscriptions)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="ingestion processes on this machine (> 1: they share the feature "
+                        "stream, worker 0 also takes events; client ids get -0, -1, ...)")
+    g.add_argument("--share-group",
+                   help="take feature summaries through $share/GROUP/... (default with "
+                        f"--workers > 1: {DEFAULT_SHARE_GROUP}); every process in the group, on "
+                        "any machine, gets a share")
+    g.add_argument("--no-primary", dest="primary", action="store_false",
+                   help="features only: another process (the primary) takes events, health "
+                        "and model state; needs --share-group")
+    g.add_argument("--no-features", dest="features", action="store_false",
+                   help="primary only: events, health and model state, one connection (for "
+                        "brokers that take the login as client id; feature workers run "
+                        "separately with --no-primary and logins of their own)")
+    g.add_argument("--stats-file", help="write the final counters here as JSON at exit "
+                                        "(with --workers: PATH.0, PATH.1, ...)")
+    g.add_argument("--drain-timeout-s", type=float, default=60.0, help=argparse.SUPPRESS)
     return p
+
+
+_LAUNCHER_ONLY = ("--workers", "--share-group", "--client-id", "--stats-file", "--no-primary",
+                  "--drain-timeout-s")
+
+
+def _passthrough(argv: Sequence[str]) -> list[str]:
+    """`argv` without the launcher's own flags (each child gets its own values)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in _LAUNCHER_ONLY:
+            skip = "=" not in a and name != "--no-primary"
+            continue
+        out.append(a)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ingestion until SIGINT or SIGTERM; exit status 2 on bad arguments."""
     p = parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1 and not args.features:
+        p.error("--no-features runs one process: it cannot be combined with --workers")
+    if args.workers > 1 and not args.share_group:
+        args.share_group = DEFAULT_SHARE_GROUP
     try:
         settings = settings_from_args(args)
     except ValueError as exc:
         p.error(str(exc))
+    if args.workers > 1 and not args.client_id:  # the workers' ids: this one plus -0, -1, ...
+        args.client_id = settings.mqtt_client_id
     logging.basicConfig(level=args.log_level.upper(),
                         format=LOG_FORMAT)
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
     stop = threading.Event()
+    previous = _on_signals(stop)
+    try:
+        if args.workers > 1:
+            return run_workers(args, _passthrough(argv), stop)
+        stats = run_ingest(settings, stop)
+        if args.stats_file:
+            Path(args.stats_file).write_text(json.dumps(stats.snapshot()))
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0
+
+
+def _on_signals(stop: threading.Event) -> dict[int, Any]:
+    """SIGINT/SIGTERM set `stop`; returns the previous handlers."""
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("event=signal signal=%d", signum)
         stop.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        run_ingest(settings, stop)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return 0
+    return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}

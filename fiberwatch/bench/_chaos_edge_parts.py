@@ -9,6 +9,7 @@ agent as a ``fiberwatch edge run --config FILE`` process stopped by its PID.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent import topics, wire
 from edge_agent.clock import ENV_OFFSET_FILE
+from edge_agent.summary import FeatureSummary
 from fiberwatch.services import Influxd, Mosquitto
 
 SITE = "chaos"
@@ -182,9 +184,10 @@ class Watch:
 
     def _on_message(self, _c: Any, _u: Any, m: mqtt.MQTTMessage) -> None:
         kind = topics.parse(m.topic)[2]
-        try:
-            doc = json.loads(m.payload)
-        except ValueError:
+        try:  # summaries are packed (schema 2) by default, the rest JSON
+            doc = (dataclasses.asdict(FeatureSummary.decode(bytes(m.payload)))
+                   if kind.startswith("features") else json.loads(m.payload))
+        except ValueError:  # SummaryError and JSON errors
             return
         with self._lock:
             s = self.seen

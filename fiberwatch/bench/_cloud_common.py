@@ -32,8 +32,10 @@ def _count(influx: InfluxClient, rp: str, meas: str, site: str) -> int:
 
 
 def _summaries(rng: np.random.Generator, gateway: str, variants: int = 4,
-               site: str = "bench") -> list[bytes]:
-    """Pre-encoded payload templates split at the t_ns placeholder (values to 4 decimals)."""
+               site: str = "bench", packed: bool = True) -> list[bytes]:
+    """Pre-encoded payload templates holding the t_ns placeholder (values to 4 decimals):
+    packed summaries (schema 2, what gateways send), or JSON (schema 1) with `packed` off.
+    The placeholder has as many digits as a real t_ns, so a packed header keeps its length."""
     out = []
     for _ in range(variants):
         s = FeatureSummary(
@@ -41,5 +43,5 @@ def _summaries(rng: np.random.Generator, gateway: str, variants: int = 4,
             score=np.round(rng.gamma(2.0, 0.3, GROUPS), 4).tolist(),
             energy=np.round(rng.normal(-2.0, 0.3, GROUPS), 4).tolist(),
             threshold=[1.5] * GROUPS, model_version="1.0.0", flagged=[3, 700])
-        out.append(s.to_json())
+        out.append(s.to_packed() if packed else s.to_json())
     return out

@@ -72,4 +72,8 @@ def write(out_dir: Path, target: Path = Path("BENCHMARKS.md")) -> None:
             f"{body.rstrip()}\n\n_Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
             f"Python {m.get('python', '?')}._\n"
         )
+    from fiberwatch.bench._scale_model import section
+
+    if scale := section(results):
+        sections.append(scale)
     target.write_text("\n".join(sections))

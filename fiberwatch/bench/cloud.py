@@ -10,6 +10,10 @@ Real Mosquitto and influxd in a temp dir; ingestion runs as its own process
     point holding 1,024 groups x (score, energy, threshold). The peer writes the same lines
     (built by the same code) straight to the same influxd in 1,000-line batches from one
     thread. Goal: ingestion / peer >= 0.6.
+    Summaries are packed (schema 2, as gateways send them); one more run with JSON summaries
+    (schema 1, gateways not yet upgraded) gives the CPU of the old format in the same run.
+(3) Scale-out (`_cloud_scale`): 1, 2 and 3 workers on one shared subscription, each
+    summary stored once, none lost, none twice.
 (2) One hour x 1,024 channels at 1 s is written directly, then `Store.window` asks ~20 times
     for all of it at <= 2,000 columns. Goal: p95 <= 300 ms.
 Full runs add the rejected layout (one point per channel) for comparison, and a 30 s
@@ -50,13 +54,15 @@ from fiberwatch.bench._cloud_common import (
     _wait,
 )
 from fiberwatch.bench._cloud_extra import _outage, _per_channel_layout
+from fiberwatch.bench._cloud_scale import scale_out
 from fiberwatch.services import Influxd, Mosquitto
 
 
 def _ingest_rate(broker: Mosquitto, influx: InfluxClient, n_per_gw: int,
-                 pids: dict[str, int | None], site: str = "bench") -> dict[str, Any]:
+                 pids: dict[str, int | None], site: str = "bench",
+                 packed: bool = True) -> dict[str, Any]:
     rng = np.random.default_rng(1)
-    templates = {g: _summaries(rng, g, site=site) for g in GATEWAYS}
+    templates = {g: _summaries(rng, g, site=site, packed=packed) for g in GATEWAYS}
     t_first = time.time_ns() // S * S - n_per_gw * S
     clients = []
     for g in GATEWAYS:
@@ -86,6 +92,7 @@ def _ingest_rate(broker: Mosquitto, influx: InfluxClient, n_per_gw: int,
         c.loop_stop()
     rate = total / seconds
     return {"gateways": len(GATEWAYS), "groups": GROUPS, "summaries": total,
+            "format": "packed (schema 2)" if packed else "JSON (schema 1)",
             "payload_bytes_mean": round(nbytes / total), "publish_seconds": round(published, 2),
             "seconds": round(seconds, 2), "summaries_per_s": round(rate, 1),
             "influx_points_per_s": round(rate, 1), "channel_values_per_s": round(rate * GROUPS * 3),
@@ -178,13 +185,15 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
                 pairs.append((_ingest_rate(broker, influx, n_per_gw, pids, site=f"bench{r}"),
                               peer))
             win = _window_latency(influx, 10 if quick else 20)
-            extra: dict[str, Any] = {}
+            extra: dict[str, Any] = {"ingest_json_v1": _ingest_rate(  # gateways not upgraded
+                broker, influx, n_per_gw, pids, site="json", packed=False)}
             if not quick:
                 extra["per_channel_layout"] = _per_channel_layout(influx, 300)
                 extra["durability"] = _outage(broker, server, influx, 30.0)
         finally:
             proc.terminate()
             code = proc.wait(60)
+        extra["scale_out"] = scale_out(broker, server, influx, n_per_gw, Path(tmp), _ingest_rate)
         log = (Path(tmp) / "ingest.log").read_text(errors="replace")
     final = [ln for ln in log.splitlines() if "event=ingest_stopped" in ln]
     ratios = [i["summaries_per_s"] / p["points_per_s"] for i, p in pairs]
@@ -232,8 +241,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         "## cloud: MQTT -> InfluxDB ingestion and history windows",
         "",
         f"{i['gateways']} gateways x {i['summaries'] // i['gateways']} feature summaries of "
-        f"{i['groups']} channel groups (score, energy, threshold; JSON ~"
-        f"{i['payload_bytes_mean'] / 1024:.0f} KiB each) through Mosquitto into influxd, "
+        f"{i['groups']} channel groups (score, energy, threshold; "
+        f"{i.get('format', 'JSON (schema 1)')} ~{i['payload_bytes_mean'] / 1024:.0f} KiB each) "
+        "through Mosquitto into influxd, "
         "ingestion in its own process" + (" (quick run)." if result.get("quick") else "."),
         "One InfluxDB point per summary; channel values = points x 1,024 x 3.",
         "",
@@ -263,6 +273,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"(InfluxDB fetch p50 {w['influx_fetch_p50_ms']:.0f} ms; goal p95 <= "
         f"{w['goal_p95_ms']:.0f} ms: " + ("met" if w["meets_goal"] else "**not met**") + ").",
     ]
+    lines += _format_lines(result) + _scale_lines(result.get("scale_out"))
     if "per_channel_layout" in result:
         a = result["per_channel_layout"]
         lines += ["", f"Rejected layout, one point per channel: {a['points_per_s']:,} points/s "
@@ -277,3 +288,30 @@ def to_markdown(result: dict[str, Any]) -> str:
     if la:
         lines += ["", f"Load average (1 min) before/after: {la[0]} / {la[1]}."]
     return "\n".join(lines)
+
+
+def _format_lines(result: dict[str, Any]) -> list[str]:
+    j = result.get("ingest_json_v1")
+    if not j:
+        return []
+    i = result["ingest"]
+    return ["", f"Same run, JSON summaries (schema 1, gateways not yet upgraded; "
+            f"~{j['payload_bytes_mean'] / 1024:.0f} KiB each): {j['summaries_per_s']:,.0f} "
+            f"summaries/s, ingestion CPU {j.get('ingest_cpu_ms_per_summary', 0):.2f} ms per "
+            f"summary against {i.get('ingest_cpu_ms_per_summary', 0):.2f} ms packed."]
+
+
+def _scale_lines(so: dict[str, Any] | None) -> list[str]:
+    if not so:
+        return []
+    rows = [f"| {w} | {r:,.0f} | {c:.2f} | {', '.join(f'{x:.2f}' for x in share)} |"
+            for w, r, c, share in zip(so["workers"], so["rate_per_worker_count"],
+                                      so["cpu_ms_per_summary_per_worker_count"],
+                                      so["per_worker_share"], strict=True)]
+    return ["", "Scale-out: N ingestion processes on one MQTT shared subscription "
+            "(`fiberwatch cloud ingest --workers N`), same broker and influxd, "
+            f"{so['gateways']} gateways publishing.", "",
+            "| workers | summaries/s | ingestion CPU ms per summary (all workers) | "
+            "share per worker |", "|---|---|---|---|", *rows, "",
+            f"Published {so['messages_published']:,}, stored {so['messages_stored']:,}, "
+            f"lost {so['lost']}, duplicates {so['duplicates']} (over all worker counts)."]

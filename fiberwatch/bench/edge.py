@@ -34,6 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edge_agent.config import StreamConfig, default_feature_threads
 from fiberwatch.bench._edge_roles import CHANNELS, FRAME_SAMPLES, GW, RATE, SITE, make_frames
 
 TARGETS = {"ratio": 0.5, "beyond_hop_p99_ms": 20.0, "rss_mb": 150.0}
@@ -146,7 +147,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:  # noqa: ARG001 - bench i
     from fiberwatch.services import Mosquitto
 
     flood_s, step_s, rt_s, distinct = (5.0, 3.0, 10.0, 40) if quick else (15.0, 8.0, 40.0, 200)
-    speeds = (2, 4, 8, 12) if quick else (2, 3, 4, 6, 8, 12, 16, 24)
+    speeds = (2, 4, 8, 12, 16, 20) if quick else (2, 3, 4, 6, 8, 12, 16, 20, 24)
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="fw-bench-edge-") as tmp:
         work = Path(tmp)
@@ -165,6 +166,8 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:  # noqa: ARG001 - bench i
     cpu = rt["steps"][0]["cpu_share"]
     return {
         "benchmark": "edge", "quick": quick, "channels": CHANNELS, "sample_rate_hz": RATE,
+        "feature_threads": default_feature_threads(),
+        "feature_spec_version": StreamConfig.model_fields["feature_version"].default,
         "frame_samples": FRAME_SAMPLES, "hop_s": _HOP_S, "realtime_samples_per_s": CHANNELS * RATE,
         "bare_samples_per_s": bare["samples_per_s"],
         "pipeline_samples_per_s": sustained,
@@ -218,7 +221,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     load = r["load_average"]
     return f"""## edge: one gateway agent, {r['channels']:,}-channel DAS, {r['sample_rate_hz']:g} Hz
 
-Real Mosquitto, simulated int16 frames of {r['frame_samples']} samples, one agent process.
+Real Mosquitto, simulated int16 frames of {r['frame_samples']} samples, one agent process
+(feature spec version {r.get('feature_spec_version', 1)}, feature threads \
+{r.get('feature_threads', 1)}).
 {'Quick run. ' if r['quick'] else ''}Real time is {m(r['realtime_samples_per_s'])} samples/s.
 Load average {load['before']:.1f} before, {load['after']:.1f} after (2 cores): other work
 on the machine shows up in wall-clock latency.

@@ -7,6 +7,7 @@ outbox, model slot and normal buffer), except where a test needs to kill it: the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from edge_agent import topics, wire
 from edge_agent.config import GatewayConfig
 from edge_agent.main import run
 from edge_agent.metrics import Metrics
+from edge_agent.summary import PACKED_MAGIC, FeatureSummary
 from fiberwatch.services import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -87,7 +89,12 @@ class Listener:
     def _on_message(self, _c, _u, m: mqtt.MQTTMessage) -> None:
         suffix = topics.parse(m.topic)[2]
         with self._cond:
-            self.msgs.setdefault(suffix, []).append(json.loads(m.payload))
+            if suffix.startswith("features/"):  # packed summaries (schema 2) by default
+                assert m.payload[:4] == PACKED_MAGIC
+                doc = dataclasses.asdict(FeatureSummary.decode(m.payload))
+            else:
+                doc = json.loads(m.payload)
+            self.msgs.setdefault(suffix, []).append(doc)
             self._cond.notify_all()
 
     def wait(self, suffix: str, pred: Callable[[list[dict]], bool], timeout: float) -> bool:

@@ -24,7 +24,7 @@ from edge_agent.config import BrokerConfig, GatewayConfig
 from edge_agent.events import Event, event_id
 from edge_agent.mqtt_client import make_client
 from edge_agent.store_forward import Outbox
-from edge_agent.summary import HEALTH_KEYS, FeatureSummary
+from edge_agent.summary import HEALTH_KEYS, PACKED_MAGIC, FeatureSummary
 from edge_agent.uplink import Uplink
 from fiberwatch.services import Mosquitto
 
@@ -285,7 +285,9 @@ def test_retained_model_summaries_state_and_clean_stop(
     offline = json.loads(sub.messages[-1].payload)  # stop() sends it from the last health
     assert set(HEALTH_KEYS) <= set(offline) and offline["model_version"] == "m-1"
     got = {m.topic: m.payload for m in sub.messages}
-    assert FeatureSummary.from_json(got[topics.features(SITE, GW, "dts")]) == summary
+    packed = got[topics.features(SITE, GW, "dts")]
+    assert packed[:4] == PACKED_MAGIC  # the default summary format
+    assert FeatureSummary.decode(packed) == summary
     assert json.loads(got[topics.model_state(SITE, GW)])["model_version"] == "m-1"
     assert up.stats["summaries_sent"] == 1 and up.stats["model_packages"] == 1
 

@@ -11,9 +11,9 @@ import pytest
 from edge_agent import wire
 from edge_agent.config import EventConfig, StreamConfig, ThresholdConfig
 from edge_agent.detectors.stats import RobustZDetector
-from edge_agent.features import FeatureExtractor, FeatureSpec
+from edge_agent.features import FeatureExtractor
 from edge_agent.metrics import Metrics
-from edge_agent.pipeline import StreamPipeline, extract
+from edge_agent.pipeline import StreamPipeline
 from edge_agent.types import RawMessage
 
 CH = 64
@@ -98,11 +98,22 @@ def feed(p, frames) -> list:
     return scored
 
 
-def test_extract_in_chunks_equals_one_transform() -> None:
-    spec = FeatureSpec(context_radius=3)
-    fx = FeatureExtractor(spec)
-    x = np.random.default_rng(0).normal(size=(spec.window_samples, 300)).astype(np.float32)
-    np.testing.assert_array_equal(extract(fx, x, chunk=64), fx.transform(x))
+def test_the_pipeline_transforms_each_segment_once_with_whole_window_rows() -> None:
+    p, _, _, _ = make()
+    ref = FeatureExtractor(SPEC)
+    rows = []
+    orig = p.process
+
+    def keep(w):  # type: ignore[no-untyped-def]
+        s = orig(w)
+        rows.append((s.rows, np.array(w.data)))
+        return s
+
+    p.process = keep  # type: ignore[method-assign]
+    feed(p, synth_frames(60))
+    assert len(rows) == 11 and p.features.segments_transformed == 12
+    for got, data in rows:
+        np.testing.assert_array_equal(got, ref.transform(data))
 
 
 def test_a_leak_gives_one_event_at_the_right_place_and_time() -> None:

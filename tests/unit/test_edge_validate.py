@@ -12,7 +12,7 @@ from edge_agent.validate import FrameValidator
 
 STREAM = StreamConfig(kind="das", first_channel=100, channels=4, sample_rate_hz=1000.0,
                       window_s=0.016, hop_s=0.008, bands_hz=[(10, 100), (100, 400)],
-                      context_radius=1)
+                      context_radius=1, feature_version=1)  # 16-sample windows: 1 segment
 N = 8  # samples per frame
 
 

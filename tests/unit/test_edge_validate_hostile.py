@@ -13,7 +13,7 @@ from edge_agent.validate import RESYNC_RUN, FrameValidator
 
 STREAM = StreamConfig(kind="das", first_channel=0, channels=4, sample_rate_hz=1000.0,
                       window_s=0.016, hop_s=0.008, bands_hz=[(10, 100), (100, 400)],
-                      context_radius=1)
+                      context_radius=1, feature_version=1)  # 16-sample windows: 1 segment
 N = 8  # samples per frame, 8 ms
 NOW = 1_780_000_000 * 10**9  # the gateway clock in these tests
 FRAME_NS = N * 1_000_000

@@ -1,7 +1,9 @@
-"""The blocked, in-place das extractor computes what the first, straightforward one did.
+"""The blocked, in-place, segmented das extractor computes what straightforward code does.
 
 `_reference_das` is a verbatim copy of ``FeatureExtractor._das`` (with ``_with_context``)
-as it was before the rewrite for speed: model packages were trained on its numbers.
+as it was before the rewrite for speed: version 1 model packages were trained on its numbers.
+`_reference_das_v2` is the version 2 definition written plainly: the same sums per hop-long
+segment, averaged over the window's segments (Welch style).
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from edge_agent.features import _EPS, FeatureExtractor, FeatureSpec, local_median
+from edge_agent.features import _EPS, FeatureExtractor, FeatureSpec, FeatureSpecError, local_median
 
 RTOL, ATOL = 1e-4, 1e-5
-#: the identity model packages are bound to; the rewrite must not move it
-DEFAULT_SPEC_HASH = "145cc593921ba4234285b0d50d65a2e61b36be1625a0888fec03c088dddc919a"
+#: the identities model packages are bound to; a rewrite must not move them
+V1_SPEC_HASH = "145cc593921ba4234285b0d50d65a2e61b36be1625a0888fec03c088dddc919a"
+DEFAULT_SPEC_HASH = "c67db11fa9b1ef52e071396d7d9ce0fc8d85cffb35804f81a280c27604928fb6"
 
 
 def _reference_das(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:
@@ -48,20 +51,69 @@ def _reference_das(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:
     return np.concatenate([base, ctx], axis=1).astype(np.float32)
 
 
+def _reference_das_v2(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:
+    n = spec.hop_samples
+    freqs = np.fft.rfftfreq(n, 1.0 / spec.sample_rate_hz)
+    taper = np.hanning(n).astype(np.float32)[:, None]
+    parts = []
+    for seg in np.split(np.asarray(x, np.float32), spec.window_samples // n):
+        # float32 up to the power spectrum, as in v1's reference: the round-off floor of a
+        # float32 FFT is what the far bands of a pure tone hold
+        xd = seg - seg.mean(axis=0, keepdims=True)
+        spec_ = scipy.fft.rfft(xd * taper, axis=0)
+        power = (spec_.real * spec_.real + spec_.imag * spec_.imag).astype(np.float64)
+        power[0] = 0.0
+        xd = xd.astype(np.float64)
+        bands = [power[(freqs >= lo) & (freqs < hi)].sum(axis=0) for lo, hi in spec.bands_hz]
+        parts.append(np.stack([*bands, (xd**2).mean(axis=0), (xd**4).mean(axis=0),
+                               power.sum(axis=0), (freqs[:, None] * power).sum(axis=0),
+                               np.log(power[1:] + _EPS).mean(axis=0)], axis=1))
+    s = np.mean(parts, axis=0).astype(np.float32)  # the features from float32 sums
+    nb = len(spec.bands_hz)
+    p2, p4, total, moment1, mean_log = s[:, nb:].T
+    cols = [np.log10(s[:, j] + _EPS) for j in range(nb)]
+    cols.append(0.5 * np.log10(p2 + _EPS))
+    cols.append(moment1 / (total + _EPS) / (spec.sample_rate_hz / 2))
+    cols.append(np.log10(np.exp(mean_log) / (total / (freqs.size - 1) + _EPS) + _EPS))
+    cols.append(np.log10(p4 / (p2 * p2 + _EPS) + _EPS))
+    base = np.stack(cols, axis=1)
+    if spec.context_radius == 0:
+        return base.astype(np.float32)
+    return np.concatenate([base, base - local_median(base, spec.context_radius)],
+                          axis=1).astype(np.float32)
+
+
 def _window(spec: FeatureSpec, channels: int, seed: int = 0, offset: float = 30.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((spec.window_samples, channels)) * 100 + offset).astype(np.float32)
 
 
-def _check(spec: FeatureSpec, x: np.ndarray, **kw: int) -> None:
+def _check(spec: FeatureSpec, x: np.ndarray, atol: float = ATOL, **kw: int) -> None:
     got = FeatureExtractor(spec, **kw).transform(x)
-    want = _reference_das(spec, x)
+    want = _reference_das(spec, x) if spec.version == 1 else _reference_das_v2(spec, x)
     assert got.dtype == np.float32 and got.shape == want.shape == (x.shape[1], spec.dim)
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=atol)
 
 
 def test_the_spec_and_its_hash_did_not_change() -> None:
     assert FeatureSpec().hash == DEFAULT_SPEC_HASH
+    assert FeatureSpec(version=1).hash == V1_SPEC_HASH
+    assert FeatureSpec().version == 2 and FeatureSpec().segments == 2
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_both_versions_on_random_data(version: int) -> None:
+    spec = FeatureSpec(version=version)
+    _check(spec, _window(spec, 300, seed=11))
+
+
+def test_version_2_needs_whole_hops_and_unknown_versions_are_refused() -> None:
+    with pytest.raises(FeatureSpecError, match="whole hops"):
+        FeatureSpec(window_s=1.0, hop_s=0.3)
+    FeatureSpec(window_s=1.0, hop_s=0.3, version=1)
+    FeatureSpec(profile="dts", sample_rate_hz=1.0, window_s=10.0, hop_s=3.0, bands_hz=())
+    with pytest.raises(FeatureSpecError, match="version"):
+        FeatureSpec(version=3)
 
 
 @pytest.mark.parametrize("channels", [1, 5, 129, 300, 1030])
@@ -82,7 +134,9 @@ def test_dead_channels() -> None:
     x[:, 3] = 42.5  # constant: a dead channel with an offset
     x[:, 20] = 0.0
     x[:, 39] = -7.0  # the last one, alone in no block
-    _check(spec, x, block_channels=13)
+    # a dead channel's flatness is log10(EPS / EPS): float32 log/exp of EPS vs float64
+    _check(spec, x, atol=1e-4, block_channels=13)
+    _check(FeatureSpec(version=1), x, block_channels=13)
 
 
 def test_pure_tone() -> None:
@@ -149,3 +203,15 @@ def test_bad_arguments() -> None:
         FeatureExtractor(FeatureSpec(), threads=0)
     with pytest.raises(ValueError):
         FeatureExtractor(FeatureSpec(), block_channels=1)
+
+
+@pytest.mark.parametrize("shape", [(2048, 12), (9, 3), (5, 2), (1, 12), (300,)])
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_median_of_9_network_selects_what_partition_selects(shape: tuple, ties: bool
+                                                                ) -> None:
+    x = np.random.default_rng(len(shape) + shape[0]).standard_normal(shape).astype(np.float32)
+    if ties:
+        x = np.round(x)  # many equal values
+    padded = np.pad(x, [(4, 4)] + [(0, 0)] * (x.ndim - 1), mode="edge")
+    view = np.lib.stride_tricks.sliding_window_view(padded, 9, axis=0)
+    np.testing.assert_array_equal(local_median(x, 4), np.partition(view, 4, axis=-1)[..., 4])

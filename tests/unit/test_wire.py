@@ -290,3 +290,15 @@ def test_encode_only_produces_decodable_frames_or_raises_value_error(case, monke
     assert decoded.end_ns >= decoded.t0_ns  # and be usable
     assert np.isfinite(decoded.data).all() or case != "int16-nan"
     assert case != "int16-nan", "NaN silently became a number"
+
+
+def test_int16_frames_are_finite_by_construction_unless_the_scale_overflows() -> None:
+    x = np.array([[1.0, -2.0], [3.0, 32767.0]], np.float32)
+    small = wire.decode(wire.encode(wire.StreamKind.DAS, 0, 1, 100.0, 0, x,
+                                    dtype=wire.DType.INT16, scale=1.0))
+    assert small.finite and np.isfinite(small.data).all()
+    big = x.astype(np.float64) * 2e34  # 32767 * 2e34 = 6.6e38 > float32 max: inf on decode
+    huge = wire.decode(wire.encode(wire.StreamKind.DAS, 0, 1, 100.0, 0, big,
+                                   dtype=wire.DType.INT16, scale=2e34))
+    assert not huge.finite and not np.isfinite(huge.data).all()
+    assert not wire.decode(wire.encode(wire.StreamKind.DAS, 0, 1, 100.0, 0, x)).finite
