@@ -122,19 +122,29 @@ def _read(path: Path | None, field: str) -> bytes | None:
         raise ConfigError(f"{field}: cannot read {path}: {exc.strerror}") from None
 
 
+def _trusted_key(cfg: GatewayConfig) -> bytes | None:
+    """The model-signing public key, checked; None only with ``model.allow_unsigned``."""
+    public_key = _read(cfg.model.public_key, "model.public_key")
+    if public_key is not None:
+        try:
+            key_id(public_key)
+        except PackageError as exc:
+            raise ConfigError(f"model.public_key: {cfg.model.public_key}: {exc.detail}") from None
+    elif not cfg.model.allow_unsigned:  # the schema refuses this; never trust by accident
+        raise ConfigError("model.public_key: required (model.allow_unsigned for development)")
+    return public_key
+
+
 def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
         metrics: Metrics | None = None, ready: threading.Event | None = None) -> dict:
     """Run one gateway agent until `stop` is set; return the final metrics snapshot.
 
     Parameters
     ----------
-    cfg : GatewayConfig
     stop : threading.Event
         Set it (e.g. from a signal handler) to shut down cleanly.
-    deps : Deps, optional
-        Replacement factories (tests).
-    metrics : Metrics, optional
-        Pass one in to watch the counters while it runs.
+    deps, metrics : optional
+        Replacement factories (tests); a `Metrics` to watch the counters while it runs.
     ready : threading.Event, optional
         Set once the raw-frame subscriptions are granted.
 
@@ -145,14 +155,7 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
     """
     deps = deps or Deps()
     metrics = metrics or Metrics()
-    public_key = _read(cfg.model.public_key, "model.public_key")
-    if public_key is not None:
-        try:
-            key_id(public_key)
-        except PackageError as exc:
-            raise ConfigError(f"model.public_key: {cfg.model.public_key}: {exc.detail}") from None
-    elif not cfg.model.allow_unsigned:  # the schema refuses this; never trust by accident
-        raise ConfigError("model.public_key: required (model.allow_unsigned for development)")
+    public_key = _trusted_key(cfg)
     package = _read(cfg.model.package, "model.package")
     frames = FrameQueue(cfg.ingest.queue_frames, cfg.ingest.backpressure, metrics,
                         max_bytes=cfg.ingest.queue_bytes)

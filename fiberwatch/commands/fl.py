@@ -27,28 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fl", help="federated learning: SuperLink, gateway SuperNode, runs")
     fl = p.add_subparsers(dest="fl_command", metavar="ACTION", required=True)
 
-    s = fl.add_parser("server", help="run a SuperLink (and the canary rollout) until Ctrl-C")
-    s.add_argument("--workdir", type=Path, required=True, help="Flower state and logs")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=9092)
-    _tls_server_args(s)
-    s.add_argument("--node-auth", action="store_true",
-                   help="only registered SuperNodes (always on with TLS; kept for scripts)")
-    s.add_argument("--register-node", type=Path, action="append", default=[],
-                   metavar="PUBKEY", help="allow this SuperNode public key (repeatable)")
-    s.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker: enables the rollout")
-    add_broker_args(s)  # the rollout's login and TLS
-    s.add_argument("--registry", type=Path, help="model registry root (rollout)")
-    s.add_argument("--canary", action="append", default=[], metavar="SITE/GATEWAY",
-                   help="canary gateway (repeatable; required with --broker)")
-    s.add_argument("--gateway", action="append", default=[], metavar="SITE/GATEWAY",
-                   help="a gateway to promote to (others are found by their health)")
-    s.add_argument("--canary-window", type=float, default=600.0, metavar="S")
-    s.add_argument("--public-key", type=Path, metavar="PUB",
-                   help="Ed25519 key the rollout verifies packages with (required with --broker)")
-    s.add_argument("--signing-key", type=Path, metavar="PRIVATE",
-                   help="Ed25519 key that re-signs production weights for a rollback")
-    s.set_defaults(func=_server)
+    _add_server(fl)
 
     n = fl.add_parser("node", help="run a gateway's SuperNode and ClientApp until Ctrl-C")
     n.add_argument("--config", type=Path, help="gateway config (superlink, buffer, TLS)")
@@ -85,6 +64,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("private", type=Path)
     k.add_argument("public", type=Path)
     k.set_defaults(func=_keys)
+
+
+def _add_server(fl: argparse._SubParsersAction) -> None:
+    s = fl.add_parser("server", help="run a SuperLink (and the canary rollout) until Ctrl-C")
+    s.add_argument("--workdir", type=Path, required=True, help="Flower state and logs")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=9092)
+    _tls_server_args(s)
+    s.add_argument("--node-auth", action="store_true",
+                   help="only registered SuperNodes (always on with TLS; kept for scripts)")
+    s.add_argument("--register-node", type=Path, action="append", default=[],
+                   metavar="PUBKEY", help="allow this SuperNode public key (repeatable)")
+    s.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker: enables the rollout")
+    add_broker_args(s)  # the rollout's login and TLS
+    s.add_argument("--registry", type=Path, help="model registry root (rollout)")
+    s.add_argument("--canary", action="append", default=[], metavar="SITE/GATEWAY",
+                   help="canary gateway (repeatable; required with --broker)")
+    s.add_argument("--gateway", action="append", default=[], metavar="SITE/GATEWAY",
+                   help="a gateway to promote to (others are found by their health)")
+    s.add_argument("--canary-window", type=float, default=600.0, metavar="S")
+    s.add_argument("--public-key", type=Path, metavar="PUB",
+                   help="Ed25519 key the rollout verifies packages with (required with --broker)")
+    s.add_argument("--signing-key", type=Path, metavar="PRIVATE",
+                   help="Ed25519 key that re-signs production weights for a rollback")
+    s.set_defaults(func=_server)
 
 
 def _tls_server_args(p: argparse.ArgumentParser) -> None:

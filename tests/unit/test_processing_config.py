@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from edge_agent.config import GatewayConfig, default_feature_threads
 
 BASE = {"gateway": {"site": "s", "id": "g", "data_dir": "/tmp/x"},
+        "model": {"allow_unsigned": True},
         "streams": [{"kind": "das", "channels": 64, "sample_rate_hz": 2000.0,
                      "window_s": 1.0, "hop_s": 0.5}]}
 

@@ -146,7 +146,7 @@ def test_the_api_fake_moves_as_the_real_registry(tmp_path: Path, start: str) -> 
     from federation.registry import STATES
 
     for to in STATES:
-        real = Registry(tmp_path / f"{start}-{to}")
+        real = Registry(tmp_path / f"{start}-{to}", public_key=KEYS[1])
         real.add(_pkg("v1"), state=start)
         fake = MemoryRegistry(MemoryModel("v1", state=start))
         outcomes = []
