@@ -77,8 +77,10 @@ def own_stack(work: Path, *, cloud: bool = True) -> Iterator[Stack]:
 
 
 def agent_config(data_dir: Path, port: int, gateway: str, **over: dict) -> dict[str, Any]:
-    """The agent's config: one 64-channel DAS stream, quick health and warm-up."""
+    """The agent's config: one 64-channel DAS stream, quick health and warm-up. It trusts
+    a key of its own (no package is offered: the statistical detector scores)."""
     d: dict[str, Any] = {
+        "model": {"public_key": str(_trust_key(data_dir.parent))},
         "gateway": {"site": SITE, "id": gateway, "data_dir": str(data_dir)},
         "broker": {"port": port},
         "streams": [{"kind": "das", "channels": CH, "sample_rate_hz": RATE, "window_s": 0.5,
@@ -91,6 +93,17 @@ def agent_config(data_dir: Path, port: int, gateway: str, **over: dict) -> dict[
     for k, v in over.items():
         d[k] = {**d.get(k, {}), **v}
     return d
+
+
+def _trust_key(folder: Path) -> Path:
+    """A model-signing public key in ``folder`` (made once): signed packages only."""
+    from federation.keys import save_pair
+
+    pub = folder / "chaos-model-signing.pub"
+    if not pub.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        save_pair(folder / "chaos-model-signing.key", pub)
+    return pub
 
 
 def write_toml(path: Path, cfg: dict[str, Any]) -> Path:
