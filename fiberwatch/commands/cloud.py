@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i = csub.add_parser("ingest", add_help=False,
                         help="MQTT -> InfluxDB ingestion (see 'fiberwatch cloud ingest --help')")
     i.set_defaults(func=None)  # fiberwatch.cli hands the rest of argv to cloud.ingest
+    a = csub.add_parser("alerting", add_help=False,
+                        help="stored events -> alert webhooks and MQTT "
+                             "(see 'fiberwatch cloud alerting --help')")
+    a.set_defaults(func=None)  # fiberwatch.cli hands the rest of argv to cloud.alerting
 
 
 def _settings(args: argparse.Namespace) -> Any:
