@@ -34,7 +34,7 @@ from cloud.api.deps import (
     get_settings,
     require_viewer,
 )
-from cloud.api.routes import anomalies, fleet, health, models, rounds, window
+from cloud.api.routes import alerts, anomalies, fleet, health, models, rounds, window
 from cloud.influx import InfluxError
 from cloud.settings import CloudSettings, is_loopback_host
 
@@ -108,6 +108,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("cloud api ready influx=%s db=%s registry=%s", settings.influx_url,
                  settings.influx_db, settings.registry_dir)
         yield
+        alerter = getattr(app.state, "alerter", None)
+        if alerter is not None:
+            alerter.state.close()
+            app.state.alerter = None
 
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
@@ -136,7 +140,7 @@ def create_app(
         app.dependency_overrides[get_settings] = lambda: settings
     # Every API route needs at least a viewer token; routes declare more with deps.needs().
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_viewer)])
-    for module in (anomalies, window, fleet, models, rounds, health):
+    for module in (anomalies, window, fleet, models, rounds, health, alerts):
         api.include_router(module.router)
     app.include_router(health.open_router, prefix=API_PREFIX)
     app.include_router(api)
