@@ -79,6 +79,24 @@ def _write(client: InfluxClient, now_ns: int, event: Event) -> None:
         for r in sample.sample_rounds(now_ns)], rp=schema.RP_HISTORY)
 
 
+def _alerting(folder: Path, event: Event) -> Path:
+    """An alerting config whose state holds one firing alert, for the injected event."""
+    from cloud.alerting.engine import Alerter
+    from cloud.alerting.service import load_config
+    from cloud.alerting.state import AlertState
+
+    path = folder / "alerts.toml"
+    path.write_text(f'[alerting]\nstate_db = "{folder / "alerts.sqlite"}"\n'
+                    '[[receivers]]\nname = "hook"\ntype = "webhook"\n'
+                    'url = "http://127.0.0.1:9/hook"\n'
+                    '[[rules]]\nname = "faults"\nkinds = ["fault"]\nreceivers = ["hook"]\n')
+    config = load_config(path)
+    state = AlertState(config.alerting.state_db)
+    assert Alerter(config, state).observe({**event.to_dict(), "received_ns": 1}) == "fired"
+    state.close()
+    return path
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Event]]:
     now_ns = time.time_ns() // 10**9 * 10**9
@@ -86,7 +104,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Even
     with Influxd(tmp_path_factory.mktemp("influxd")) as influxd:
         with InfluxClient(influxd.url) as client:
             _write(client, now_ns, event)
-        settings = CloudSettings(influx_url=influxd.url,
+        settings = CloudSettings(influx_url=influxd.url, alerting_config=_alerting(
+            tmp_path_factory.mktemp("alerting"), event),
                                  tokens={ADMIN: TokenInfo(name="ops", role="admin")})
         app = create_app(settings, registry=sample.sample_registry())
         port = free_port()
@@ -145,6 +164,28 @@ def test_dashboard_shows_event_and_waterfall(  # type: ignore[no-untyped-def]
     assert not errors, errors
     foreign = [u for u in requests if not u.startswith(base)]
     assert foreign == []  # nothing from a CDN
+
+
+def test_dashboard_acknowledges_and_resolves_an_alert(  # type: ignore[no-untyped-def]
+    served: tuple[str, Event], page
+) -> None:
+    base, event = served
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(f"{base}/#token={ADMIN}")
+    row = f'#alerts tr[data-alert="{event.id}"]'
+    page.wait_for_selector(f"{row}.alert-firing", timeout=20_000)
+    page.click(f'{row} button[data-act="ack"]')
+    page.wait_for_selector(f"{row}.alert-acknowledged", timeout=20_000)
+    _until(page, "!!document.querySelector('#audit li[data-audit=\"acknowledge\"]')")
+    assert "ops" in page.inner_text('#audit li[data-audit="acknowledge"]')
+    page.click(f'{row} button[data-act="resolve"]')
+    page.wait_for_selector(f"{row}.alert-resolved", timeout=20_000)
+    assert page.locator(f"{row} button").count() == 0  # nothing left to do on it
+    page.click(f"{row} td.link-cell")  # the alert opens its event
+    _until(page, "document.getElementById('detail-title').textContent.includes('fault')")
+    assert not problems, problems
 
 
 def test_dashboard_asks_for_a_token(served: tuple[str, Event], page) -> None:  # type: ignore[no-untyped-def]

@@ -1,6 +1,7 @@
 // The dashboard: sign-in, controls, live polling (every 2 s), event detail and labels.
 
 import { api, AuthError, clearToken, fmt, h, health, initialToken, saveToken } from "./api.js";
+import { renderAlerts } from "./alerts.js";
 import { renderEvents, renderFleet, renderModels, renderRounds } from "./panels.js";
 import { drawWaterfall, probe } from "./waterfall.js";
 
@@ -155,6 +156,27 @@ async function refreshRounds() {
   renderRounds($("rounds"), $("rounds-summary"), $("rounds-chart"), data.items);
 }
 
+async function refreshAlerts() {
+  let alerts;
+  try {
+    alerts = await api(state.token, "/alerts", { params: { limit: 50 } });
+  } catch (err) {
+    if (err instanceof AuthError) throw err;
+    $("alerts-summary").textContent = err.message.replace(/^\d+: /, "");
+    return;
+  }
+  const audit = await api(state.token, "/alerts/audit", { params: { limit: 20 } });
+  const canAct = RANK[state.me?.role] >= RANK.operator;
+  renderAlerts($("alerts"), $("alerts-summary"), $("audit"), alerts, audit, canAct, alertAction,
+    (id) => task("detail", () => selectEvent(id), "detail-title"));
+}
+
+async function alertAction(id, action) {
+  await task("alert-action", () => api(state.token, `/alerts/${encodeURIComponent(id)}/${action}`,
+    { body: { note: "" } }), "alerts-summary");
+  task("alerts", refreshAlerts);
+}
+
 async function selectEvent(id) {
   state.selected = id;
   for (const tr of $("events").querySelectorAll("tbody tr")) tr.classList.toggle("selected", tr.dataset.id === id);
@@ -204,6 +226,7 @@ function labelForm(id) {
 function refreshLive() {
   task("waterfall", refreshWaterfall, "wf-info");
   task("events", refreshEvents, "events-error");
+  task("alerts", refreshAlerts);
   refreshHealth().catch(() => {});
 }
 
