@@ -26,6 +26,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 
 from cloud import dashboard
+from cloud.api import docs
 from cloud.api.deps import (
     RegistryLike,
     StoreLike,
@@ -134,6 +135,8 @@ def create_app(
         version="1",
         summary="Anomaly history, waterfalls, fleet, models and federated rounds.",
         lifespan=_lifespan,
+        docs_url=None,  # cloud.api.docs serves /docs from local assets
+        redoc_url=None,  # ReDoc only loads from a CDN
     )
     app.state.injected = {"store": store, "registry": registry}
     if settings is not None:
@@ -152,6 +155,7 @@ def create_app(
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     dashboard.mount(app)
+    docs.mount(app)
     app.add_middleware(_BindGuard)  # added last: the outermost user middleware
     app.state.insecure_dev = bool(settings and settings.insecure_dev)
     return app

@@ -188,6 +188,21 @@ def test_dashboard_acknowledges_and_resolves_an_alert(  # type: ignore[no-untype
     assert not problems, problems
 
 
+def test_docs_render_offline(served: tuple[str, Event], page) -> None:  # type: ignore[no-untyped-def]
+    base, _ = served
+    requests: list[str] = []
+    problems: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(f"{base}/docs")
+    page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/api/v1/alerts/{event_id}/ack" in p for p in paths), paths[:5]
+    assert [u for u in requests if not u.startswith(base)] == []  # nothing from a CDN
+    assert not problems, problems
+
+
 def test_dashboard_asks_for_a_token(served: tuple[str, Event], page) -> None:  # type: ignore[no-untyped-def]
     base, _ = served
     page.goto(base + "/")
