@@ -33,6 +33,7 @@ from tests.integration._polling import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ADMIN = "admin-token-0123456789abcdef"
+SERVED: dict[str, str] = {}
 
 
 def _injected_event(now_ns: int) -> Event:
@@ -108,6 +109,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Even
             tmp_path_factory.mktemp("alerting"), event),
                                  tokens={ADMIN: TokenInfo(name="ops", role="admin")})
         app = create_app(settings, registry=sample.sample_registry())
+        app.state.live_max_stream_s = 4.0  # streams end often: the page must reconnect
+        SERVED["influx_url"] = influxd.url
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port,
                                                log_level="warning", ws="none"))
@@ -185,6 +188,28 @@ def test_dashboard_acknowledges_and_resolves_an_alert(  # type: ignore[no-untype
     assert page.locator(f"{row} button").count() == 0  # nothing left to do on it
     page.click(f"{row} td.link-cell")  # the alert opens its event
     _until(page, "document.getElementById('detail-title').textContent.includes('fault')")
+    assert not problems, problems
+
+
+def test_dashboard_is_pushed_updates_and_reconnects(  # type: ignore[no-untyped-def]
+    served: tuple[str, Event], page
+) -> None:
+    base, event = served
+    problems: list[str] = []
+    streams: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: streams.append(r.url) if r.url.endswith("/api/v1/live") else None)
+    page.goto(f"{base}/#token={ADMIN}")
+    _until(page, "document.getElementById('live-state').textContent === 'live'")
+    late = dataclasses.replace(event, id=event_id(sample.SITE, "gw-02", "das", event.start_ns, 9),
+                               gateway="gw-02", class_hint="sand", ch_start=9, ch_end=20)
+    with InfluxClient(SERVED["influx_url"]) as client:  # as ingestion writes a new event
+        client.write(schema.DB, [codec.event_line(late, time.time_ns())], rp=schema.RP_EVENTS)
+    page.locator(f'#events tr[data-id="{late.id}"]').wait_for(timeout=20_000)  # pushed: not polled
+    page.wait_for_timeout(6_000)  # the server ends each stream after 4 s
+    assert len(streams) >= 2, streams  # the page reconnected
+    _until(page, "document.getElementById('live-state').textContent === 'live'")
     assert not problems, problems
 
 

@@ -1,7 +1,8 @@
-// The dashboard: sign-in, controls, live polling (every 2 s), event detail and labels.
+// The dashboard: sign-in, controls, live updates (server-sent events), event detail and labels.
 
 import { api, AuthError, clearToken, fmt, h, health, initialToken, saveToken } from "./api.js";
 import { renderAlerts } from "./alerts.js";
+import { openLive } from "./live.js";
 import { renderEvents, renderFleet, renderModels, renderRounds } from "./panels.js";
 import { drawWaterfall, probe } from "./waterfall.js";
 
@@ -9,7 +10,8 @@ const $ = (id) => document.getElementById(id);
 const VIEW_KEY = "fiberwatch.view";
 const CONTROLS = ["site", "gateway", "stream", "field", "span", "ch-start", "ch-end"];
 const RANK = { viewer: 0, operator: 1, admin: 2 };
-const state = { token: initialToken(), me: null, selected: null, spacing: null, busy: {}, drawn: {} };
+const state = { token: initialToken(), me: null, selected: null, spacing: null, busy: {}, drawn: {}, live: null };
+const SLOW_MS = 10000; // models and the health pill; everything else is pushed
 
 function view() {
   return Object.fromEntries(CONTROLS.map((id) => [id, $(id).value]));
@@ -74,7 +76,10 @@ function setOptions(select, values) {
 }
 
 async function refreshFleet() {
-  const data = await api(state.token, "/fleet");
+  showFleet(await api(state.token, "/fleet"));
+}
+
+function showFleet(data) {
   renderFleet($("fleet"), $("fleet-summary"), data);
   setOptions($("site"), data.items.map((g) => g.site));
   const site = $("site").value;
@@ -108,8 +113,12 @@ async function refreshWaterfall() {
 
 async function refreshEvents() {
   const data = await api(state.token, "/anomalies", { params: { limit: 100, severity: $("severity-filter").value } });
+  showEvents(data.items);
+}
+
+function showEvents(items) {
   $("events-error").textContent = "";
-  renderEvents($("events"), data.items, state.selected, (id) => task("detail", () => selectEvent(id), "detail-title"));
+  renderEvents($("events"), items, state.selected, (id) => task("detail", () => selectEvent(id), "detail-title"));
 }
 
 async function refreshHealth() {
@@ -152,8 +161,40 @@ async function modelAction(path, body, question) {
 }
 
 async function refreshRounds() {
-  const data = await api(state.token, "/rounds", { params: { limit: 50 } });
+  showRounds(await api(state.token, "/rounds", { params: { limit: 50 } }));
+}
+
+function showRounds(data) {
   renderRounds($("rounds"), $("rounds-summary"), $("rounds-chart"), data.items);
+}
+
+/** Pushed updates: each topic arrives on connect and whenever it changes. */
+const LIVE = {
+  events(data) {
+    if ($("severity-filter").value) task("events", refreshEvents, "events-error");
+    else showEvents(data.items);
+    task("waterfall", refreshWaterfall, "wf-info");
+  },
+  fleet(data) {
+    showFleet(data);
+    task("waterfall", refreshWaterfall, "wf-info");
+  },
+  rounds: showRounds,
+  alerts: showAlerts,
+  error(data) { console.warn("live", data.topic, data.detail); },
+};
+
+function startLive() {
+  if (state.live || !state.token || !$("live").checked) return;
+  state.live = openLive(state.token, LIVE, {
+    onstate: (s) => { $("live-state").textContent = s; $("live-state").className = `pill ${s === "live" ? "ok" : "warn"}`; },
+    onauth: () => { state.live = null; showLogin("The token was not accepted."); },
+  });
+}
+
+function stopLive() {
+  if (state.live) state.live.close();
+  state.live = null;
 }
 
 async function refreshAlerts() {
@@ -166,6 +207,10 @@ async function refreshAlerts() {
     return;
   }
   const audit = await api(state.token, "/alerts/audit", { params: { limit: 20 } });
+  showAlerts({ alerts, audit });
+}
+
+function showAlerts({ alerts, audit }) {
   const canAct = RANK[state.me?.role] >= RANK.operator;
   renderAlerts($("alerts"), $("alerts-summary"), $("audit"), alerts, audit, canAct, alertAction,
     (id) => task("detail", () => selectEvent(id), "detail-title"));
@@ -223,24 +268,15 @@ function labelForm(id) {
   } }, kind, note, h("button", { type: "submit" }, "Add label"));
 }
 
-function refreshLive() {
+async function refreshAll() {
+  await task("fleet", refreshFleet);
   task("waterfall", refreshWaterfall, "wf-info");
   task("events", refreshEvents, "events-error");
   task("alerts", refreshAlerts);
+  task("models", refreshModels);
+  task("rounds", refreshRounds);
   refreshHealth().catch(() => {});
-}
-
-function refreshSlow() {
-  task("fleet", refreshFleet);
-  task("models", refreshModels);
-  task("rounds", refreshRounds);
-}
-
-async function refreshAll() {
-  await task("fleet", refreshFleet);
-  refreshLive();
-  task("models", refreshModels);
-  task("rounds", refreshRounds);
+  startLive();
 }
 
 function wire() {
@@ -265,13 +301,12 @@ function wire() {
     const detail = document.querySelector(".detail-wf");
     if (detail && state.drawn.detail) drawWaterfall(detail, ...state.drawn.detail);
   });
-  let tick = 0;
+  $("live").addEventListener("change", () => ($("live").checked ? startLive() : stopLive()));
   setInterval(() => {
     if (!state.token || document.hidden || !$("live").checked) return;
-    tick += 1;
-    refreshLive();
-    if (tick % 3 === 0) refreshSlow();
-  }, 2000);
+    task("models", refreshModels);
+    refreshHealth().catch(() => {});
+  }, SLOW_MS);
   refreshHealth().catch(() => {});
   if (state.token) signIn(state.token);
   else showLogin();
