@@ -108,7 +108,8 @@ class Store:
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
         q = (f"SELECT * FROM {self._from(schema.RP_EVENTS, schema.EVENT)}{where} "
              f"ORDER BY time DESC LIMIT {int(limit)} OFFSET {int(offset)}")
-        events = _dedupe([_event(r) for r in self._rows(q)])
+        # withdrawn events (merged into another) are left out: one event per anomaly
+        events = [e for e in _dedupe([_event(r) for r in self._rows(q)]) if not e["merged_into"]]
         labels = self._labels_for([e["id"] for e in events])
         for e in events:
             e["labels"] = labels.get(e["id"], [])

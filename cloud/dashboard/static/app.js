@@ -3,7 +3,7 @@
 import { api, AuthError, clearToken, fmt, h, health, initialToken, saveToken } from "./api.js";
 import { renderAlerts } from "./alerts.js";
 import { openLive } from "./live.js";
-import { renderEvents, renderFleet, renderModels, renderRounds } from "./panels.js";
+import { kindText, renderEvents, renderFleet, renderModels, renderRounds } from "./panels.js";
 import { drawWaterfall, probe } from "./waterfall.js";
 
 const $ = (id) => document.getElementById(id);
@@ -237,7 +237,7 @@ function renderDetail({ event: e, waterfall, waterfall_error: why }) {
   $("detail-title").textContent = `${e.class_hint} · ${e.severity} — ${e.site}/${e.gateway} ${e.stream}`;
   const canvas = h("canvas", { class: "detail-wf", "aria-label": "event waterfall" });
   const facts = [
-    ["id", e.id], ["start", fmt.datetime(e.start_ns)],
+    ["id", e.id], ["kind", kindText(e)], ["start", fmt.datetime(e.start_ns)],
     ["duration", `${((e.end_ns - e.start_ns) / 1e9).toFixed(1)} s`],
     ["channels", `${e.ch_start}–${e.ch_end}`],
     ["distance", `${e.dist_start_m.toFixed(1)}–${e.dist_end_m.toFixed(1)} m`],
@@ -245,6 +245,9 @@ function renderDetail({ event: e, waterfall, waterfall_error: why }) {
     ["windows", e.n_windows], ["model", `${e.model_version} (${String(e.model_hash).slice(0, 12)})`],
     ["latency", e.received_ns ? `${((e.received_ns - e.end_ns) / 1e9).toFixed(2)} s end → cloud` : "–"],
   ];
+  if (e.merged_into) {
+    facts.unshift(["merged into", h("button", { type: "button", class: "link", onclick: () => task("detail", () => selectEvent(e.merged_into), "detail-title") }, e.merged_into)]);
+  }
   const side = h("div", {},
     h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
     h("h2", {}, "Labels"),
