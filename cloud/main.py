@@ -35,7 +35,17 @@ from cloud.api.deps import (
     get_settings,
     require_viewer,
 )
-from cloud.api.routes import alerts, anomalies, fleet, health, live, models, rounds, window
+from cloud.api.routes import (
+    alerts,
+    anomalies,
+    fleet,
+    health,
+    live,
+    model_health,
+    models,
+    rounds,
+    window,
+)
 from cloud.influx import InfluxError
 from cloud.settings import CloudSettings, is_loopback_host
 
@@ -143,7 +153,7 @@ def create_app(
         app.dependency_overrides[get_settings] = lambda: settings
     # Every API route needs at least a viewer token; routes declare more with deps.needs().
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_viewer)])
-    for module in (anomalies, window, fleet, models, rounds, health, alerts, live):
+    for module in (anomalies, window, fleet, models, rounds, health, alerts, live, model_health):
         api.include_router(module.router)
     app.include_router(health.open_router, prefix=API_PREFIX)
     app.include_router(api)

@@ -6,6 +6,7 @@ A file with an ``[alerting]`` table::
     state_db = "/var/lib/fiberwatch/alerts.sqlite"   # queue, alert states and audit trail
     poll_interval_s = 1.0                             # how often stored events are read
     lookback_s = 86400                                # events started within this are considered
+    drift_psi = 0.25                                  # LOW "drift" alert past this score shift
     external_url = "https://fiberwatch.example/"      # the dashboard, linked from alerts
 
     [[receivers]]
@@ -66,6 +67,11 @@ class AlertingSection(_Strict):
     external_url: str = Field(default="", max_length=512)
     retry_initial_s: float = Field(default=0.5, gt=0, le=60)
     retry_max_s: float = Field(default=30.0, gt=0, le=3600)
+    # LOW "drift" alerts when a gateway's model-health figure passes one of these
+    drift_psi: float = Field(default=0.25, gt=0)  # score PSI vs training quantiles
+    drift_saturation_rate: float = Field(default=0.01, gt=0, le=1)  # int8 inputs clipped
+    drift_out_of_range_rate: float = Field(default=0.05, gt=0, le=1)  # rows out of range
+    drift_fallback_rate: float = Field(default=0.5, gt=0, le=1)  # windows on the fallback
 
 
 class Receiver(_Strict):

@@ -44,9 +44,12 @@ def alert_payload(alert: dict[str, Any], *, status: str, receiver: str,
               "gateway": alert["gateway"], "kind": alert["kind"], "severity": alert["severity"],
               "event_id": alert["event_id"], "stream": str(e.get("stream", ""))}
     am_status = "resolved" if status == "resolved" else "firing"
+    where = (f"model {e.get('model_version')}: " + ", ".join(
+        f"{k} {v}" for k, v in e["drift"].items()) if "drift" in e else
+        f"at {e.get('dist_start_m', 0):.0f}-{e.get('dist_end_m', 0):.0f} m")
     annotations = {
-        "summary": (f"{alert['severity']} {alert['kind']} on {alert['site']}/{alert['gateway']} "
-                    f"at {e.get('dist_start_m', 0):.0f}-{e.get('dist_end_m', 0):.0f} m"),
+        "summary": f"{alert['severity']} {alert['kind']} on {alert['site']}/{alert['gateway']} "
+                   f"{where}",
         "peak_score": f"{float(e.get('peak_score', 0.0)):.3f}",
         "model_version": str(e.get("model_version", "")),
         "acknowledged": "true" if status == "acknowledged" else "false",

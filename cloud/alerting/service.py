@@ -20,6 +20,7 @@ from typing import Any
 
 from cloud import schema
 from cloud.alerting.delivery import Dispatcher, MqttSender, Sender, WebhookSender
+from cloud.alerting.drift import DriftFeed
 from cloud.alerting.engine import Alerter
 from cloud.alerting.feed import EventFeed, RowsClient
 from cloud.alerting.state import AlertState
@@ -38,6 +39,7 @@ class Running:
     alerter: Alerter
     dispatcher: Dispatcher
     feed: EventFeed
+    drift: DriftFeed | None = None
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -76,7 +78,7 @@ def run_alerting(config: AlertingConfig, client: RowsClient, stop: threading.Eve
     alerter = Alerter(config, state)
     dispatcher = Dispatcher(config, state, build_senders(config, mqtt_client))
     feed = EventFeed(client, db=db, lookback_s=config.alerting.lookback_s)
-    run = Running(state, alerter, dispatcher, feed)
+    run = Running(state, alerter, dispatcher, feed, DriftFeed(client, config.alerting, db=db))
     if running is not None:
         running.append(run)
     dispatcher.start()
@@ -99,7 +101,7 @@ def run_alerting(config: AlertingConfig, client: RowsClient, stop: threading.Eve
 
 def _poll(run: Running) -> None:
     try:
-        events = run.feed.poll()
+        events = run.feed.poll() + (run.drift.poll() if run.drift is not None else [])
     except InfluxError as exc:
         run.errors["influx"] = run.errors.get("influx", 0) + 1
         log.warning("event=feed_failed error=%r", str(exc)[:200])

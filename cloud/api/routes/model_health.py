@@ -1,0 +1,34 @@
+"""Model health over time per gateway and model version (drift figures from heartbeats)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from cloud import model_health
+from cloud.api import bounds
+from cloud.api.deps import StoreDep, needs
+from cloud.api.schemas import Name
+
+router = APIRouter(tags=["model health"])
+Time = Annotated[str, Query(description="RFC 3339, ns since the epoch, or now-1h")]
+
+
+@router.get("/model-health", **needs("viewer"))
+def get_model_health(store: StoreDep, site: Name | None = None, gateway: Name | None = None,
+                     start: Time = "now-1h", end: Time = "now",
+                     limit: Annotated[int, Query(ge=1, le=10000)] = 5000) -> dict[str, Any]:
+    """Score shift (PSI against the package's training quantiles), int8 saturation,
+    feature out-of-range and fallback rates per gateway, stream and model version, oldest
+    first."""
+    now = time.time_ns()
+    start_ns, end_ns = bounds.time_param("start", start, now), bounds.time_param("end", end, now)
+    bounds.ordered("start", start_ns, "end", end_ns)
+    client = getattr(store, "influx", None)
+    if client is None:
+        raise HTTPException(503, "model health needs InfluxDB (not the sample data)")
+    items = model_health.query(client, store.db, site=site, gateway=gateway,  # type: ignore[attr-defined]
+                               start_ns=start_ns or 0, end_ns=end_ns or now, limit=limit)
+    return {"items": items, "now_ns": now}
