@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,36 @@ def _publisher(broker: Mosquitto) -> mqtt.Client:
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
     return c
+
+
+def test_model_drift_is_stored_served_and_alerted(tmp_path: Path, mosquitto: Mosquitto,
+                                                  influxd: Influxd, ingest: Ingest) -> None:
+    from cloud import model_health
+    from tests.integration.test_ingest import health
+
+    config = tmp_path / "alerts.toml"
+    write_config(config, "http://127.0.0.1:9/unused")
+    text = config.read_text() + ('[[rules]]\nname = "drift"\nkinds = ["drift"]\n'
+                                 'receivers = ["hook"]\n')
+    now = time.time_ns()
+    with Receiver() as rx:
+        config.write_text(text.replace("http://127.0.0.1:9/unused", rx.url))
+        alerting = Alerting(config, influxd, mosquitto)
+        pub = _publisher(mosquitto)
+        try:
+            for i, psi in enumerate((0.02, 0.9)):  # stable, then shifted
+                msg = {**health(now + i * 10**9), "model_health": {"das": [{
+                    "model_version": "1.0.0", "windows": 20, "rows": 20480, "score_psi": psi,
+                    "saturation_rate": 0.0, "out_of_range_rate": 0.0, "fallback_rate": 0.0}]}}
+                publish(pub, topics.health("s1", "g1"), json.dumps(msg))
+            bodies = rx.wait_for(1)
+            stored = model_health.query(ingest.influx, "fiberwatch", site="s1", gateway="g1",
+                                        start_ns=now - 10**9, end_ns=now + 10 * 10**9)
+        finally:
+            alerting.close()
+            pub.disconnect()
+    assert [p["score_psi"] for p in stored] == [0.02, 0.9]
+    (body,) = bodies
+    labels = body["alerts"][0]["labels"]
+    assert (labels["kind"], labels["severity"], labels["gateway"]) == ("drift", "low", "g1")
+    assert "score_psi 0.9" in body["alerts"][0]["annotations"]["summary"]
