@@ -72,12 +72,30 @@ def _write(client: InfluxClient, now_ns: int, event: Event) -> None:
         line, fleet = codec.health_lines(health, health["t_ns"])
         client.write(schema.DB, [line], rp=schema.RP_HISTORY)
         client.write(schema.DB, [fleet], rp=schema.RP_EVENTS)
+    client.write(schema.DB, _model_health_lines(now_ns), rp=schema.RP_HISTORY)
     client.write(schema.DB, [
         f"fl_round,run_id={r['run_id']},strategy={r['strategy']} round={r['round']}i,"
         f"participants={r['participants']}i,failures={r['failures']}i,loss={r['loss']},"
         f"auc={r['auc']},bytes_up={r['bytes_up']}i,bytes_down={r['bytes_down']}i,"
         f"duration_s={r['duration_s']},model_version=\"{r['model_version']}\" {r['time_ns']}"
         for r in sample.sample_rounds(now_ns)], rp=schema.RP_HISTORY)
+
+
+def _model_health_lines(now_ns: int) -> list[str]:
+    """Ten minutes of heartbeats from gw-01: a stable model whose scores then shift."""
+    from cloud import model_health
+
+    out = []
+    for k in range(60):
+        psi = 0.03 if k < 40 else 0.03 + 0.04 * (k - 40)
+        out += model_health.lines({"site": sample.SITE, "gateway": "gw-01",
+                                   "t_ns": now_ns - (600 - 10 * k) * 10**9, "model_health": {
+                                       "das": [{"model_version": sample.MODEL, "windows": 20,
+                                                "rows": 20480, "score_psi": psi,
+                                                "saturation_rate": 0.001,
+                                                "out_of_range_rate": 0.002,
+                                                "fallback_rate": 0.0}]}})
+    return out
 
 
 def _alerting(folder: Path, event: Event) -> Path:
@@ -212,6 +230,24 @@ def test_dashboard_is_pushed_updates_and_reconnects(  # type: ignore[no-untyped-
         page.wait_for_timeout(100)
     assert len(streams) >= 2, streams  # the page reconnected
     _until(page, "document.getElementById('live-state').textContent === 'live'")
+    assert not problems, problems
+
+
+def test_drift_panel_draws_model_health_on_a_time_axis(  # type: ignore[no-untyped-def]
+    served: tuple[str, Event], page, tmp_path: Path
+) -> None:
+    base, _ = served
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(f"{base}/#token={ADMIN}")
+    _until(page, "(document.getElementById('drift-chart')._mh || {}).points === 60")
+    _until(page, "document.getElementById('drift-summary').textContent.includes("
+                 "'point(s) past PSI 0.25')")
+    summary = page.inner_text("#drift-summary")
+    assert summary.startswith("1 model(s) · 14 point(s)"), summary  # the last 14 heartbeats
+    assert "PSI 0.79" in page.inner_text("#drift-legend")  # the latest figures
+    _chromium.screenshot(page, tmp_path / "drift.png", "drift.png")
     assert not problems, problems
 
 

@@ -2,6 +2,7 @@
 
 import { api, AuthError, clearToken, fmt, h, health, initialToken, saveToken } from "./api.js";
 import { renderAlerts } from "./alerts.js";
+import { renderDrift } from "./drift.js";
 import { openLive } from "./live.js";
 import { kindText, renderEvents, renderFleet, renderModels, renderRounds } from "./panels.js";
 import { drawWaterfall, probe } from "./waterfall.js";
@@ -178,6 +179,7 @@ const LIVE = {
   fleet(data) {
     showFleet(data);
     task("waterfall", refreshWaterfall, "wf-info");
+    task("drift", refreshDrift);
   },
   rounds: showRounds,
   alerts: showAlerts,
@@ -195,6 +197,27 @@ function startLive() {
 function stopLive() {
   if (state.live) state.live.close();
   state.live = null;
+}
+
+async function refreshDrift() {
+  const v = view();
+  let data;
+  try {
+    data = await api(state.token, "/model-health", { params: { site: v.site, gateway: v.gateway, start: `now-${v.span}` } });
+  } catch (err) {
+    if (err instanceof AuthError) throw err;
+    $("drift-summary").textContent = err.message.replace(/^\d+: /, "");
+    return;
+  }
+  const end = data.now_ns;
+  const start = end - spanMs(v.span) * 1e6;
+  const legend = renderDrift($("drift-chart"), $("drift-summary"), data.items, start, end);
+  $("drift-legend").replaceChildren(...legend.map((t) => h("li", {}, t)));
+}
+
+function spanMs(span) {
+  const n = parseFloat(span);
+  return n * (span.endsWith("h") ? 3600e3 : 60e3);
 }
 
 async function refreshAlerts() {
@@ -276,6 +299,7 @@ async function refreshAll() {
   task("waterfall", refreshWaterfall, "wf-info");
   task("events", refreshEvents, "events-error");
   task("alerts", refreshAlerts);
+  task("drift", refreshDrift);
   task("models", refreshModels);
   task("rounds", refreshRounds);
   refreshHealth().catch(() => {});
@@ -288,6 +312,7 @@ function wire() {
     localStorage.setItem(VIEW_KEY, JSON.stringify(view()));
     if (ev.target.id === "site") task("fleet", refreshFleet).then(() => task("waterfall", refreshWaterfall, "wf-info"));
     else task("waterfall", refreshWaterfall, "wf-info");
+    task("drift", refreshDrift);
   });
   $("controls").addEventListener("submit", (ev) => ev.preventDefault());
   $("severity-filter").addEventListener("change", () => task("events", refreshEvents, "events-error"));
