@@ -128,7 +128,7 @@ def _start(broker: Any, influxd: Any, config: Any) -> tuple[threading.Event, lis
     return stop, threads
 
 
-def run(quick: bool, out_dir: Path) -> dict[str, Any]:
+def run(quick: bool, out_dir: Path) -> dict[str, Any]:  # noqa: ARG001 - no plots
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
