@@ -188,3 +188,32 @@ def test_model_drift_is_stored_served_and_alerted(tmp_path: Path, mosquitto: Mos
     labels = body["alerts"][0]["labels"]
     assert (labels["kind"], labels["severity"], labels["gateway"]) == ("drift", "low", "g1")
     assert "score_psi 0.9" in body["alerts"][0]["annotations"]["summary"]
+
+
+def test_the_process_stops_cleanly_on_a_signal_and_rejects_a_bad_config(
+        tmp_path: Path, influxd: Influxd) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[alerting]\n[[receivers]]\nname = "x"\ntype = "webhook"\n'
+                   'url = "http://alerts.example.com/"\n[[rules]]\nname = "r"\n'
+                   'receivers = ["x"]\n')
+    cmd = [sys.executable, "-m", "fiberwatch", "cloud", "alerting", "--influx-url", influxd.url]
+    r = subprocess.run([*cmd, "--config", str(bad)], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "receivers.0: url must be https" in r.stderr
+    config = write_config(tmp_path / "alerts.toml", "http://127.0.0.1:9/hook")
+    proc = subprocess.Popen([*cmd, "--config", str(config), "--log-level", "INFO"], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        poll(lambda: (tmp_path / "alerts.sqlite").exists(), what="the state file")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "event=alerting_stopped" in (proc.stderr.read() if proc.stderr else "")
