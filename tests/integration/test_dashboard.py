@@ -247,6 +247,8 @@ def test_drift_panel_draws_model_health_on_a_time_axis(  # type: ignore[no-untyp
     summary = page.inner_text("#drift-summary")
     assert summary.startswith("1 model(s) · 14 point(s)"), summary  # the last 14 heartbeats
     assert "PSI 0.79" in page.inner_text("#drift-legend")  # the latest figures
+    _until(page, "document.getElementById('drift-legend').textContent.includes("
+                 "'labelled precision')")
     _chromium.screenshot(page, tmp_path / "drift.png", "drift.png")
     assert not problems, problems
 

@@ -73,3 +73,31 @@ def test_cloud_validates_and_writes_points() -> None:
     (line,) = cloud_mh.lines({"site": "s", "gateway": "g", "t_ns": 5, "model_health": good})
     assert line.startswith("model_health,gateway=g,model_version=v1,site=s,stream=das ")
     assert "score_psi=0.4" in line and "saturation_rate" not in line and line.endswith(" 5")
+
+
+def test_precision_per_kind_from_operator_labels() -> None:
+    from fastapi.testclient import TestClient
+
+    from cloud.api import sample
+    from cloud.api.memory import MemoryStore
+    from cloud.main import API_PREFIX, create_app
+    from cloud.settings import CloudSettings, TokenInfo
+
+    store = MemoryStore()
+    events = [e for e, _ in sample.sample_events(10**18 + 10**12)]
+    for e in events:
+        store.add_event(e)
+    leak = [e for e in events if e.class_hint == "leak"]
+    assert len(leak) >= 2
+    store.add_label(leak[0].id, label="confirmed", note="", user="a")
+    store.add_label(leak[1].id, label="confirmed", note="", user="a")
+    store.add_label(leak[1].id, label="false_alarm", note="on second look", user="b")
+    store.add_label(events[-1].id, label="note", note="just a note", user="a")
+    token = "viewer-token-0123456789abcdef"
+    settings = CloudSettings(tokens={token: TokenInfo(name="v", role="viewer")})
+    with TestClient(create_app(settings, store=store)) as c:
+        r = c.get(f"{API_PREFIX}/model-health/precision", params={"start": "0"},
+                  headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert r.json()["kinds"] == {"leak": {"confirmed": 1, "false_alarm": 1, "labelled": 2,
+                                          "precision": 0.5}}

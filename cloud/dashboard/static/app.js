@@ -212,7 +212,10 @@ async function refreshDrift() {
   const end = data.now_ns;
   const start = end - spanMs(v.span) * 1e6;
   const legend = renderDrift($("drift-chart"), $("drift-summary"), data.items, start, end);
-  $("drift-legend").replaceChildren(...legend.map((t) => h("li", {}, t)));
+  const prec = await api(state.token, "/model-health/precision", { params: { site: v.site, gateway: v.gateway } });
+  const kinds = Object.entries(prec.kinds).map(([k, r]) => `${k} ${fmt.num(r.precision * 100, 3)} % of ${r.labelled}`);
+  legend.push(`labelled precision (30 d): ${kinds.length ? kinds.join(" · ") : "no confirmed or false-alarm labels yet"}`);
+  $("drift-legend").replaceChildren(...legend.map((t) => h("li", { "data-legend": "" }, t)));
 }
 
 function spanMs(span) {
