@@ -283,3 +283,32 @@ def test_dashboard_asks_for_a_token(served: tuple[str, Event], page) -> None:  #
     page.dispatch_event("#ch-end", "change")
     _until(page, "document.getElementById('wf-info').textContent.includes("
                  "'100000 channels exceed the limit')")
+
+
+def test_sample_data_without_alerting_has_no_console_error(page) -> None:  # type: ignore[no-untyped-def]
+    settings = CloudSettings(tokens={ADMIN: TokenInfo(name="ops", role="admin")})
+    app = create_app(settings, store=sample.sample_store(), registry=sample.sample_registry())
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning",
+                                           ws="none"))
+    thread = threading.Thread(target=server.run, name="uvicorn-sample")
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            time.sleep(0.02)
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(f"http://{LOOPBACK}:{port}/#token={ADMIN}")
+        _until(page, "document.getElementById('alerts-summary').textContent.includes("
+                     "'not configured')")
+        _until(page, "document.getElementById('drift-summary').textContent.includes("
+                     "'no model-health data')")
+        _until(page, "document.getElementById('live-state').textContent === 'live'")
+        page.wait_for_selector("#events tbody tr[data-id]")
+        assert not problems, problems
+    finally:
+        page.goto("about:blank")  # ends the live stream: uvicorn waits for open responses
+        server.should_exit = True
+        thread.join(30)
+    assert not thread.is_alive()

@@ -70,8 +70,10 @@ def test_list_ack_resolve_audit(client: TestClient) -> None:
         ("system", "fire", "rule all")]
 
 
-def test_not_configured_is_503() -> None:
-    settings = CloudSettings(tokens={TOKENS["viewer"]: TokenInfo(name="v", role="viewer")})
+def test_not_configured_lists_nothing_and_refuses_changes() -> None:
+    settings = CloudSettings(tokens={TOKENS["operator"]: TokenInfo(name="o", role="operator")})
     with TestClient(create_app(settings, store=MemoryStore())) as c:
-        r = c.get(f"{API_PREFIX}/alerts", headers=_h("viewer"))
-    assert r.status_code == 503 and "not configured" in r.json()["detail"]
+        listed = c.get(f"{API_PREFIX}/alerts", headers=_h("operator"))
+        acked = c.post(f"{API_PREFIX}/alerts/e1/ack", headers=_h("operator"))
+    assert listed.status_code == 200 and listed.json()["configured"] is False
+    assert acked.status_code == 503 and "not configured" in acked.json()["detail"]

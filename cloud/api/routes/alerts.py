@@ -49,29 +49,40 @@ def get_alerter(request: Request, settings: SettingsDep) -> Any:
     return _alerter(request, settings)
 
 
+def maybe_alerter(request: Request, settings: SettingsDep) -> Any:
+    """The `Alerter`, or None when alerting is not configured (lists are then empty)."""
+    return None if settings.alerting_config is None else _alerter(request, settings)
+
+
 AlerterDep = Annotated[Any, Depends(get_alerter)]
+MaybeAlerterDep = Annotated[Any, Depends(maybe_alerter)]
 
 
 @router.get("/alerts", **needs("viewer"))
 def list_alerts(
-    alerter: AlerterDep,
+    alerter: MaybeAlerterDep,
     status: Literal["firing", "acknowledged", "resolved"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """Alerts, most recently changed first, and what is still queued per receiver."""
+    """Alerts, most recently changed first, and what is still queued per receiver;
+    ``configured`` is false (and the lists empty) when the API has no alerting config."""
+    if alerter is None:
+        return {"items": [], "queued": {}, "configured": False}
     return {"items": alerter.state.alerts(status=status, limit=limit),
-            "queued": alerter.state.queue_depth()}
+            "queued": alerter.state.queue_depth(), "configured": True}
 
 
 @router.get("/alerts/audit", **needs("viewer"))
 def audit(
-    alerter: AlerterDep,
+    alerter: MaybeAlerterDep,
     event_id: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     """Who did what to which alert (fire, severity_changed, acknowledge, resolve), newest
     first."""
-    return {"items": alerter.state.audit(event_id=event_id, limit=limit)}
+    if alerter is None:
+        return {"items": [], "configured": False}
+    return {"items": alerter.state.audit(event_id=event_id, limit=limit), "configured": True}
 
 
 @router.get("/alerts/deliveries", **needs("viewer"))

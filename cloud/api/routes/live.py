@@ -67,7 +67,7 @@ def _readers(request: Request, store: StoreLike, settings: CloudSettings
 
         def alerts() -> Any:
             a = _alerter(request, settings)
-            return {"alerts": {"items": a.state.alerts(limit=50),
+            return {"alerts": {"items": a.state.alerts(limit=50), "configured": True,
                                "queued": a.state.queue_depth()},
                     "audit": {"items": a.state.audit(limit=20)}}
 

@@ -18,6 +18,11 @@ export function renderAlerts(table, summary, auditList, alerts, audit, canAct, a
       h("td", {}, h("span", { class: `astatus ${a.status}` }, a.status)),
       h("td", { class: "r" }, canAct ? buttons(a, act) : null))));
   if (!items.length) table.append(h("tbody", {}, h("tr", {}, h("td", { class: "muted", colspan: 5 }, "no alerts"))));
+  if (alerts.configured === false) {
+    summary.textContent = "alerting not configured (fiberwatch cloud serve --alerting FILE)";
+    auditList.replaceChildren();
+    return;
+  }
   const firing = items.filter((a) => a.status === "firing").length;
   const queued = Object.values(alerts.queued || {}).reduce((s, n) => s + n, 0);
   summary.textContent = `${firing} firing${queued ? ` · ${queued} queued for delivery` : ""}`;
