@@ -101,7 +101,7 @@ def _transition(alerter: Any, event_id: str, to: str, user: Any, note: str) -> d
     from cloud.alerting.state import AlertConflict, AlertNotFound
 
     try:
-        return alerter.transition(event_id, to, actor=user.name, note=note)  # type: ignore[no-any-return]
+        return alerter.transition(event_id, to, actor=user.name, note=note)
     except AlertNotFound:
         raise HTTPException(404, f"no alert for event {event_id!r}") from None
     except AlertConflict as exc:

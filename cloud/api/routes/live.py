@@ -79,7 +79,7 @@ def _snapshots(request: Request) -> Snapshots:
     snaps = getattr(request.app.state, "live_snapshots", None)
     if snaps is None:
         snaps = request.app.state.live_snapshots = Snapshots()
-    return snaps  # type: ignore[no-any-return]
+    return snaps
 
 
 async def _stream(request: Request, readers: dict[str, Callable[[], Any]],

@@ -29,8 +29,9 @@ def get_model_health(store: StoreDep, site: Name | None = None, gateway: Name | 
     client = getattr(store, "influx", None)
     if client is None:  # the in-memory sample data has no model health
         return {"items": [], "now_ns": now, "stored": False}
-    items = model_health.query(client, store.db, site=site, gateway=gateway,  # type: ignore[attr-defined]
-                               start_ns=start_ns or 0, end_ns=end_ns or now, limit=limit)
+    items = model_health.query(client, str(getattr(store, "db", "fiberwatch")), site=site,
+                               gateway=gateway, start_ns=start_ns or 0, end_ns=end_ns or now,
+                               limit=limit)
     return {"items": items, "now_ns": now}
 
 
