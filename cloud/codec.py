@@ -88,6 +88,11 @@ def event_line(e: Event, received_ns: int) -> str:
     fields.update({k: float(d[k]) for k in _EVENT_FLOATS})
     fields["model_hash"] = d["model_hash"]
     fields["received_ns"] = int(received_ns)
+    for k in ("kind", "merged_into"):  # optional: only when the agent sent them
+        if d.get(k):
+            fields[k] = str(d[k])
+    if "kind_confidence" in d:
+        fields["kind_confidence"] = float(d["kind_confidence"])
     return line(schema.EVENT, {k: d[k] for k in _EVENT_TAGS}, fields, e.start_ns)
 
 

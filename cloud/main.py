@@ -26,6 +26,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 
 from cloud import dashboard
+from cloud.api import docs
 from cloud.api.deps import (
     RegistryLike,
     StoreLike,
@@ -34,7 +35,17 @@ from cloud.api.deps import (
     get_settings,
     require_viewer,
 )
-from cloud.api.routes import anomalies, fleet, health, models, rounds, window
+from cloud.api.routes import (
+    alerts,
+    anomalies,
+    fleet,
+    health,
+    live,
+    model_health,
+    models,
+    rounds,
+    window,
+)
 from cloud.influx import InfluxError
 from cloud.settings import CloudSettings, is_loopback_host
 
@@ -108,6 +119,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("cloud api ready influx=%s db=%s registry=%s", settings.influx_url,
                  settings.influx_db, settings.registry_dir)
         yield
+        alerter = getattr(app.state, "alerter", None)
+        if alerter is not None:
+            alerter.state.close()
+            app.state.alerter = None
 
 
 async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
@@ -130,13 +145,15 @@ def create_app(
         version="1",
         summary="Anomaly history, waterfalls, fleet, models and federated rounds.",
         lifespan=_lifespan,
+        docs_url=None,  # cloud.api.docs serves /docs from local assets
+        redoc_url=None,  # ReDoc only loads from a CDN
     )
     app.state.injected = {"store": store, "registry": registry}
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     # Every API route needs at least a viewer token; routes declare more with deps.needs().
     api = APIRouter(prefix=API_PREFIX, dependencies=[Depends(require_viewer)])
-    for module in (anomalies, window, fleet, models, rounds, health):
+    for module in (anomalies, window, fleet, models, rounds, health, alerts, live, model_health):
         api.include_router(module.router)
     app.include_router(health.open_router, prefix=API_PREFIX)
     app.include_router(api)
@@ -148,6 +165,7 @@ def create_app(
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     dashboard.mount(app)
+    docs.mount(app)
     app.add_middleware(_BindGuard)  # added last: the outermost user middleware
     app.state.insecure_dev = bool(settings and settings.insecure_dev)
     return app

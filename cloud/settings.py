@@ -108,6 +108,7 @@ class CloudSettings(BaseSettings):
     window_max_times: int = Field(default=5000, ge=1, le=5000)
     window_default_times: int = Field(default=600, ge=1, le=5000)
     stale_after_s: float = Field(default=30.0, gt=0)  # /health: ingestion is stale past this
+    alerting_config: Path | None = None  # alert rules TOML: its state_db backs /alerts
 
     _token_index: dict[str, TokenInfo] = PrivateAttr(default_factory=dict)
 

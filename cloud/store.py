@@ -20,7 +20,7 @@ from cloud import codec, schema, window
 from cloud.influx import InfluxClient, InfluxError, quote_ident, quote_literal
 from cloud.window import Row
 from edge_agent import topics
-from edge_agent.events import STREAMS, Event
+from edge_agent.events import OPTIONAL, STREAMS, Event
 
 log = logging.getLogger(__name__)
 _EVENT_TYPES = {f.name: {"int": int, "float": float}.get(str(f.type), str)
@@ -108,7 +108,9 @@ class Store:
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
         q = (f"SELECT * FROM {self._from(schema.RP_EVENTS, schema.EVENT)}{where} "
              f"ORDER BY time DESC LIMIT {int(limit)} OFFSET {int(offset)}")
-        events = _dedupe([_event(r) for r in self._rows(q)])
+        # withdrawn events (merged into another) are left out: one event per anomaly
+        rows = _dedupe([_event(r) for r in self._rows(q)])
+        events = [e for e in rows if not e.get("merged_into")]
         labels = self._labels_for([e["id"] for e in events])
         for e in events:
             e["labels"] = labels.get(e["id"], [])
@@ -279,6 +281,9 @@ def _event(r: dict[str, Any]) -> dict[str, Any]:
         e[name] = typ(v) if v is not None else None
     e["start_ns"] = int(r["start_ns"]) if r.get("start_ns") is not None else int(r["time"])
     e["received_ns"] = int(r["received_ns"]) if r.get("received_ns") is not None else None
+    for k in OPTIONAL:  # as `Event.to_dict`: optional fields only when the agent sent them
+        if e.get(k) is None:
+            e.pop(k, None)
     return e
 
 

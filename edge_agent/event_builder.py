@@ -20,7 +20,9 @@ time is emitted as a segment and continues as a new event from the segment's end
 The cloud hears of an event within a window of its onset: with ``announce_s`` (config
 ``events.announce_s``) an open event is announced as soon as it opens and re-sent at most that
 often while it changes (not while it only cools), under the id it got when it opened (merges
-keep the oldest id), so the final emission replaces the announcements.
+keep the oldest id), so the final emission replaces the announcements. An announced event
+that merges into an older one is withdrawn at once: re-sent under its own id with
+``merged_into`` naming the event it joined, so the cloud shows one event per anomaly.
 
 The onset (``start_ns``) is the start of the newest hop of the first flagged window: the
 window before it was quiet, so most of the change lies in that hop.
@@ -28,6 +30,7 @@ window before it was quiet, so most of the change lies in that hop.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +97,7 @@ class EventBuilder:
         # of slack for timestamp jitter)
         self._quiet_ns = cfg.merge_gap_hops(hop_ns) * hop_ns - hop_ns // 2
         self._announce_ns = None if announce_s is None else int(announce_s * 1e9)
+        self._withdrawn: list[Event] = []  # announced events merged into another, to send
 
     def update(self, s: Scored) -> list[Event]:
         """Consume one scored window; return the events it closes or announces."""
@@ -103,6 +107,8 @@ class EventBuilder:
         self.open = [e for e in self.open if e.model == model]
         for lo, hi, chans in self._clusters(s):
             self._join(s, lo, hi, chans, model)
+        out += self._withdrawn
+        self._withdrawn = []
         now = self._clock()
         keep = []
         for e in self.open:
@@ -173,6 +179,8 @@ class EventBuilder:
             self.open.remove(e)
             new = _merge(e, new)
         self.open.append(new)
+        self._withdrawn += [dataclasses.replace(self._emit(e), merged_into=new.id)
+                            for e in touching if e.announced_wall_ns and e.id != new.id]
 
     def _continue(self, e: _Open, now: int) -> _Open:
         return _Open(
@@ -188,9 +196,14 @@ class EventBuilder:
         return [self._emit(e) for e in events if e.score_n > 0]
 
     def _emit(self, e: _Open) -> Event:
+        from edge_agent.classify import classify  # it builds on class_hint below
+
         st = self.stream
         mean_row = e.row_sum / max(e.score_n, 1)
         ratio = e.peak / e.threshold if e.threshold > 0 else 2.0
+        kind, confidence = classify(st.kind, self.names, mean_row, self.reference,
+                                    extent=e.ch_hi - e.ch_lo + 1, nonfinite=e.nonfinite,
+                                    group_size=st.group_size)
         return Event(
             id=e.id or event_id(self.site, self.gateway, st.kind, e.start_ns, e.ch_lo),
             site=self.site, gateway=self.gateway, stream=st.kind,
@@ -199,9 +212,7 @@ class EventBuilder:
             dist_start_m=st.distance_m(e.ch_lo), dist_end_m=st.distance_m(e.ch_hi),
             peak_score=e.peak, mean_score=e.score_sum / max(e.score_n, 1),
             threshold=e.threshold, severity=severity(ratio),
-            class_hint=class_hint(st.kind, self.names, mean_row, self.reference,
-                                  extent=e.ch_hi - e.ch_lo + 1, nonfinite=e.nonfinite,
-                                  group_size=st.group_size),
+            class_hint=kind, kind=kind, kind_confidence=confidence,
             n_windows=max(len(e.windows), 1), model_version=e.model[0],
             model_hash=e.model[1] or "none", detected_ns=self._clock(),
         )

@@ -4,6 +4,11 @@ An event is what a gateway tells the cloud: one anomaly, merged over adjacent ch
 consecutive windows, scored by a named model. It travels as JSON on the ``events`` topic
 (`edge_agent.topics`) at QoS1 through the gateway's durable outbox, so the same event may
 arrive more than once: `id` is stable and the cloud stores each id once.
+
+Optional fields (left out of the JSON when empty, so older consumers still take the event):
+``kind`` and ``kind_confidence`` (0..1) are the classifier's verdict
+(`edge_agent.classify`); ``merged_into`` withdraws an event announced under its own id that
+has since merged into the event with that id (the dashboard shows only the latter).
 """
 
 from __future__ import annotations
@@ -52,12 +57,19 @@ class Event:
     model_hash: str  # sha256 of the model package; "none" for built-in detectors
     detected_ns: int  # when the gateway emitted it (for end-to-end latency)
     schema: int = SCHEMA_VERSION
+    kind: str = ""  # the classifier's kind (one of CLASS_HINTS); "" when not classified
+    kind_confidence: float = 0.0  # its confidence, 0..1
+    merged_into: str = ""  # withdrawn: this anomaly is reported under that event id
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, empty in OPTIONAL.items():
+            if d[k] == empty:
+                del d[k]
+        return d
 
     def __post_init__(self) -> None:
         _validate(self)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False).encode()
@@ -67,7 +79,7 @@ class Event:
         if not isinstance(d, dict):
             raise EventError(f"event must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}
-        missing = sorted(names - set(d) - {"schema"})
+        missing = sorted(names - set(d) - {"schema"} - set(OPTIONAL))
         if missing:
             raise EventError(f"missing field(s): {', '.join(missing)}")
         extra = sorted(set(d) - names)
@@ -87,6 +99,7 @@ class Event:
         return cls.from_dict(d)
 
 
+OPTIONAL: dict[str, Any] = {"kind": "", "kind_confidence": 0.0, "merged_into": ""}
 _INTS = ("start_ns", "end_ns", "ch_start", "ch_end", "n_windows", "detected_ns", "schema")
 _FLOATS = ("dist_start_m", "dist_end_m", "peak_score", "mean_score", "threshold")
 _STRS = ("id", "site", "gateway", "stream", "severity", "class_hint", "model_version",
@@ -120,3 +133,14 @@ def _validate(e: Event) -> None:
         raise EventError(f"bad channel range {e.ch_start}..{e.ch_end}")
     if e.n_windows < 1:
         raise EventError("n_windows must be >= 1")
+    _validate_optional(e)
+
+
+def _validate_optional(e: Event) -> None:
+    if not isinstance(e.kind, str) or e.kind not in ("", *CLASS_HINTS):
+        raise EventError(f"kind must be one of {CLASS_HINTS} or empty, got {e.kind!r}")
+    c = e.kind_confidence
+    if not isinstance(c, int | float) or isinstance(c, bool) or not 0.0 <= c <= 1.0:
+        raise EventError(f"kind_confidence must be a number in 0..1, got {c!r}")
+    if not isinstance(e.merged_into, str) or len(e.merged_into) > 256 or e.merged_into == e.id:
+        raise EventError("merged_into must be another event's id (at most 256 characters)")

@@ -135,6 +135,13 @@ class Int8AutoencoderScorer:
             out[i:i + chunk] = r * r * self._inv_dim
         return out
 
+    def saturation(self, rows: np.ndarray) -> tuple[int, int]:
+        """(input values clipped to the int8 range, rows with any clipped value)."""
+        x = self._check(rows)
+        qf = x * self._qa + self._qb
+        out = ~((qf >= -128.5) & (qf <= 127.5))  # NaN counts as out of range
+        return int(np.count_nonzero(out)), int(np.count_nonzero(out.any(axis=1)))
+
     def reconstruct(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(z, recon)`` in normalised units, for diagnostics and parity checks."""
         x = self._check(rows)
@@ -226,3 +233,7 @@ class LiteRTDetector:
             p = self._scorer.parts(rows)
         contrib = p.reshape(p.shape[0], self.columns, -1).sum(axis=2)  # columns are blocks
         return contrib.sum(axis=1), contrib
+
+    def saturation(self, rows: np.ndarray) -> tuple[int, int]:
+        """(int8 input values clipped, rows with any clipped value): `edge_agent.model_health`."""
+        return self._scorer.saturation(rows)

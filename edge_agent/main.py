@@ -169,7 +169,7 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
     worker = ModelWorker({k: (slots[k], pipelines[k].recent_rows) for k in slots})
     processor = Processor(frames, {topics.raw(site, gw, k): p for k, p in pipelines.items()},
                           metrics)
-    health = _Health(cfg, metrics, frames, outbox, slots, public_key)
+    health = _Health(cfg, metrics, frames, outbox, slots, public_key, pipelines)
     try:
         worker.start()
         uplink.start()
@@ -257,10 +257,12 @@ class _Health:
     """Builds the health heartbeat (`edge_agent.summary.HEALTH_KEYS` plus extras)."""
 
     def __init__(self, cfg: GatewayConfig, metrics: Metrics, frames: FrameQueue, outbox: Any,
-                 slots: dict[str, Any], public_key: bytes | None = None) -> None:
+                 slots: dict[str, Any], public_key: bytes | None = None,
+                 pipelines: dict[str, Any] | None = None) -> None:
         self.cfg, self.metrics, self.frames, self.outbox, self.slots = \
             cfg, metrics, frames, outbox, slots
         self.public_key = public_key
+        self.pipelines = pipelines or {}
         self._last_drops = 0
 
     def build(self, status: str | None = None) -> dict:
@@ -289,6 +291,7 @@ class _Health:
             "outbox_errors": dict(getattr(self.outbox, "errors", {})),
             "outbox_spilled": self.outbox.spilled() if hasattr(self.outbox, "spilled") else 0,
             "model_trust": trust_health(self.public_key, states),
+            "model_health": {k: p.model_health.take() for k, p in self.pipelines.items()},
         }
 
 

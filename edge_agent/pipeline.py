@@ -23,6 +23,7 @@ from edge_agent.event_builder import EventBuilder
 from edge_agent.feature_stream import StreamingFeatures
 from edge_agent.features import FeatureExtractor
 from edge_agent.metrics import Metrics, RateLimitedLog
+from edge_agent.model_health import ModelHealth
 from edge_agent.summary_accumulator import SummaryAccumulator
 from edge_agent.thresholds import GroupThreshold, group_max
 from edge_agent.types import RawMessage, Scored, Sink, Slot, Window
@@ -93,6 +94,7 @@ class StreamPipeline:
                                    hop_ns=round(spec.hop_s * 1e9), names=spec.names,
                                    clock_ns=clock_ns, announce_s=events.announce_s)
         self.summaries = SummaryAccumulator(site, gateway, stream)
+        self.model_health = ModelHealth()  # drift figures for the health heartbeat
         self.normal_buffer = normal_buffer
         self._energy_col = spec.names.index("log_rms") if spec.profile == "das" else None
         self._starts = np.arange(0, stream.channels, stream.group_size)
@@ -138,6 +140,8 @@ class StreamPipeline:
         t0 = time.perf_counter()
         scores, contrib = self._score(det, rows)
         self.slot.report_latency((time.perf_counter() - t0) * 1e3)
+        self.model_health.observe(det, rows, scores,
+                                  fallback=bool(getattr(self.slot, "fallback", False)))
         if rows.shape[0] != w.n_channels:  # mv: the window's one row stands for every column
             rows = np.broadcast_to(rows, (w.n_channels, rows.shape[1]))
             scores = np.repeat(scores, w.n_channels)

@@ -69,6 +69,10 @@ HEALTH_OPTIONAL_KEYS = (
     # (``latency_ms`` mixes every stream's frames). Only streams that scored a window since
     # the previous heartbeat; stream is a `FeatureSummary.stream` kind (das, dts).
     "latency_ms_by_stream",
+    # {stream: [{"model_version", "windows", "rows", "score_psi", "saturation_rate",
+    # "out_of_range_rate", "fallback_rate"}, ...]}: `edge_agent.model_health`, per model
+    # version that scored since the previous heartbeat (rates and PSI may be null)
+    "model_health",
 )
 
 

@@ -17,7 +17,8 @@ from edge_agent.logs import LOG_FORMAT
 from fiberwatch import __version__
 
 #: Subcommands whose own parser takes the rest of the command line: (words) -> module.main
-PASSTHROUGH = {("cloud", "ingest"): "cloud.ingest.service"}
+PASSTHROUGH = {("cloud", "ingest"): "cloud.ingest.service",
+               ("cloud", "alerting"): "cloud.alerting.service"}
 
 #: Subcommand modules, in the order `--help` lists them.
 COMMANDS = ("demo", "sim", "edge", "bridge", "model", "score", "fl", "cloud", "query", "config",

@@ -13,5 +13,6 @@ ROOT = Path(__file__).resolve().parent
 GATEWAYS = ROOT / "gateways"
 INTERROGATORS = ROOT / "interrogators"
 BRIDGES = ROOT / "bridges"
+ALERTS = ROOT / "alerts"
 
-__all__ = ["BRIDGES", "GATEWAYS", "INTERROGATORS", "ROOT"]
+__all__ = ["ALERTS", "BRIDGES", "GATEWAYS", "INTERROGATORS", "ROOT"]

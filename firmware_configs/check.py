@@ -1,7 +1,7 @@
 """Check one firmware config file: one line per problem, ``FILE: field.path: message``.
 
-A file's kind is told by its top-level table: ``[interrogator]``, ``[gateway]`` or ``[bridge]``
-(`edge_agent.bridge.config.BridgeConfig`); it is then
+A file's kind is told by its top-level table: ``[interrogator]``, ``[gateway]``, ``[bridge]``
+(`edge_agent.bridge.config.BridgeConfig`) or ``[alerting]``; it is then
 validated against that kind's schema. Checks across files are in `firmware_configs.crosscheck`.
 """
 
@@ -17,11 +17,12 @@ from pydantic import BaseModel, ValidationError
 
 from edge_agent.bridge.config import BridgeConfig
 from edge_agent.config import ConfigError, GatewayConfig
+from firmware_configs.alerting import AlertingConfig
 from firmware_configs.interrogator import InterrogatorConfig
 
-Kind = Literal["interrogator", "gateway", "bridge"]
+Kind = Literal["interrogator", "gateway", "bridge", "alerting"]
 KINDS: dict[str, type[BaseModel]] = {"interrogator": InterrogatorConfig, "gateway": GatewayConfig,
-                                     "bridge": BridgeConfig}
+                                     "bridge": BridgeConfig, "alerting": AlertingConfig}
 _SCALAR = (int, float, str, bool)
 _LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
 
@@ -92,7 +93,7 @@ def validate_file(path: Path | str) -> CheckResult:
         what = ("both " + " and ".join(f"[{t}]" for t in tables) if tables
                 else "no [interrogator] or [gateway]")
         result.add("(top level)", f"{what} table: cannot tell the kind of config "
-                   "(one of [interrogator], [gateway], [bridge])")
+                   "(one of [interrogator], [gateway], [bridge], [alerting])")
         return result
     result.kind = tables[0]  # type: ignore[assignment]
     try:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from cloud import codec, schema
+from cloud import codec, model_health, schema
 from edge_agent import topics
 from edge_agent.events import STREAMS, Event, EventError
 from edge_agent.summary import (
@@ -269,6 +269,8 @@ def _health(site: str, gateway: str, d: dict[str, Any]) -> dict[str, Any]:
         bad.append("drops")
     if "latency_ms_by_stream" in d and not _by_stream(d["latency_ms_by_stream"]):
         bad.append("latency_ms_by_stream")  # optional (older agents): checked when present
+    if "model_health" in d and not model_health.valid(d["model_health"]):
+        bad.append("model_health")  # optional: drift figures (`cloud.model_health`)
     bad += [k for k in ("status", "model_version", "model_hash") if not isinstance(d[k], str)]
     if bad:
         raise Malformed("health:schema", f"bad value(s) for {', '.join(bad)}")

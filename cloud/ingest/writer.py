@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from cloud import codec, schema
+from cloud import codec, model_health, schema
 from cloud.influx import InfluxError
 from cloud.ingest.buffer import Backoff, Buffer, Item
 from cloud.ingest.config import IngestSettings
@@ -137,7 +137,8 @@ class Writer:
             if newest:
                 self._fleet_t[key] = r.data["t_ns"]
             health, *fleet = codec.health_lines(r.data, item.received_ns, fleet=newest)
-            return [(schema.RP_HISTORY, health)] + [(schema.RP_EVENTS, f) for f in fleet]
+            drift = [(schema.RP_HISTORY, ln) for ln in model_health.lines(r.data)]
+            return [(schema.RP_HISTORY, health)] + [(schema.RP_EVENTS, f) for f in fleet] + drift
         if isinstance(r, ModelStateRecord):
             key = (r.site, r.gateway)
             if "t_ns" not in r.data:  # timed by arrival: skip replays of the retained copy

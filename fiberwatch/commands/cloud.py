@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="Ed25519 key that verifies packages before a promotion")
     s.add_argument("--tokens", type=Path, metavar="FILE",
                    help="API tokens, TOML or JSON: token -> {name, role}")
+    s.add_argument("--alerting", type=Path, metavar="FILE",
+                   help="alerting TOML: /api/v1/alerts lists, acknowledges and resolves its alerts")
     s.add_argument("--insecure-dev", action="store_true",
                    help="accept weak or missing tokens (a dev admin token); loopback only")
     s.add_argument("--sample-data", action="store_true",
@@ -37,6 +39,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i = csub.add_parser("ingest", add_help=False,
                         help="MQTT -> InfluxDB ingestion (see 'fiberwatch cloud ingest --help')")
     i.set_defaults(func=None)  # fiberwatch.cli hands the rest of argv to cloud.ingest
+    a = csub.add_parser("alerting", add_help=False,
+                        help="stored events -> alert webhooks and MQTT "
+                             "(see 'fiberwatch cloud alerting --help')")
+    a.set_defaults(func=None)  # fiberwatch.cli hands the rest of argv to cloud.alerting
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -46,8 +52,8 @@ def _settings(args: argparse.Namespace) -> Any:
 
     flags = {"influx_url": args.influx, "influx_db": args.db, "registry_dir": args.registry,
              "model_public_key": args.model_public_key,
-             "tokens_file": args.tokens, "insecure_dev": args.insecure_dev or None,
-             "bind_host": args.host}
+             "tokens_file": args.tokens, "alerting_config": args.alerting,
+             "insecure_dev": args.insecure_dev or None, "bind_host": args.host}
     try:
         return CloudSettings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:

@@ -33,6 +33,7 @@ from tests.integration._polling import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ADMIN = "admin-token-0123456789abcdef"
+SERVED: dict[str, str] = {}
 
 
 def _injected_event(now_ns: int) -> Event:
@@ -71,12 +72,48 @@ def _write(client: InfluxClient, now_ns: int, event: Event) -> None:
         line, fleet = codec.health_lines(health, health["t_ns"])
         client.write(schema.DB, [line], rp=schema.RP_HISTORY)
         client.write(schema.DB, [fleet], rp=schema.RP_EVENTS)
+    client.write(schema.DB, _model_health_lines(now_ns), rp=schema.RP_HISTORY)
     client.write(schema.DB, [
         f"fl_round,run_id={r['run_id']},strategy={r['strategy']} round={r['round']}i,"
         f"participants={r['participants']}i,failures={r['failures']}i,loss={r['loss']},"
         f"auc={r['auc']},bytes_up={r['bytes_up']}i,bytes_down={r['bytes_down']}i,"
         f"duration_s={r['duration_s']},model_version=\"{r['model_version']}\" {r['time_ns']}"
         for r in sample.sample_rounds(now_ns)], rp=schema.RP_HISTORY)
+
+
+def _model_health_lines(now_ns: int) -> list[str]:
+    """Ten minutes of heartbeats from gw-01: a stable model whose scores then shift."""
+    from cloud import model_health
+
+    out = []
+    for k in range(60):
+        psi = 0.03 if k < 40 else 0.03 + 0.04 * (k - 40)
+        out += model_health.lines({"site": sample.SITE, "gateway": "gw-01",
+                                   "t_ns": now_ns - (600 - 10 * k) * 10**9, "model_health": {
+                                       "das": [{"model_version": sample.MODEL, "windows": 20,
+                                                "rows": 20480, "score_psi": psi,
+                                                "saturation_rate": 0.001,
+                                                "out_of_range_rate": 0.002,
+                                                "fallback_rate": 0.0}]}})
+    return out
+
+
+def _alerting(folder: Path, event: Event) -> Path:
+    """An alerting config whose state holds one firing alert, for the injected event."""
+    from cloud.alerting.engine import Alerter
+    from cloud.alerting.service import load_config
+    from cloud.alerting.state import AlertState
+
+    path = folder / "alerts.toml"
+    path.write_text(f'[alerting]\nstate_db = "{folder / "alerts.sqlite"}"\n'
+                    '[[receivers]]\nname = "hook"\ntype = "webhook"\n'
+                    'url = "http://127.0.0.1:9/hook"\n'
+                    '[[rules]]\nname = "faults"\nkinds = ["fault"]\nreceivers = ["hook"]\n')
+    config = load_config(path)
+    state = AlertState(config.alerting.state_db)
+    assert Alerter(config, state).observe({**event.to_dict(), "received_ns": 1}) == "fired"
+    state.close()
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +123,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Even
     with Influxd(tmp_path_factory.mktemp("influxd")) as influxd:
         with InfluxClient(influxd.url) as client:
             _write(client, now_ns, event)
-        settings = CloudSettings(influx_url=influxd.url,
+        settings = CloudSettings(influx_url=influxd.url, alerting_config=_alerting(
+            tmp_path_factory.mktemp("alerting"), event),
                                  tokens={ADMIN: TokenInfo(name="ops", role="admin")})
         app = create_app(settings, registry=sample.sample_registry())
+        app.state.live_max_stream_s = 4.0  # streams end often: the page must reconnect
+        SERVED["influx_url"] = influxd.url
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port,
                                                log_level="warning", ws="none"))
@@ -147,6 +187,87 @@ def test_dashboard_shows_event_and_waterfall(  # type: ignore[no-untyped-def]
     assert foreign == []  # nothing from a CDN
 
 
+def test_dashboard_acknowledges_and_resolves_an_alert(  # type: ignore[no-untyped-def]
+    served: tuple[str, Event], page
+) -> None:
+    base, event = served
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(f"{base}/#token={ADMIN}")
+    row = f'#alerts tr[data-alert="{event.id}"]'
+    page.wait_for_selector(f"{row}.alert-firing", timeout=20_000)
+    page.click(f'{row} button[data-act="ack"]')
+    page.wait_for_selector(f"{row}.alert-acknowledged", timeout=20_000)
+    _until(page, "!!document.querySelector('#audit li[data-audit=\"acknowledge\"]')")
+    assert "ops" in page.inner_text('#audit li[data-audit="acknowledge"]')
+    page.click(f'{row} button[data-act="resolve"]')
+    page.wait_for_selector(f"{row}.alert-resolved", timeout=20_000)
+    assert page.locator(f"{row} button").count() == 0  # nothing left to do on it
+    page.click(f"{row} td.link-cell")  # the alert opens its event
+    _until(page, "document.getElementById('detail-title').textContent.includes('fault')")
+    assert not problems, problems
+
+
+def test_dashboard_is_pushed_updates_and_reconnects(  # type: ignore[no-untyped-def]
+    served: tuple[str, Event], page
+) -> None:
+    base, event = served
+    problems: list[str] = []
+    streams: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: streams.append(r.url) if r.url.endswith("/api/v1/live") else None)
+    page.goto(f"{base}/#token={ADMIN}")
+    _until(page, "document.getElementById('live-state').textContent === 'live'")
+    late = dataclasses.replace(event, id=event_id(sample.SITE, "gw-02", "das", event.start_ns, 9),
+                               gateway="gw-02", class_hint="sand", ch_start=9, ch_end=20)
+    with InfluxClient(SERVED["influx_url"]) as client:  # as ingestion writes a new event
+        client.write(schema.DB, [codec.event_line(late, time.time_ns())], rp=schema.RP_EVENTS)
+    page.locator(f'#events tr[data-id="{late.id}"]').wait_for(timeout=20_000)  # pushed: not polled
+    deadline = time.monotonic() + 30  # the server ends each stream after 4 s
+    while len(streams) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert len(streams) >= 2, streams  # the page reconnected
+    _until(page, "document.getElementById('live-state').textContent === 'live'")
+    assert not problems, problems
+
+
+def test_drift_panel_draws_model_health_on_a_time_axis(  # type: ignore[no-untyped-def]
+    served: tuple[str, Event], page, tmp_path: Path
+) -> None:
+    base, _ = served
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(f"{base}/#token={ADMIN}")
+    _until(page, "(document.getElementById('drift-chart')._mh || {}).points === 60")
+    _until(page, "document.getElementById('drift-summary').textContent.includes("
+                 "'point(s) past PSI 0.25')")
+    summary = page.inner_text("#drift-summary")
+    assert summary.startswith("1 model(s) · 14 point(s)"), summary  # the last 14 heartbeats
+    assert "PSI 0.79" in page.inner_text("#drift-legend")  # the latest figures
+    _until(page, "document.getElementById('drift-legend').textContent.includes("
+                 "'labelled precision')")
+    _chromium.screenshot(page, tmp_path / "drift.png", "drift.png")
+    assert not problems, problems
+
+
+def test_docs_render_offline(served: tuple[str, Event], page) -> None:  # type: ignore[no-untyped-def]
+    base, _ = served
+    requests: list[str] = []
+    problems: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.goto(f"{base}/docs")
+    page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/api/v1/alerts/{event_id}/ack" in p for p in paths), paths[:5]
+    assert [u for u in requests if not u.startswith(base)] == []  # nothing from a CDN
+    assert not problems, problems
+
+
 def test_dashboard_asks_for_a_token(served: tuple[str, Event], page) -> None:  # type: ignore[no-untyped-def]
     base, _ = served
     page.goto(base + "/")
@@ -162,3 +283,32 @@ def test_dashboard_asks_for_a_token(served: tuple[str, Event], page) -> None:  #
     page.dispatch_event("#ch-end", "change")
     _until(page, "document.getElementById('wf-info').textContent.includes("
                  "'100000 channels exceed the limit')")
+
+
+def test_sample_data_without_alerting_has_no_console_error(page) -> None:  # type: ignore[no-untyped-def]
+    settings = CloudSettings(tokens={ADMIN: TokenInfo(name="ops", role="admin")})
+    app = create_app(settings, store=sample.sample_store(), registry=sample.sample_registry())
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning",
+                                           ws="none"))
+    thread = threading.Thread(target=server.run, name="uvicorn-sample")
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            time.sleep(0.02)
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(f"http://{LOOPBACK}:{port}/#token={ADMIN}")
+        _until(page, "document.getElementById('alerts-summary').textContent.includes("
+                     "'not configured')")
+        _until(page, "document.getElementById('drift-summary').textContent.includes("
+                     "'no model-health data')")
+        _until(page, "document.getElementById('live-state').textContent === 'live'")
+        page.wait_for_selector("#events tbody tr[data-id]")
+        assert not problems, problems
+    finally:
+        page.goto("about:blank")  # ends the live stream: uvicorn waits for open responses
+        server.should_exit = True
+        thread.join(30)
+    assert not thread.is_alive()

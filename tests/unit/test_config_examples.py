@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_configs import BRIDGES, GATEWAYS, INTERROGATORS, ROOT
+from firmware_configs import ALERTS, BRIDGES, GATEWAYS, INTERROGATORS, ROOT
 from firmware_configs.schema import (
     GatewayConfig,
     InterrogatorConfig,
@@ -27,7 +27,8 @@ def test_the_demo_site_is_shipped() -> None:
     assert {p.stem for p in INTERROGATOR_FILES} >= {
         "das-well-a", "dts-well-a", "das-well-b", "das-pipeline-1"
     }
-    assert set(EXAMPLES) == set(GATEWAY_FILES) | set(INTERROGATOR_FILES) | set(BRIDGE_FILES)
+    assert set(EXAMPLES) == (set(GATEWAY_FILES) | set(INTERROGATOR_FILES) | set(BRIDGE_FILES)
+                             | set(ALERTS.glob("*.toml")))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -38,7 +39,7 @@ def test_example_validates(path: Path) -> None:
 def test_examples_validate_together() -> None:
     results = check_files(EXAMPLES)
     assert [r.problems for r in results if not r.ok] == []
-    assert {r.kind for r in results} == {"gateway", "interrogator", "bridge"}
+    assert {r.kind for r in results} == {"gateway", "interrogator", "bridge", "alerting"}
 
 
 @pytest.mark.parametrize("path", GATEWAY_FILES, ids=lambda p: p.stem)

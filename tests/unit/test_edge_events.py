@@ -257,3 +257,45 @@ def test_announced_at_open_and_not_resent_while_only_cooling() -> None:
     assert len({e.id for _, e in sent}) == 1
     assert sent[0][1].n_windows == 1 and sent[-1][1].n_windows == 3
     assert sent[0][1].start_ns == sent[-1][1].start_ns == 3 * HOP + HOP
+
+
+def test_an_announced_event_that_merges_is_withdrawn_into_the_older_one() -> None:
+    now = [10**18]
+    b = EventBuilder(site="s", gateway="g", stream=STREAM, cfg=EventConfig(merge_gap_channels=2),
+                     hop_ns=HOP, names=NAMES, clock_ns=lambda: now[0], announce_s=2.0)
+    b.reference = np.zeros(DIM, np.float32)
+    sent: list[Event] = []
+    hot = [{10: 9.0}, {10: 9.0, 30: 9.0}, {10: 9.0, 30: 9.0},
+           dict.fromkeys(range(10, 31), 9.0)]  # two anomalies, then one spanning both
+    for k in range(30):
+        now[0] += HOP
+        sent += b.update(scored(k, hot[k] if k < len(hot) else None))
+    older, newer = sent[0], sent[1]  # both announced when they opened
+    assert (older.ch_start, newer.ch_start) == (1010, 1030) and older.id != newer.id
+    withdrawn = [e for e in sent if e.merged_into]
+    assert [(e.id, e.merged_into) for e in withdrawn] == [(newer.id, older.id)]
+    final = sent[-1]
+    assert final.id == older.id and (final.ch_start, final.ch_end) == (1010, 1030)
+    assert not final.merged_into
+    assert Event.from_json(withdrawn[0].to_json()) == withdrawn[0]  # on the wire
+
+
+def test_events_carry_the_classifier_kind_and_confidence() -> None:
+    b = builder(merge_gap_s=1.0)
+    (fault,) = run(b, [scored(0, {13: 9.0}, nonfinite=[13]), scored(1), scored(2), scored(3)])
+    assert fault.kind == fault.class_hint == "fault" and fault.kind_confidence == 1.0
+    (plain,) = run(b, [scored(10, {40: 9.0}), scored(11), scored(12), scored(13)])
+    assert plain.kind == plain.class_hint and 0.0 < plain.kind_confidence <= 1.0
+    assert "kind" in plain.to_dict() and "merged_into" not in plain.to_dict()
+
+
+def test_optional_fields_are_checked() -> None:
+    (e,) = run(builder(merge_gap_s=1.0), [scored(0, {13: 9.0}), scored(1), scored(2)] +
+               [scored(3)])
+    d = e.to_dict()
+    for bad in ({"kind": "lek"}, {"kind_confidence": 1.5}, {"kind_confidence": float("nan")},
+                {"merged_into": e.id}):
+        with pytest.raises(ValueError):
+            Event.from_dict({**d, **bad})
+    old = {k: v for k, v in d.items() if k not in ("kind", "kind_confidence", "merged_into")}
+    assert Event.from_dict(old).kind == ""  # events from older agents still parse

@@ -145,3 +145,19 @@ def test_threshold_floor_is_the_manifest_quantile(built: dict) -> None:
     assert thr.floor == q["0.9999"] > 0
     assert GroupThreshold.for_detector(4, ThresholdConfig(floor_quantile=0.99999), det).floor \
         == q["0.99999"]
+
+
+def test_saturation_counts_clipped_int8_inputs(built: dict) -> None:
+    from edge_agent.model_health import ModelHealth
+
+    det = LiteRTDetector(built["pkg"])
+    normal = _rows(200, 7)
+    sat_values, sat_rows = det.saturation(normal)
+    far = normal.copy()
+    far[:10, 0] = 1e6  # ten rows far outside anything seen in training
+    far_values, far_rows = det.saturation(far)
+    assert far_rows - sat_rows >= 9 and far_values > sat_values
+    mh = ModelHealth()
+    mh.observe(det, normal, det.score(normal), fallback=False)
+    (r,) = mh.take()
+    assert r["score_psi"] is not None and r["saturation_rate"] is not None

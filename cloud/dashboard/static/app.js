@@ -1,14 +1,18 @@
-// The dashboard: sign-in, controls, live polling (every 2 s), event detail and labels.
+// The dashboard: sign-in, controls, live updates (server-sent events), event detail and labels.
 
 import { api, AuthError, clearToken, fmt, h, health, initialToken, saveToken } from "./api.js";
-import { renderEvents, renderFleet, renderModels, renderRounds } from "./panels.js";
+import { renderAlerts } from "./alerts.js";
+import { renderDrift } from "./drift.js";
+import { openLive } from "./live.js";
+import { kindText, renderEvents, renderFleet, renderModels, renderRounds } from "./panels.js";
 import { drawWaterfall, probe } from "./waterfall.js";
 
 const $ = (id) => document.getElementById(id);
 const VIEW_KEY = "fiberwatch.view";
 const CONTROLS = ["site", "gateway", "stream", "field", "span", "ch-start", "ch-end"];
 const RANK = { viewer: 0, operator: 1, admin: 2 };
-const state = { token: initialToken(), me: null, selected: null, spacing: null, busy: {}, drawn: {} };
+const state = { token: initialToken(), me: null, selected: null, spacing: null, busy: {}, drawn: {}, live: null };
+const SLOW_MS = 10000; // models and the health pill; everything else is pushed
 
 function view() {
   return Object.fromEntries(CONTROLS.map((id) => [id, $(id).value]));
@@ -73,7 +77,10 @@ function setOptions(select, values) {
 }
 
 async function refreshFleet() {
-  const data = await api(state.token, "/fleet");
+  showFleet(await api(state.token, "/fleet"));
+}
+
+function showFleet(data) {
   renderFleet($("fleet"), $("fleet-summary"), data);
   setOptions($("site"), data.items.map((g) => g.site));
   const site = $("site").value;
@@ -107,8 +114,12 @@ async function refreshWaterfall() {
 
 async function refreshEvents() {
   const data = await api(state.token, "/anomalies", { params: { limit: 100, severity: $("severity-filter").value } });
+  showEvents(data.items);
+}
+
+function showEvents(items) {
   $("events-error").textContent = "";
-  renderEvents($("events"), data.items, state.selected, (id) => task("detail", () => selectEvent(id), "detail-title"));
+  renderEvents($("events"), items, state.selected, (id) => task("detail", () => selectEvent(id), "detail-title"));
 }
 
 async function refreshHealth() {
@@ -151,8 +162,90 @@ async function modelAction(path, body, question) {
 }
 
 async function refreshRounds() {
-  const data = await api(state.token, "/rounds", { params: { limit: 50 } });
+  showRounds(await api(state.token, "/rounds", { params: { limit: 50 } }));
+}
+
+function showRounds(data) {
   renderRounds($("rounds"), $("rounds-summary"), $("rounds-chart"), data.items);
+}
+
+/** Pushed updates: each topic arrives on connect and whenever it changes. */
+const LIVE = {
+  events(data) {
+    if ($("severity-filter").value) task("events", refreshEvents, "events-error");
+    else showEvents(data.items);
+    task("waterfall", refreshWaterfall, "wf-info");
+  },
+  fleet(data) {
+    showFleet(data);
+    task("waterfall", refreshWaterfall, "wf-info");
+    task("drift", refreshDrift);
+  },
+  rounds: showRounds,
+  alerts: showAlerts,
+  error(data) { console.warn("live", data.topic, data.detail); },
+};
+
+function startLive() {
+  if (state.live || !state.token || !$("live").checked) return;
+  state.live = openLive(state.token, LIVE, {
+    onstate: (s) => { $("live-state").textContent = s; $("live-state").className = `pill ${s === "live" ? "ok" : "warn"}`; },
+    onauth: () => { state.live = null; showLogin("The token was not accepted."); },
+  });
+}
+
+function stopLive() {
+  if (state.live) state.live.close();
+  state.live = null;
+}
+
+async function refreshDrift() {
+  const v = view();
+  let data;
+  try {
+    data = await api(state.token, "/model-health", { params: { site: v.site, gateway: v.gateway, start: `now-${v.span}` } });
+  } catch (err) {
+    if (err instanceof AuthError) throw err;
+    $("drift-summary").textContent = err.message.replace(/^\d+: /, "");
+    return;
+  }
+  const end = data.now_ns;
+  const start = end - spanMs(v.span) * 1e6;
+  const legend = renderDrift($("drift-chart"), $("drift-summary"), data.items, start, end);
+  const prec = await api(state.token, "/model-health/precision", { params: { site: v.site, gateway: v.gateway } });
+  const kinds = Object.entries(prec.kinds).map(([k, r]) => `${k} ${fmt.num(r.precision * 100, 3)} % of ${r.labelled}`);
+  legend.push(`labelled precision (30 d): ${kinds.length ? kinds.join(" · ") : "no confirmed or false-alarm labels yet"}`);
+  $("drift-legend").replaceChildren(...legend.map((t) => h("li", { "data-legend": "" }, t)));
+}
+
+function spanMs(span) {
+  const n = parseFloat(span);
+  return n * (span.endsWith("h") ? 3600e3 : 60e3);
+}
+
+async function refreshAlerts() {
+  let alerts;
+  try {
+    alerts = await api(state.token, "/alerts", { params: { limit: 50 } });
+  } catch (err) {
+    if (err instanceof AuthError) throw err;
+    $("alerts-summary").textContent = err.message.replace(/^\d+: /, "");
+    return;
+  }
+  const audit = await api(state.token, "/alerts/audit", { params: { limit: 20 } });
+  showAlerts({ alerts, audit });
+}
+
+function showAlerts({ alerts, audit }) {
+  const canAct = RANK[state.me?.role] >= RANK.operator;
+  renderAlerts($("alerts"), $("alerts-summary"), $("audit"), alerts, audit, canAct, alertAction,
+    (id) => task("detail", () => selectEvent(id), "detail-title"));
+}
+
+async function alertAction(id, action) {
+  await task("alert-action", () => api(state.token, `/alerts/${encodeURIComponent(id)}/${action}`,
+    { body: { note: "" } }), "alerts-summary");
+  task("alerts", refreshAlerts);
 }
 
 async function selectEvent(id) {
@@ -170,7 +263,7 @@ function renderDetail({ event: e, waterfall, waterfall_error: why }) {
   $("detail-title").textContent = `${e.class_hint} · ${e.severity} — ${e.site}/${e.gateway} ${e.stream}`;
   const canvas = h("canvas", { class: "detail-wf", "aria-label": "event waterfall" });
   const facts = [
-    ["id", e.id], ["start", fmt.datetime(e.start_ns)],
+    ["id", e.id], ["kind", kindText(e)], ["start", fmt.datetime(e.start_ns)],
     ["duration", `${((e.end_ns - e.start_ns) / 1e9).toFixed(1)} s`],
     ["channels", `${e.ch_start}–${e.ch_end}`],
     ["distance", `${e.dist_start_m.toFixed(1)}–${e.dist_end_m.toFixed(1)} m`],
@@ -178,6 +271,9 @@ function renderDetail({ event: e, waterfall, waterfall_error: why }) {
     ["windows", e.n_windows], ["model", `${e.model_version} (${String(e.model_hash).slice(0, 12)})`],
     ["latency", e.received_ns ? `${((e.received_ns - e.end_ns) / 1e9).toFixed(2)} s end → cloud` : "–"],
   ];
+  if (e.merged_into) {
+    facts.unshift(["merged into", h("button", { type: "button", class: "link", onclick: () => task("detail", () => selectEvent(e.merged_into), "detail-title") }, e.merged_into)]);
+  }
   const side = h("div", {},
     h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
     h("h2", {}, "Labels"),
@@ -201,23 +297,16 @@ function labelForm(id) {
   } }, kind, note, h("button", { type: "submit" }, "Add label"));
 }
 
-function refreshLive() {
-  task("waterfall", refreshWaterfall, "wf-info");
-  task("events", refreshEvents, "events-error");
-  refreshHealth().catch(() => {});
-}
-
-function refreshSlow() {
-  task("fleet", refreshFleet);
-  task("models", refreshModels);
-  task("rounds", refreshRounds);
-}
-
 async function refreshAll() {
   await task("fleet", refreshFleet);
-  refreshLive();
+  task("waterfall", refreshWaterfall, "wf-info");
+  task("events", refreshEvents, "events-error");
+  task("alerts", refreshAlerts);
+  task("drift", refreshDrift);
   task("models", refreshModels);
   task("rounds", refreshRounds);
+  refreshHealth().catch(() => {});
+  startLive();
 }
 
 function wire() {
@@ -226,6 +315,7 @@ function wire() {
     localStorage.setItem(VIEW_KEY, JSON.stringify(view()));
     if (ev.target.id === "site") task("fleet", refreshFleet).then(() => task("waterfall", refreshWaterfall, "wf-info"));
     else task("waterfall", refreshWaterfall, "wf-info");
+    task("drift", refreshDrift);
   });
   $("controls").addEventListener("submit", (ev) => ev.preventDefault());
   $("severity-filter").addEventListener("change", () => task("events", refreshEvents, "events-error"));
@@ -242,13 +332,12 @@ function wire() {
     const detail = document.querySelector(".detail-wf");
     if (detail && state.drawn.detail) drawWaterfall(detail, ...state.drawn.detail);
   });
-  let tick = 0;
+  $("live").addEventListener("change", () => ($("live").checked ? startLive() : stopLive()));
   setInterval(() => {
     if (!state.token || document.hidden || !$("live").checked) return;
-    tick += 1;
-    refreshLive();
-    if (tick % 3 === 0) refreshSlow();
-  }, 2000);
+    task("models", refreshModels);
+    refreshHealth().catch(() => {});
+  }, SLOW_MS);
   refreshHealth().catch(() => {});
   if (state.token) signIn(state.token);
   else showLogin();

@@ -8,10 +8,16 @@ export function renderEvents(table, items, selected, onSelect) {
       h("td", { title: fmt.datetime(e.start_ns) }, fmt.time(e.start_ns)),
       h("td", { title: `${e.site}/${e.gateway} ${e.stream}, ${e.dist_start_m}–${e.dist_end_m} m` },
         `${e.gateway} `, h("span", { class: "muted" }, e.stream), ` ${e.ch_start}–${e.ch_end}`),
-      h("td", { title: `${e.severity} · ${e.class_hint}` },
-        h("span", { class: `sev ${e.severity}` }, e.severity), ` ${e.class_hint}`),
+      h("td", { title: `${e.severity} · ${kindText(e)}` },
+        h("span", { class: `sev ${e.severity}` }, e.severity), ` ${e.kind || e.class_hint}`),
       h("td", { class: "r", title: `peak score ${e.peak_score}` }, fmt.num(e.peak_score)))));
   if (!items.length) table.append(h("tbody", {}, h("tr", {}, h("td", { class: "muted", colspan: 4 }, "no anomalies"))));
+}
+
+/** "leak (confidence 0.82)" from the classifier, else the class hint. */
+export function kindText(e) {
+  if (!e.kind) return e.class_hint;
+  return `${e.kind} (confidence ${fmt.num(e.kind_confidence, 2)})`;
 }
 
 export function renderFleet(table, summary, data) {
