@@ -160,7 +160,7 @@ MV_DEFAULT_RATE = 0.01
 
 class ThresholdConfig(_Strict):
     """The threshold stage (`edge_agent.thresholds`). The defaults are the operating point
-    the model evaluation measures (`federation.evaluate`, ``docs/model/README.md``)."""
+    the model evaluation measures (`federation.model.evaluate`, ``docs/model/README.md``)."""
 
     false_alarm_rate: float = Field(1e-6, gt=0, lt=0.5, description="per group per window")
     false_alarms_per_day: float | None = Field(

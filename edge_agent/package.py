@@ -132,7 +132,7 @@ def load_public_key(data: bytes) -> Ed25519PublicKey:
 
 
 def pack(manifest: dict[str, Any], model: bytes, signature: bytes = b"") -> bytes:
-    """Assemble a package from its parts (`federation.package` signs it)."""
+    """Assemble a package from its parts (`federation.registry.package` signs it)."""
     blob = json.dumps(manifest, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     if len(signature) not in (0, SIGNATURE_SIZE):
         raise ValueError(f"signature must be 0 or {SIGNATURE_SIZE} bytes")

@@ -8,7 +8,7 @@ a typed `PackageError`:
   has accepted for the stream (a replayed older package, a retired canary). The same serial
   is accepted again only for the very same package file (the retained copy the broker
   redelivers after a restart). A rollback is a *new* package re-publishing the old weights
-  with a higher serial (`federation.registry.Registry.republish`).
+  with a higher serial (`federation.registry.store.Registry.republish`).
 * ``target``: a package whose ``targets`` list names neither this site nor this gateway.
 * ``expired``: a package past its ``not_after`` time.
 

@@ -1,6 +1,6 @@
 """The project's one process toolkit: start processes, wait until they are ready, stop them.
 
-Used by the Flower deployment (`federation.deployment`), the service wrappers
+Used by the Flower deployment (`federation.flower.deployment`), the service wrappers
 (`fiberwatch.services`: Mosquitto, influxd) and the demo's supervisor
 (`fiberwatch.supervisor`). Also the one `free_port` and the one `wait_until`.
 

@@ -123,7 +123,7 @@ def _train_initial(opts: DemoOptions, layout: DemoLayout, sup: Supervisor, cfg_p
 
 def _register_initial(layout: DemoLayout, pkg: Path) -> str:
     """The initial package into a fresh registry, promoted to production; its version."""
-    from federation.registry import Registry
+    from federation.registry.store import Registry
 
     reg = Registry(layout.registry, public_key=layout.public_key.read_bytes())
     rec = reg.add(pkg.read_bytes(), state="candidate", metrics={"source": "demo initial"})

@@ -105,7 +105,7 @@ def ensure_mqtt(layout: DemoLayout) -> DemoMqtt:
 
 
 def ensure_keys(layout: DemoLayout) -> None:
-    from federation.keys import save_pair
+    from federation.registry.keys import save_pair
 
     if not layout.signing_key.exists():
         layout.keys.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ def ensure_keys(layout: DemoLayout) -> None:
 
 def ensure_flower_tls(layout: DemoLayout, gateways: tuple[str, ...]) -> Any:
     """A loopback CA + SuperLink certificate and one SuperNode auth key pair per gateway."""
-    from federation.deployment import generate_node_keys, local_tls
+    from federation.flower.deployment import generate_node_keys, local_tls
 
     tls = local_tls(layout.flower_tls)
     for name in gateways:

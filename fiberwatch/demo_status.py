@@ -90,7 +90,7 @@ class StatusBoard:
 
     def _rollout(self) -> str:
         try:
-            from federation.registry import Registry
+            from federation.registry.store import Registry
 
             recs = Registry(self.run.layout.registry).list()
         except Exception:  # noqa: BLE001 - status display only; the registry may be mid-write

@@ -2,7 +2,7 @@
 
 `get_settings` is cached and overridable (``app.dependency_overrides[get_settings]``); the
 Store and the Registry are built in the app's lifespan (`cloud.main`) and live on
-``app.state``. The Registry comes from `federation.registry`, imported only when a registry
+``app.state``. The Registry comes from `federation.registry.store`, imported only when a registry
 directory is configured, so the API starts without torch.
 """
 
@@ -62,7 +62,7 @@ class ModelRecordLike(Protocol):
 
 
 class RegistryLike(Protocol):
-    """What the API needs of `federation.registry.Registry`."""
+    """What the API needs of `federation.registry.store.Registry`."""
 
     def list(self) -> Sequence[ModelRecordLike]: ...
     def get(self, version: str) -> ModelRecordLike: ...
@@ -90,7 +90,7 @@ def build_registry(settings: CloudSettings) -> tuple[RegistryLike | None, str]:
     if settings.registry_dir is None:
         return None, "no model registry configured (FIBERWATCH_CLOUD_REGISTRY_DIR or --registry)"
     try:
-        from federation.registry import Registry
+        from federation.registry.store import Registry
     except ImportError as exc:
         log.warning("model registry unavailable error=%r", str(exc))
         return None, f"model registry unavailable: {exc}"

@@ -1,7 +1,7 @@
 """In-memory `StoreLike` and `RegistryLike`: for API tests and dashboard work without InfluxDB.
 
-Same return shapes as `cloud.store.Store` and `federation.registry.Registry` (and the
-registry's own state machine, `federation.registry.TRANSITIONS`); the filters
+Same return shapes as `cloud.store.Store` and `federation.registry.store.Registry` (and the
+registry's own state machine, `federation.registry.store.TRANSITIONS`); the filters
 are simple (linear scans) and the waterfall takes the max (score) or mean (other fields)
 of the summaries in each time bucket.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from edge_agent.events import Event
 from edge_agent.summary import FeatureSummary
-from federation.registry import STATES, TRANSITIONS
+from federation.registry.store import STATES, TRANSITIONS
 
 
 class MemoryStore:

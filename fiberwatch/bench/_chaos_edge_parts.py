@@ -97,7 +97,7 @@ def agent_config(data_dir: Path, port: int, gateway: str, **over: dict) -> dict[
 
 def _trust_key(folder: Path) -> Path:
     """A model-signing public key in ``folder`` (made once): signed packages only."""
-    from federation.keys import save_pair
+    from federation.registry.keys import save_pair
 
     pub = folder / "chaos-model-signing.pub"
     if not pub.exists():

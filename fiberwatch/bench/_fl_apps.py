@@ -1,5 +1,5 @@
 """Misbehaving gateways for the FL benchmark and tests: the real ClientApp
-(`federation.client_app.build_app`) with `ClientHooks` that read the node config.
+(`federation.flower.client_app.build_app`) with `ClientHooks` that read the node config.
 
 Node config keys (on top of the real app's)::
 
@@ -18,7 +18,7 @@ import threading
 import numpy as np
 from flwr.app import Context
 
-from federation.client_app import ClientHooks, build_app, warmup  # noqa: F401 - the worker's
+from federation.flower.client_app import ClientHooks, build_app, warmup  # noqa: F401 - the worker's
 
 
 def attack(delta: list[np.ndarray], spec: str, seed: int) -> list[np.ndarray]:

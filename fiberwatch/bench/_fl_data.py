@@ -25,7 +25,7 @@ SCENARIOS = (("leak", 0.25, (0.4, 0.4), 0.6), ("sand", 0.55, (0.6, 0.7), 0.6),
 
 def _sim(geometry: str, flow: float, seed: int, seconds: float, channels: int,
          anomalies: bool) -> Any:
-    from federation.datasets import simulate
+    from federation.model.datasets import simulate
     from sensors_sim.config import Scenario, SimConfig
 
     def span(lo: float, hi: float) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def _sim(geometry: str, flow: float, seed: int, seconds: float, channels: int,
 def make_data(work: Path, quick: bool) -> dict[str, Any]:
     """Normal buffers per gateway, the union (for the central model) and the eval set."""
     from edge_agent.normal_buffer import NormalBuffer
-    from federation.datasets import DAS_SPEC
+    from federation.model.datasets import DAS_SPEC
 
     seconds, channels = (30.0, 32) if quick else (90.0, 64)
     rows, buffers = [], []
@@ -65,7 +65,7 @@ def make_data(work: Path, quick: bool) -> dict[str, Any]:
 
 
 def central(data: dict[str, Any], epochs: int) -> dict[str, Any]:
-    from federation import task
+    from federation.model import task
 
     t0 = time.perf_counter()
     model, _ = task.prepare_and_fit(np.concatenate(data["rows"]), epochs=epochs, lr=3e-3,
@@ -76,7 +76,7 @@ def central(data: dict[str, Any], epochs: int) -> dict[str, Any]:
 
 def untrained_auc(data: dict[str, Any]) -> float:
     """The floor: normalisation and error scale only, no training (z-score detector)."""
-    from federation import task
+    from federation.model import task
 
     rows = np.concatenate(data["rows"])
     model = task.build_model(rows.shape[1])

@@ -57,7 +57,7 @@ class Fast:  # our polling exchange instead of Grid.send_and_receive (3 s sleeps
     def __init__(self, grid): self.grid = grid
     def __getattr__(self, k): return getattr(self.grid, k)
     def send_and_receive(self, messages, *, timeout=None):
-        from federation.rounds import Timing, exchange
+        from federation.flower.rounds import Timing, exchange
         msgs = list(messages)
         if not msgs:
             return []
@@ -96,7 +96,7 @@ LEVERS = (  # label, isolation, SuperNode poll patch, fast server pull, evaluati
 
 def levers(work: Path, n_rounds: int = 3) -> list[dict[str, Any]]:
     """Seconds per round of a stock-FedAvg toy app (3 SuperNodes) as each lever is added."""
-    from federation.deployment import GatewayNode, SuperLink, start_all
+    from federation.flower.deployment import GatewayNode, SuperLink, start_all
 
     app = work / "lever_app"
     app.mkdir(parents=True, exist_ok=True)

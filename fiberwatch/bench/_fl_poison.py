@@ -1,5 +1,5 @@
 """The poisoning part of `fiberwatch.bench.fl`: 2 of 10 clients send scaled or sign-flipped
-updates; FedAvg vs robust strategies. It drives the same ServerApp code (`federation.rounds`,
+updates; FedAvg vs robust strategies. It drives the same ServerApp code (`federation.flower.rounds`,
 strategies, codecs) and the real ClientApp with an attack hook (`fiberwatch.bench._fl_apps`)
 in process (`rounds.InProcessGrid`): it measures robustness, not transport.
 """
@@ -16,8 +16,9 @@ def poisoning(data: dict[str, Any], work: Path, rounds_n: int, epochs: int,
     from flwr.app import ArrayRecord
 
     from edge_agent.normal_buffer import NormalBuffer
-    from federation import rounds, strategies, task
-    from federation.datasets import DAS_SPEC
+    from federation.flower import rounds, strategies
+    from federation.model import task
+    from federation.model.datasets import DAS_SPEC
     from fiberwatch.bench._fl_apps import app as misbehaving_app
 
     cfgs: dict[int, dict[str, Any]] = {}

@@ -152,7 +152,7 @@ class Deployment:
 
     def _start_agent(self) -> None:
         assert self.sup and self.site
-        from federation.keys import save_pair
+        from federation.registry.keys import save_pair
 
         keys = self.workdir / "keys"
         if not (keys / "model.pub").exists():

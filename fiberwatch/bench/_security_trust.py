@@ -113,8 +113,8 @@ def base_package(workdir: Path) -> bytes:
         return cache.read_bytes()
     import torch
 
-    from federation.model import AutoEncoder
-    from federation.package import package_model
+    from federation.model.autoencoder import AutoEncoder
+    from federation.registry.package import package_model
 
     fx = FeatureExtractor(spec)
     rows = np.concatenate([fx.transform(np.concatenate([wire.decode(f).data for f in
@@ -131,7 +131,7 @@ def base_package(workdir: Path) -> bytes:
 def _variant(base: bytes, key: Any, **updates: Any) -> bytes:
     """``base`` with manifest updates, signed by ``key`` (None: unsigned)."""
     from edge_agent.package import pack, parse_manifest, split
-    from federation.package import sign_package
+    from federation.registry.package import sign_package
 
     if key is not None:
         return sign_package(base, key, updates)
@@ -298,7 +298,7 @@ def _agent_without_policy(cfg: dict[str, Any]) -> Iterator[None]:
 
 
 def _model_checks(workdir: Path, prot: Protections) -> dict[str, dict]:
-    from federation.keys import generate, load_private
+    from federation.registry.keys import generate, load_private
     from fiberwatch.services import Mosquitto
 
     d = workdir / "model"
@@ -354,7 +354,7 @@ def _offer_all(watch: _Watch, good: bytes, attacks: dict[str, tuple[str, bytes]]
 
 # -- Flower: SuperNode authentication ----------------------------------------------------------
 def _flower_check(workdir: Path, prot: Protections) -> dict[str, dict]:
-    from federation.deployment import GatewayNode, SuperLink, generate_node_keys, local_tls
+    from federation.flower.deployment import GatewayNode, SuperLink, generate_node_keys, local_tls
 
     d = workdir / "flower"
     tls = local_tls(d / "tls")

@@ -1,6 +1,6 @@
 """`fiberwatch bench fl`: federated training on a real Flower deployment on loopback.
 
-Data: the simulator (`federation.datasets.simulate`), five gateways that differ (three wells
+Data: the simulator (`federation.model.datasets.simulate`), five gateways that differ (three wells
 and two pipelines, different flows and seeds: non-IID), each with its own normal-window buffer
 of anomaly-free DAS feature rows. The evaluation set (the public set the server scores AUC on)
 is simulated separately with leaks, sand and slugging on both geometries.
@@ -10,7 +10,7 @@ SuperNode plus a warm ClientApp worker), upload bytes per client per round again
 weights, the final AUC of the federated model against a model trained centrally on the union
 of the gateways' rows (same epochs in total), and a poisoning run (2 of 10 clients send scaled
 or sign-flipped updates; FedAvg vs trimmed mean vs median). The poisoning run drives the same
-ServerApp code (`federation.rounds`, strategies, codecs) and the real ClientApp in process
+ServerApp code (`federation.flower.rounds`, strategies, codecs) and the real ClientApp in process
 (`rounds.InProcessGrid`): it measures robustness, not transport. A convergence plot goes to
 ``out_dir/fl_convergence.png``.
 
@@ -46,7 +46,7 @@ def _cpu_seconds(groups: list[Any], seen: dict[int, float]) -> float:
 
 def federated(data: dict[str, Any], work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Five SuperNodes on a real SuperLink; the ServerApp's per-round reports."""
-    from federation.deployment import GatewayNode, SuperLink, start_all
+    from federation.flower.deployment import GatewayNode, SuperLink, start_all
 
     results, reports = work / "results", []
     with SuperLink(work / "superlink", insecure=True) as link:

@@ -1,7 +1,7 @@
 """`fiberwatch bench model`: train, convert, check int8 parity, evaluate against peers.
 
 Steps (``quick`` shrinks every size): simulate normal training runs; train each candidate
-architecture (`federation.model.ARCHS`, the comparison that chose the default); convert
+architecture (`federation.model.autoencoder.ARCHS`, the comparison that chose the default); convert
 each to an int8 package; evaluate the packages, the float reference of the default, and the
 peers (IsolationForest, HalfSpaceTrees, robust z) on every scenario family through the
 gateway's pipeline; measure LiteRT throughput; the public-data section
@@ -49,9 +49,9 @@ def invoke_throughput(det: Any, dim: int, *, batch: int, seconds: float = 1.0) -
 def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     from edge_agent.inference import LiteRTDetector
     from edge_agent.package import read_package
-    from federation import evaluate, peers
-    from federation.package import package_model
-    from federation.train import sim_training_rows, train
+    from federation.model import evaluate, peers
+    from federation.model.train import sim_training_rows, train
+    from federation.registry.package import package_model
 
     t_start = time.perf_counter()
     channels, seconds, epochs = (128, 40.0, 8) if quick else (512, 120.0, 30)
@@ -173,7 +173,7 @@ def _table_png(result: dict[str, Any], path: Path) -> Path:
 
 
 def to_markdown(result: dict[str, Any]) -> str:
-    from federation.evaluate import table
+    from federation.model.evaluate import table
 
     conv = result["conversion"]
     lines = ["## model: autoencoder vs peers (event level, simulator scenarios)", ""]

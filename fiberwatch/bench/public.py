@@ -106,7 +106,7 @@ class Baselines:
         from sklearn.ensemble import IsolationForest
 
         from edge_agent.thresholds import calibrated_threshold
-        from federation.task import robust_center_scale
+        from federation.model.task import robust_center_scale
 
         cut = int(0.8 * len(x))
         self.center, self.scale = (v.astype(np.float64) for v in robust_center_scale(x[:cut]))

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--registry", type=Path, help="package the result as a candidate here")
     r.add_argument("--signing-key", type=Path, help="Ed25519 key that signs the package")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other run-config key (federation/flwr_app/pyproject.toml)")
+                   help="any other run-config key (federation/flower/flwr_app/pyproject.toml)")
     r.add_argument("--timeout", type=float, default=3600.0)
     r.set_defaults(func=_run)
 
@@ -110,7 +110,7 @@ def _wait_for_ctrl_c() -> None:
 
 
 def _server(args: argparse.Namespace) -> int:
-    from federation.deployment import SuperLink, Tls
+    from federation.flower.deployment import SuperLink, Tls
     from federation.processes import ProcessError
 
     tls = None
@@ -152,9 +152,9 @@ def _server(args: argparse.Namespace) -> int:
 def _start_rollout(args: argparse.Namespace) -> Any:
     """The started `RolloutService` (the caller stops it)."""
     from edge_agent.mqtt_client import broker_from_args
-    from federation.keys import load_private, load_public
-    from federation.registry import Registry
-    from federation.rollout import Policy, RolloutService
+    from federation.registry.keys import load_private, load_public
+    from federation.registry.rollout import Policy, RolloutService
+    from federation.registry.store import Registry
 
     host, _, port = args.broker.rpartition(":")
     policy = Policy(canary=tuple(args.canary), window_s=args.canary_window)
@@ -172,7 +172,7 @@ def _start_rollout(args: argparse.Namespace) -> Any:
 
 
 def _node(args: argparse.Namespace) -> int:
-    from federation.deployment import GatewayNode
+    from federation.flower.deployment import GatewayNode
     from federation.processes import ProcessError
 
     superlink, gw_id, buffer, insecure, ca, auth = (args.superlink, args.gateway_id,
@@ -231,7 +231,7 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from federation.deployment import Control
+    from federation.flower.deployment import Control
     from federation.processes import ProcessError
 
     if not args.insecure and args.root_certificates is None:
@@ -272,7 +272,7 @@ def _round_line(r: dict[str, Any], total: int) -> str:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from federation.deployment import generate_node_keys
+    from federation.flower.deployment import generate_node_keys
 
     if args.private.exists():
         raise UsageError(f"{args.private} exists (refusing to overwrite a key)")

@@ -158,7 +158,7 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from federation.keys import KeyFileError, save_pair
+    from federation.registry.keys import KeyFileError, save_pair
 
     try:
         kid = save_pair(args.private, args.public, overwrite=args.force)
@@ -184,8 +184,8 @@ def _spec_from_config(path: Path, stream: str) -> Any:
 def _training_rows(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     from tqdm import tqdm
 
-    from federation import datasets
-    from federation.train import sim_training_rows
+    from federation.model import datasets
+    from federation.model.train import sim_training_rows
 
     spec = _spec_from_config(args.config, args.stream) if args.config else None
     try:
@@ -217,7 +217,7 @@ def _training_rows(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
 def _fit_options(args: argparse.Namespace, spec: Any, source: dict[str, Any]) -> dict[str, Any]:
     """CSV input holds back a validation split; mv models scale robustly and need fewer
     rows (one per input row)."""
-    from federation import datasets
+    from federation.model import datasets
 
     if not args.csv:
         return {}
@@ -231,7 +231,7 @@ def _fit_options(args: argparse.Namespace, spec: Any, source: dict[str, Any]) ->
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from federation.train import TooLittleData, save_checkpoint, train
+    from federation.model.train import TooLittleData, save_checkpoint, train
 
     rows, spec, source = _training_rows(args)
     opts = _fit_options(args, spec, source)
@@ -261,8 +261,8 @@ def _train(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from federation.package import package_model
-    from federation.train import load_checkpoint
+    from federation.model.train import load_checkpoint
+    from federation.registry.package import package_model
 
     key = _private(args.key) if args.key else None
     try:
@@ -295,7 +295,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _private(path: Path) -> Any:
-    from federation.keys import KeyFileError, load_private
+    from federation.registry.keys import KeyFileError, load_private
 
     try:
         return load_private(path)
@@ -306,7 +306,7 @@ def _private(path: Path) -> Any:
 def _sign_updates(args: argparse.Namespace) -> dict[str, Any]:
     from datetime import UTC, datetime, timedelta
 
-    from federation.package import default_serial
+    from federation.registry.package import default_serial
 
     updates: dict[str, Any] = {}
     if args.serial is not None and args.serial_now:
@@ -329,7 +329,7 @@ def _sign_updates(args: argparse.Namespace) -> dict[str, Any]:
 
 def _sign(args: argparse.Namespace) -> int:
     from edge_agent.package import PackageError, read_package
-    from federation.package import sign_package
+    from federation.registry.package import sign_package
 
     try:
         data = sign_package(_read(args.package, "package"), _private(args.key),
@@ -344,8 +344,8 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _republish(args: argparse.Namespace) -> int:
-    from federation.keys import KeyFileError, load_public
-    from federation.registry import Registry
+    from federation.registry.keys import KeyFileError, load_public
+    from federation.registry.store import Registry
 
     try:
         reg = Registry(args.registry, public_key=load_public(args.public_key))
@@ -411,7 +411,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _operating_point(args: argparse.Namespace) -> Any:
     """The gateway's default ThresholdConfig with the flags given on top (0 = no floor)."""
-    from federation import evaluate
+    from federation.model import evaluate
 
     update: dict[str, Any] = {}
     if args.false_alarm_rate is not None:
@@ -426,7 +426,7 @@ def _operating_point(args: argparse.Namespace) -> Any:
 
 def _eval(args: argparse.Namespace) -> int:
     from edge_agent.package import PackageError, read_package
-    from federation import evaluate
+    from federation.model import evaluate
 
     public = _read(args.public_key, "public key") if args.public_key else None
     try:

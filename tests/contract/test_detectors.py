@@ -35,8 +35,8 @@ NORMAL = RNG.normal(size=(3000, DIM)).astype(np.float32)
 def litert_package() -> bytes:
     pytest.importorskip("torch")
     pytest.importorskip("litert_torch")
-    from federation.model import AutoEncoder
-    from federation.package import package_model
+    from federation.model.autoencoder import AutoEncoder
+    from federation.registry.package import package_model
 
     model = AutoEncoder(DIM)
     pkg, _ = package_model(model, SPEC, rows=NORMAL, version="contract-int8-1")

@@ -351,8 +351,8 @@ def int8_package() -> bytes:
     import torch
 
     from edge_agent.features import FeatureExtractor
-    from federation.model import AutoEncoder
-    from federation.package import package_model
+    from federation.model.autoencoder import AutoEncoder
+    from federation.registry.package import package_model
 
     spec = GatewayConfig.model_validate(config(Path("/unused"), 1883)).streams[0].feature_spec()
     fx = FeatureExtractor(spec)
@@ -442,8 +442,8 @@ def mv_package() -> bytes:
     would, on 400 normal rows (~20 s: torch + litert)."""
     pytest.importorskip("litert_torch")
     from edge_agent.features import FeatureSpec, mv_row
-    from federation.package import package_model
-    from federation.train import train
+    from federation.model.train import train
+    from federation.registry.package import package_model
 
     spec = FeatureSpec(profile="mv", sample_rate_hz=1.0, window_s=float(MV_LAGS), hop_s=1.0,
                        bands_hz=(), context_radius=0, channels=MV_COLS)

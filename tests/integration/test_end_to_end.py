@@ -171,7 +171,7 @@ def test_leak_to_api_federated_rollout_and_clean_shutdown(tmp_path: Path) -> Non
         assert [(r["round"], r["participants"], r["failures"]) for r in rounds] == [(1, 2, 0)], \
             rounds
 
-        from federation.registry import Registry
+        from federation.registry.store import Registry
 
         registry = Registry(run.layout.registry)
 

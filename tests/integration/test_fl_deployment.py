@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from edge_agent.normal_buffer import NormalBuffer
-from federation.datasets import DAS_SPEC
-from federation.deployment import (
+from federation.flower.deployment import (
     APP_DIR,
     GatewayNode,
     SuperLink,
@@ -26,7 +25,8 @@ from federation.deployment import (
     generate_node_keys,
     start_all,
 )
-from federation.metrics_sink import MetricsSink
+from federation.flower.metrics_sink import MetricsSink
+from federation.model.datasets import DAS_SPEC
 from tests.integration._polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,10 +52,11 @@ def _hooked_app(tmp: Path) -> Path:
     """The shipped Flower app with its ClientApp swapped for `HOOKED_APP` (a worker runs only
     the ClientApp the run's FAB names)."""
     text = (APP_DIR / "pyproject.toml").read_text()
-    assert 'clientapp = "federation.client_app:app"' in text
+    assert 'clientapp = "federation.flower.client_app:app"' in text
     out = tmp / "hooked_app"
     out.mkdir()
-    (out / "pyproject.toml").write_text(text.replace("federation.client_app:app", HOOKED_APP))
+    hooked = text.replace("federation.flower.client_app:app", HOOKED_APP)
+    (out / "pyproject.toml").write_text(hooked)
     return out
 
 
@@ -69,8 +70,8 @@ def _nodes(tmp: Path, link: SuperLink, buffers: list[Path], extra: dict | None =
 
 
 def test_three_supernodes_dropout_influx_and_registry(tmp_path: Path, influxd: Any) -> None:
-    from federation.keys import save_pair
-    from federation.registry import Registry
+    from federation.registry.keys import save_pair
+    from federation.registry.store import Registry
 
     save_pair(tmp_path / "sign.pem", tmp_path / "sign.pub")
     results, registry = tmp_path / "results", tmp_path / "registry"

@@ -12,11 +12,11 @@ import pytest
 
 from edge_agent import topics
 from edge_agent.summary import FeatureSummary
-from federation.datasets import DAS_SPEC
-from federation.keys import generate, load_private
-from federation.package import build_package
-from federation.registry import Registry
-from federation.rollout import Policy, RolloutService
+from federation.model.datasets import DAS_SPEC
+from federation.registry.keys import generate, load_private
+from federation.registry.package import build_package
+from federation.registry.rollout import Policy, RolloutService
+from federation.registry.store import Registry
 from tests.integration._polling import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

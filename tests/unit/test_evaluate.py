@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edge_agent.events import Event, event_id
-from federation import datasets, peers
-from federation.evaluate import DetectorRun, event_metrics, pooled, row_auc, table, truth_grid
+from federation.model import datasets, peers
+from federation.model.evaluate import DetectorRun, event_metrics, pooled, row_auc, table, truth_grid
 
 S = 1_000_000_000
 T0 = 1_704_067_200 * S
@@ -113,14 +113,14 @@ def test_peers_score_outliers_higher(name: str) -> None:
 
 def test_main_operating_point_is_the_gateway_default() -> None:
     from edge_agent.config import ThresholdConfig
-    from federation.evaluate import MAIN_POINT
+    from federation.model.evaluate import MAIN_POINT
 
     assert MAIN_POINT == ThresholdConfig()
 
 
 def test_detectors_without_package_quantiles_get_their_own_training_quantile() -> None:
     from edge_agent.config import ThresholdConfig
-    from federation.evaluate import _with_floor
+    from federation.model.evaluate import _with_floor
 
     rows = np.random.default_rng(0).exponential(size=(20_000, 1)).astype(np.float32)
     plain = SimpleNamespace(score=lambda r: r[:, 0])

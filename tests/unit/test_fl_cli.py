@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from federation import node_runtime
+from federation.flower import node_runtime
 from fiberwatch.cli import main
 from fiberwatch.commands import fl
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord
 
-from federation import compression as c
+from federation.flower import compression as c
 
 # the shapes of the default autoencoder on DAS rows (24 -> 32 -> 8 -> 32 -> 24), buffers first
 SHAPES = [(24,), (24,), (24,), (32, 24), (32,), (8, 32), (8,), (32, 8), (32,), (24, 32), (24,)]

@@ -11,8 +11,8 @@ import pytest
 
 from edge_agent import topics
 from edge_agent.summary import FeatureSummary
-from federation import rollout
-from federation.rollout import Policy, Rollout, Window, judge
+from federation.registry import rollout
+from federation.registry.rollout import Policy, Rollout, Window, judge
 
 GATEWAYS = ["well-a/gw1", "well-a/gw2", "well-b/gw1", "pipe/gw1"]
 CANARY = ("well-a/gw1",)

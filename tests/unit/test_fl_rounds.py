@@ -11,7 +11,8 @@ import pytest
 from flwr.app import ArrayRecord
 
 from edge_agent.normal_buffer import NormalBuffer
-from federation import client_app, metrics_sink, rounds, server_app, strategies, task
+from federation.flower import client_app, metrics_sink, rounds, server_app, strategies
+from federation.model import task
 
 DIM = 6
 FAST = rounds.Timing(round_timeout_s=30, grace_s=0.0, poll_s=0.0, wait_nodes_s=1)

@@ -9,7 +9,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from federation import compression, rounds, strategies
+from federation.flower import compression, rounds, strategies
 
 SHAPES = [(4, 3), (4,)]
 

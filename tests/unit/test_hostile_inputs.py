@@ -16,7 +16,7 @@ from edge_agent.features import FeatureSpec, FeatureSpecError
 from edge_agent.offline import InputError, read_csv
 from edge_agent.package import FORMAT, HEADER, MAGIC, PackageError, read_package, split
 from edge_agent.summary import FeatureSummary, SummaryError
-from federation.package import build_package
+from federation.registry.package import build_package
 from fiberwatch.cli import main
 from firmware_configs import GATEWAYS
 

@@ -13,10 +13,10 @@ from edge_agent.detectors.base import Detector
 from edge_agent.features import FeatureSpec
 from edge_agent.inference import CHUNK_ROWS, LiteRTDetector
 from edge_agent.package import PackageError, pack, read_package, split
-from federation import task
-from federation.convert import to_tflite
-from federation.keys import generate, load_private
-from federation.package import package_model
+from federation.model import task
+from federation.model.convert import to_tflite
+from federation.registry.keys import generate, load_private
+from federation.registry.package import package_model
 
 pytestmark = pytest.mark.slow  # converts a model (~5-20 s)
 

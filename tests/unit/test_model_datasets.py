@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_agent.features import FeatureExtractor
-from federation import datasets
+from federation.model import datasets
 from sensors_sim import SimConfig, Simulator, parse_scenario
 
 

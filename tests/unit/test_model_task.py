@@ -1,4 +1,4 @@
-"""federation.task: the pure-torch API the Flower apps use."""
+"""federation.model.task: the pure-torch API the Flower apps use."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from federation import task
-from federation.model import ARCHS
+from federation.model import task
+from federation.model.autoencoder import ARCHS
 
 
 def _rows(n: int, d: int = 6, seed: int = 0) -> np.ndarray:

@@ -18,9 +18,9 @@ from edge_agent.hot_swap import ModelSlot
 from edge_agent.main import trust_health
 from edge_agent.package import PackageError, read_package
 from edge_agent.trust import ModelTrust, SerialStore
-from federation.keys import generate, load_private
-from federation.package import build_package, sign_package
-from federation.registry import Registry, RegistryTrustError
+from federation.registry.keys import generate, load_private
+from federation.registry.package import build_package, sign_package
+from federation.registry.store import Registry, RegistryTrustError
 from firmware_configs import GATEWAYS
 
 SPEC = FeatureSpec(profile="dts", sample_rate_hz=1.0, window_s=8.0, hop_s=4.0)

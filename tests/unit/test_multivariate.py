@@ -11,8 +11,8 @@ from edge_agent.metrics import Metrics
 from edge_agent.pipeline import StreamPipeline
 from edge_agent.thresholds import CALIBRATED, GroupThreshold, calibrated_threshold
 from edge_agent.types import Window
-from federation import datasets
-from federation.train import TooLittleData, split_validation, train
+from federation.model import datasets
+from federation.model.train import TooLittleData, split_validation, train
 
 
 def _mv_spec(channels: int = 3, lags: int = 4) -> FeatureSpec:
@@ -272,7 +272,7 @@ def test_semicolon_csv_with_label_columns(tmp_path) -> None:
 
 
 def test_robust_scale_of_degenerate_columns() -> None:
-    from federation.task import STD_FLOOR, prepare_and_fit, robust_center_scale
+    from federation.model.task import STD_FLOOR, prepare_and_fit, robust_center_scale
 
     x = np.zeros((100, 3), np.float32)
     x[:, 0] = np.random.default_rng(0).normal(size=100)

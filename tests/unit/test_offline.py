@@ -22,9 +22,9 @@ from edge_agent.offline import (
 from edge_agent.package import PackageError, read_package
 from edge_agent.pipeline import StreamPipeline
 from edge_agent.types import RawMessage
-from federation import task
-from federation.datasets import DAS_SPEC, from_frames
-from federation.package import package_model
+from federation.model import task
+from federation.model.datasets import DAS_SPEC, from_frames
+from federation.registry.package import package_model
 from sensors_sim import SimConfig, Simulator, parse_scenario
 
 pytestmark = pytest.mark.slow  # converts a model

@@ -13,8 +13,8 @@ from edge_agent.package import (
     read_package,
     split,
 )
-from federation.keys import generate, load_private, save_pair
-from federation.package import build_package, quantiles_from_histograms, score_histogram
+from federation.registry.keys import generate, load_private, save_pair
+from federation.registry.package import build_package, quantiles_from_histograms, score_histogram
 
 SPEC = FeatureSpec(profile="dts", sample_rate_hz=1.0, window_s=8.0, hop_s=4.0)
 FAKE_MODEL = bytes(range(256)) * 8  # read_package never runs the model
@@ -137,7 +137,7 @@ def test_keys_on_disk(tmp_path) -> None:
     data = _build(load_private(tmp_path / "k.pem"))
     pkg = read_package(data, (tmp_path / "k.pub").read_bytes())
     assert pkg.manifest["signer_key_id"] == kid
-    from federation.keys import KeyFileError
+    from federation.registry.keys import KeyFileError
 
     with pytest.raises(KeyFileError, match="exists"):
         save_pair(tmp_path / "k.pem", tmp_path / "k.pub")

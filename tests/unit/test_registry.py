@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from edge_agent.features import FeatureSpec
-from federation.keys import generate, load_private
-from federation.package import build_package
-from federation.registry import Registry
+from federation.registry.keys import generate, load_private
+from federation.registry.package import build_package
+from federation.registry.store import Registry
 
 SPEC = FeatureSpec(profile="dts", sample_rate_hz=1.0, window_s=8.0, hop_s=4.0)
 KEYS = generate()
@@ -143,7 +143,7 @@ def test_the_api_fake_moves_as_the_real_registry(tmp_path: Path, start: str) -> 
     """`cloud.api.memory.MemoryRegistry` (the API and dashboard tests' registry) accepts and
     refuses exactly the moves the real one does."""
     from cloud.api.memory import MemoryModel, MemoryRegistry
-    from federation.registry import STATES
+    from federation.registry.store import STATES
 
     for to in STATES:
         real = Registry(tmp_path / f"{start}-{to}", public_key=KEYS[1])

@@ -26,8 +26,8 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from federation import compression
-from federation.strategies import CompressedFedAvg
+from federation.flower import compression
+from federation.flower.strategies import CompressedFedAvg
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def broadcast(grid: Grid, nodes: Sequence[int], message_type: str, content: Reco
 def federated_stats(grid: Grid, nodes: Sequence[int], *, quorum: int, timing: Timing
                     ) -> dict[str, Any]:
     """Combined `task.feature_stats` of the clients' normal rows (no rows leave a gateway)."""
-    from federation.task import combine_stats
+    from federation.model.task import combine_stats
 
     replies = broadcast(grid, nodes, f"{MessageType.QUERY}.stats", RecordDict(
         {"config": ConfigRecord({"phase": "stats"})}), quorum=quorum, timing=timing)
@@ -237,7 +237,7 @@ def calibrate(grid: Grid, nodes: Sequence[int], arrays: ArrayRecord, *, quorum: 
     """Error scale and score histograms of the final model, from the clients' rows.
 
     Returns ``(arrays with the error scale set, histograms, held-out loss)``."""
-    from federation.task import error_scale_from_stats
+    from federation.model.task import error_scale_from_stats
 
     replies = broadcast(grid, nodes, f"{MessageType.EVALUATE}.errors", _weights_msg(
         arrays, "errors"), quorum=quorum, timing=timing)

@@ -2,8 +2,8 @@
 
 A checkpoint is one ``torch.save`` file holding the model's state dict, its architecture,
 the feature spec, the training summary and the training rows (so that conversion calibrates
-on the whole training set, as `federation.convert` needs) or, with ``keep_rows=False``, only their
-`task.feature_stats` (conversion then calibrates on synthesised rows).
+on the whole training set, as `federation.model.convert` needs) or, with ``keep_rows=False``,
+only their `task.feature_stats` (conversion then calibrates on synthesised rows).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from edge_agent.features import FeatureSpec
-from federation import task
-from federation.model import AutoEncoder
+from federation.model import task
+from federation.model.autoencoder import AutoEncoder
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def sim_training_rows(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, FeatureSpec, dict[str, Any]]:
     """Normal rows from ``runs`` simulator runs (seeds ``seed .. seed+runs-1``)."""
-    from federation.datasets import simulate
+    from federation.model.datasets import simulate
     from sensors_sim import SimConfig
 
     parts, fs = [], None

@@ -33,7 +33,7 @@ from edge_agent.events import Event
 from edge_agent.offline import OfflineScorer, stream_config_for
 from edge_agent.thresholds import threshold_floor
 from edge_agent.types import Scored
-from federation import datasets
+from federation.model import datasets
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ def _detectors(pkg: Any, spec: Any, peers: list[str], extra: dict[str, Any],
     from tqdm import tqdm
 
     from edge_agent.inference import LiteRTDetector
-    from federation import peers as peer_mod
+    from federation.model import peers as peer_mod
 
     detectors: dict[str, Any] = {"model": LiteRTDetector(pkg)}
     needs_rows = thr.floor_quantile is not None and any(

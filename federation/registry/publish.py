@@ -1,7 +1,7 @@
 """The ServerApp's last step: a federated model -> int8 package -> signed -> registry.
 
-The candidate goes to the registry for `federation.rollout`; the calibration rows are
-synthesised from the clients' combined feature statistics (`federation.convert.synth_rows`).
+The candidate goes to the registry for `federation.registry.rollout`; the calibration rows are
+synthesised from the clients' combined feature statistics (`federation.model.convert.synth_rows`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from federation.model import AutoEncoder
+from federation.model.autoencoder import AutoEncoder
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +20,10 @@ def publish_candidate(registry_dir: Path, model: AutoEncoder, stats: dict[str, A
                       signing_key: str = "", training: dict[str, Any] | None = None) -> str:
     """int8 convert, package, sign (with ``signing_key``, a PEM path, if given), add to the
     registry as a candidate whose parent is the current production model; the version."""
-    from federation.datasets import DAS_SPEC, DTS_SPEC
-    from federation.keys import load_private
-    from federation.package import package_model, quantiles_from_histograms
-    from federation.registry import Registry
+    from federation.model.datasets import DAS_SPEC, DTS_SPEC
+    from federation.registry.keys import load_private
+    from federation.registry.package import package_model, quantiles_from_histograms
+    from federation.registry.store import Registry
 
     spec = DAS_SPEC if stream == "das" else DTS_SPEC
     registry = Registry(registry_dir)

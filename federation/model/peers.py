@@ -2,7 +2,7 @@
 
 Each is fitted once on the same normal training rows as the autoencoder and then frozen
 (``score`` is pure), so events are formed for all of them by the same pipeline, thresholds
-and event builder (`federation.evaluate`).
+and event builder (`federation.model.evaluate`).
 
 * ``iforest``: scikit-learn `IsolationForest` (200 trees, 256 samples each); score =
   ``-score_samples`` (higher = more anomalous).
@@ -98,7 +98,7 @@ def training_rows(pkg: Any, train_checkpoint: Any) -> np.ndarray:
     """The autoencoder's training rows: from a checkpoint, or regenerated from the
     package's recorded simulator source (deterministic)."""
     if train_checkpoint is not None:
-        from federation.train import load_checkpoint
+        from federation.model.train import load_checkpoint
 
         rows = load_checkpoint(train_checkpoint)["rows"]
         if rows is None:
@@ -109,7 +109,7 @@ def training_rows(pkg: Any, train_checkpoint: Any) -> np.ndarray:
         raise ValueError("the package was not trained on simulator data: pass the training "
                          "checkpoint (--train-rows) so the peers train on the same rows")
     from edge_agent.features import FeatureSpec
-    from federation.train import sim_training_rows
+    from federation.model.train import sim_training_rows
 
     kw = {k: src[k] for k in ("stream", "channels", "seconds", "runs", "seed", "geometry")}
     return sim_training_rows(spec=FeatureSpec.from_dict(pkg.manifest["feature_spec"]), **kw)[0]
@@ -124,7 +124,7 @@ class FloatReference:
         self.model, self.version, self.feature_spec_hash = model, name, spec.hash
 
     def score(self, rows: np.ndarray) -> np.ndarray:
-        from federation import task
+        from federation.model import task
 
         x = np.asarray(rows, np.float32)
         out = np.full(len(x), np.nan, np.float32)

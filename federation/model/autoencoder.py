@@ -6,7 +6,7 @@ Only `AutoEncoder.core` (normalised rows in, normalised reconstruction out) is c
 int8; the affine normalisation and the score run in numpy on the gateway
 (`edge_agent.inference`), in float, with the same formula as `AutoEncoder.score`.
 
-Variants (`ARCHS`) were compared on the simulator scenarios by `federation.evaluate`; see
+Variants (`ARCHS`) were compared on the simulator scenarios by `federation.model.evaluate`; see
 docs/model/README.md for the table that chose the default.
 """
 

@@ -1,6 +1,6 @@
 """The gateway's Flower ClientApp: trains on the gateway's normal-window buffer.
 
-Thin, as in Flower's templates: each handler reads its config, calls `federation.task`
+Thin, as in Flower's templates: each handler reads its config, calls `federation.model.task`
 (`load_data`, `local_update`, ...) and packs the reply.
 
 Node config (``flower-supernode --node-config``, per gateway)::
@@ -8,9 +8,9 @@ Node config (``flower-supernode --node-config``, per gateway)::
     gateway-id     = "well-a/gw1"        # for logs and metrics
     normal-buffer  = "/var/lib/.../normal.fwnb"   # edge_agent.normal_buffer file
 
-Messages (see `federation.rounds`): ``query.stats`` -> feature statistics; ``train`` -> the
+Messages (see `federation.flower.rounds`): ``query.stats`` -> feature statistics; ``train`` -> the
 global weights in (``config["weights"]``, one float32 blob), a compressed delta out in one
-ConfigRecord ``reply`` (`federation.compression`), with the held-out loss of the received
+ConfigRecord ``reply`` (`federation.flower.compression`), with the held-out loss of the received
 model folded in (no separate evaluate round); ``evaluate.errors`` and
 ``evaluate.histogram`` -> calibration statistics of the final model. Raw rows never leave:
 only weights, statistics and histograms do. At most ``max-rows`` of the most recent rows are
@@ -31,7 +31,8 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from federation import compression, task
+from federation.flower import compression
+from federation.model import task
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def _model(msg: Message, context: Context, dim: int) -> task.AutoEncoder:
 
 
 def warmup() -> None:
-    """Called once by the long-lived worker (`federation.node_runtime`) before any message:
+    """Called once by the long-lived worker (`federation.flower.node_runtime`) before any message:
     the first optimiser step imports torch internals for seconds."""
     rows = np.zeros((16, 4), np.float32)
     task.fit(task.build_model(4), rows, epochs=1, lr=1e-3, batch_size=8)
@@ -135,7 +136,7 @@ def errors(msg: Message, context: Context) -> Message:
 
 
 def histogram(msg: Message, context: Context) -> Message:
-    from federation.package import score_histogram
+    from federation.registry.package import score_histogram
 
     rows, held = _rows(msg, context)
     model = _model(msg, context, rows.shape[1])

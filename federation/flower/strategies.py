@@ -2,7 +2,7 @@
 
 Every strategy subclasses Flower's `FedAvg` and overrides only what differs (Flower's
 ``FedAvgM(FedAvg)`` shape): `CompressedFedAvg` changes the message contents (global weights
-down; quantised deltas up, see `federation.compression`; evaluation folded into the train
+down; quantised deltas up, see `federation.flower.compression`; evaluation folded into the train
 reply) and aggregates decoded deltas with `combine`; the subclasses override `combine`
 (or, for FedProx, the config sent). Robust rules are unweighted, as in their papers.
 
@@ -31,7 +31,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from federation import compression
+from federation.flower import compression
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class CompressedFedAvg(FedAvg):
 
     def decode_reply(self, msg: Message) -> Decoded:
         """The update in a train reply: one ConfigRecord ``reply`` with the blob ``update``,
-        the codec `compression.Meta` and the metrics (see `federation.client_app`)."""
+        the codec `compression.Meta` and the metrics (see `federation.flower.client_app`)."""
         record = msg.content.config_records["reply"]
         fields = dict(record)
         meta = compression.Meta.from_config(fields)

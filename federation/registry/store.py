@@ -213,7 +213,7 @@ class Registry:
         The new version is ``{version}.r{serial}``; its serial is above every serial in the
         registry (and at least the signing time in ms). Returns the new candidate's record.
         """
-        from federation.package import default_serial, sign_package
+        from federation.registry.package import default_serial, sign_package
 
         data = self.verified_package(version)
         serial = serial if serial is not None else max(default_serial(), self.max_serial() + 1)

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from federation.model import AutoEncoder
-from federation.task import one_thread
+from federation.model.autoencoder import AutoEncoder
+from federation.model.task import one_thread
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 calibration on the int8 scores -> manifest -> signed bytes. `build_package` assembles a
 package from parts, `sign_package` (re-)signs one, optionally with new trust fields
 (``serial``, ``targets``, ``not_after``, ``version``): that is how a rollback re-publishes old
-weights as a *new* package with a higher serial (`federation.registry.Registry.republish`).
+weights as a *new* package with a higher serial (`federation.registry.store.Registry.republish`).
 
 The default ``serial`` is the signing time in milliseconds since the Unix epoch
 (`default_serial`), so packages signed later by any signer of a fleet carry higher serials.
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent.features import FeatureSpec
 from edge_agent.inference import Int8AutoencoderScorer
 from edge_agent.package import FORMAT, SIGNATURE_SIZE, key_id, pack, parse_manifest, split
-from federation.keys import public_of
+from federation.registry.keys import public_of
 
 QUANTILE_LEVELS = (0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 1.0)
 HIST_EDGES = np.concatenate([[0.0], np.logspace(-3, 6, 451)])  # score histogram bins
@@ -181,7 +181,7 @@ def package_model(
     ``threshold.calibration``: the gateway's and ``score``'s calibrated operating point
     (`edge_agent.thresholds.calibrated_threshold`).
     """
-    from federation.convert import synth_rows, to_tflite
+    from federation.model.convert import synth_rows, to_tflite
 
     if spec.dim != model.dim:
         raise ValueError(f"model width {model.dim} != feature spec width {spec.dim}")

@@ -46,9 +46,9 @@ from typing import Any
 
 from edge_agent.logs import stderr_handler
 
-log = logging.getLogger("federation.node_runtime")
+log = logging.getLogger("federation.flower.node_runtime")
 
-DEFAULT_CLIENTAPP = "federation.client_app:app"
+DEFAULT_CLIENTAPP = "federation.flower.client_app:app"
 
 
 class Backoff:
@@ -104,7 +104,7 @@ def patch_supernode_poll(fast_s: float, idle_s: float) -> None:
 
 def supernode_main(argv: Sequence[str]) -> None:
     """``flower-supernode`` with the poll patch; ``argv`` = ``[--poll S] [--idle S] -- ARGS``."""
-    p = argparse.ArgumentParser(prog="federation.node_runtime supernode")
+    p = argparse.ArgumentParser(prog="federation.flower.node_runtime supernode")
     p.add_argument("--poll", type=float, default=0.1)
     p.add_argument("--idle", type=float, default=3.0)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -263,7 +263,7 @@ def _watch_parent(pid: int, stop: threading.Event) -> None:
 
 
 def worker_main(argv: Sequence[str]) -> None:
-    p = argparse.ArgumentParser(prog="federation.node_runtime worker")
+    p = argparse.ArgumentParser(prog="federation.flower.node_runtime worker")
     p.add_argument("--runtime-api-address", required=True)
     p.add_argument("--clientapp", default=DEFAULT_CLIENTAPP)
     p.add_argument("--poll", type=float, default=0.05)
@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         logging.getLogger("federation").setLevel(handler.level)
         worker_main(argv[1:])
     else:
-        raise SystemExit("usage: python -m federation.node_runtime supernode|worker ...")
+        raise SystemExit("usage: python -m federation.flower.node_runtime supernode|worker ...")
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
 """The cloud's Flower ServerApp: statistics, rounds, calibration, then the model lifecycle.
 
-Run config (``[tool.flwr.app.config]`` in ``federation/flwr_app/pyproject.toml``, overridden
+Run config (``[tool.flwr.app.config]`` in ``federation/flower/flwr_app/pyproject.toml``, overridden
 with ``flwr run --run-config`` / ``fiberwatch fl run --set``) is read into `Settings`. After
-every round the metrics go to InfluxDB (`federation.metrics_sink`, when ``influx-url`` is set)
-and to ``results-dir/rounds.jsonl``; after the last round the model is calibrated from the
+every round the metrics go to InfluxDB (`federation.flower.metrics_sink`, when ``influx-url`` is
+set) and to ``results-dir/rounds.jsonl``; after the last round the model is calibrated from the
 clients' statistics and, with ``registry-dir`` set, converted to int8 (calibration rows
-synthesised from the combined feature statistics: `federation.convert.synth_rows`), packaged,
-signed and added to the registry as a ``candidate`` for `federation.rollout`
-(`federation.publish`).
+synthesised from the combined feature statistics: `federation.model.convert.synth_rows`), packaged,
+signed and added to the registry as a ``candidate`` for `federation.registry.rollout`
+(`federation.registry.publish`).
 
-Thin, as in Flower's templates: the model work is `federation.task`'s, the round loop
-`federation.rounds`', the strategies `federation.strategies`'.
+Thin, as in Flower's templates: the model work is `federation.model.task`'s, the round loop
+`federation.flower.rounds`', the strategies `federation.flower.strategies`'.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from edge_agent.logs import stderr_handler
-from federation import publish, rounds, strategies, task
+from federation.flower import rounds, strategies
+from federation.model import task
+from federation.registry import publish
 
 log = logging.getLogger(__name__)
 app = ServerApp()
@@ -108,7 +110,7 @@ def main(grid: Grid, context: Context) -> None:
     evaluator = task.Evaluator(s.eval_set, dim, s.arch) if s.eval_set else None
     sink = None
     if s.influx_url:
-        from federation.metrics_sink import MetricsSink
+        from federation.flower.metrics_sink import MetricsSink
 
         sink = MetricsSink(s.influx_url)
 

@@ -10,7 +10,7 @@ enabled on the SuperLink with ``node_auth=True`` (then each node's public key mu
 registered, `Control.register_node`, and the node started with its private key).
 `local_tls` makes a CA and a loopback server certificate for single-machine runs.
 
-A `GatewayNode` is two processes in one group (`federation.node_runtime`): the SuperNode with
+A `GatewayNode` is two processes in one group (`federation.flower.node_runtime`): the SuperNode with
 ``--isolation process`` and a capped poll, and a long-lived ClientApp worker.
 """
 
@@ -304,7 +304,7 @@ class GatewayNode(_Launcher):
         env = flwr_env(self.workdir / "flwr_home", **self.env)
         # poll_s=None and isolation="subprocess" give stock Flower (for measurements)
         sn = ([_script("flower-supernode")] if self.poll_s is None else
-              [sys.executable, "-m", "federation.node_runtime", "supernode", "--poll",
+              [sys.executable, "-m", "federation.flower.node_runtime", "supernode", "--poll",
                str(self.poll_s), "--idle", str(self.idle_s), "--"])
         sn += ["--superlink", self.superlink, "--isolation", self.isolation,
                "--host", LOOPBACK, "--port", str(self.runtime_port),
@@ -326,7 +326,7 @@ class GatewayNode(_Launcher):
         if self.isolation == "process":
             ready = self._ready_file
             ready.unlink(missing_ok=True)
-            worker = [sys.executable, "-m", "federation.node_runtime", "worker",
+            worker = [sys.executable, "-m", "federation.flower.node_runtime", "worker",
                       "--runtime-api-address", f"{LOOPBACK}:{self.runtime_port}",
                       "--parent-pid", str(supernode.pid), "--idle", str(self.idle_s),
                       "--ready-file", str(ready)]

@@ -1,8 +1,8 @@
 """Model, training and statistics for the Flower apps and the CLI: no module state.
 
-As in Flower's app templates, the ClientApp (`federation.client_app`) and the ServerApp
-(`federation.server_app`) are thin: the work they do is here (`load_data`, `local_update`,
-`Evaluator`, `error_scale_setter`) or in `federation.rounds` (the server's round loop).
+As in Flower's app templates, the ClientApp (`federation.flower.client_app`) and the ServerApp
+(`federation.flower.server_app`) are thin: the work they do is here (`load_data`, `local_update`,
+`Evaluator`, `error_scale_setter`) or in `federation.flower.rounds` (the server's round loop).
 
 Every function takes the model or rows it works on; randomness comes from a ``seed``
 argument and never touches torch's global generator. Rows are raw (un-normalised) feature
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from federation.model import ARCHS, DEFAULT_ARCH, AutoEncoder
+from federation.model.autoencoder import ARCHS, DEFAULT_ARCH, AutoEncoder
 
 STD_FLOOR = 1e-3
 ERR_FLOOR = 0.02  # error scale floor (normalised units): keeps int8 rounding noise small
@@ -359,7 +359,7 @@ class Evaluator:
 
 
 def error_scale_setter(dim: int, arch: str) -> Callable[[Arrays, np.ndarray], Any]:
-    """`federation.rounds.calibrate`'s ``set_error_scale``: the arrays with the model's
+    """`federation.flower.rounds.calibrate`'s ``set_error_scale``: the arrays with the model's
     error scale set to ``scale`` (a new ``ArrayRecord``)."""
     from flwr.app import ArrayRecord
 
