@@ -11,7 +11,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -43,6 +43,8 @@ class CheckResult:
     def add(self, loc: str, message: str) -> None:
         self.problems.append(f"{self.path}: {loc}: {message}")
 
+
+T = TypeVar("T")
 
 def _message(err: Any) -> str:
     kind = err["type"]
@@ -103,12 +105,17 @@ def validate_file(path: Path | str) -> CheckResult:
     return result
 
 
-def load_interrogator_config(path: Path | str) -> InterrogatorConfig:
-    """Load and validate one interrogator config; raise `ConfigError` naming file and field."""
+def load_kind(path: Path | str, kind: str, model: type[T]) -> T:
+    """Load and validate one config of ``kind``; raise `ConfigError` naming file and field."""
     result = validate_file(path)
-    if result.ok and result.kind != "interrogator":
-        result.add("(top level)", f"a {result.kind} config, not an interrogator config")
+    if result.ok and result.kind != kind:
+        result.add("(top level)", f"a {result.kind} config, not an {kind} config")
     if not result.ok:
         raise ConfigError("\n".join(result.problems))
-    assert isinstance(result.config, InterrogatorConfig)
+    assert isinstance(result.config, model)
     return result.config
+
+
+def load_interrogator_config(path: Path | str) -> InterrogatorConfig:
+    """Load and validate one interrogator config; raise `ConfigError` naming file and field."""
+    return load_kind(path, "interrogator", InterrogatorConfig)

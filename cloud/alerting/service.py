@@ -45,15 +45,9 @@ class Running:
 
 def load_config(path: Path | str) -> AlertingConfig:
     """The validated alerting config; `ConfigError` names the file and the field."""
-    from firmware_configs.check import validate_file
+    from firmware_configs.check import load_kind
 
-    result = validate_file(path)
-    if result.ok and result.kind != "alerting":
-        result.add("(top level)", f"a {result.kind} config, not an alerting config")
-    if not result.ok:
-        raise ConfigError("\n".join(result.problems))
-    assert isinstance(result.config, AlertingConfig)
-    return result.config
+    return load_kind(path, "alerting", AlertingConfig)
 
 
 def build_senders(config: AlertingConfig, mqtt_client: Any | None) -> dict[str, Sender]:

@@ -2,6 +2,7 @@
 // stream and model version, with int8 saturation and out-of-range rates, on a time axis.
 
 import { fmt } from "./api.js";
+import { plotFrame } from "./panels.js";
 
 const COLOURS = ["#79a8ff", "#f2914a", "#7ec699", "#e3b341", "#c58af9", "#f0506e"];
 export const PSI_LIMIT = 0.25; // the alerting default (drift_psi)
@@ -14,18 +15,8 @@ export function renderDrift(canvas, summary, items, startNs, endNs) {
     if (!series.has(key)) series.set(key, []);
     series.get(key).push(p);
   }
-  const dpr = window.devicePixelRatio || 1;
-  const r = canvas.getBoundingClientRect();
-  canvas.width = r.width * dpr;
-  canvas.height = r.height * dpr;
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, r.width, r.height);
-  ctx.font = "11px system-ui, sans-serif";
   const m = { l: 40, r: 10, t: 16, b: 18 };
-  const pw = r.width - m.l - m.r, ph = r.height - m.t - m.b;
-  ctx.strokeStyle = "#272e38";
-  ctx.strokeRect(m.l + 0.5, m.t + 0.5, pw, ph);
+  const { ctx, r, pw, ph } = plotFrame(canvas, m);
   const psis = items.map((p) => p.score_psi).filter((v) => v !== null && v !== undefined);
   const hi = Math.max(PSI_LIMIT * 2, ...psis);
   const x = (t) => m.l + ((t - startNs) / Math.max(1, endNs - startNs)) * pw;

@@ -99,18 +99,8 @@ export function renderRounds(table, summary, canvas, items) {
 }
 
 function drawRounds(canvas, rows) {
-  const dpr = window.devicePixelRatio || 1;
-  const r = canvas.getBoundingClientRect();
-  canvas.width = r.width * dpr;
-  canvas.height = r.height * dpr;
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, r.width, r.height);
-  ctx.font = "11px system-ui, sans-serif";
   const m = { l: 46, r: 46, t: 18, b: 16 };
-  const pw = r.width - m.l - m.r, ph = r.height - m.t - m.b;
-  ctx.strokeStyle = "#272e38";
-  ctx.strokeRect(m.l + 0.5, m.t + 0.5, pw, ph);
+  const { ctx, r, pw, ph } = plotFrame(canvas, m);
   if (!rows.length) return;
   // one round is a point in the middle, labelled with its value; more are a line
   const single = rows.length === 1;
@@ -161,4 +151,20 @@ function drawRounds(canvas, rows) {
     ctx.fillText(`round ${rows[0].round}`, m.l + 24, r.height - 3);
     ctx.fillText(`round ${rows.at(-1).round}`, m.l + pw - 24, r.height - 3);
   }
+}
+
+/** A cleared, DPI-scaled canvas with a framed plot area inside margins `m`. */
+export function plotFrame(canvas, m) {
+  const dpr = window.devicePixelRatio || 1;
+  const r = canvas.getBoundingClientRect();
+  canvas.width = r.width * dpr;
+  canvas.height = r.height * dpr;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, r.width, r.height);
+  ctx.font = "11px system-ui, sans-serif";
+  const pw = r.width - m.l - m.r, ph = r.height - m.t - m.b;
+  ctx.strokeStyle = "#272e38";
+  ctx.strokeRect(m.l + 0.5, m.t + 0.5, pw, ph);
+  return { ctx, r, pw, ph };
 }
