@@ -56,6 +56,13 @@ class InfluxError(RuntimeError):
         return self.status == 400 and "partial write" in str(self)
 
     @property
+    def connection_broken(self) -> bool:
+        """True if the server broke the connection off mid-request (no HTTP answer): what
+        influxd 1.x does to a write body above its ``max-body-size``."""
+        return self.status is None and any(
+            name in str(self) for name in ("BrokenPipe", "ConnectionReset", "RemoteDisconnected"))
+
+    @property
     def database_not_found(self) -> bool:
         """True if the write named a database that does not exist (yet)."""
         return "database not found" in str(self)

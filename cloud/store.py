@@ -284,6 +284,7 @@ def _event(r: dict[str, Any]) -> dict[str, Any]:
     for k in OPTIONAL:  # as `Event.to_dict`: optional fields only when the agent sent them
         if e.get(k) is None:
             e.pop(k, None)
+    e["gateway_event_id"] = r.get("gateway_event_id") or e["id"]
     return e
 
 

@@ -31,7 +31,8 @@ class MemoryStore:
         self.up = True
 
     def add_event(self, event: Event, received_ns: int | None = None) -> None:
-        row = {**event.to_dict(), "received_ns": received_ns or time.time_ns()}
+        row = {**event.to_dict(), "received_ns": received_ns or time.time_ns(),
+               "gateway_event_id": event.id}
         with self._lock:
             self._events[event.id] = row
 

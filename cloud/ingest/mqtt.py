@@ -19,6 +19,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.ingest.buffer import Buffer, Item
 from cloud.ingest.config import IngestSettings
+from cloud.ingest.deadletter import DeadLetters
+from cloud.ingest.limits import check_size, check_time
 from cloud.ingest.parse import FeaturesRecord, Malformed, parse
 from cloud.ingest.stats import IngestStats, RateLimitedLog
 from edge_agent import topics
@@ -76,9 +78,10 @@ class Subscriber:
     """Receive gateways' messages on one `Connection` into `buffer`."""
 
     def __init__(self, settings: IngestSettings, buffer: Buffer, stats: IngestStats,
-                 conn: Connection | None = None) -> None:
+                 conn: Connection | None = None, dead: DeadLetters | None = None) -> None:
         self.s = settings
         self.conn = conn = conn or connections(settings)[0]
+        self.dead = dead
         self.buffer = buffer
         self.stats = stats
         self.accepting = True  # False while stopping: messages stay unacked at the broker
@@ -142,9 +145,13 @@ class Subscriber:
         received_ns = time.time_ns()
         qos = msg.qos
         try:
+            check_size(msg.topic, len(msg.payload), self.s)  # before anything parses it
             record = parse(msg.topic, cast(bytes, msg.payload))  # paho delivers bytes
+            check_time(record, received_ns, self.s)
         except Malformed as exc:
             self.stats.add("malformed", exc.reason)
+            if exc.reason.endswith(":too_large") and self.dead is not None:
+                self.dead.add(exc.reason, msg.topic, msg.payload)
             self._limited.log(logging.WARNING, exc.reason, "event=malformed reason=%s topic=%s "
                               "detail=%r", exc.reason, msg.topic, exc.detail[:200])
             record = None
@@ -175,8 +182,10 @@ class Subscriber:
 class Subscribers:
     """Every `Subscriber` of one process (`connections`), started, acked and stopped as one."""
 
-    def __init__(self, settings: IngestSettings, buffer: Buffer, stats: IngestStats) -> None:
-        self.parts = [Subscriber(settings, buffer, stats, c) for c in connections(settings)]
+    def __init__(self, settings: IngestSettings, buffer: Buffer, stats: IngestStats,
+                 dead: DeadLetters | None = None) -> None:
+        self.parts = [Subscriber(settings, buffer, stats, c, dead)
+                      for c in connections(settings)]
 
     def start(self) -> None:
         for p in self.parts:

@@ -17,6 +17,7 @@ from cloud import schema
 from cloud.influx import InfluxClient, InfluxError
 from cloud.ingest.buffer import Backoff, Buffer
 from cloud.ingest.config import IngestSettings
+from cloud.ingest.deadletter import DeadLetters
 from cloud.ingest.mqtt import Subscribers
 from cloud.ingest.stats import IngestStats
 from cloud.ingest.workers import DEFAULT_SHARE_GROUP, run_workers
@@ -61,8 +62,13 @@ def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
         buffer = Buffer(settings.buffer_bytes)
         stats.gauges.update(buffer_messages=lambda: len(buffer),
                             buffer_bytes=lambda: buffer.nbytes)
-        subscriber = Subscribers(settings, buffer, stats)
-        writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure)
+        dead = DeadLetters(settings.dead_letter_path(), file_bytes=settings.dead_letter_file_bytes,
+                           files=settings.dead_letter_files,
+                           record_bytes=settings.dead_letter_record_bytes)
+        stats.gauges.update(dead_letters=lambda: dead.count)
+        subscriber = Subscribers(settings, buffer, stats, dead)
+        writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure,
+                        dead=dead)
         writer.start()
         subscriber.start()
         try:
@@ -117,7 +123,7 @@ def settings_from_args(args: argparse.Namespace) -> IngestSettings:
         influx_username=args.influx_username,
         influx_password=os.environ.get("FIBERWATCH_INFLUX_PASSWORD"), db=args.db,
         retention=schema.Retention(raw=args.raw_retention, history=args.history_retention),
-        buffer_bytes=int(args.buffer_mb * (1 << 20)),
+        buffer_bytes=int(args.buffer_mb * (1 << 20)), dead_letter_dir=args.dead_letter_dir,
     )
 
 
@@ -142,6 +148,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--history-retention", default=d.retention.history, help="e.g. 365d")
     p.add_argument("--buffer-mb", type=float, default=d.buffer_bytes / (1 << 20),
                    help="bound of QoS0 summaries buffered while InfluxDB is down")
+    p.add_argument("--dead-letter-dir",
+                   help="where lines InfluxDB can never take are kept (bounded, rotated); "
+                        "default: a directory under the system temp dir")
     p.add_argument("--log-level", default="WARNING")
     g = p.add_argument_group("scale-out (MQTT shared subscriptions)")
     g.add_argument("--workers", type=int, default=1,
