@@ -3,8 +3,9 @@
 A QoS1 message is acknowledged to the broker only after every line of its batch is in
 InfluxDB (or went to the dead letters: lines InfluxDB can never take), in the order
 received. So while InfluxDB is down nothing QoS1 is lost: the writer keeps retrying its
-batch with backoff, unacknowledged messages stay at the broker (and survive an ingestion restart through the
-persistent session), and QoS0 summaries wait in the buffer up to its bound.
+batch with backoff, unacknowledged messages stay at the broker (and survive an ingestion
+restart through the persistent session), and QoS0 summaries wait in the buffer up to its
+bound.
 """
 
 from __future__ import annotations
