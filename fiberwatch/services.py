@@ -190,11 +190,15 @@ class NatsServer(_Service):
 
 
 class Influxd(_Service):
-    """A real InfluxDB 1.x server on loopback, data in `workdir`."""
+    """A real InfluxDB 1.x server on loopback, data in `workdir`.
+
+    `max_body_size` is its write body limit in bytes (0: none; influxd's own default is
+    25,000,000, past which it answers a broken pipe rather than a 413).
+    """
 
     name = "influxd"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, max_body_size: int = 0) -> None:
         super().__init__(workdir, port)
         self.binary = _find_binary("influxd", "/usr/bin/influxd")
         self.rpc_port = free_port()
@@ -216,7 +220,7 @@ bind-address = "{LOOPBACK}:{self.rpc_port}"
   enabled = true
   bind-address = "{LOOPBACK}:{self.port}"
   log-enabled = false
-  max-body-size = 0
+  max-body-size = {int(max_body_size)}
 [logging]
   level = "warn"
 [continuous_queries]

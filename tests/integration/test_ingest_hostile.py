@@ -1,0 +1,92 @@
+"""Hostile messages against real Mosquitto and influxd: none stalls ingestion, none hides
+another gateway's event, none from the future freezes the fleet view."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from cloud import codec
+from edge_agent import topics
+from fiberwatch.services import Influxd, Mosquitto
+from tests.integration.test_ingest import (  # noqa: F401 - fixtures
+    ingest,
+    pub,
+    Ingest,
+    health,
+    make_event,
+    poll,
+    publish,
+    start_ingest,
+)
+
+pytestmark = pytest.mark.integration
+S = 1_000_000_000
+DAY = 86400 * S
+
+
+@pytest.fixture
+def small_influxd(tmp_path: Path) -> Iterator[Influxd]:
+    """influxd with a 100 kB write body limit (its default is 25 MB: the same behaviour)."""
+    with Influxd(tmp_path / "influxd-small", max_body_size=100_000) as server:
+        yield server  # type: ignore[misc]
+
+
+@pytest.fixture
+def ingest_small(mosquitto: Mosquitto, small_influxd: Influxd,
+                 tmp_path: Path) -> Iterator[Ingest]:
+    running = start_ingest(mosquitto, small_influxd, dead_letter_dir=str(tmp_path / "dl"),
+                           broken_split_bytes=50_000, broken_attempts=2)
+    yield running
+    if running.thread.is_alive():
+        running.shutdown()
+
+
+def test_a_message_over_influxds_body_limit_does_not_stall_ingestion(
+        ingest_small: Ingest, pub: mqtt.Client, tmp_path: Path) -> None:
+    t = time.time_ns()
+    big = {**health(t), "status": "x" * 150_000}  # under the health cap, over influxd's limit
+    publish(pub, topics.health("s1", "g1"), json.dumps(big))
+    after = make_event(1)
+    publish(pub, topics.events("s1", "g1"), after.to_json())
+    cloud_id = codec.cloud_event_id("s1", "g1", after.id)
+    poll(lambda: ingest_small.store.anomaly(cloud_id), what="the event after the big message")
+    snap = ingest_small.stats.snapshot()
+    assert snap["dropped"].get("dead_letter", 0) >= 1 and snap["dead_letters"] >= 1
+    text = (tmp_path / "dl" / "dead-letter.jsonl").read_text()
+    assert '"reason": "broken_pipe"' in text or '"reason": "http_413"' in text
+    rows = poll(lambda: ingest_small.influx.rows(
+        'SELECT "dead_letters" FROM "fiberwatch"."events"."ingest"'), what="the status point")
+    assert rows[0]["dead_letters"] >= 1
+
+
+def test_a_forged_event_id_does_not_hide_the_other_gateways_event(ingest: Ingest,
+                                                                  pub: mqtt.Client) -> None:
+    real = make_event(1)  # g1's alarm
+    forged = dataclasses.replace(real, gateway="g2", severity="low", peak_score=0.1)
+    publish(pub, topics.events("s1", "g1"), real.to_json())
+    publish(pub, topics.events("s1", "g2"), forged.to_json())
+    got = poll(lambda: len(e := ingest.store.anomalies()) == 2 and e, what="both events")
+    by_gateway = {e["gateway"]: e for e in got}
+    assert by_gateway["g1"]["severity"] == "high" and by_gateway["g2"]["severity"] == "low"
+    assert by_gateway["g1"]["gateway_event_id"] == real.id
+    g1 = ingest.store.anomaly(codec.cloud_event_id("s1", "g1", real.id))
+    assert g1 is not None and g1["gateway"] == "g1" and g1["peak_score"] == real.peak_score
+
+
+def test_a_future_heartbeat_does_not_freeze_the_fleet_row(ingest: Ingest,
+                                                          pub: mqtt.Client) -> None:
+    t = time.time_ns()
+    publish(pub, topics.health("s1", "g1"), json.dumps(health(t + DAY, status="future")))
+    publish(pub, topics.health("s1", "g1"), json.dumps(health(t, status="now")))
+    poll(lambda: ingest.store.fleet() and ingest.store.fleet()[0]["status"] == "now",
+         what="the real heartbeat in the fleet row")
+    publish(pub, topics.health("s1", "g1"), json.dumps(health(t + S, status="later")))
+    poll(lambda: ingest.store.fleet()[0]["status"] == "later", what="the next heartbeat")
+    assert ingest.stats.snapshot()["malformed"] == {"health:future_time": 1}
