@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures `ingest` and `pub` are imported from test_ingest
 """Hostile messages against real Mosquitto and influxd: none stalls ingestion, none hides
 another gateway's event, none from the future freezes the fleet view."""
 
@@ -16,12 +17,12 @@ from cloud import codec
 from edge_agent import topics
 from fiberwatch.services import Influxd, Mosquitto
 from tests.integration.test_ingest import (  # noqa: F401 - fixtures
-    ingest,
-    pub,
     Ingest,
     health,
+    ingest,
     make_event,
     poll,
+    pub,
     publish,
     start_ingest,
 )
