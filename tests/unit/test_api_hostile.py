@@ -11,7 +11,6 @@ import anyio
 import pytest
 from fastapi.testclient import TestClient
 
-from cloud.api.guard import Guard
 from cloud.api.memory import MemoryStore
 from cloud.api.sample import sample_registry, sample_store
 from cloud.main import create_app
@@ -51,6 +50,8 @@ def test_invalid_json_without_a_token_is_401(client: TestClient, store: MemorySt
 
 
 def test_an_unauthenticated_body_is_never_read() -> None:
+    from cloud.api.guard import Guard
+
     read: list[int] = []
 
     async def inner(scope: Any, receive: Any, send: Any) -> None:  # the routes
