@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import tempfile
@@ -47,6 +48,10 @@ class IngestSettings:
     the dead-letter files in `dead_letter_dir` (default: a directory under the system temp
     dir named after `client_id`), each at most `dead_letter_file_bytes`, `dead_letter_files`
     of them kept, each record at most `dead_letter_record_bytes` of the line.
+
+    Durability of QoS0 summaries: with `spool` on, each is appended to an on-disk spool in
+    `spool_dir` (at most `spool_bytes`) before it is buffered, and committed once written;
+    a run after a SIGKILL replays what was received but not written.
     """
 
     mqtt_host: str = "127.0.0.1"
@@ -87,6 +92,9 @@ class IngestSettings:
     broken_split_bytes: int = 1 << 20  # a broken pipe on a body above this: split it
     broken_attempts: int = 3  # a lone line broken this often in a row is dead-lettered
     dead_letter_dir: str | None = None
+    spool: bool = True  # QoS0 summaries on disk until written (they survive a SIGKILL)
+    spool_dir: str | None = None
+    spool_bytes: int = 256 << 20
     dead_letter_file_bytes: int = 8 << 20
     dead_letter_files: int = 4
     dead_letter_record_bytes: int = 64 << 10
@@ -122,7 +130,8 @@ class IngestSettings:
         for name in ("batch_lines", "batch_bytes", "buffer_bytes", "receive_maximum",
                      "history_step_s", "mqtt_port", "max_features_bytes", "max_message_bytes",
                      "max_body_bytes", "broken_split_bytes", "broken_attempts",
-                     "dead_letter_file_bytes", "dead_letter_files", "dead_letter_record_bytes"):
+                     "dead_letter_file_bytes", "dead_letter_files", "dead_letter_record_bytes",
+                     "spool_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("linger_s", "idle_s", "write_timeout_s", "backoff_initial_s",
@@ -137,8 +146,19 @@ class IngestSettings:
 
     def dead_letter_path(self) -> Path:
         """The dead-letter directory (`dead_letter_dir`, or one under the temp dir)."""
-        if self.dead_letter_dir:
-            return Path(self.dead_letter_dir)
-        name = self.client_id or (self.broker.username if self.broker else None) or "anonymous"
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        return Path(tempfile.gettempdir()) / "fiberwatch-ingest" / safe / "dead-letter"
+        return Path(self.dead_letter_dir) if self.dead_letter_dir else self._state("dead-letter")
+
+    def spool_path(self) -> Path:
+        """The QoS0 spool directory (`spool_dir`, or one under the temp dir per client id:
+        one process per client id, as for the MQTT session)."""
+        return Path(self.spool_dir) if self.spool_dir else self._state("spool")
+
+    def _state(self, name: str) -> Path:
+        """A directory per client id *and* broker and database: another stack on the same
+        machine (a test, a benchmark) never replays this one's spool."""
+        who = self.client_id or (self.broker.username if self.broker else None) or "anonymous"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in who)
+        b = self.broker_config
+        where = f"{b.host}:{b.port}|{self.influx_url}|{self.db}"
+        tag = hashlib.sha256(where.encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / "fiberwatch-ingest" / f"{safe}-{tag}" / name

@@ -19,6 +19,7 @@ from cloud.ingest.buffer import Backoff, Buffer
 from cloud.ingest.config import IngestSettings
 from cloud.ingest.deadletter import DeadLetters
 from cloud.ingest.mqtt import Subscribers
+from cloud.ingest.spool import Spool
 from cloud.ingest.stats import IngestStats
 from cloud.ingest.workers import DEFAULT_SHARE_GROUP, run_workers
 from cloud.ingest.writer import Writer
@@ -66,10 +67,13 @@ def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
                            files=settings.dead_letter_files,
                            record_bytes=settings.dead_letter_record_bytes)
         stats.gauges.update(dead_letters=lambda: dead.count)
-        subscriber = Subscribers(settings, buffer, stats, dead)
+        spool = (Spool(settings.spool_path(), max_bytes=settings.spool_bytes)
+                 if settings.spool else None)
+        subscriber = Subscribers(settings, buffer, stats, dead, spool)
         writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure,
-                        dead=dead)
+                        dead=dead, spool=spool)
         writer.start()
+        subscriber.replay()  # summaries a killed run had received but not written
         subscriber.start()
         try:
             while not (stop_event.is_set() or subscriber.wait_subscribed(0.1)):
@@ -84,6 +88,8 @@ def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
             subscriber.stop_accepting()
             writer.stop()
             subscriber.stop()
+            if spool is not None:
+                spool.close()
         log.info("event=ingest_stopped %s", _kv(stats.snapshot()))
         return stats
     finally:
@@ -124,6 +130,7 @@ def settings_from_args(args: argparse.Namespace) -> IngestSettings:
         influx_password=os.environ.get("FIBERWATCH_INFLUX_PASSWORD"), db=args.db,
         retention=schema.Retention(raw=args.raw_retention, history=args.history_retention),
         buffer_bytes=int(args.buffer_mb * (1 << 20)), dead_letter_dir=args.dead_letter_dir,
+        spool_dir=args.spool_dir, spool=not args.no_spool,
     )
 
 
@@ -151,6 +158,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dead-letter-dir",
                    help="where lines InfluxDB can never take are kept (bounded, rotated); "
                         "default: a directory under the system temp dir")
+    p.add_argument("--spool-dir", help="where QoS0 summaries wait on disk until written "
+                   "(they survive a crash); default: a directory under the system temp dir")
+    p.add_argument("--no-spool", action="store_true",
+                   help="keep QoS0 summaries in memory only (lost if the process is killed)")
     p.add_argument("--log-level", default="WARNING")
     g = p.add_argument_group("scale-out (MQTT shared subscriptions)")
     g.add_argument("--workers", type=int, default=1,

@@ -24,6 +24,7 @@ from cloud.ingest.config import IngestSettings
 from cloud.ingest.deadletter import DeadLetters
 from cloud.ingest.downsample import Downsampler
 from cloud.ingest.parse import EventRecord, FeaturesRecord, HealthRecord, ModelStateRecord
+from cloud.ingest.spool import Spool
 from cloud.ingest.stats import IngestStats, RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class Writer:
                  ensure_schema: Callable[[], None] = lambda: None,
                  wait: Callable[[float], object] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 backoff: Backoff | None = None, dead: DeadLetters | None = None) -> None:
+                 backoff: Backoff | None = None, dead: DeadLetters | None = None,
+                 spool: Spool | None = None) -> None:
         self.client, self.buffer, self.stats, self.s = client, buffer, stats, settings
         self._ack = ack
         self._ensure_schema = ensure_schema
@@ -74,6 +76,7 @@ class Writer:
                                         file_bytes=settings.dead_letter_file_bytes,
                                         files=settings.dead_letter_files,
                                         record_bytes=settings.dead_letter_record_bytes)
+        self.spool = spool
         self._status_at = -float("inf")
         self._status_seen = -1
 
@@ -102,10 +105,11 @@ class Writer:
         rest = self.buffer.drain()
         if unwritten or not self.process(rest, self._down.flush_all()):
             unwritten += rest
-            lost = sum(1 for i in unwritten if i.qos == 0 and i.record is not None)
+            qos0 = [i for i in unwritten if i.qos == 0 and i.record is not None]
+            lost = sum(1 for i in qos0 if i.spool is None)  # the spooled ones come back
             self.stats.add("dropped", "shutdown", lost)
-            log.warning("event=shutdown_unwritten messages=%d qos0_lost=%d "
-                        "qos1_left_at_broker=%d", len(unwritten), lost,
+            log.warning("event=shutdown_unwritten messages=%d qos0_lost=%d qos0_spooled=%d "
+                        "qos1_left_at_broker=%d", len(unwritten), lost, len(qos0) - lost,
                         sum(1 for i in unwritten if i.qos > 0))
 
     def process(self, items: list[Item], extra_history: list[str] | None = None) -> bool:
@@ -125,6 +129,9 @@ class Writer:
             if item.qos > 0:
                 self._ack(item.mid)
                 acked += 1
+        spooled = [i.spool for i in items if i.spool is not None]
+        if spooled and self.spool is not None:
+            self.spool.commit(max(spooled))
         if items:
             self.stats.batch_written(sum(i.record is not None for i in items), acked)
         return True

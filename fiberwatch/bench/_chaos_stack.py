@@ -129,8 +129,8 @@ class Gateway:
         cfg = GatewayConfig.model_validate({
             "gateway": {"site": site, "id": gw, "data_dir": str(root / site)},
             "broker": {"port": port, "keepalive_s": 5},
-            "streams": [{"kind": "das", "channels": 64, "sample_rate_hz": 1000,
-                         "window_s": 1, "hop_s": 1}]})
+            "streams": [{"kind": "dts", "channels": 8, "sample_rate_hz": 1, "window_s": 10,
+                         "hop_s": 5}]})
         (root / site).mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(root / site / "outbox.sqlite", max_events=1_000_000,
                              max_age_s=7 * 86400)

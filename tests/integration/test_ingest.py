@@ -52,6 +52,8 @@ class Ingest:
 
 
 def start_ingest(broker: Mosquitto, server: Influxd, **kw: Any) -> Ingest:
+    state = broker.workdir.parent / "ingest-state"  # this test's spool and dead letters
+    kw = {"spool_dir": str(state / "spool"), "dead_letter_dir": str(state / "dl"), **kw}
     settings = IngestSettings(mqtt_port=broker.port, influx_url=server.url,
                               backoff_initial_s=0.05, backoff_max_s=0.5, **kw)
     stats, stop, ready = IngestStats(), threading.Event(), threading.Event()

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from cloud import codec
+from cloud.influx import InfluxClient
+from cloud.store import Store
 from edge_agent import topics
 from fiberwatch.services import Influxd, Mosquitto
 from tests.integration.test_ingest import (  # noqa: F401 - fixtures
@@ -25,6 +30,7 @@ from tests.integration.test_ingest import (  # noqa: F401 - fixtures
     pub,
     publish,
     start_ingest,
+    summary,
 )
 
 pytestmark = pytest.mark.integration
@@ -91,3 +97,50 @@ def test_a_future_heartbeat_does_not_freeze_the_fleet_row(ingest: Ingest,
     publish(pub, topics.health("s1", "g1"), json.dumps(health(t + S, status="later")))
     poll(lambda: ingest.store.fleet()[0]["status"] == "later", what="the next heartbeat")
     assert ingest.stats.snapshot()["malformed"] == {"health:future_time": 1}
+
+
+def _spooled(directory: Path) -> int:
+    from cloud.ingest.spool import _records
+
+    return sum(1 for seg in directory.glob("spool-*.bin") for _ in _records(seg, 0))
+
+
+def test_summaries_survive_a_sigkill_of_ingestion(mosquitto: Mosquitto, influxd: Influxd,
+                                                  pub: mqtt.Client, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    argv = [sys.executable, "-m", "cloud.ingest", "--mqtt-port", str(mosquitto.port),
+            "--influx-url", influxd.url, "--client-id", "sigkill", "--spool-dir", str(spool),
+            "--dead-letter-dir", str(tmp_path / "dl")]
+    first = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    second = None
+    try:
+        probe = make_event(0)
+        store = Store(InfluxClient(influxd.url))
+
+        def subscribed() -> bool:  # republish until the process has subscribed
+            publish(pub, topics.events("s1", "g1"), probe.to_json())
+            return store.anomaly(codec.cloud_event_id("s1", "g1", probe.id)) is not None
+
+        poll(subscribed, what="ingestion to store an event")
+        influxd.stop()  # summaries now wait in ingestion's memory (and its spool)
+        now = time.time_ns() // S * S
+        for k in range(20):
+            publish(pub, topics.features("s1", "g1", "das"),
+                    summary(now - (20 - k) * S, k, groups=16).to_json(), qos=0)
+        poll(lambda: _spooled(spool) >= 20, what="20 spooled summaries")
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        influxd.start()
+        second = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+        influx = InfluxClient(influxd.url)
+        poll(lambda: _count(influx) == 20, timeout=60, what="all 20 summaries stored")
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+
+def _count(influx: InfluxClient) -> int:
+    rows = influx.rows('SELECT count("n") FROM "fiberwatch"."raw"."features"')
+    return int(rows[0]["count"]) if rows else 0

@@ -19,10 +19,11 @@ from cloud.ingest.config import IngestSettings
 from cloud.ingest.deadletter import NAME, DeadLetters
 from cloud.ingest.limits import check_size, check_time, topic_kind
 from cloud.ingest.parse import EventRecord, HealthRecord, Malformed, parse
+from cloud.ingest.spool import Spool
 from cloud.ingest.stats import IngestStats
 from cloud.ingest.writer import Writer
 from edge_agent import topics
-from tests.unit.test_cloud_ingest_parse import T, health_dict, make_event
+from tests.unit.test_cloud_ingest_parse import T, health_dict, make_event, summary_dict
 
 DAY = 86400 * 10**9
 
@@ -233,3 +234,57 @@ def test_a_gateway_cannot_overwrite_another_gateways_event() -> None:
     assert isinstance(again, EventRecord) and again.event.id == r1.event.id
     line = codec.event_line(r1.event, T, r1.gateway_event_id)
     assert f'gateway_event_id="{real.id}"' in line and f"id={r1.event.id}" in line
+
+
+# --- the QoS0 spool: summaries survive a SIGKILL of ingestion ------------------------------
+
+def test_spool_replays_what_was_not_committed(tmp_path: Path) -> None:
+    sp = Spool(tmp_path, segment_bytes=200)
+    pos = [sp.append(f"t/{i}", b"p" * 50, T + i) for i in range(10)]
+    sp.commit(pos[3])
+    sp.close()  # as if killed: nothing else is written
+    again = Spool(tmp_path, segment_bytes=200)
+    got = list(again.replay())
+    assert [(t, r) for t, _, r, _ in got] == [(f"t/{i}", T + i) for i in range(4, 10)]
+    assert all(p == b"p" * 50 for _, p, _, _ in got)
+    again.commit(got[-1][3])
+    again.close()
+    assert list(Spool(tmp_path).replay()) == []
+    assert len(list(tmp_path.glob("spool-*.bin"))) <= 3  # finished segments are deleted
+
+
+def test_spool_stops_at_a_torn_record_and_is_bounded(tmp_path: Path) -> None:
+    sp = Spool(tmp_path / "a")
+    sp.append("t", b"x" * 10, T)
+    sp.append("t", b"y" * 10, T + 1)
+    sp.close()
+    seg = next((tmp_path / "a").glob("spool-*.bin"))
+    seg.write_bytes(seg.read_bytes()[:-3])  # killed mid-write
+    assert [p for _, p, _, _ in Spool(tmp_path / "a").replay()] == [b"x" * 10]
+    small = Spool(tmp_path / "b", max_bytes=1000, segment_bytes=300)
+    for i in range(40):
+        small.append("t", bytes([i]) * 100, T)
+    total = sum(p.stat().st_size for p in (tmp_path / "b").glob("spool-*.bin"))
+    assert total <= 1000 + 300 and small.dropped > 0
+
+
+def test_a_killed_runs_summaries_come_back(tmp_path: Path) -> None:
+    s = IngestSettings(spool_dir=str(tmp_path / "spool"), dead_letter_dir=str(tmp_path / "dl"))
+    topic = topics.features("s1", "g1", "das")
+    first = ingest_mqtt.Subscriber(s, Buffer(1 << 20), IngestStats(), spool=Spool(s.spool_path()))
+    client = LimitedInflux()
+    w, _ = writer(client, tmp_path, spool_dir=s.spool_dir)
+    w.spool = first.spool
+    for k in range(5):
+        payload = json.dumps(summary_dict(t_ns=T + k * 10**9)).encode()
+        first.handle(topic, payload, 0, 0, T + k * 10**9)
+    w.process(first.buffer.get_batch(max_lines=2, max_bytes=1 << 30, linger_s=0, idle_s=0,
+                                     timeout=1))  # two written, three only in memory ...
+    assert first.spool is not None
+    first.spool.close()  # ... when the process is killed
+    second = ingest_mqtt.Subscriber(s, Buffer(1 << 20), IngestStats(),
+                                    spool=Spool(s.spool_path()))
+    assert second.replay() == 3
+    replayed = second.buffer.drain()
+    got = [i.record.t_ns for i in replayed]  # type: ignore[union-attr]
+    assert got == [T + k * 10**9 for k in (2, 3, 4)]
