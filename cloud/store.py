@@ -17,7 +17,7 @@ from dataclasses import fields as dc_fields
 from typing import Any
 
 from cloud import codec, schema, window
-from cloud.influx import InfluxClient, InfluxError, quote_ident, quote_literal
+from cloud.influx import InfluxClient, InfluxError, float_literal, quote_ident, quote_literal
 from cloud.window import Row
 from edge_agent import topics
 from edge_agent.events import OPTIONAL, STREAMS, Event
@@ -102,11 +102,11 @@ class Store:
         if ch_max is not None:
             conds.append(f'"ch_start" <= {int(ch_max)}')
         if dist_min is not None:
-            d = float(dist_min)
-            conds.append(f'("dist_start_m" >= {d!r} OR "dist_end_m" >= {d!r})')
+            d = float_literal(dist_min)
+            conds.append(f'("dist_start_m" >= {d} OR "dist_end_m" >= {d})')
         if dist_max is not None:
-            d = float(dist_max)
-            conds.append(f'("dist_start_m" <= {d!r} OR "dist_end_m" <= {d!r})')
+            d = float_literal(dist_max)
+            conds.append(f'("dist_start_m" <= {d} OR "dist_end_m" <= {d})')
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
         q = (f"SELECT * FROM {self._from(schema.RP_EVENTS, schema.EVENT)}{where} "
              f"ORDER BY time DESC LIMIT {int(limit)} OFFSET {int(offset)}")

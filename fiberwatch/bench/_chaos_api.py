@@ -44,7 +44,7 @@ def fuzz(schema: Any, tokens: list[str | None], examples: int,
 
 def _fuzz_operation(operation: Any, mode: Any, tokens: list[str | None], examples: int,
                     base_url: str | None, result: FuzzResult) -> None:
-    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
     from hypothesis.errors import HypothesisException
 
     def send(case: Any) -> None:
@@ -63,7 +63,8 @@ def _fuzz_operation(operation: Any, mode: Any, tokens: list[str | None], example
                                        f"q={case.query!r} -> {r.status_code} {r.text[:200]}")
 
     test = settings(max_examples=examples, deadline=None, database=None,
-                    phases=[Phase.generate], suppress_health_check=list(HealthCheck))(
+                    phases=[Phase.generate], suppress_health_check=list(HealthCheck),
+                    verbosity=Verbosity.quiet)(
         given(case=operation.as_strategy(generation_mode=mode))(send))
     try:
         test()

@@ -148,8 +148,9 @@ def test_anomalies_are_bounded_in_time(client: TestClient, store: MemoryStore) -
     assert seen[-1]["end_ns"] - seen[-1]["start_ns"] <= 366 * 86400 * S
     r = client.get("/api/v1/anomalies", params={"start": "now-800d"}, headers=AUTH)
     assert r.status_code == 400 and "exceeds the limit" in r.json()["detail"]
-    for bad in ({"dist_min": "nan"}, {"dist_max": "inf"}, {"end": "99999999999999999999"}):
-        assert client.get("/api/v1/anomalies", params=bad, headers=AUTH).status_code == 400
+    for bad in ({"dist_min": "nan"}, {"dist_max": "inf"}, {"end": "99999999999999999999"},
+                {"dist_max": "-6e16"}, {"model_version": "a\rb"}):
+        assert client.get("/api/v1/anomalies", params=bad, headers=AUTH).status_code in (400, 422)
 
 
 def test_an_overlong_event_id_is_4xx(client: TestClient) -> None:

@@ -21,7 +21,9 @@ Time = Annotated[str, Query(description="RFC 3339, ns since the epoch, or now-15
 DETAIL_PAD_S = 30.0  # waterfall around an event: at least this much before and after
 DETAIL_PAD_CH = 32  # and at least this many channels either side
 DETAIL_TIMES = 300
-EventId = Annotated[str, Path(min_length=1, max_length=128)]
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (InfluxQL cannot carry some)
+EventId = Annotated[str, Path(min_length=1, max_length=128, pattern=PRINTABLE)]
+Distance = Annotated[float | None, Query(ge=-1e9, le=1e9, description="metres along the fiber")]
 BUSY = {429: {"description": "too many heavy queries at once (see Retry-After)"}}
 
 
@@ -36,11 +38,11 @@ def list_anomalies(
     end: Time | None = None,
     ch_min: Annotated[int | None, Query(ge=0)] = None,
     ch_max: Annotated[int | None, Query(ge=0)] = None,
-    dist_min: float | None = None,
-    dist_max: float | None = None,
+    dist_min: Distance = None,
+    dist_max: Distance = None,
     severity: Severity | None = None,
     class_hint: ClassHint | None = None,
-    model_version: Annotated[str | None, Query(max_length=256)] = None,
+    model_version: Annotated[str | None, Query(max_length=256, pattern=PRINTABLE)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     _slot: None = Depends(heavy_slot),
