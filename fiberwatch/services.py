@@ -127,6 +127,9 @@ class Mosquitto(_Service):
             "set_tcp_nodelay true",
             "max_inflight_messages 1000",
             "max_queued_messages 100000",
+            # QoS0 summaries wait for ingestion's persistent session while it restarts
+            "queue_qos0_messages true",
+            "max_queued_bytes 268435456",
             "max_packet_size 16777216",
             "log_type error",
             "log_type warning",

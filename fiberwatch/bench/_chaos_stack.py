@@ -58,7 +58,8 @@ class Stack:
             {t: {"name": f"chaos-{r}", "role": r} for r, t in TOKENS.items()}))
         self.api = self._spawn("api", [sys.executable, "-m", "fiberwatch", "cloud", "serve",
                                        "--port", str(self.api_port), "--influx",
-                                       self.influxd.url, "--tokens", str(self.tokens_file)])
+                                       self.influxd.url, "--tokens", str(self.tokens_file),
+                                       "--registry", str(self.root / "registry")])
         _wait(self._api_up, 60, "the API")
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
@@ -149,7 +150,7 @@ class Gateway:
         self.outbox.close()
 
     def publish(self, seconds: float, rate_hz: float = 20.0) -> None:
-        """Events at `rate_hz` and a summary with every 20th for `seconds`."""
+        """Events at `rate_hz` and a summary with every 4th for `seconds`."""
         tick, end = threading.Event(), time.monotonic() + seconds
         while time.monotonic() < end:
             k = len(self.events)
@@ -162,7 +163,7 @@ class Gateway:
                       detected_ns=t + S)
             self.uplink.send_event(e)
             self.events.append(e.id)
-            if k % max(1, int(rate_hz)) == 0:
+            if k % 4 == 0:  # summaries at a quarter of the event rate (5 Hz at 20 Hz)
                 self.uplink.send_summary(FeatureSummary(
                     site=self.site, gateway=self.gw, stream="das", t_ns=t, ch_start=0,
                     group_size=4, score=[0.1] * 16, energy=[1.0] * 16, threshold=[1.0] * 16,
