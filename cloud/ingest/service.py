@@ -60,18 +60,7 @@ def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
     try:
         if not _until_ensured(ensure, settings, stop_event):
             return stats
-        buffer = Buffer(settings.buffer_bytes)
-        stats.gauges.update(buffer_messages=lambda: len(buffer),
-                            buffer_bytes=lambda: buffer.nbytes)
-        dead = DeadLetters(settings.dead_letter_path(), file_bytes=settings.dead_letter_file_bytes,
-                           files=settings.dead_letter_files,
-                           record_bytes=settings.dead_letter_record_bytes)
-        stats.gauges.update(dead_letters=lambda: dead.count)
-        spool = (Spool(settings.spool_path(), max_bytes=settings.spool_bytes)
-                 if settings.spool else None)
-        subscriber = Subscribers(settings, buffer, stats, dead, spool)
-        writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure,
-                        dead=dead, spool=spool)
+        subscriber, writer, spool = _parts(settings, influx, stats, ensure)
         writer.start()
         subscriber.replay()  # summaries a killed run had received but not written
         subscriber.start()
@@ -112,6 +101,23 @@ def _until_ensured(ensure: Callable[[], None], settings: IngestSettings,
                         str(exc))
             stop_event.wait(backoff.next())
     return False
+
+
+def _parts(settings: IngestSettings, influx: InfluxClient, stats: IngestStats,
+           ensure: Callable[[], None]) -> tuple[Subscribers, Writer, Spool | None]:
+    """The subscriber and the writer around one buffer, the dead letters and the spool."""
+    buffer = Buffer(settings.buffer_bytes)
+    dead = DeadLetters(settings.dead_letter_path(), file_bytes=settings.dead_letter_file_bytes,
+                       files=settings.dead_letter_files,
+                       record_bytes=settings.dead_letter_record_bytes)
+    stats.gauges.update(buffer_messages=lambda: len(buffer), buffer_bytes=lambda: buffer.nbytes,
+                        dead_letters=lambda: dead.count)
+    spool = (Spool(settings.spool_path(), max_bytes=settings.spool_bytes)
+             if settings.spool else None)
+    subscriber = Subscribers(settings, buffer, stats, dead, spool)
+    writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure,
+                    dead=dead, spool=spool)
+    return subscriber, writer, spool
 
 
 def _kv(d: dict[str, object]) -> str:
