@@ -24,6 +24,7 @@ from fiberwatch.bench._chaos_api import fuzz
 from fiberwatch.bench._chaos_stack import TOKENS, Stack
 
 OUTAGE_S = 60.0
+EDGE_FUZZ_FRAMES, EDGE_FUZZ_FRAMES_QUICK = 1_000_000, 100_000
 API_EXAMPLES = 60  # per operation and mode: 13 operations x 2 x 4 tokens -> > 5,000 requests
 
 
@@ -37,15 +38,26 @@ def _api_fuzz(stack: Stack, examples: int) -> dict[str, Any]:
 
 
 def _edge_results(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """INTEGRATION POINT (wired by the integrator): the gateway-side faults and the frame
-    fuzzing of ``fiberwatch.bench._chaos_edge`` (branch ``hostile-edge``):
+    """INTEGRATION POINT: the gateway-side faults and the frame fuzzing of
+    ``fiberwatch.bench._chaos_edge`` (written on branch ``hostile-edge``):
     ``run_frame_fuzz(frames=...) -> {"frames", "crashes", "stream_recovered"}`` and one
     function per fault (agent SIGKILL, outbox disk full, clock jump, forged far-future frame)
-    returning ``{"name", "events_published", "events_stored", "lost", "duplicates"}``.
-    Until then: no edge faults, and the fuzz entry says it did not run."""
-    del quick
-    return [], {"frames": 0, "crashes": 0, "stream_recovered": None,
-                "not_run": "frame fuzzing lives in fiberwatch.bench._chaos_edge (not wired)"}
+    returning ``{"name", "events_published", "events_stored", "lost", "duplicates"}``, each
+    on a stack of its own. Note for the integrator: ingestion stores events under
+    `cloud.codec.cloud_event_id` (site, gateway, the gateway's id) and keeps the gateway's id
+    as the ``gateway_event_id`` field, so counts by stored event id must map ids that way.
+    Without that module: no edge faults, and the fuzz entry says it did not run."""
+    try:
+        from fiberwatch.bench import _chaos_edge as edge  # type: ignore[attr-defined]
+    except ImportError:
+        return [], {"frames": 0, "crashes": 0, "stream_recovered": None,
+                    "not_run": "fiberwatch.bench._chaos_edge is not on this branch"}
+    names = ("fault_agent_sigkill", "fault_outbox_disk_full", "fault_clock_jump",
+             "fault_forged_frame")
+    faults_run = [getattr(edge, n)() for n in names if hasattr(edge, n)]
+    frame_fuzz = edge.run_frame_fuzz(frames=EDGE_FUZZ_FRAMES_QUICK if quick
+                                     else EDGE_FUZZ_FRAMES)
+    return faults_run, frame_fuzz
 
 
 def run(quick: bool, out_dir: Path) -> dict[str, Any]:
