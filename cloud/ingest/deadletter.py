@@ -8,7 +8,8 @@ file is ``dead-letter.jsonl``; when a record would push it past `file_bytes` it 
 directory never holds more than about ``files * file_bytes`` bytes.
 
 A write error (disk full, read-only) is counted and logged, never raised: dead letters are
-the last resort and must not stall ingestion.
+the last resort and must not stall ingestion. `count` starts at the records already in the
+files, so a restarted process goes on reporting them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class DeadLetters:
                  record_bytes: int = 64 << 10) -> None:
         self.directory = Path(directory)
         self.file_bytes, self.files, self.record_bytes = file_bytes, files, record_bytes
-        self.count = 0  # records taken (written or not)
+        self.count = self._kept()  # records taken: those kept from earlier runs, then ours
         self.write_errors = 0
         self._lock = threading.Lock()
         self._limited = RateLimitedLog(log)
@@ -40,6 +41,17 @@ class DeadLetters:
     @property
     def path(self) -> Path:
         return self.directory / NAME
+
+    def _kept(self) -> int:
+        """Records in the files already there (a restart keeps reporting them)."""
+        n = 0
+        for p in self.directory.glob(f"{NAME}*"):
+            try:
+                with open(p, "rb") as f:
+                    n += sum(chunk.count(b"\n") for chunk in iter(lambda f=f: f.read(1 << 20), b""))
+            except OSError:
+                continue
+        return n
 
     def add(self, reason: str, where: str, data: str | bytes) -> None:
         """Keep (the head of) `data`, which was refused for `reason`."""

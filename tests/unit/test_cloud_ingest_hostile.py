@@ -288,3 +288,11 @@ def test_a_killed_runs_summaries_come_back(tmp_path: Path) -> None:
     replayed = second.buffer.drain()
     got = [i.record.t_ns for i in replayed]  # type: ignore[union-attr]
     assert got == [T + k * 10**9 for k in (2, 3, 4)]
+
+
+def test_a_restarted_process_goes_on_counting_the_kept_dead_letters(tmp_path: Path) -> None:
+    first = DeadLetters(tmp_path, file_bytes=500, files=3)
+    for i in range(5):
+        first.add("http_400", "events", f"line {i}" * 20)
+    kept = sum(len(p.read_text().splitlines()) for p in tmp_path.iterdir())
+    assert DeadLetters(tmp_path, file_bytes=500, files=3).count == kept > 0
