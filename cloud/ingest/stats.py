@@ -17,7 +17,8 @@ class IngestStats:
     Counters
     --------
     received[kind]
-        Messages parsed into a record, per kind (event, features, health, model_state).
+        Messages parsed into a record, per kind (event, features, health, model_state);
+        ``replayed``: summaries taken back from the spool of a killed run.
     malformed[reason]
         Messages not stored because they are invalid (reason e.g. ``features:json``,
         ``event:too_large`` above the kind's byte cap, ``health:future_time``).
@@ -30,7 +31,9 @@ class IngestStats:
         still stored).
     lines[rp]
         Lines written per retention policy. ``messages_written``, ``acked``, ``batches``,
-        ``write_retries`` (failed attempts that were retried).
+        ``write_retries`` (failed attempts that were retried). Gauges of `run_ingest`:
+        ``buffer_messages``, ``buffer_bytes``, ``dead_letters`` (records in the dead-letter
+        files).
     """
 
     def __init__(self) -> None:
