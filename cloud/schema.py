@@ -51,7 +51,7 @@ Measurements (tags first, then fields; ``time`` in ns):
     ``model_status``), so the fleet view is one small query. Overwriting merges fields: a
     stream missing from one heartbeat keeps its last per-stream values in ``fleet``.
 ``ingest`` (events)
-    tag ``client_id`` (of the ingestion process); fields ``dead_letters`` (lines and
+    tag ``client_id`` (`IngestSettings.instance`); fields ``dead_letters`` (lines and
     messages it could never store, kept in its dead-letter files), ``dead_letter_write_errors``,
     ``malformed``, ``dropped``, ``messages_written``, ``updated_ns``; one point per process
     at time 0, overwritten. The API's /health reports the dead letters.

@@ -153,11 +153,16 @@ class IngestSettings:
         one process per client id, as for the MQTT session)."""
         return Path(self.spool_dir) if self.spool_dir else self._state("spool")
 
+    @property
+    def instance(self) -> str:
+        """A stable name of this ingestion (unlike an anonymous `mqtt_client_id`): the
+        client id, else the login, else ``anonymous``. Names its state and status point."""
+        return self.client_id or (self.broker.username if self.broker else None) or "anonymous"
+
     def _state(self, name: str) -> Path:
         """A directory per client id *and* broker and database: another stack on the same
         machine (a test, a benchmark) never replays this one's spool."""
-        who = self.client_id or (self.broker.username if self.broker else None) or "anonymous"
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in who)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.instance)
         b = self.broker_config
         where = f"{b.host}:{b.port}|{self.influx_url}|{self.db}"
         tag = hashlib.sha256(where.encode()).hexdigest()[:12]

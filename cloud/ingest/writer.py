@@ -185,7 +185,7 @@ class Writer:
                   "malformed": sum(snap["malformed"].values()),
                   "dropped": sum(snap["dropped"].values()),
                   "messages_written": snap["messages_written"], "updated_ns": time.time_ns()}
-        line = codec.line(schema.INGEST, {"client_id": self.s.client_id}, fields, 0)
+        line = codec.line(schema.INGEST, {"client_id": self.s.instance}, fields, 0)
         try:
             self.client.write(self.s.db, [line], rp=schema.RP_EVENTS, timeout=5.0)
         except InfluxError as exc:

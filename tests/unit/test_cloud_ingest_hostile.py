@@ -157,7 +157,7 @@ def test_the_status_point_carries_the_dead_letter_count(tmp_path: Path) -> None:
     w._write(schema.RP_EVENTS, ['m v="POISON" 1'])
     w.write_status(force=True)
     (status,) = [ln for ln in client.written if ln.startswith(schema.INGEST)]
-    assert "dead_letters=1i" in status and "client_id=fiberwatch-ingest" in status
+    assert "dead_letters=1i" in status and "client_id=anonymous" in status
 
 
 # --- caps before parsing, times from the future ---------------------------------------------
