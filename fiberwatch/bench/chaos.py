@@ -38,15 +38,13 @@ def _api_fuzz(stack: Stack, examples: int) -> dict[str, Any]:
 
 
 def _edge_results(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """INTEGRATION POINT: the gateway-side faults and the frame fuzzing of
-    ``fiberwatch.bench._chaos_edge`` (written on branch ``hostile-edge``):
+    """The gateway-side faults and the frame fuzzing of ``fiberwatch.bench._chaos_edge``:
     ``run_frame_fuzz(frames=...) -> {"frames", "crashes", "stream_recovered"}`` and one
     function per fault (agent SIGKILL, outbox disk full, clock jump, forged far-future frame)
     returning ``{"name", "events_published", "events_stored", "lost", "duplicates"}``, each
-    on a stack of its own. Note for the integrator: ingestion stores events under
-    `cloud.codec.cloud_event_id` (site, gateway, the gateway's id) and keeps the gateway's id
-    as the ``gateway_event_id`` field, so counts by stored event id must map ids that way.
-    Without that module: no edge faults, and the fuzz entry says it did not run."""
+    on a stack of its own (events counted by ``gateway_event_id``: ingestion stores them
+    under `cloud.codec.cloud_event_id`). Without that module: no edge faults, and the fuzz
+    entry says it did not run."""
     try:
         from fiberwatch.bench import _chaos_edge as edge  # type: ignore[attr-defined]
     except ImportError:
