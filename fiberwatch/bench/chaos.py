@@ -52,9 +52,13 @@ def _edge_results(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                     "not_run": "fiberwatch.bench._chaos_edge is not on this branch"}
     names = ("fault_agent_sigkill", "fault_outbox_disk_full", "fault_clock_jump",
              "fault_forged_frame")
-    faults_run = [getattr(edge, n)() for n in names if hasattr(edge, n)]
-    frame_fuzz = edge.run_frame_fuzz(frames=EDGE_FUZZ_FRAMES_QUICK if quick
-                                     else EDGE_FUZZ_FRAMES)
+    # work dirs of ours: the disk-full fault mounts a tmpfs in its dir, which a plain
+    # TemporaryDirectory may fail to remove right after the (lazy) unmount
+    with tempfile.TemporaryDirectory(prefix="fw-bench-chaos-edge-",
+                                     ignore_cleanup_errors=True) as tmp:
+        faults_run = [getattr(edge, n)(work=Path(tmp) / n) for n in names if hasattr(edge, n)]
+        frame_fuzz = edge.run_frame_fuzz(frames=EDGE_FUZZ_FRAMES_QUICK if quick
+                                         else EDGE_FUZZ_FRAMES, work=Path(tmp) / "fuzz")
     return faults_run, frame_fuzz
 
 
