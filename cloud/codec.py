@@ -29,7 +29,7 @@ DTYPES = {"score": "<f2", "energy": "<f4", "threshold": "<f2"}
 _F16_MAX = 65504.0
 #: Every float16 bit pattern (as uint16) as float32: `unpack` converts by look-up.
 F16_AS_F32 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
-_EVENT_TAGS = ("id", "site", "gateway", "stream", "severity", "class_hint", "model_version")
+EVENT_TAGS = ("id", "site", "gateway", "stream", "severity", "class_hint", "model_version")
 _EVENT_INTS = ("start_ns", "end_ns", "ch_start", "ch_end", "n_windows", "detected_ns", "schema")
 _EVENT_FLOATS = ("dist_start_m", "dist_end_m", "peak_score", "mean_score", "threshold")
 _CLOUD_NAMESPACE = uuid.UUID("0c5e8f6a-3d2b-4e7c-9a41-7b2f6d1e8c35")
@@ -97,7 +97,7 @@ def event_line(e: Event, received_ns: int, gateway_event_id: str | None = None) 
     if "kind_confidence" in d:
         fields["kind_confidence"] = float(d["kind_confidence"])
     fields["gateway_event_id"] = gateway_event_id
-    return line(schema.EVENT, {k: d[k] for k in _EVENT_TAGS}, fields, e.start_ns)
+    return line(schema.EVENT, {k: d[k] for k in EVENT_TAGS}, fields, e.start_ns)
 
 
 def cloud_event_id(site: str, gateway: str, gateway_event_id: str) -> str:

@@ -26,12 +26,15 @@ from cloud.ingest.downsample import Downsampler
 from cloud.ingest.parse import EventRecord, FeaturesRecord, HealthRecord, ModelStateRecord
 from cloud.ingest.spool import Spool
 from cloud.ingest.stats import IngestStats, RateLimitedLog
+from cloud.ingest.supersede import Version, Versions, delete_statement
 
 log = logging.getLogger(__name__)
 _RP_ORDER = (schema.RP_EVENTS, schema.RP_RAW, schema.RP_HISTORY)
 
 
 class WriteClient(Protocol):
+    """``write`` (and, to delete superseded event points, ``query``)."""
+
     def write(self, db: str, lines: list[str], rp: str | None = None, precision: str = "ns",
               timeout: float | None = None) -> None: ...
 
@@ -77,6 +80,8 @@ class Writer:
                                         files=settings.dead_letter_files,
                                         record_bytes=settings.dead_letter_record_bytes)
         self.spool = spool
+        self._versions = Versions()
+        self._superseded: list[Version] = []  # old points of re-sent events, to delete
         self._status_at = -float("inf")
         self._status_seen = -1
 
@@ -124,6 +129,7 @@ class Writer:
             if by_rp[rp] and not self._write(rp, by_rp[rp]):
                 return False
             self.stats.add("lines", rp, len(by_rp[rp]))
+        self._delete_superseded()
         acked = 0
         for item in items:
             if item.qos > 0:
@@ -146,6 +152,9 @@ class Writer:
                 self.stats.add("dropped", "late_history")
             return out
         if isinstance(r, EventRecord):
+            old = self._versions.replace(r.event)
+            if old is not None:  # same event, other tags or start: its old point goes
+                self._superseded.append(old)
             return [(schema.RP_EVENTS, codec.event_line(r.event, item.received_ns,
                                                         r.gateway_event_id or None))]
         if isinstance(r, HealthRecord):
@@ -169,6 +178,20 @@ class Writer:
             lines = codec.model_state_lines(r.site, r.gateway, r.data, item.received_ns)
             return [(schema.RP_EVENTS, ln) for ln in lines]
         raise TypeError(f"unknown record {type(r).__name__}")  # pragma: no cover
+
+    def _delete_superseded(self) -> None:
+        """Delete the old points of events re-sent with other tags or start (now that the
+        new ones are written); what fails is tried again after the next batch."""
+        query = getattr(self.client, "query", None)
+        while self._superseded and query is not None:
+            try:
+                query(delete_statement(self._superseded[0]), db=self.s.db)
+            except InfluxError as exc:
+                self._limited.log(logging.WARNING, "supersede", "event=delete_failed "
+                                  "error=%r", str(exc)[:300])
+                return
+            self._superseded.pop(0)
+            self.stats.add("lines", "events_superseded")
 
     def write_status(self, force: bool = False) -> None:
         """Write the ``ingest`` status point (dead letters, malformed, dropped) that the

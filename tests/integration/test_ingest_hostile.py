@@ -144,3 +144,22 @@ def test_summaries_survive_a_sigkill_of_ingestion(mosquitto: Mosquitto, influxd:
 def _count(influx: InfluxClient) -> int:
     rows = influx.rows('SELECT count("n") FROM "fiberwatch"."raw"."features"')
     return int(rows[0]["count"]) if rows else 0
+
+
+def test_an_event_resent_with_another_severity_and_start_is_one_point(
+        ingest: Ingest, pub: mqtt.Client) -> None:
+    first = make_event(1, severity="low")
+    grown = dataclasses.replace(first, severity="critical", class_hint="sand",
+                                start_ns=first.start_ns - S, peak_score=9.0)
+    other = make_event(2)
+    for e in (first, other):
+        publish(pub, topics.events("s1", "g1"), e.to_json())
+    poll(lambda: len(ingest.store.anomalies()) == 2, what="the first version")
+    publish(pub, topics.events("s1", "g1"), grown.to_json())  # same id, other series/time
+    poll(lambda: ingest.stats.snapshot()["lines"].get("events_superseded") == 1,
+         what="the old point deleted")
+    rows = ingest.influx.rows('SELECT "gateway_event_id", "severity", "peak_score" FROM '
+                              '"fiberwatch"."events"."event"')
+    mine = [r for r in rows if r["gateway_event_id"] == first.id]
+    assert len(rows) == 2 and len(mine) == 1  # one point per event, the newest version
+    assert mine[0]["severity"] == "critical" and mine[0]["peak_score"] == 9.0

@@ -4,6 +4,7 @@ in bounded dead-letter files and counted."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -296,3 +297,43 @@ def test_a_restarted_process_goes_on_counting_the_kept_dead_letters(tmp_path: Pa
         first.add("http_400", "events", f"line {i}" * 20)
     kept = sum(len(p.read_text().splitlines()) for p in tmp_path.iterdir())
     assert DeadLetters(tmp_path, file_bytes=500, files=3).count == kept > 0
+
+
+# --- one point per event ----------------------------------------------------------------
+
+def test_a_resent_event_with_other_tags_supersedes_its_old_point(tmp_path: Path) -> None:
+    from cloud.ingest.supersede import Versions, delete_statement
+
+    v = Versions(max_events=2)
+    e = make_event()
+    assert v.replace(e) is None and v.replace(e) is None  # the same point again: nothing
+    grown = dataclasses.replace(e, severity="critical", start_ns=e.start_ns - 10)
+    old = v.replace(grown)
+    assert old is not None and old[1] == e.start_ns and ("severity", "high") in old[0]
+    q = delete_statement(old)
+    assert q.startswith('DELETE FROM "event" WHERE "id" = ') and "\"severity\" = 'high'" in q
+    assert f"time >= {e.start_ns} AND time <= {e.start_ns}" in q
+    for k in range(3):  # bounded: the oldest is forgotten
+        v.replace(make_event(ch_start=k, id=f"id-{k}"))
+    assert v.replace(dataclasses.replace(grown, severity="low")) is None
+
+
+class QueryingInflux(LimitedInflux):
+    def __init__(self) -> None:
+        super().__init__()
+        self.queries: list[str] = []
+
+    def query(self, q: str, db: str | None = None) -> None:
+        self.queries.append(q)
+
+
+def test_the_writer_deletes_the_old_point_after_writing_the_new(tmp_path: Path) -> None:
+    client = QueryingInflux()
+    w, _ = writer(client, tmp_path)
+    e = make_event()
+    w.process([Item(EventRecord(e, e.id), T, 1, 1, 10, 1)])
+    assert client.queries == []
+    grown = dataclasses.replace(e, class_hint="sand")
+    w.process([Item(EventRecord(grown, e.id), T, 2, 1, 10, 1)])
+    assert len(client.queries) == 1 and "\"class_hint\" = 'leak'" in client.queries[0]
+    assert 'class_hint=sand' in client.written[-1]
