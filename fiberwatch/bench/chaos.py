@@ -103,8 +103,10 @@ def to_markdown(result: dict[str, Any]) -> str:
                      f"{r['lost']} | {r['duplicates']} | {r.get('summaries_published', '')} | "
                      f"{r.get('summaries_stored', '')} |")
     f, a = result["fuzz"], result["api_fuzz"]
+    crashes = sum(r.get("agent_crashes", 0) for r in result["faults"])
     lines += ["", f"Total events lost: **{result['total_events_lost']}**, duplicates stored: "
-              f"**{result['total_duplicates']}**.", "",
+              f"**{result['total_duplicates']}**, agent crashes in the gateway faults: "
+              f"**{crashes}**.", "",
               f"API fuzzing (schemathesis, {a['operations']} operations, valid/invalid data, "
               f"4 tokens): **{a['requests']:,} requests, {a['status_5xx']} answered 5xx** "
               f"(statuses: {', '.join(f'{k}: {v}' for k, v in a['by_status'].items())}).", "",
