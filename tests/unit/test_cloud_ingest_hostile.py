@@ -189,7 +189,7 @@ def test_the_subscriber_refuses_an_oversized_message_without_parsing_it(
     s = IngestSettings(max_message_bytes=1000)
     stats, buf = IngestStats(), Buffer(1 << 20)
     dead = DeadLetters(tmp_path)
-    sub = ingest_mqtt.Subscriber(s, buf, stats, dead)
+    sub = ingest_mqtt.Subscriber(s, buf, stats, dead=dead)
     sub._on_message(None, None, _Msg(topic=topics.health("s1", "g1"), payload=b"{" * 30_000,
                                      qos=1, mid=7))
     assert stats.snapshot()["malformed"] == {"health:too_large": 1}
