@@ -130,6 +130,7 @@ class Gateway:
         cfg = GatewayConfig.model_validate({
             "gateway": {"site": site, "id": gw, "data_dir": str(root / site)},
             "broker": {"port": port, "keepalive_s": 5},
+            "model": {"allow_unsigned": True},  # no model here: the uplink path only
             "streams": [{"kind": "dts", "channels": 8, "sample_rate_hz": 1, "window_s": 10,
                          "hop_s": 5}]})
         (root / site).mkdir(parents=True, exist_ok=True)
