@@ -38,3 +38,13 @@ def test_without_the_edge_module_the_fuzz_entry_says_so(monkeypatch: pytest.Monk
     monkeypatch.delattr("fiberwatch.bench._chaos_edge", raising=False)
     faults, fuzz = chaos._edge_results(quick=True)
     assert faults == [] and fuzz["frames"] == 0 and "not_run" in fuzz
+
+
+def test_a_chaos_gateway_builds_from_a_valid_config(tmp_path: Path) -> None:
+    from fiberwatch.bench._chaos_stack import Gateway
+
+    gw = Gateway(tmp_path, 1883, "chaos-unit")  # not started: no broker needed
+    try:
+        assert gw.site == "chaos-unit" and gw.events == []
+    finally:
+        gw.outbox.close()
