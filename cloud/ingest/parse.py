@@ -154,7 +154,11 @@ def _event(site: str, gateway: str, payload: bytes) -> EventRecord:
     if (e.site, e.gateway) != (site, gateway):
         raise Malformed("event:topic_mismatch", f"{e.site}/{e.gateway} on {site}/{gateway}")
     # the topic's gateway is the authority: its events live under ids only it can produce
-    return EventRecord(dataclasses.replace(e, id=codec.cloud_event_id(site, gateway, e.id)), e.id)
+    # (and so do the ids it names: ``merged_into`` points at another of its own events)
+    merged = codec.cloud_event_id(site, gateway, e.merged_into) if e.merged_into else ""
+    scoped = dataclasses.replace(e, id=codec.cloud_event_id(site, gateway, e.id),
+                                 merged_into=merged)
+    return EventRecord(scoped, e.id)
 
 
 def _is_int(v: object) -> bool:

@@ -83,7 +83,6 @@ def agent_config(data_dir: Path, port: int, gateway: str, **over: dict) -> dict[
         "model": {"public_key": str(_trust_key(data_dir.parent))},
         "gateway": {"site": SITE, "id": gateway, "data_dir": str(data_dir)},
         "broker": {"port": port},
-        "model": {"allow_unsigned": True},  # no package is installed: the config must say so
         "streams": [{"kind": "das", "channels": CH, "sample_rate_hz": RATE, "window_s": 0.5,
                      "hop_s": HOP_S, "group_size": 8}],
         "threshold": {"warmup_windows": 20, "history_windows": 400},

@@ -337,3 +337,11 @@ def test_the_writer_deletes_the_old_point_after_writing_the_new(tmp_path: Path) 
     w.process([Item(EventRecord(grown, e.id), T, 2, 1, 10, 1)])
     assert len(client.queries) == 1 and "\"class_hint\" = 'leak'" in client.queries[0]
     assert 'class_hint=sand' in client.written[-1]
+
+
+def test_merged_into_names_the_cloud_id_of_the_same_gateways_event() -> None:
+    kept, withdrawn = make_event(), make_event(ch_start=12, id="g1-withdrawn")
+    withdrawn = dataclasses.replace(withdrawn, merged_into=kept.id)
+    r = parse(topics.events("s1", "g1"), withdrawn.to_json())
+    assert isinstance(r, EventRecord)
+    assert r.event.merged_into == codec.cloud_event_id("s1", "g1", kept.id)
