@@ -56,10 +56,16 @@ class Stack:
         _probe_ready(self.broker, self.influx)
         self.tokens_file.write_text(json.dumps(
             {t: {"name": f"chaos-{r}", "role": r} for r, t in TOKENS.items()}))
+        alerting = self.root / "alerting.toml"  # a webhook to a closed loopback port
+        alerting.write_text(f'[alerting]\nstate_db = "{self.root / "alerts.sqlite"}"\n'
+                            '[[receivers]]\nname = "hook"\ntype = "webhook"\n'
+                            'url = "http://127.0.0.1:9/hook"\n'
+                            '[[rules]]\nname = "all"\nreceivers = ["hook"]\n')
         self.api = self._spawn("api", [sys.executable, "-m", "fiberwatch", "cloud", "serve",
                                        "--port", str(self.api_port), "--influx",
                                        self.influxd.url, "--tokens", str(self.tokens_file),
-                                       "--registry", str(self.root / "registry")])
+                                       "--registry", str(self.root / "registry"),
+                                       "--alerting", str(alerting)])
         _wait(self._api_up, 60, "the API")
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:

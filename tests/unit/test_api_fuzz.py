@@ -4,12 +4,26 @@ same against the real stack with >= 5,000 requests."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-def test_no_request_gives_a_5xx() -> None:
+ALERTING = """[alerting]
+state_db = "{db}"
+[[receivers]]
+name = "hook"
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+[[rules]]
+name = "all"
+receivers = ["hook"]
+"""
+
+
+def test_no_request_gives_a_5xx(tmp_path: Path) -> None:
     schemathesis = pytest.importorskip("schemathesis")
     from fastapi.testclient import TestClient
 
@@ -19,7 +33,10 @@ def test_no_request_gives_a_5xx() -> None:
     from fiberwatch.bench._chaos_api import fuzz
 
     tokens = {r: f"{r}-token-0123456789abcdef" for r in ("viewer", "operator", "admin")}
-    settings = CloudSettings(tokens={t: TokenInfo(name=r, role=r) for r, t in tokens.items()})
+    alerting = tmp_path / "alerts.toml"  # configured: unconfigured parts answer 503 by design
+    alerting.write_text(ALERTING.format(db=tmp_path / "alerts.sqlite"))
+    settings = CloudSettings(tokens={t: TokenInfo(name=r, role=r) for r, t in tokens.items()},
+                             alerting_config=alerting)
     app = create_app(settings, store=sample_store(minutes=5), registry=sample_registry())
     with TestClient(app):
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
