@@ -14,6 +14,7 @@ import base64
 import binascii
 import functools
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,9 +29,10 @@ DTYPES = {"score": "<f2", "energy": "<f4", "threshold": "<f2"}
 _F16_MAX = 65504.0
 #: Every float16 bit pattern (as uint16) as float32: `unpack` converts by look-up.
 F16_AS_F32 = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
-_EVENT_TAGS = ("id", "site", "gateway", "stream", "severity", "class_hint", "model_version")
+EVENT_TAGS = ("id", "site", "gateway", "stream", "severity", "class_hint", "model_version")
 _EVENT_INTS = ("start_ns", "end_ns", "ch_start", "ch_end", "n_windows", "detected_ns", "schema")
 _EVENT_FLOATS = ("dist_start_m", "dist_end_m", "peak_score", "mean_score", "threshold")
+_CLOUD_NAMESPACE = uuid.UUID("0c5e8f6a-3d2b-4e7c-9a41-7b2f6d1e8c35")
 HEALTH_FLOATS = ("uptime_s", "frames_per_s", "samples_per_s", "rss_mb")
 HEALTH_INTS = ("queue_depth", "gaps", "outbox_depth", "outbox_evicted")
 
@@ -81,8 +83,9 @@ def unpack(strings: Sequence[str], n: int, dtype: str) -> np.ndarray:
     return rows.astype(np.float32)
 
 
-def event_line(e: Event, received_ns: int) -> str:
-    """The ``event`` point of one event (time = start_ns)."""
+def event_line(e: Event, received_ns: int, gateway_event_id: str | None = None) -> str:
+    """The ``event`` point of one event (time = start_ns); `gateway_event_id` is the id the
+    gateway gave it, when ingestion stores it under its own (`cloud_event_id`)."""
     d = e.to_dict()
     fields: dict[str, Any] = {k: int(d[k]) for k in _EVENT_INTS}
     fields.update({k: float(d[k]) for k in _EVENT_FLOATS})
@@ -93,7 +96,15 @@ def event_line(e: Event, received_ns: int) -> str:
             fields[k] = str(d[k])
     if "kind_confidence" in d:
         fields["kind_confidence"] = float(d["kind_confidence"])
-    return line(schema.EVENT, {k: d[k] for k in _EVENT_TAGS}, fields, e.start_ns)
+    fields["gateway_event_id"] = gateway_event_id
+    return line(schema.EVENT, {k: d[k] for k in EVENT_TAGS}, fields, e.start_ns)
+
+
+def cloud_event_id(site: str, gateway: str, gateway_event_id: str) -> str:
+    """The id the cloud stores a gateway's event under: derived from the site and gateway
+    of the topic it came on (the authority) and the gateway's own id, so one gateway can
+    never write over another gateway's event, and a re-sent event keeps its id."""
+    return str(uuid.uuid5(_CLOUD_NAMESPACE, f"{site}/{gateway}/{gateway_event_id}"))
 
 
 def features_line(measurement: str, *, site: str, gateway: str, stream: str, t_ns: int,

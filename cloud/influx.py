@@ -20,10 +20,12 @@ import csv
 import http.client
 import io
 import json
+import math
 import ssl
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -54,6 +56,13 @@ class InfluxError(RuntimeError):
     def partial_write(self) -> bool:
         """True if InfluxDB wrote the good points of a batch and rejected the rest."""
         return self.status == 400 and "partial write" in str(self)
+
+    @property
+    def connection_broken(self) -> bool:
+        """True if the server broke the connection off mid-request (no HTTP answer): what
+        influxd 1.x does to a write body above its ``max-body-size``."""
+        return self.status is None and any(
+            name in str(self) for name in ("BrokenPipe", "ConnectionReset", "RemoteDisconnected"))
 
     @property
     def database_not_found(self) -> bool:
@@ -334,5 +343,26 @@ def quote_ident(name: str) -> str:
 
 
 def quote_literal(value: str) -> str:
-    """An InfluxQL string literal in single quotes, escaped."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """An InfluxQL string literal in single quotes, escaped.
+
+    Raises
+    ------
+    ValueError
+        If `value` holds a carriage return or NUL, which InfluxQL strings cannot carry.
+    """
+    if "\r" in value or "\0" in value:
+        raise ValueError("an InfluxQL string cannot hold a carriage return or NUL")
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def float_literal(value: float) -> str:
+    """An InfluxQL number: plain decimal digits (InfluxQL has no exponent notation).
+
+    Raises
+    ------
+    ValueError
+        If `value` is not finite.
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value}")
+    return format(Decimal(repr(float(value))), "f")

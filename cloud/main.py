@@ -35,6 +35,7 @@ from cloud.api.deps import (
     get_settings,
     require_viewer,
 )
+from cloud.api.guard import Guard
 from cloud.api.routes import (
     alerts,
     anomalies,
@@ -158,6 +159,10 @@ def create_app(
     app.include_router(health.open_router, prefix=API_PREFIX)
     app.include_router(api)
     app.add_exception_handler(InfluxError, _storage_error)
+    app.state.settings_fn = lambda: _settings(app)
+    # the token, then the body size, before any route reads or parses a body
+    app.add_middleware(Guard, settings=app.state.settings_fn, prefix=API_PREFIX,
+                       open_paths=frozenset({f"{API_PREFIX}/health"}))
     app.add_middleware(GZipMiddleware, minimum_size=2048, compresslevel=5)  # waterfalls
     app.state.cors = bool(settings and settings.cors_origins)
     if settings and settings.cors_origins:

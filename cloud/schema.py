@@ -9,7 +9,8 @@ RP                duration   holds
 ================  =========  ===========================================================
 ``raw``           24h        ``features``: per-second feature summaries
 ``history``       365d       ``features_10s`` (10 s max/mean), ``health``, ``fl_round``
-``events``        INF        ``event``, ``label``, ``fleet`` (latest health), ``model_state``
+``events``        INF        ``event``, ``label``, ``fleet`` (latest health), ``model_state``,
+                             ``ingest`` (ingestion's status)
 ================  =========  ===========================================================
 
 Measurements (tags first, then fields; ``time`` in ns):
@@ -17,7 +18,10 @@ Measurements (tags first, then fields; ``time`` in ns):
 ``event`` (events)
     tags ``id, site, gateway, stream, severity, class_hint, model_version``; fields: every
     other `edge_agent.events.Event` field under its own name (ints as integers, floats as
-    floats, ``model_hash`` string) plus ``start_ns`` and ``received_ns``; time = start_ns.
+    floats, ``model_hash`` string) plus ``start_ns``, ``received_ns`` and
+    ``gateway_event_id``; time = start_ns. The ``id`` tag is ingestion's
+    `cloud.codec.cloud_event_id` of the topic's site and gateway and the gateway's own id
+    (kept as ``gateway_event_id``): a gateway cannot write over another one's event.
     The same id written twice is one point (same series, same time); the later write wins.
 ``label`` (events)
     tags ``event_id, label`` (confirmed | false_alarm | note); fields ``note`` (JSON text of
@@ -46,6 +50,11 @@ Measurements (tags first, then fields; ``time`` in ns):
     overwritten by each newer health message (and merged with the latest model state as
     ``model_status``), so the fleet view is one small query. Overwriting merges fields: a
     stream missing from one heartbeat keeps its last per-stream values in ``fleet``.
+``ingest`` (events)
+    tag ``client_id`` (`IngestSettings.instance`); fields ``dead_letters`` (lines and
+    messages it could never store, kept in its dead-letter files), ``dead_letter_write_errors``,
+    ``malformed``, ``dropped``, ``messages_written``, ``updated_ns``; one point per process
+    at time 0, overwritten. The API's /health reports the dead letters.
 ``model_state`` (events)
     tags ``site, gateway``; fields ``model_version, model_hash, status, state_json`` (the
     whole message), ``received_ns``; time = the message's ``t_ns`` if it has one, else
@@ -80,6 +89,7 @@ RP_RAW, RP_HISTORY, RP_EVENTS = "raw", "history", "events"
 EVENT, LABEL = "event", "label"
 FEATURES, FEATURES_HISTORY = "features", "features_10s"
 HEALTH, FLEET, MODEL_STATE, FL_ROUND = "health", "fleet", "model_state", "fl_round"
+INGEST = "ingest"  # one snapshot point per ingestion client id (time 0): its status counters
 HISTORY_STEP_S = 10
 LABELS = ("confirmed", "false_alarm", "note")
 

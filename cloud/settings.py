@@ -109,6 +109,11 @@ class CloudSettings(BaseSettings):
     window_default_times: int = Field(default=600, ge=1, le=5000)
     stale_after_s: float = Field(default=30.0, gt=0)  # /health: ingestion is stale past this
     alerting_config: Path | None = None  # alert rules TOML: its state_db backs /alerts
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)  # larger request bodies: 413
+    heavy_max_concurrent: int = Field(default=4, ge=1)  # waterfalls/searches at once, else 429
+    window_max_cells: int = Field(default=4_000_000, ge=1)  # channel groups x time buckets
+    anomalies_default_span_s: float = Field(default=366 * 86400.0, gt=0)  # without `start`
+    anomalies_max_span_s: float = Field(default=366 * 86400.0, gt=0)
 
     _token_index: dict[str, TokenInfo] = PrivateAttr(default_factory=dict)
 

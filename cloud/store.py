@@ -17,7 +17,7 @@ from dataclasses import fields as dc_fields
 from typing import Any
 
 from cloud import codec, schema, window
-from cloud.influx import InfluxClient, InfluxError, quote_ident, quote_literal
+from cloud.influx import InfluxClient, InfluxError, float_literal, quote_ident, quote_literal
 from cloud.window import Row
 from edge_agent import topics
 from edge_agent.events import OPTIONAL, STREAMS, Event
@@ -31,6 +31,7 @@ _FLEET_KEYS = ("site", "gateway", "last_seen_ns", "status", "model_version", "mo
 _FLEET_EXTRA = ("t_ns", "uptime_s", "queue_depth", "outbox_evicted", "latency_p50_ms",
                 "model_status", "model_state_ns")
 WINDOW_FIELDS = ("score", "energy", "threshold")
+MAX_EVENT_NS = 7 * 86400 * 10**9  # a search from `start` finds events begun this long before
 MAX_CELLS = 20_000_000  # grid rows x columns of one window (~0.5 GB as Python lists)
 _HISTORY_FROM_STEP_NS = 5 * window.NS  # coarser buckets than this read the 10 s history
 _NOT_YET = re.compile(r"(database|retention policy) not found")
@@ -93,18 +94,19 @@ class Store:
             ("class_hint", class_hint), ("model_version", model_version)) if v is not None]
         if end_ns is not None:
             conds.append(f"time <= {int(end_ns)}")
-        if start_ns is not None:
+        if start_ns is not None:  # time = the event's start: bounds the scan too
             conds.append(f'"end_ns" >= {int(start_ns)}')
+            conds.append(f"time >= {max(0, int(start_ns) - MAX_EVENT_NS)}")
         if ch_min is not None:
             conds.append(f'"ch_end" >= {int(ch_min)}')
         if ch_max is not None:
             conds.append(f'"ch_start" <= {int(ch_max)}')
         if dist_min is not None:
-            d = float(dist_min)
-            conds.append(f'("dist_start_m" >= {d!r} OR "dist_end_m" >= {d!r})')
+            d = float_literal(dist_min)
+            conds.append(f'("dist_start_m" >= {d} OR "dist_end_m" >= {d})')
         if dist_max is not None:
-            d = float(dist_max)
-            conds.append(f'("dist_start_m" <= {d!r} OR "dist_end_m" <= {d!r})')
+            d = float_literal(dist_max)
+            conds.append(f'("dist_start_m" <= {d} OR "dist_end_m" <= {d})')
         where = f" WHERE {' AND '.join(conds)}" if conds else ""
         q = (f"SELECT * FROM {self._from(schema.RP_EVENTS, schema.EVENT)}{where} "
              f"ORDER BY time DESC LIMIT {int(limit)} OFFSET {int(offset)}")
@@ -203,6 +205,11 @@ class Store:
              f"ORDER BY time DESC LIMIT {int(limit)}")
         return [{"time_ns": int(r.pop("time")), **r} for r in self._rows(q)]
 
+    def ingest_status(self) -> list[dict[str, Any]]:
+        """Each ingestion process's status point (`schema.INGEST`): dead letters etc."""
+        q = f"SELECT * FROM {self._from(schema.RP_EVENTS, schema.INGEST)}"
+        return [{k: v for k, v in r.items() if k != "time"} for r in self._rows(q)]
+
     def ping(self) -> bool:
         """True if InfluxDB answers."""
         return self.influx.ping()
@@ -211,7 +218,7 @@ class Store:
 
     def window(self, *, site: str, gateway: str | None, stream: str, start_ns: int, end_ns: int,
                ch_start: int, ch_end: int, max_times: int = 2000,
-               field: str = "score") -> dict[str, Any]:
+               field: str = "score", max_cells: int = MAX_CELLS) -> dict[str, Any]:
         """Channel groups x time buckets of one feature field (max score; mean energy or
         threshold), None where no data. Buckets are whole seconds, aligned to multiples of
         their length, at most `max_times`; finer than 5 s they come from the per-second raw
@@ -224,7 +231,7 @@ class Store:
         ------
         ValueError
             Unknown stream or field, empty or negative ranges, bad names, or a grid of more
-            than `MAX_CELLS` cells.
+            than `max_cells` cells.
         """
         if stream not in STREAMS or field not in WINDOW_FIELDS:
             raise ValueError(f"stream must be in {STREAMS} and field in {WINDOW_FIELDS}")
@@ -245,7 +252,7 @@ class Store:
             since = max(since, t0, end_ns - _TAIL_NS)
             if since < end_ns:
                 rows += self._feature_rows(site, gateway, stream, field, since, end_ns, False)
-        return window.assemble(rows, field, ch_start, ch_end, t0, step, ncols, MAX_CELLS,
+        return window.assemble(rows, field, ch_start, ch_end, t0, step, ncols, max_cells,
                                schema.RP_HISTORY if history else schema.RP_RAW)
 
     def _feature_rows(self, site: str, gateway: str | None, stream: str, field: str,
@@ -284,6 +291,7 @@ def _event(r: dict[str, Any]) -> dict[str, Any]:
     for k in OPTIONAL:  # as `Event.to_dict`: optional fields only when the agent sent them
         if e.get(k) is None:
             e.pop(k, None)
+    e["gateway_event_id"] = r.get("gateway_event_id") or e["id"]
     return e
 
 

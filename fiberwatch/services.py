@@ -127,6 +127,9 @@ class Mosquitto(_Service):
             "set_tcp_nodelay true",
             "max_inflight_messages 1000",
             "max_queued_messages 100000",
+            # QoS0 summaries wait for ingestion's persistent session while it restarts
+            "queue_qos0_messages true",
+            "max_queued_bytes 268435456",
             "max_packet_size 16777216",
             "log_type error",
             "log_type warning",
@@ -190,11 +193,15 @@ class NatsServer(_Service):
 
 
 class Influxd(_Service):
-    """A real InfluxDB 1.x server on loopback, data in `workdir`."""
+    """A real InfluxDB 1.x server on loopback, data in `workdir`.
+
+    `max_body_size` is its write body limit in bytes (0: none; influxd's own default is
+    25,000,000, past which it answers a broken pipe rather than a 413).
+    """
 
     name = "influxd"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, max_body_size: int = 0) -> None:
         super().__init__(workdir, port)
         self.binary = _find_binary("influxd", "/usr/bin/influxd")
         self.rpc_port = free_port()
@@ -216,7 +223,7 @@ bind-address = "{LOOPBACK}:{self.rpc_port}"
   enabled = true
   bind-address = "{LOOPBACK}:{self.port}"
   log-enabled = false
-  max-body-size = 0
+  max-body-size = {int(max_body_size)}
 [logging]
   level = "warn"
 [continuous_queries]

@@ -17,13 +17,39 @@ def bad(reason: str) -> HTTPException:
     return HTTPException(400, reason)
 
 
+MAX_TIME_NS = 2**63 - 1 - 10**18  # InfluxDB's int64 nanoseconds, with room for padding
+
+
 def time_param(name: str, text: str | None, now_ns: int) -> int | None:
     if text is None:
         return None
     try:
-        return parse_time(text, now_ns)
-    except ValueError as exc:
+        t = parse_time(text, now_ns)
+    except (ValueError, OverflowError) as exc:
         raise bad(f"{name}: {exc}") from None
+    if not 0 <= t <= MAX_TIME_NS:
+        raise bad(f"{name}: {text!r} is outside 1970 .. 2230")
+    return t
+
+
+def finite(name: str, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        raise bad(f"{name} must be a finite number, got {value}")
+
+
+def anomalies_span(settings: CloudSettings, start_ns: int | None, end_ns: int | None,
+                   now_ns: int) -> tuple[int, int]:
+    """The searched time range: `end` defaults to now, `start` to ``end`` minus the default
+    span; at most ``anomalies_max_span_s`` long."""
+    end = now_ns if end_ns is None else end_ns
+    start = end - int(settings.anomalies_default_span_s * 1e9) if start_ns is None else start_ns
+    start = max(0, start)
+    if end < start:
+        raise bad(f"end ({end}) is below start ({start})")
+    if (end - start) / 1e9 > settings.anomalies_max_span_s:
+        raise bad(f"time span {_span((end - start) / 1e9)} exceeds the limit of "
+                  f"{_span(settings.anomalies_max_span_s)}")
+    return start, end
 
 
 def ordered(lo_name: str, lo: float | None, hi_name: str, hi: float | None) -> None:
@@ -54,7 +80,14 @@ def window_times(
     if max_times is not None and resolution_s is not None:
         raise bad("give max_times or resolution, not both")
     if resolution_s is not None:
-        max_times = math.ceil(span_s / resolution_s)
+        if not math.isfinite(resolution_s) or resolution_s <= 0:
+            raise bad(f"resolution must be a positive number of seconds, got {resolution_s}")
+        buckets = span_s / resolution_s  # may be inf (resolution=5e-324): never ceil() it
+        if buckets > settings.window_max_times:
+            n = str(math.ceil(buckets)) if buckets < 1e18 else f"{buckets:.3g}"
+            raise bad(f"{n} time buckets exceed the limit of {settings.window_max_times}: "
+                      "use a coarser resolution or a shorter span")
+        max_times = max(1, math.ceil(buckets))
     times = settings.window_default_times if max_times is None else max_times
     if times > settings.window_max_times:
         raise bad(f"{times} time buckets exceed the limit of {settings.window_max_times}: "

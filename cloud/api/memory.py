@@ -28,10 +28,12 @@ class MemoryStore:
         self._summaries: list[FeatureSummary] = []
         self.gateways: dict[tuple[str, str], dict[str, Any]] = {}
         self.round_rows: list[dict[str, Any]] = []
+        self.ingest_rows: list[dict[str, Any]] = []  # as `Store.ingest_status` returns them
         self.up = True
 
     def add_event(self, event: Event, received_ns: int | None = None) -> None:
-        row = {**event.to_dict(), "received_ns": received_ns or time.time_ns()}
+        row = {**event.to_dict(), "received_ns": received_ns or time.time_ns(),
+               "gateway_event_id": event.id}
         with self._lock:
             self._events[event.id] = row
 
@@ -85,16 +87,21 @@ class MemoryStore:
 
     def window(self, *, site: str, gateway: str | None, stream: str, start_ns: int, end_ns: int,
                ch_start: int, ch_end: int, max_times: int = 2000,
-               field: str = "score") -> dict[str, Any]:
-        if end_ns <= start_ns or ch_end < ch_start:
+               field: str = "score", max_cells: int = 20_000_000) -> dict[str, Any]:
+        if end_ns <= start_ns or ch_end < ch_start or max_times < 1:
             raise ValueError("empty time or channel range")
         step = max(10**9, math.ceil((end_ns - start_ns) / max_times / 10**9) * 10**9)
         t0 = start_ns - start_ns % step
-        times = list(range(t0, end_ns, step))
+        ncols = math.ceil((end_ns - t0) / step)
         picked = [s for s in self._summaries
                   if (s.site, s.stream) == (site, stream) and gateway in (None, s.gateway)
                   and start_ns <= s.t_ns < end_ns]
         group = picked[0].group_size if picked else 1
+        nrows = (ch_end - (ch_start - ch_start % group)) // group + 1
+        if nrows * ncols > max_cells:
+            raise ValueError(f"window of {nrows} channel groups x {ncols} times is too large "
+                             f"(max {max_cells} cells): narrow it or ask for fewer times")
+        times = list(range(t0, end_ns, step))
         channels = list(range(ch_start - ch_start % group, ch_end + 1, group))
         cells: dict[tuple[int, int], list[float]] = {}
         for s in picked:
@@ -127,6 +134,9 @@ class MemoryStore:
 
     def labels(self, event_id: str) -> list[dict[str, Any]]:
         return list(self._labels.get(event_id, []))
+
+    def ingest_status(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.ingest_rows]
 
     def ping(self) -> bool:
         return self.up

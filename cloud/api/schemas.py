@@ -103,6 +103,9 @@ class Health(BaseModel):
     ingestion: Literal["ok", "stale", "no data", "unknown"]
     last_data_age_s: float | None
     registry: Literal["ok", "not configured"]
+    dead_letters: int | None = Field(
+        None, description="lines and messages ingestion could never store (kept in its "
+                          "dead-letter files), summed over ingestion processes; null if unknown")
 
 
 class Me(BaseModel):

@@ -22,6 +22,7 @@ class Item:
     qos: int = 0
     nbytes: int = 0
     lines: int = 1
+    spool: tuple[int, int] | None = None  # its place in the QoS0 spool, committed once stored
 
 
 class Buffer:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cloud import schema
 from edge_agent.config import BrokerConfig
@@ -36,6 +39,19 @@ class IngestSettings:
     `linger_s` after its first message, or when nothing new came for `idle_s`.
     While InfluxDB is unreachable, QoS0 messages (features) are buffered up to
     `buffer_bytes` and dropped (counted) beyond it; QoS1 messages wait at the broker.
+
+    Hostile input: a message above its kind's cap (`max_features_bytes` for summaries,
+    `max_message_bytes` for events, health and model state) is refused before parsing; a
+    message timed more than `max_future_s` ahead of its arrival is refused. One write body
+    is at most `max_body_bytes` (InfluxDB 1.x refuses bodies over its own limit, 25 MB by
+    default, with a broken pipe rather than a 413). A line InfluxDB can never take goes to
+    the dead-letter files in `dead_letter_dir` (default: a directory under the system temp
+    dir named after `client_id`), each at most `dead_letter_file_bytes`, `dead_letter_files`
+    of them kept, each record at most `dead_letter_record_bytes` of the line.
+
+    Durability of QoS0 summaries: with `spool` on, each is appended to an on-disk spool in
+    `spool_dir` (at most `spool_bytes`) before it is buffered, and committed once written;
+    a run after a SIGKILL replays what was received but not written.
     """
 
     mqtt_host: str = "127.0.0.1"
@@ -67,6 +83,21 @@ class IngestSettings:
     drain_s: float = 5.0
     history_step_s: int = schema.HISTORY_STEP_S
     stats_interval_s: float = 60.0
+    status_interval_s: float = 5.0  # the `ingest` status point that the API's /health reads
+
+    max_features_bytes: int = 8 << 20
+    max_message_bytes: int = 256 << 10
+    max_future_s: float = 300.0
+    max_body_bytes: int = 8 << 20
+    broken_split_bytes: int = 1 << 20  # a broken pipe on a body above this: split it
+    broken_attempts: int = 3  # a lone line broken this often in a row is dead-lettered
+    dead_letter_dir: str | None = None
+    spool: bool = True  # QoS0 summaries on disk until written (they survive a SIGKILL)
+    spool_dir: str | None = None
+    spool_bytes: int = 256 << 20
+    dead_letter_file_bytes: int = 8 << 20
+    dead_letter_files: int = 4
+    dead_letter_record_bytes: int = 64 << 10
 
     @property
     def broker_config(self) -> BrokerConfig:
@@ -97,10 +128,42 @@ class IngestSettings:
             raise ValueError("a process that is not primary needs share_group (it would "
                              "write every summary a second time)")
         for name in ("batch_lines", "batch_bytes", "buffer_bytes", "receive_maximum",
-                     "history_step_s", "mqtt_port"):
+                     "history_step_s", "mqtt_port", "max_features_bytes", "max_message_bytes",
+                     "max_body_bytes", "broken_split_bytes", "broken_attempts",
+                     "dead_letter_file_bytes", "dead_letter_files", "dead_letter_record_bytes",
+                     "spool_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("linger_s", "idle_s", "write_timeout_s", "backoff_initial_s",
-                     "backoff_max_s", "drain_s", "stats_interval_s"):
+                     "backoff_max_s", "drain_s", "stats_interval_s", "status_interval_s",
+                     "max_future_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+    def payload_cap(self, kind: str) -> int:
+        """The byte cap of one message of `kind` (``features`` or another kind)."""
+        return self.max_features_bytes if kind == "features" else self.max_message_bytes
+
+    def dead_letter_path(self) -> Path:
+        """The dead-letter directory (`dead_letter_dir`, or one under the temp dir)."""
+        return Path(self.dead_letter_dir) if self.dead_letter_dir else self._state("dead-letter")
+
+    def spool_path(self) -> Path:
+        """The QoS0 spool directory (`spool_dir`, or one under the temp dir per client id:
+        one process per client id, as for the MQTT session)."""
+        return Path(self.spool_dir) if self.spool_dir else self._state("spool")
+
+    @property
+    def instance(self) -> str:
+        """A stable name of this ingestion (unlike an anonymous `mqtt_client_id`): the
+        client id, else the login, else ``anonymous``. Names its state and status point."""
+        return self.client_id or (self.broker.username if self.broker else None) or "anonymous"
+
+    def _state(self, name: str) -> Path:
+        """A directory per client id *and* broker and database: another stack on the same
+        machine (a test, a benchmark) never replays this one's spool."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.instance)
+        b = self.broker_config
+        where = f"{b.host}:{b.port}|{self.influx_url}|{self.db}"
+        tag = hashlib.sha256(where.encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / "fiberwatch-ingest" / f"{safe}-{tag}" / name

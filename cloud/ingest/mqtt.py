@@ -19,7 +19,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.ingest.buffer import Buffer, Item
 from cloud.ingest.config import IngestSettings
+from cloud.ingest.deadletter import DeadLetters
+from cloud.ingest.limits import check_size, check_time
 from cloud.ingest.parse import FeaturesRecord, Malformed, parse
+from cloud.ingest.spool import Position, Spool
 from cloud.ingest.stats import IngestStats, RateLimitedLog
 from edge_agent import topics
 from edge_agent.mqtt_client import make_client
@@ -76,9 +79,12 @@ class Subscriber:
     """Receive gateways' messages on one `Connection` into `buffer`."""
 
     def __init__(self, settings: IngestSettings, buffer: Buffer, stats: IngestStats,
-                 conn: Connection | None = None) -> None:
+                 conn: Connection | None = None, dead: DeadLetters | None = None,
+                 spool: Spool | None = None) -> None:
         self.s = settings
         self.conn = conn = conn or connections(settings)[0]
+        self.dead = dead
+        self.spool = spool
         self.buffer = buffer
         self.stats = stats
         self.accepting = True  # False while stopping: messages stay unacked at the broker
@@ -139,32 +145,55 @@ class Subscriber:
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         if not self.accepting:
             return
-        received_ns = time.time_ns()
-        qos = msg.qos
+        # paho delivers bytes; ids of a second connection are offset (see `connections`)
+        self.handle(msg.topic, cast(bytes, msg.payload), msg.qos,
+                    msg.mid + self.conn.mid_offset, time.time_ns())
+
+    def replay(self) -> int:
+        """Put the spooled QoS0 messages of an earlier run (killed before writing them)
+        into the buffer, oldest first; returns how many."""
+        if self.spool is None:
+            return 0
+        n = 0
+        for topic, payload, received_ns, pos in self.spool.replay():
+            self.handle(topic, payload, 0, 0, received_ns, spooled=pos)
+            n += 1
+        if n:
+            self.stats.add("received", "replayed", n)
+            log.info("event=spool_replayed messages=%d", n)
+        return n
+
+    def handle(self, topic: str, payload: bytes, qos: int, mid: int, received_ns: int,
+               spooled: Position | None = None) -> None:
+        """Check, parse, spool (QoS0) and buffer one message."""
         try:
-            record = parse(msg.topic, cast(bytes, msg.payload))  # paho delivers bytes
+            check_size(topic, len(payload), self.s)  # before anything parses it
+            record = parse(topic, payload)
+            check_time(record, received_ns, self.s)
         except Malformed as exc:
             self.stats.add("malformed", exc.reason)
+            if exc.reason.endswith(":too_large") and self.dead is not None:
+                self.dead.add(exc.reason, topic, payload)
             self._limited.log(logging.WARNING, exc.reason, "event=malformed reason=%s topic=%s "
-                              "detail=%r", exc.reason, msg.topic, exc.detail[:200])
+                              "detail=%r", exc.reason, topic, exc.detail[:200])
             record = None
         except Exception:  # noqa: BLE001 - a parser bug must not end ingestion: count, log
             self.stats.add("malformed", "internal_error")
             self._limited.log(logging.ERROR, "internal", "event=parse_crashed topic=%s",
-                              msg.topic, exc_info=True)
+                              topic, exc_info=True)
             record = None
         if record is None:  # acked in order with the rest, after the batch before it
             if qos > 0:
-                self.buffer.put(Item(None, received_ns, msg.mid + self.conn.mid_offset, qos,
-                                     0, 0))
+                self.buffer.put(Item(None, received_ns, mid, qos, 0, 0))
             return
         if isinstance(record, FeaturesRecord):
             kind, nbytes, lines = "features", record.nbytes, 1
         else:
-            kind = _KIND.get(msg.topic.rsplit("/", 1)[-1], "other")
-            nbytes, lines = len(msg.payload) + 200, 2
-        mid = msg.mid + self.conn.mid_offset
-        if self.buffer.put(Item(record, received_ns, mid, qos, nbytes, lines)):
+            kind = _KIND.get(topic.rsplit("/", 1)[-1], "other")
+            nbytes, lines = len(payload) + 200, 2
+        if qos == 0 and spooled is None and self.spool is not None:
+            spooled = self.spool.append(topic, payload, received_ns)  # survives a SIGKILL
+        if self.buffer.put(Item(record, received_ns, mid, qos, nbytes, lines, spooled)):
             self.stats.add("received", kind)
         else:
             self.stats.add("dropped", "buffer_full")
@@ -175,8 +204,14 @@ class Subscriber:
 class Subscribers:
     """Every `Subscriber` of one process (`connections`), started, acked and stopped as one."""
 
-    def __init__(self, settings: IngestSettings, buffer: Buffer, stats: IngestStats) -> None:
-        self.parts = [Subscriber(settings, buffer, stats, c) for c in connections(settings)]
+    def __init__(self, settings: IngestSettings, buffer: Buffer, stats: IngestStats,
+                 dead: DeadLetters | None = None, spool: Spool | None = None) -> None:
+        self.parts = [Subscriber(settings, buffer, stats, c, dead, spool)
+                      for c in connections(settings)]
+
+    def replay(self) -> int:
+        """The spooled summaries of a killed run into the buffer (see `Subscriber.replay`)."""
+        return self.parts[0].replay()
 
     def start(self) -> None:
         for p in self.parts:

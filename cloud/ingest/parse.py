@@ -20,6 +20,7 @@ nor takes the GIL from the MQTT thread between its many small socket reads.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import struct
@@ -60,7 +61,10 @@ class Malformed(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
+    """An event stored under its cloud id (`codec.cloud_event_id`) and the gateway's id."""
+
     event: Event
+    gateway_event_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +153,12 @@ def _event(site: str, gateway: str, payload: bytes) -> EventRecord:
         raise Malformed(f"event:{kind}", str(exc)) from None
     if (e.site, e.gateway) != (site, gateway):
         raise Malformed("event:topic_mismatch", f"{e.site}/{e.gateway} on {site}/{gateway}")
-    return EventRecord(e)
+    # the topic's gateway is the authority: its events live under ids only it can produce
+    # (and so do the ids it names: ``merged_into`` points at another of its own events)
+    merged = codec.cloud_event_id(site, gateway, e.merged_into) if e.merged_into else ""
+    scoped = dataclasses.replace(e, id=codec.cloud_event_id(site, gateway, e.id),
+                                 merged_into=merged)
+    return EventRecord(scoped, e.id)
 
 
 def _is_int(v: object) -> bool:

@@ -17,7 +17,9 @@ from cloud import schema
 from cloud.influx import InfluxClient, InfluxError
 from cloud.ingest.buffer import Backoff, Buffer
 from cloud.ingest.config import IngestSettings
+from cloud.ingest.deadletter import DeadLetters
 from cloud.ingest.mqtt import Subscribers
+from cloud.ingest.spool import Spool
 from cloud.ingest.stats import IngestStats
 from cloud.ingest.workers import DEFAULT_SHARE_GROUP, run_workers
 from cloud.ingest.writer import Writer
@@ -58,12 +60,9 @@ def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
     try:
         if not _until_ensured(ensure, settings, stop_event):
             return stats
-        buffer = Buffer(settings.buffer_bytes)
-        stats.gauges.update(buffer_messages=lambda: len(buffer),
-                            buffer_bytes=lambda: buffer.nbytes)
-        subscriber = Subscribers(settings, buffer, stats)
-        writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure)
+        subscriber, writer, spool = _parts(settings, influx, stats, ensure)
         writer.start()
+        subscriber.replay()  # summaries a killed run had received but not written
         subscriber.start()
         try:
             while not (stop_event.is_set() or subscriber.wait_subscribed(0.1)):
@@ -78,6 +77,8 @@ def run_ingest(settings: IngestSettings, stop_event: threading.Event, *,
             subscriber.stop_accepting()
             writer.stop()
             subscriber.stop()
+            if spool is not None:
+                spool.close()
         log.info("event=ingest_stopped %s", _kv(stats.snapshot()))
         return stats
     finally:
@@ -102,6 +103,23 @@ def _until_ensured(ensure: Callable[[], None], settings: IngestSettings,
     return False
 
 
+def _parts(settings: IngestSettings, influx: InfluxClient, stats: IngestStats,
+           ensure: Callable[[], None]) -> tuple[Subscribers, Writer, Spool | None]:
+    """The subscriber and the writer around one buffer, the dead letters and the spool."""
+    buffer = Buffer(settings.buffer_bytes)
+    dead = DeadLetters(settings.dead_letter_path(), file_bytes=settings.dead_letter_file_bytes,
+                       files=settings.dead_letter_files,
+                       record_bytes=settings.dead_letter_record_bytes)
+    stats.gauges.update(buffer_messages=lambda: len(buffer), buffer_bytes=lambda: buffer.nbytes,
+                        dead_letters=lambda: dead.count)
+    spool = (Spool(settings.spool_path(), max_bytes=settings.spool_bytes)
+             if settings.spool else None)
+    subscriber = Subscribers(settings, buffer, stats, dead, spool)
+    writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure,
+                    dead=dead, spool=spool)
+    return subscriber, writer, spool
+
+
 def _kv(d: dict[str, object]) -> str:
     return " ".join(f"{k}={str(v).replace(' ', '')}" for k, v in d.items())
 
@@ -117,7 +135,8 @@ def settings_from_args(args: argparse.Namespace) -> IngestSettings:
         influx_username=args.influx_username,
         influx_password=os.environ.get("FIBERWATCH_INFLUX_PASSWORD"), db=args.db,
         retention=schema.Retention(raw=args.raw_retention, history=args.history_retention),
-        buffer_bytes=int(args.buffer_mb * (1 << 20)),
+        buffer_bytes=int(args.buffer_mb * (1 << 20)), dead_letter_dir=args.dead_letter_dir,
+        spool_dir=args.spool_dir, spool=not args.no_spool,
     )
 
 
@@ -142,6 +161,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--history-retention", default=d.retention.history, help="e.g. 365d")
     p.add_argument("--buffer-mb", type=float, default=d.buffer_bytes / (1 << 20),
                    help="bound of QoS0 summaries buffered while InfluxDB is down")
+    p.add_argument("--dead-letter-dir",
+                   help="where lines InfluxDB can never take are kept (bounded, rotated); "
+                        "default: a directory under the system temp dir")
+    p.add_argument("--spool-dir", help="where QoS0 summaries wait on disk until written "
+                   "(they survive a crash); default: a directory under the system temp dir")
+    p.add_argument("--no-spool", action="store_true",
+                   help="keep QoS0 summaries in memory only (lost if the process is killed)")
     p.add_argument("--log-level", default="WARNING")
     g = p.add_argument_group("scale-out (MQTT shared subscriptions)")
     g.add_argument("--workers", type=int, default=1,

@@ -17,18 +17,23 @@ class IngestStats:
     Counters
     --------
     received[kind]
-        Messages parsed into a record, per kind (event, features, health, model_state).
+        Messages parsed into a record, per kind (event, features, health, model_state);
+        ``replayed``: summaries taken back from the spool of a killed run.
     malformed[reason]
-        Messages not stored because they are invalid (reason e.g. ``features:json``).
+        Messages not stored because they are invalid (reason e.g. ``features:json``,
+        ``event:too_large`` above the kind's byte cap, ``health:future_time``).
     dropped[reason]
         Valid messages not stored: ``buffer_full`` (QoS0 while the buffer is at its bound),
-        ``rejected`` (InfluxDB refused the batch's lines as bad data), ``shutdown`` (QoS0
+        ``dead_letter`` (lines InfluxDB can never take: refused with 400/413 when alone, or
+        too large for one write body; kept in the dead-letter files), ``shutdown`` (QoS0
         still buffered when the process stopped with InfluxDB unreachable), ``late_history``
         (a summary too late for its already written 10 s history bucket; its raw point is
         still stored).
     lines[rp]
         Lines written per retention policy. ``messages_written``, ``acked``, ``batches``,
-        ``write_retries`` (failed attempts that were retried).
+        ``write_retries`` (failed attempts that were retried). Gauges of `run_ingest`:
+        ``buffer_messages``, ``buffer_bytes``, ``dead_letters`` (records in the dead-letter
+        files).
     """
 
     def __init__(self) -> None:

@@ -1,10 +1,11 @@
 """The writer thread: records to lines, batches to InfluxDB, retries, then acknowledges.
 
 A QoS1 message is acknowledged to the broker only after every line of its batch is in
-InfluxDB (or InfluxDB rejected the line as bad data), in the order received. So while
-InfluxDB is down nothing QoS1 is lost: the writer keeps retrying its batch with backoff,
-unacknowledged messages stay at the broker (and survive an ingestion restart through the
-persistent session), and QoS0 summaries wait in the buffer up to its bound.
+InfluxDB (or went to the dead letters: lines InfluxDB can never take), in the order
+received. So while InfluxDB is down nothing QoS1 is lost: the writer keeps retrying its
+batch with backoff, unacknowledged messages stay at the broker (and survive an ingestion
+restart through the persistent session), and QoS0 summaries wait in the buffer up to its
+bound.
 """
 
 from __future__ import annotations
@@ -20,15 +21,20 @@ from cloud import codec, model_health, schema
 from cloud.influx import InfluxError
 from cloud.ingest.buffer import Backoff, Buffer, Item
 from cloud.ingest.config import IngestSettings
+from cloud.ingest.deadletter import DeadLetters
 from cloud.ingest.downsample import Downsampler
 from cloud.ingest.parse import EventRecord, FeaturesRecord, HealthRecord, ModelStateRecord
+from cloud.ingest.spool import Spool
 from cloud.ingest.stats import IngestStats, RateLimitedLog
+from cloud.ingest.supersede import Version, Versions, delete_statement
 
 log = logging.getLogger(__name__)
 _RP_ORDER = (schema.RP_EVENTS, schema.RP_RAW, schema.RP_HISTORY)
 
 
 class WriteClient(Protocol):
+    """``write`` (and, to delete superseded event points, ``query``)."""
+
     def write(self, db: str, lines: list[str], rp: str | None = None, precision: str = "ns",
               timeout: float | None = None) -> None: ...
 
@@ -53,7 +59,8 @@ class Writer:
                  ensure_schema: Callable[[], None] = lambda: None,
                  wait: Callable[[float], object] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, dead: DeadLetters | None = None,
+                 spool: Spool | None = None) -> None:
         self.client, self.buffer, self.stats, self.s = client, buffer, stats, settings
         self._ack = ack
         self._ensure_schema = ensure_schema
@@ -63,11 +70,20 @@ class Writer:
         self._clock = clock
         self._backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._down = Downsampler(settings.history_step_s, clock=clock)
-        self._fleet_t: dict[tuple[str, str], int] = {}
+        self._fleet_t: dict[tuple[str, str], tuple[int, int]] = {}
         self._last_state: dict[tuple[str, str], str] = {}
         self._limited = RateLimitedLog(log)
         self._drain_deadline = float("inf")
         self._thread: threading.Thread | None = None
+        self.dead = dead or DeadLetters(settings.dead_letter_path(),
+                                        file_bytes=settings.dead_letter_file_bytes,
+                                        files=settings.dead_letter_files,
+                                        record_bytes=settings.dead_letter_record_bytes)
+        self.spool = spool
+        self._versions = Versions()
+        self._superseded: list[Version] = []  # old points of re-sent events, to delete
+        self._status_at = -float("inf")
+        self._status_seen = -1
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name="ingest-writer")
@@ -90,13 +106,15 @@ class Writer:
             if not self.process(batch, self._down.flush_idle()):
                 unwritten = batch  # stopped, and the drain time ran out on this batch
                 break
+            self.write_status()
         rest = self.buffer.drain()
         if unwritten or not self.process(rest, self._down.flush_all()):
             unwritten += rest
-            lost = sum(1 for i in unwritten if i.qos == 0 and i.record is not None)
+            qos0 = [i for i in unwritten if i.qos == 0 and i.record is not None]
+            lost = sum(1 for i in qos0 if i.spool is None)  # the spooled ones come back
             self.stats.add("dropped", "shutdown", lost)
-            log.warning("event=shutdown_unwritten messages=%d qos0_lost=%d "
-                        "qos1_left_at_broker=%d", len(unwritten), lost,
+            log.warning("event=shutdown_unwritten messages=%d qos0_lost=%d qos0_spooled=%d "
+                        "qos1_left_at_broker=%d", len(unwritten), lost, len(qos0) - lost,
                         sum(1 for i in unwritten if i.qos > 0))
 
     def process(self, items: list[Item], extra_history: list[str] | None = None) -> bool:
@@ -111,11 +129,15 @@ class Writer:
             if by_rp[rp] and not self._write(rp, by_rp[rp]):
                 return False
             self.stats.add("lines", rp, len(by_rp[rp]))
+        self._delete_superseded()
         acked = 0
         for item in items:
             if item.qos > 0:
                 self._ack(item.mid)
                 acked += 1
+        spooled = [i.spool for i in items if i.spool is not None]
+        if spooled and self.spool is not None:
+            self.spool.commit(max(spooled))
         if items:
             self.stats.batch_written(sum(i.record is not None for i in items), acked)
         return True
@@ -130,12 +152,19 @@ class Writer:
                 self.stats.add("dropped", "late_history")
             return out
         if isinstance(r, EventRecord):
-            return [(schema.RP_EVENTS, codec.event_line(r.event, item.received_ns))]
+            old = self._versions.replace(r.event)
+            if old is not None:  # same event, other tags or start: its old point goes
+                self._superseded.append(old)
+            return [(schema.RP_EVENTS, codec.event_line(r.event, item.received_ns,
+                                                        r.gateway_event_id or None))]
         if isinstance(r, HealthRecord):
             key = (r.data["site"], r.data["gateway"])
-            newest = r.data["t_ns"] >= self._fleet_t.get(key, 0)
+            # ordered by the gateway's clock, but never ahead of ours: a heartbeat from
+            # the future must not make every later one look old (the fleet row would freeze)
+            t_order = (min(r.data["t_ns"], item.received_ns), r.data["t_ns"])
+            newest = t_order >= self._fleet_t.get(key, (0, 0))
             if newest:
-                self._fleet_t[key] = r.data["t_ns"]
+                self._fleet_t[key] = t_order
             health, *fleet = codec.health_lines(r.data, item.received_ns, fleet=newest)
             drift = [(schema.RP_HISTORY, ln) for ln in model_health.lines(r.data)]
             return [(schema.RP_HISTORY, health)] + [(schema.RP_EVENTS, f) for f in fleet] + drift
@@ -150,34 +179,131 @@ class Writer:
             return [(schema.RP_EVENTS, ln) for ln in lines]
         raise TypeError(f"unknown record {type(r).__name__}")  # pragma: no cover
 
+    def _delete_superseded(self) -> None:
+        """Delete the old points of events re-sent with other tags or start (now that the
+        new ones are written); what fails is tried again after the next batch."""
+        query = getattr(self.client, "query", None)
+        while self._superseded and query is not None:
+            try:
+                query(delete_statement(self._superseded[0]), db=self.s.db)
+            except InfluxError as exc:
+                self._limited.log(logging.WARNING, "supersede", "event=delete_failed "
+                                  "error=%r", str(exc)[:300])
+                return
+            self._superseded.pop(0)
+            self.stats.add("lines", "events_superseded")
+
+    def write_status(self, force: bool = False) -> None:
+        """Write the ``ingest`` status point (dead letters, malformed, dropped) that the
+        API's /health reads: when the dead-letter count changed, or every
+        ``status_interval_s``. Best effort: a failure waits for the next time."""
+        now = self._clock()
+        changed = self.dead.count != self._status_seen and now - self._status_at >= 1.0
+        if not (force or changed or now - self._status_at >= self.s.status_interval_s):
+            return
+        self._status_at = now
+        snap = self.stats.snapshot()
+        fields = {"dead_letters": self.dead.count,
+                  "dead_letter_write_errors": self.dead.write_errors,
+                  "malformed": sum(snap["malformed"].values()),
+                  "dropped": sum(snap["dropped"].values()),
+                  "messages_written": snap["messages_written"], "updated_ns": time.time_ns()}
+        line = codec.line(schema.INGEST, {"client_id": self.s.instance}, fields, 0)
+        try:
+            self.client.write(self.s.db, [line], rp=schema.RP_EVENTS, timeout=5.0)
+        except InfluxError as exc:
+            log.debug("event=status_write_failed error=%r", str(exc))
+            return
+        self._status_seen = self.dead.count
+
     def _write(self, rp: str, lines: list[str]) -> bool:
-        """Write until done; True when written or rejected as bad data, False if stopped."""
+        """Write `lines` in bodies of at most ``max_body_bytes``; a line InfluxDB can never
+        take goes to the dead letters. True when done, False if stopped first.
+
+        A body that InfluxDB refuses as bad (400, 413) or breaks off (a broken pipe on a
+        large body: influxd 1.x past its body limit) is split in halves until the lines
+        that cannot be written are alone; rewriting the good ones is idempotent.
+        """
+        parts = [lines]  # a stack: the first half is popped first, so the order holds
+        while parts:
+            part = parts.pop()
+            size = _body_bytes(part)
+            if size > self.s.max_body_bytes and len(part) > 1:
+                parts += _halves(part)
+                continue
+            verdict = ("dead:too_large" if size > self.s.max_body_bytes
+                       else self._send(rp, part, size))
+            if verdict == "stopped":
+                return False
+            if verdict == "split":
+                parts += _halves(part)
+            elif verdict.startswith("dead:"):
+                self._dead_letter(verdict[5:], rp, part[0])
+        return True
+
+    def _dead_letter(self, reason: str, rp: str, line: str) -> None:
+        self.dead.add(reason, rp, line)
+        self.stats.add("dropped", "dead_letter")
+
+    def _send(self, rp: str, part: list[str], size: int) -> str:
+        """One body until written: ``ok``, ``split``, ``dead:<reason>`` or ``stopped``."""
+        broken = 0
         while True:
             try:
-                self.client.write(self.s.db, lines, rp=rp, timeout=self.s.write_timeout_s)
+                self.client.write(self.s.db, part, rp=rp, timeout=self.s.write_timeout_s)
                 self._backoff.reset()
-                return True
+                return "ok"
             except InfluxError as exc:
-                if exc.status == 400 and not exc.database_not_found:
-                    # bad data: InfluxDB wrote the good lines of the batch and names the rest
-                    self.stats.add("dropped", "rejected", 1)
-                    self._limited.log(logging.ERROR, "rejected", "event=lines_rejected rp=%s "
-                                      "lines=%d error=%r", rp, len(lines), str(exc)[:300])
-                    return True
+                verdict, broken = self._verdict(exc, part, size, broken)
+                if verdict:
+                    return verdict
                 self._limited.log(logging.WARNING, "write", "event=write_failed rp=%s lines=%d "
-                                  "retryable=%s error=%r", rp, len(lines), exc.retryable,
-                                  str(exc)[:300])
+                                  "bytes=%d retryable=%s error=%r", rp, len(part), size,
+                                  exc.retryable, str(exc)[:300])
                 if exc.database_not_found:
                     try:
                         self._ensure_schema()
                     except InfluxError as exc2:
                         log.debug("event=schema_retry_failed error=%r", str(exc2))
-            self.stats.retry()
-            delay = self._backoff.next()
-            if self.stop_event.is_set():  # draining: retry only until the drain deadline
-                remaining = self._drain_deadline - self._clock()
-                if remaining <= 0:
-                    return False
-                delay = min(delay, remaining)
-            self._wait(delay)
-            self._interrupt.clear()
+            if not self._pause():
+                return "stopped"
+
+    def _verdict(self, exc: InfluxError, part: list[str], size: int,
+                 broken: int) -> tuple[str, int]:
+        """What a failed write calls for ('' = retry later), and the broken-pipe count."""
+        refused = exc.status == 413 or (exc.status == 400 and not exc.database_not_found)
+        if refused:
+            self._limited.log(logging.ERROR, "rejected", "event=lines_rejected lines=%d "
+                              "status=%s error=%r", len(part), exc.status, str(exc)[:300])
+            return ("split" if len(part) > 1 else f"dead:http_{exc.status}"), 0
+        if exc.connection_broken and size > self.s.broken_split_bytes:
+            if len(part) > 1:
+                return "split", 0
+            broken += 1
+            if broken >= self.s.broken_attempts:
+                return "dead:broken_pipe", broken
+        return "", broken
+
+    def _pause(self) -> bool:
+        """The backoff wait before a retry; False if stopped and the drain time is over."""
+        self.stats.retry()
+        delay = self._backoff.next()
+        if self.stop_event.is_set():  # draining: retry only until the drain deadline
+            remaining = self._drain_deadline - self._clock()
+            if remaining <= 0:
+                return False
+            delay = min(delay, remaining)
+        self._wait(delay)
+        self._interrupt.clear()
+        return True
+
+
+def _body_bytes(lines: list[str]) -> int:
+    """The size of ``"\n".join(lines).encode()`` without building it."""
+    return sum(len(ln) if ln.isascii() else len(ln.encode()) for ln in lines) + len(lines) - 1
+
+
+def _halves(lines: list[str]) -> list[list[str]]:
+    """[second half, first half]: pushed on a stack, the first half comes off first."""
+    mid = len(lines) // 2
+    return [lines[mid:], lines[:mid]]

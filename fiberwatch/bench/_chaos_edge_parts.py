@@ -303,15 +303,22 @@ def wait_for(cond: Any, timeout: float, tick: float = 0.1) -> bool:
 
 
 def stored_counts(influx_url: str, gateway: str) -> dict[str, int]:
-    """Points per event id of this gateway in InfluxDB (the events retention policy)."""
+    """Points per event id of this gateway in InfluxDB (the events retention policy), by
+    the id the gateway gave the event: ingestion stores it under its own id
+    (`cloud.codec.cloud_event_id`) and keeps the gateway's as ``gateway_event_id``."""
     from cloud.influx import InfluxClient
 
     topics.check_name(gateway, "gateway")
     with InfluxClient(influx_url) as influx:
         rows = influx.rows(
-            'SELECT count("end_ns") FROM "fiberwatch"."events"."event" '
-            f"WHERE \"site\" = '{SITE}' AND \"gateway\" = '{gateway}' GROUP BY \"id\"")
-    return {r["id"]: int(r["count"]) for r in rows if r.get("id")}
+            'SELECT "gateway_event_id", "end_ns" FROM "fiberwatch"."events"."event" '
+            f"WHERE \"site\" = '{SITE}' AND \"gateway\" = '{gateway}'")
+    counts: dict[str, int] = {}
+    for r in rows:
+        gid = r.get("gateway_event_id") or r.get("id")
+        if gid:
+            counts[gid] = counts.get(gid, 0) + 1
+    return counts
 
 
 def offset_env(path: Path) -> dict[str, str]:

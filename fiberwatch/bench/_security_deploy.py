@@ -115,6 +115,7 @@ class Deployment:
     def _wait_ready(self, timeout: float = 60.0) -> None:
         """Until ingestion has subscribed: gateway A republishes one event (idempotent: one
         point) until it is stored, which also shows TLS, logins, ACL and the bridge work."""
+        from cloud.codec import cloud_event_id
         from cloud.influx import InfluxClient
         from cloud.store import Store
         from fiberwatch.bench._security_probe import connect, make_event
@@ -128,7 +129,7 @@ class Deployment:
             while time.monotonic() < deadline:
                 probe.publish(topics.events(SITE, GW_A), ev.to_json())
                 try:
-                    if store.anomaly(ev.id) is not None:
+                    if store.anomaly(cloud_event_id(SITE, GW_A, ev.id)) is not None:
                         return
                 except Exception:  # noqa: BLE001, S110 - the database is not created yet
                     pass

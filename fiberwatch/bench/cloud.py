@@ -224,7 +224,7 @@ def _probe_ready(broker: Mosquitto, influx: InfluxClient) -> None:
               class_hint="unknown", n_windows=1, model_version="0", model_hash="0",
               detected_ns=t)
     store, tick, deadline = Store(influx), threading.Event(), time.monotonic() + 60
-    while store.anomaly(e.id) is None:
+    while store.anomaly(codec.cloud_event_id("probe", "p", e.id)) is None:
         if time.monotonic() > deadline:
             raise RuntimeError("bench cloud: ingestion did not start within 60 s")
         c.publish(topics.events("probe", "p"), e.to_json(), qos=1)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import topics
+from edge_agent.events import Event
 from fiberwatch.bench._security_deploy import GW_A, GW_B, SITE, Deployment
 from fiberwatch.bench._security_probe import connect, http, make_event, wait_for
 from fiberwatch.bench._security_trust import run_trust_checks
@@ -35,9 +36,13 @@ def _store(dep: Deployment) -> Any:
     return Store(InfluxClient(dep.influx.url))
 
 
-def _stored(dep: Deployment, event_id: str) -> bool:
+def _stored(dep: Deployment, ev: Event) -> bool:
+    """Whether the cloud stored `ev` (under its id scoped by site and gateway, as ingestion
+    does: `cloud.codec.cloud_event_id`)."""
+    from cloud.codec import cloud_event_id
+
     try:
-        return _store(dep).anomaly(event_id) is not None
+        return _store(dep).anomaly(cloud_event_id(ev.site, ev.gateway, ev.id)) is not None
     except Exception:  # noqa: BLE001 - influxd busy or the database not created yet
         return False
 
@@ -75,9 +80,9 @@ def check_forged_event_denied(dep: Deployment) -> tuple[bool, str]:
         own_ack = a.publish(topics.events(SITE, GW_A), own.to_json())
     finally:
         a.close()
-    own_stored = wait_for(lambda: _stored(dep, own.id), 60)
+    own_stored = wait_for(lambda: _stored(dep, own), 60)
     time.sleep(1.0)  # the forged one was published first: it would be stored by now
-    forged_stored = _stored(dep, forged.id)
+    forged_stored = _stored(dep, forged)
     refused = forged_ack not in ("Success", "No matching subscribers", "no puback")
     passed = refused and not forged_stored and own_stored
     return passed, (f"forged event PUBACK: {forged_ack}, stored in the cloud: {forged_stored}; "
@@ -133,7 +138,7 @@ def make_bridge_outage_check(down_s: float) -> Check:
         finally:
             dep.cloud.start()
         t0 = time.monotonic()
-        stored = wait_for(lambda: _stored(dep, ev.id), 120)
+        stored = wait_for(lambda: _stored(dep, ev), 120)
         when = f"{time.monotonic() - t0:.1f} s after it came back" if stored else "never (120 s)"
         return stored, f"cloud broker down {down_s:g} s; site PUBACK {ack}; stored {when}"
 

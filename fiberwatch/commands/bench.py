@@ -30,7 +30,7 @@ def available() -> list[str]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark (sim, edge, model, cloud, fl, security, "
-                       "bridge, all)")
+                       "bridge, chaos, all)")
     p.add_argument("name", help="benchmark name, 'all', or 'report' (rebuild BENCHMARKS.md)")
     p.add_argument("--json", type=Path, help="also write the result object to this file")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")

@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud import codec
 from cloud.influx import InfluxClient
 from cloud.ingest import IngestSettings, IngestStats, run_ingest
 from cloud.store import Store
@@ -51,6 +52,8 @@ class Ingest:
 
 
 def start_ingest(broker: Mosquitto, server: Influxd, **kw: Any) -> Ingest:
+    state = broker.workdir.parent / "ingest-state"  # this test's spool and dead letters
+    kw = {"spool_dir": str(state / "spool"), "dead_letter_dir": str(state / "dl"), **kw}
     settings = IngestSettings(mqtt_port=broker.port, influx_url=server.url,
                               backoff_initial_s=0.05, backoff_max_s=0.5, **kw)
     stats, stop, ready = IngestStats(), threading.Event(), threading.Event()
@@ -99,6 +102,11 @@ def make_event(i: int, **over: Any) -> Event:
     return Event(**d)
 
 
+def cid(e: Event) -> str:
+    """The id ingestion stores `e` under (scoped by the gateway it came from)."""
+    return codec.cloud_event_id(e.site, e.gateway, e.id)
+
+
 def health(t_ns: int, status: str = "ok", gateway: str = "g1") -> dict[str, Any]:
     return {"schema": 1, "site": "s1", "gateway": gateway, "t_ns": t_ns, "status": status,
             "uptime_s": 12.5, "frames_per_s": 10.0, "samples_per_s": 1.0e6, "queue_depth": 1,
@@ -120,15 +128,16 @@ def test_events_appear_with_every_field(ingest: Ingest, pub: mqtt.Client) -> Non
         publish(pub, topics.events("s1", "g1"), e.to_json())
     got = poll(lambda: len(ingest.store.anomalies()) == 3 and ingest.store.anomalies(),
                what="3 events")
-    assert [g["id"] for g in got] == [e.id for e in reversed(events)]  # newest first
+    assert [g["id"] for g in got] == [cid(e) for e in reversed(events)]  # newest first
     for g, e in zip(got, reversed(events), strict=True):
         received = g.pop("received_ns")
         assert g.pop("labels") == []
-        assert g == e.to_dict()
+        assert g.pop("gateway_event_id") == e.id  # stored under the cloud's id (cid)
+        assert g == {**e.to_dict(), "id": cid(e)}
         assert all(type(g[k]) is type(v) for k, v in e.to_dict().items())
         assert 0 < received - e.detected_ns
-    assert ingest.store.anomaly(events[0].id)["severity"] == "low"
-    assert [e["id"] for e in ingest.store.anomalies(severity="critical")] == [events[2].id]
+    assert ingest.store.anomaly(cid(events[0]))["severity"] == "low"
+    assert [e["id"] for e in ingest.store.anomalies(severity="critical")] == [cid(events[2])]
 
 
 def test_the_same_event_twice_is_one_point(ingest: Ingest, pub: mqtt.Client) -> None:
@@ -150,7 +159,7 @@ def test_malformed_messages_are_counted_and_ingestion_goes_on(ingest: Ingest,
     publish(pub, topics.events("s1", "g2"), make_event(1).to_json())  # claims gateway g1
     good = make_event(3)
     publish(pub, topics.events("s1", "g1"), good.to_json())
-    poll(lambda: ingest.store.anomaly(good.id), what="the valid event")
+    poll(lambda: ingest.store.anomaly(cid(good)), what="the valid event")
     poll(lambda: sum(ingest.stats.snapshot()["malformed"].values()) == 5, what="5 malformed")
     assert ingest.stats.snapshot()["malformed"] == {
         "event:json": 1, "event:schema": 1, "features:schema": 1, "health:schema": 1,
@@ -265,7 +274,7 @@ def test_the_process_ingests_and_stops_cleanly_on_a_signal(mosquitto: Mosquitto,
 
         def stored() -> bool:  # republish until the process has subscribed
             publish(pub, topics.events("s1", "g1"), e.to_json())
-            return store.anomaly(e.id) is not None
+            return store.anomaly(cid(e)) is not None
 
         poll(stored, what="the process to store an event")
         proc.send_signal(sig)

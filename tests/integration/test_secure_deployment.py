@@ -42,7 +42,7 @@ def test_an_event_published_at_the_site_is_stored_in_the_cloud(dep: Deployment) 
             "Success", "No matching subscribers")
     finally:
         a.close()
-    assert wait_for(lambda: security._stored(dep, ev.id), 60), "event never reached the store"
+    assert wait_for(lambda: security._stored(dep, ev), 60), "event never reached the store"
 
 
 def test_an_event_crosses_the_bridge_after_an_outage(dep: Deployment) -> None:

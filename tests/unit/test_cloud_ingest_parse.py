@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloud import codec
 from cloud.ingest.parse import (
     EventRecord,
     FeaturesRecord,
@@ -68,7 +69,8 @@ def reason(topic: str, payload: bytes) -> str:
 def test_event_round_trips() -> None:
     e = make_event()
     r = parse(topics.events("s1", "g1"), e.to_json())
-    assert isinstance(r, EventRecord) and r.event == e
+    assert isinstance(r, EventRecord) and r.gateway_event_id == e.id
+    assert r.event == dataclasses.replace(e, id=codec.cloud_event_id("s1", "g1", e.id))
 
 
 @pytest.mark.parametrize(("payload", "expected"), [

@@ -61,6 +61,14 @@ def make_writer(client: FakeInflux, **kw: Any) -> tuple[Writer, list[int], list[
 UNAVAILABLE = InfluxError("/write: ConnectError", retryable=True)
 
 
+@pytest.fixture(autouse=True)
+def _dead_letters_in_tmp(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers built without a dead-letter dir put theirs under the temp dir: this test's."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 # --- buffer and backoff -------------------------------------------------------------------
 
 def test_batch_closes_at_max_lines_and_bytes() -> None:
@@ -139,7 +147,8 @@ def test_bad_data_is_not_retried() -> None:
     w, acked, waits = make_writer(client)
     assert w.process([item(EventRecord(make_event()), mid=4, qos=1)])
     assert waits == [] and acked == [4]
-    assert w.stats.snapshot()["dropped"] == {"rejected": 1}
+    assert w.stats.snapshot()["dropped"] == {"dead_letter": 1}
+    assert w.dead.count == 1 and '"reason": "http_400"' in w.dead.path.read_text()
 
 
 def test_missing_database_is_recreated() -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from cloud.api import bounds
 from cloud.api.deps import CurrentUser, SettingsDep, StoreDep, needs
+from cloud.api.guard import heavy_slot
 from cloud.api.schemas import AnomalyDetail, LabelIn, Name, Page, Stream
 from edge_agent.events import CLASS_HINTS, SEVERITIES
 
@@ -20,9 +21,13 @@ Time = Annotated[str, Query(description="RFC 3339, ns since the epoch, or now-15
 DETAIL_PAD_S = 30.0  # waterfall around an event: at least this much before and after
 DETAIL_PAD_CH = 32  # and at least this many channels either side
 DETAIL_TIMES = 300
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (InfluxQL cannot carry some)
+EventId = Annotated[str, Path(min_length=1, max_length=128, pattern=PRINTABLE)]
+Distance = Annotated[float | None, Query(ge=-1e9, le=1e9, description="metres along the fiber")]
+BUSY = {429: {"description": "too many heavy queries at once (see Retry-After)"}}
 
 
-@router.get("/anomalies", response_model=Page, **needs("viewer"))
+@router.get("/anomalies", response_model=Page, responses=BUSY, **needs("viewer"))
 def list_anomalies(
     store: StoreDep,
     settings: SettingsDep,
@@ -33,19 +38,23 @@ def list_anomalies(
     end: Time | None = None,
     ch_min: Annotated[int | None, Query(ge=0)] = None,
     ch_max: Annotated[int | None, Query(ge=0)] = None,
-    dist_min: float | None = None,
-    dist_max: float | None = None,
+    dist_min: Distance = None,
+    dist_max: Distance = None,
     severity: Severity | None = None,
     class_hint: ClassHint | None = None,
-    model_version: Annotated[str | None, Query(max_length=256)] = None,
+    model_version: Annotated[str | None, Query(max_length=256, pattern=PRINTABLE)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    _slot: None = Depends(heavy_slot),
 ) -> dict[str, Any]:
-    """Events, newest first, filtered; `limit` ≤ 1000 per page, then `next_offset`."""
+    """Events overlapping [start, end], newest first, filtered; `limit` ≤ 1000 per page,
+    then `next_offset`. `end` defaults to now and `start` to a year before `end`; the span is
+    at most a year (400 beyond)."""
     now = time.time_ns()
-    start_ns = bounds.time_param("start", start, now)
-    end_ns = bounds.time_param("end", end, now)
-    bounds.ordered("start", start_ns, "end", end_ns)
+    start_ns, end_ns = bounds.anomalies_span(settings, bounds.time_param("start", start, now),
+                                             bounds.time_param("end", end, now), now)
+    bounds.finite("dist_min", dist_min)
+    bounds.finite("dist_max", dist_max)
     bounds.ordered("ch_min", ch_min, "ch_max", ch_max)
     bounds.ordered("dist_min", dist_min, "dist_max", dist_max)
     if limit > settings.anomalies_max_limit:
@@ -67,8 +76,10 @@ def _event(store: StoreDep, event_id: str) -> dict[str, Any]:
     return event
 
 
-@router.get("/anomalies/{event_id}", response_model=AnomalyDetail, **needs("viewer"))
-def get_anomaly(event_id: str, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+@router.get("/anomalies/{event_id}", response_model=AnomalyDetail, responses=BUSY,
+            **needs("viewer"))
+def get_anomaly(event_id: EventId, store: StoreDep, settings: SettingsDep,
+                _slot: None = Depends(heavy_slot)) -> dict[str, Any]:
     """One event, its labels, and the score waterfall around it (time and channels padded)."""
     event = _event(store, event_id)
     pad_ns = int(max(DETAIL_PAD_S * 1e9, event["end_ns"] - event["start_ns"]))
@@ -82,7 +93,8 @@ def get_anomaly(event_id: str, store: StoreDep, settings: SettingsDep) -> dict[s
         times = bounds.window_times(settings, **extent, resolution_s=None,
                                     max_times=min(DETAIL_TIMES, settings.window_max_times))
         waterfall = store.window(site=event["site"], gateway=event["gateway"],
-                                 stream=event["stream"], **extent, max_times=times, field="score")
+                                 stream=event["stream"], **extent, max_times=times, field="score",
+                                 max_cells=settings.window_max_cells)
     except (HTTPException, ValueError) as exc:
         reason = exc.detail if isinstance(exc, HTTPException) else str(exc)
         return {"event": event, "waterfall": None, "waterfall_error": reason}
@@ -90,13 +102,14 @@ def get_anomaly(event_id: str, store: StoreDep, settings: SettingsDep) -> dict[s
 
 
 @router.get("/anomalies/{event_id}/labels", **needs("viewer"))
-def get_labels(event_id: str, store: StoreDep) -> dict[str, Any]:
+def get_labels(event_id: EventId, store: StoreDep) -> dict[str, Any]:
     _event(store, event_id)
     return {"items": store.labels(event_id)}
 
 
 @router.post("/anomalies/{event_id}/labels", status_code=201, **needs("operator"))
-def add_label(event_id: str, body: LabelIn, store: StoreDep, user: CurrentUser) -> dict[str, Any]:
+def add_label(event_id: EventId, body: LabelIn, store: StoreDep,
+              user: CurrentUser) -> dict[str, Any]:
     """Confirm an event, mark it a false alarm, or attach a note (operator or admin)."""
     try:
         return store.add_label(event_id, label=body.label, note=body.note, user=user.name)

@@ -28,15 +28,17 @@ def _ingestion(store: StoreDep, stale_after_s: float) -> tuple[str, float | None
 
 @open_router.get("/health", response_model=Health, responses={503: {"model": Health}})
 def health(request: Request, store: StoreDep, settings: SettingsDep) -> Any:
-    """Open (no token): 200 when InfluxDB answers, else 503; ingestion = newest heartbeat age."""
+    """Open (no token): 200 when InfluxDB answers, else 503; ingestion = newest heartbeat age;
+    dead_letters = what ingestion could never store."""
     try:
         influx_ok = bool(store.ping())
     except InfluxError:
         influx_ok = False
-    ingestion, age = "unknown", None
+    ingestion, age, dead = "unknown", None, None
     if influx_ok:
         try:
             ingestion, age = _ingestion(store, settings.stale_after_s)
+            dead = sum(int(r.get("dead_letters") or 0) for r in store.ingest_status())
         except InfluxError as exc:
             log.warning("health fleet query failed error=%r", str(exc))
     body = {
@@ -45,6 +47,7 @@ def health(request: Request, store: StoreDep, settings: SettingsDep) -> Any:
         "ingestion": ingestion,
         "last_data_age_s": age,
         "registry": "ok" if request.app.state.registry is not None else "not configured",
+        "dead_letters": dead,
     }
     return JSONResponse(body, status_code=200 if influx_ok else 503)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import PlainTextResponse
 
 from cloud.api import bounds
 from cloud.api.deps import SettingsDep, StoreDep, needs
+from cloud.api.guard import heavy_slot
 from cloud.api.schemas import Name, Stream, Window, WindowField
 
 router = APIRouter(tags=["window"])
@@ -19,7 +20,8 @@ _TIME = "RFC 3339, ns since the epoch, or now-15m"
 
 @router.get(
     "/window", response_model=Window, **needs("viewer"),
-    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"}},
+    responses={200: {"content": {"text/csv": {}}, "description": "JSON, or CSV with format=csv"},
+               429: {"description": "too many heavy queries at once (see Retry-After)"}},
 )
 def get_window(
     store: StoreDep,
@@ -35,6 +37,7 @@ def get_window(
     resolution: Annotated[float | None, Query(gt=0, description="seconds per bucket")] = None,
     field: WindowField = "score",
     format: Literal["json", "csv"] = "json",
+    _slot: None = Depends(heavy_slot),
 ) -> Any:
     """A bounded waterfall: channel count, time span and buckets are capped (400 beyond)."""
     now = time.time_ns()
@@ -46,7 +49,7 @@ def get_window(
     try:
         window = store.window(site=site, gateway=gateway, stream=stream, start_ns=start_ns,
                               end_ns=end_ns, ch_start=ch_start, ch_end=ch_end, max_times=times,
-                              field=field)
+                              field=field, max_cells=settings.window_max_cells)
     except ValueError as exc:
         raise bounds.bad(str(exc)) from None
     if format == "csv":
