@@ -48,7 +48,8 @@ class DeadLetters:
         for p in self.directory.glob(f"{NAME}*"):
             try:
                 with open(p, "rb") as f:
-                    n += sum(chunk.count(b"\n") for chunk in iter(lambda f=f: f.read(1 << 20), b""))
+                    while chunk := f.read(1 << 20):
+                        n += chunk.count(b"\n")
             except OSError:
                 continue
         return n

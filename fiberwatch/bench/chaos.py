@@ -43,20 +43,16 @@ def _edge_results(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     function per fault (agent SIGKILL, outbox disk full, clock jump, forged far-future frame)
     returning ``{"name", "events_published", "events_stored", "lost", "duplicates"}``, each
     on a stack of its own (events counted by ``gateway_event_id``: ingestion stores them
-    under `cloud.codec.cloud_event_id`). Without that module: no edge faults, and the fuzz
-    entry says it did not run."""
-    try:
-        from fiberwatch.bench import _chaos_edge as edge  # type: ignore[attr-defined]
-    except ImportError:
-        return [], {"frames": 0, "crashes": 0, "stream_recovered": None,
-                    "not_run": "fiberwatch.bench._chaos_edge is not on this branch"}
+    under `cloud.codec.cloud_event_id`)."""
+    from fiberwatch.bench import _chaos_edge as edge
+
     names = ("fault_agent_sigkill", "fault_outbox_disk_full", "fault_clock_jump",
              "fault_forged_frame")
     # work dirs of ours: the disk-full fault mounts a tmpfs in its dir, which a plain
     # TemporaryDirectory may fail to remove right after the (lazy) unmount
     with tempfile.TemporaryDirectory(prefix="fw-bench-chaos-edge-",
                                      ignore_cleanup_errors=True) as tmp:
-        faults_run = [getattr(edge, n)(work=Path(tmp) / n) for n in names if hasattr(edge, n)]
+        faults_run = [getattr(edge, n)(work=Path(tmp) / n) for n in names]
         frame_fuzz = edge.run_frame_fuzz(frames=EDGE_FUZZ_FRAMES_QUICK if quick
                                          else EDGE_FUZZ_FRAMES, work=Path(tmp) / "fuzz")
     return faults_run, frame_fuzz

@@ -24,7 +24,8 @@ DETAIL_TIMES = 300
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (InfluxQL cannot carry some)
 EventId = Annotated[str, Path(min_length=1, max_length=128, pattern=PRINTABLE)]
 Distance = Annotated[float | None, Query(ge=-1e9, le=1e9, description="metres along the fiber")]
-BUSY = {429: {"description": "too many heavy queries at once (see Retry-After)"}}
+BUSY: dict[int | str, dict[str, Any]] = {
+    429: {"description": "too many heavy queries at once (see Retry-After)"}}
 
 
 @router.get("/anomalies", response_model=Page, responses=BUSY, **needs("viewer"))
