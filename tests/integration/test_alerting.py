@@ -18,6 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud.alerting.service import Running, load_config, run_alerting
+from cloud.codec import cloud_event_id
 from cloud.influx import InfluxClient
 from edge_agent import topics
 from edge_agent.mqtt_client import BrokerConfig, make_client
@@ -27,6 +28,11 @@ from tests.integration.test_ingest import Ingest, make_event, poll, publish, sta
 
 pytestmark = pytest.mark.integration
 ALERT_TOPIC = "fiberwatch/v1/alerts"
+
+
+def _cloud_id(event: Any) -> str:
+    """The id ingestion stores (and alerts on) a gateway's event under."""
+    return cloud_event_id(event.site, event.gateway, event.id)
 
 
 def write_config(path: Path, url: str) -> Path:
@@ -118,10 +124,10 @@ def test_event_to_webhook_and_mqtt(tmp_path: Path, mosquitto: Mosquitto, influxd
             ingest_pub.disconnect()
         finally:
             alerting.close()
-    assert [b["alerts"][0]["labels"]["event_id"] for b in bodies] == [leak.id, leak.id]
+    assert [b["alerts"][0]["labels"]["event_id"] for b in bodies] == [_cloud_id(leak)] * 2
     assert [b["alerts"][0]["labels"]["severity"] for b in bodies] == ["high", "critical"]
     assert bodies[0]["alerts"][0]["labels"]["site"] == "s1" and bodies[0]["status"] == "firing"
-    assert bus[0]["alerts"][0]["labels"]["event_id"] == leak.id
+    assert bus[0]["alerts"][0]["labels"]["event_id"] == _cloud_id(leak)
     assert alerting.run.alerter.fired == 1 and alerting.run.alerter.renotified == 1
 
 
@@ -146,7 +152,7 @@ def test_a_down_receiver_gets_everything_after_a_restart(
             bodies = rx.wait_for(3)
         finally:
             again.close()
-    assert [b["alerts"][0]["labels"]["event_id"] for b in bodies] == [e.id for e in events]
+    assert [b["alerts"][0]["labels"]["event_id"] for b in bodies] == [_cloud_id(e) for e in events]
     assert again.run.alerter.fired == 0  # de-duplicated across the restart: no second alert
 
 

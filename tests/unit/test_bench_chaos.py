@@ -4,10 +4,7 @@ missing (the run itself needs the real stack: `fiberwatch bench chaos --quick`).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-
-import pytest
 
 from fiberwatch.bench import chaos
 from fiberwatch.commands.bench import available
@@ -31,13 +28,6 @@ def test_the_recorded_result_keeps_the_contract() -> None:
     assert result["total_events_lost"] == sum(f["lost"] for f in result["faults"])
     text = chaos.to_markdown(result)
     assert "| broker_restart |" in text and "API fuzzing" in text
-
-
-def test_without_the_edge_module_the_fuzz_entry_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "fiberwatch.bench._chaos_edge", None)  # import fails
-    monkeypatch.delattr("fiberwatch.bench._chaos_edge", raising=False)
-    faults, fuzz = chaos._edge_results(quick=True)
-    assert faults == [] and fuzz["frames"] == 0 and "not_run" in fuzz
 
 
 def test_a_chaos_gateway_builds_from_a_valid_config(tmp_path: Path) -> None:
