@@ -53,7 +53,7 @@ def _outage(broker: Mosquitto, server: Influxd, influx: InfluxClient, outage_s: 
     c.connect("127.0.0.1", broker.port)
     c.loop_start()
     rng, tpl = np.random.default_rng(5), None
-    tpl = _summaries(rng, "gw9", variants=1)[0]
+    tpl = _summaries(rng, "gw9", variants=1, site="outage")[0]
     t_first, sent, tick = time.time_ns() // S * S - 600 * S, 0, threading.Event()
 
     def send(seconds: float) -> None:
@@ -68,7 +68,7 @@ def _outage(broker: Mosquitto, server: Influxd, influx: InfluxClient, outage_s: 
                       model_version="1.0.0", model_hash="h", detected_ns=t + S)
             c.publish(topics.events("outage", "gw9"), e.to_json(), qos=1)
             c.publish(topics.features("outage", "gw9", "das"),
-                      tpl.replace(b"%d" % _MARK, b"%d" % t).replace(b"bench", b"outage"), qos=0)
+                      tpl.replace(b"%d" % _MARK, b"%d" % t), qos=0)
             sent += 1
             tick.wait(0.05)
 
