@@ -15,21 +15,17 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from edge_agent import topics
-from edge_agent.config import GatewayConfig
-from edge_agent.main import run
-from edge_agent.metrics import Metrics
 from fiberwatch.services import Mosquitto
 from sensors_sim import SimConfig, Simulator, parse_scenario
 from sensors_sim.files import RunFileWriter
 from tests.integration._polling import wait_for
+from tests.integration.test_edge_agent import agent
 from tests.integration.test_uplink_tls import _write_pki
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -96,21 +92,6 @@ def agent_config(tmp_path: Path, port: int) -> dict:
         "ingest": {"queue_frames": 4000},
         "uplink": {"health_interval_s": 0.5, "summary_interval_s": 0.5},
     }
-
-
-@contextmanager
-def agent(cfg: dict) -> Iterator[tuple[Metrics, dict]]:
-    stop, ready, metrics, result = threading.Event(), threading.Event(), Metrics(), {}
-    t = threading.Thread(target=lambda: result.update(
-        run(GatewayConfig.model_validate(cfg), stop, metrics=metrics, ready=ready)))
-    t.start()
-    try:
-        assert ready.wait(20), "the agent did not subscribe"
-        yield metrics, result
-    finally:
-        stop.set()
-        t.join(60)
-        assert not t.is_alive()
 
 
 class Recorder:

@@ -8,19 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_api_alerts import CONFIG as ALERTING_CONFIG
+
 pytestmark = pytest.mark.slow
-
-
-ALERTING = """[alerting]
-state_db = "{db}"
-[[receivers]]
-name = "hook"
-type = "webhook"
-url = "http://127.0.0.1:9/hook"
-[[rules]]
-name = "all"
-receivers = ["hook"]
-"""
 
 
 def test_no_request_gives_a_5xx(tmp_path: Path) -> None:
@@ -34,7 +24,7 @@ def test_no_request_gives_a_5xx(tmp_path: Path) -> None:
 
     tokens = {r: f"{r}-token-0123456789abcdef" for r in ("viewer", "operator", "admin")}
     alerting = tmp_path / "alerts.toml"  # configured: unconfigured parts answer 503 by design
-    alerting.write_text(ALERTING.format(db=tmp_path / "alerts.sqlite"))
+    alerting.write_text(ALERTING_CONFIG.format(db=tmp_path / "alerts.sqlite"))
     settings = CloudSettings(tokens={t: TokenInfo(name=r, role=r) for r, t in tokens.items()},
                              alerting_config=alerting)
     app = create_app(settings, store=sample_store(minutes=5), registry=sample_registry())
