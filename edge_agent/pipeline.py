@@ -124,8 +124,10 @@ class StreamPipeline:
                 self.metrics.add("resets")
             self.buffer.reset()
         self.metrics.add("frames")
-        self.metrics.add("samples", f.data.size)
-        windows = self.buffer.push(f.data, f.t0_ns, msg.recv_ns, acc.nonfinite)
+        self.metrics.add("samples", f.raw.size)
+        rows = self.buffer.reserve(f.n_samples)  # the frame's samples go straight there
+        nonfinite = self.validator.values_into(f, rows)
+        windows = self.buffer.commit(f.n_samples, f.t0_ns, msg.recv_ns, nonfinite)
         for w in windows:
             self.process(w)
         return len(windows)

@@ -12,7 +12,9 @@ Checks, in order; each failure is counted under its reason and the frame is drop
 
 Non-finite samples (NaN/inf) do not drop the frame: one dead channel must not blind the other
 2,047. They are set to 0.0, the frame is counted under ``nonfinite``, and the affected channels
-are reported so windows can mark them (the event builder classes them as ``fault``).
+are reported so windows can mark them (the event builder classes them as ``fault``). This
+happens where the samples are written (`FrameValidator.values_into`, straight into the window
+buffer's rows): `accept` checks the frame without converting its payload.
 
 Sequence numbers: ``seq == last + 1`` continues the stream; a jump forward is a *gap*
 (``gaps`` += frames missing) and resets the stream buffer; a lower ``seq`` whose first sample
@@ -57,17 +59,15 @@ class Accepted:
 
     Attributes
     ----------
-    frame : wire.Frame
-        Non-finite samples already zeroed.
+    frame : wire.RawFrame
+        Checked; its samples are still the payload's: `FrameValidator.values_into` writes
+        them (non-finite ones zeroed and counted) where they are needed.
     reset : bool
         The buffer must restart before this frame (gap or stream restart).
-    nonfinite : numpy.ndarray or None
-        bool per channel: channels that had NaN/inf samples in this frame.
     """
 
-    frame: wire.Frame
+    frame: wire.RawFrame
     reset: bool
-    nonfinite: np.ndarray | None
 
 
 class FrameValidator:
@@ -100,6 +100,18 @@ class FrameValidator:
         self._run_next: int | None = None  # seq that would continue the rejected run
         self._run = 0
 
+    def values_into(self, frame: wire.RawFrame, out: np.ndarray) -> np.ndarray | None:
+        """Write an accepted frame's float32 samples into `out` (``(n_samples, n_channels)``,
+        e.g. the window buffer's next rows); zero NaN/inf there and count them. Returns the
+        per-channel mask of channels that had any, or None."""
+        frame.values_into(out)
+        return None if frame.finite else _zero_nonfinite(out, self._metrics)
+
+    def values(self, frame: wire.RawFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """`values_into` a new array: ``(samples, nonfinite mask or None)``."""
+        out = np.empty((frame.n_samples, frame.n_channels), dtype=np.float32)
+        return out, self.values_into(frame, out)
+
     def _drop(self, reason: str, detail: str) -> None:
         self._metrics.drop(reason)
         self._rlog.warning(reason, "event=frame_dropped stream=%s reason=%s detail=%s",
@@ -108,7 +120,7 @@ class FrameValidator:
     def accept(self, payload: bytes) -> Accepted | None:
         """Decode and validate one payload; None if it was dropped (and counted)."""
         try:
-            frame = wire.decode(payload)
+            frame = wire.parse(payload)
         except wire.FrameError as exc:
             self._drop(f"malformed:{exc.reason}", exc.detail)
             return None
@@ -140,23 +152,22 @@ class FrameValidator:
         self._recent.append(frame.seq)
         if self._skew_ns is not None:
             self._ahead_ns = max(0, frame.t0_ns - self._clock_ns())
-        nonfinite = None if frame.finite else _zero_nonfinite(frame.data, self._metrics)
-        return Accepted(frame, reset, nonfinite)
+        return Accepted(frame, reset)
 
-    def _skew(self, frame: wire.Frame) -> int | None:
+    def _skew(self, frame: wire.RawFrame) -> int | None:
         """How far (ns) the frame is ahead of what the skew bound allows; None if within."""
         if self._skew_ns is None or self._continues(frame):
             return None
         ahead = frame.t0_ns - self._clock_ns() - self._ahead_ns
         return ahead if ahead > self._skew_ns else None
 
-    def _continues(self, frame: wire.Frame) -> bool:
+    def _continues(self, frame: wire.RawFrame) -> bool:
         """The next frame of the accepted stream, in sequence and in time (within 1 s): a
         jump of the gateway clock alone does not drop it."""
         return (self._last_seq is not None and frame.seq == self._last_seq + 1
                 and abs(frame.t0_ns - self._last_end_ns) <= 10**9)
 
-    def _rejected_run(self, frame: wire.Frame) -> bool:
+    def _rejected_run(self, frame: wire.RawFrame) -> bool:
         """Count one rejected frame into the run; True when the run is long enough to follow
         (the frame is then accepted and the stream restarts on it)."""
         self._run = self._run + 1 if frame.seq == self._run_next else 1
@@ -169,7 +180,7 @@ class FrameValidator:
         self._recent.clear()
         return True
 
-    def _sequence(self, frame: wire.Frame) -> bool | None:
+    def _sequence(self, frame: wire.RawFrame) -> bool | None:
         """True = reset the buffer first, False = continue, None = drop."""
         last = self._last_seq
         seq = frame.seq

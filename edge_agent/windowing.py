@@ -91,14 +91,25 @@ class StreamBuffer:
 
         The windows are views into the buffer: use them before the next `push`.
         """
-        n = data.shape[0]
-        if data.shape[1] != self.n_channels:
-            raise ValueError(f"frame has {data.shape[1]} channels, buffer {self.n_channels}")
+        if data.ndim != 2 or data.shape[1] != self.n_channels:
+            raise ValueError(f"frame has shape {data.shape}, buffer {self.n_channels} channels")
+        self.reserve(data.shape[0])[...] = data
+        return self.commit(data.shape[0], t0_ns, recv_ns, nonfinite)
+
+    def reserve(self, n: int) -> np.ndarray:
+        """The writable rows ``(n, n_channels)`` where the next `n` samples go: write a frame
+        there (no copy of it elsewhere), then `commit` it. Windows handed out earlier are
+        invalid from here on."""
+        self._make_room(n)
+        return self._buf[self._filled:self._filled + n]
+
+    def commit(self, n: int, t0_ns: int, recv_ns: int,
+               nonfinite: np.ndarray | None = None) -> list[Window]:
+        """The `n` samples written to `reserve`'s rows (first one at `t0_ns`) are in; return
+        the windows now complete (views into the buffer: use them before the next
+        `reserve`)."""
         if self._t0_ns is None:
             self._t0_ns = t0_ns
-        self._make_room(n)
-        row = self._filled
-        self._buf[row:row + n] = data
         self._filled += n
         end = self._origin + self._filled
         if nonfinite is not None:

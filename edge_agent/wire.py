@@ -20,21 +20,30 @@ A frame is one block of samples from one stream, ``n_samples x n_channels``, tim
     52     ...   payload      little-endian samples
     end-4  4     crc32        zlib.crc32 of everything before it
 
-All integers are little-endian. `decode` checks every length and field and raises
-`FrameError` (and nothing else) on any malformed input.
+All integers are little-endian. `parse` checks every length and field and raises
+`FrameError` (and nothing else) on any malformed input; `decode` is `parse` plus the float32
+physical values. The agent parses and writes the values straight into its window buffer
+(`RawFrame.values_into`): no intermediate array per frame.
+
+The checksum is computed with ISA-L's crc32 (`isal`, SIMD carry-less multiply: about 40x
+zlib's on a 400 kB frame) when installed, zlib's otherwise; both give the same value.
 """
 
 from __future__ import annotations
 
 import enum
 import struct
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edge_agent.errors import ReasonedError
+
+try:  # the same CRC-32 as zlib.crc32, much faster on large frames
+    from isal.isal_zlib import crc32 as _crc32
+except ImportError:  # pragma: no cover - the edge extra installs isal
+    from zlib import crc32 as _crc32
 
 MAGIC = b"FWFR"
 VERSION = 1
@@ -105,6 +114,57 @@ class Frame:
         return self.t0_ns + round(self.n_samples * 1e9 / self.sample_rate)
 
 
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """A parsed, checked frame whose samples are still the payload's (a view, no copy).
+
+    `raw` is ``(n_samples, n_channels)`` int16 or float32 over the caller's buffer: convert
+    it (`values_into`, `to_frame`) before the buffer is reused.
+    """
+
+    kind: StreamKind
+    seq: int
+    t0_ns: int
+    sample_rate: float
+    first_channel: int
+    raw: np.ndarray
+    scale: np.float32
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.raw.shape[0])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.raw.shape[1])
+
+    @property
+    def end_ns(self) -> int:
+        """Time just after the last sample."""
+        return self.t0_ns + round(self.n_samples * 1e9 / self.sample_rate)
+
+    @property
+    def finite(self) -> bool:
+        """Every physical value is finite by construction (int16 times a scale that cannot
+        overflow float32)."""
+        return self.raw.dtype.itemsize == 2 and float(self.scale) * 32768.0 < _F32_FINITE
+
+    def values_into(self, out: np.ndarray) -> None:
+        """Write the float32 physical values into `out` (shape ``(n_samples, n_channels)``)."""
+        if self.raw.dtype.itemsize == 2:  # one pass: int16 -> float32 times the scale
+            with np.errstate(over="ignore"):  # inf: the validator zeroes and counts it
+                np.multiply(self.raw, self.scale, out=out, dtype=np.float32)
+        else:
+            np.copyto(out, self.raw)
+
+    def to_frame(self) -> Frame:
+        """The decoded `Frame` (its own float32 copy of the samples)."""
+        data = np.empty(self.raw.shape, dtype=np.float32)
+        self.values_into(data)
+        return Frame(self.kind, self.seq, self.t0_ns, self.sample_rate, self.first_channel,
+                     data, self.finite)
+
+
 def _rate_ok(rate: float, n_samples: int) -> bool:
     """Finite, positive, and the frame's duration in ns representable."""
     if not (np.isfinite(rate) and rate > 0):
@@ -160,11 +220,17 @@ def encode(
         first_channel, n_channels, n_samples, float(scale32), len(payload),
     )
     body = header + payload
-    return body + struct.pack("<I", zlib.crc32(body))
+    return body + struct.pack("<I", _crc32(body))
 
 
 def decode(buf: bytes | bytearray | memoryview) -> Frame:
     """Decode and validate one frame; raise `FrameError` on anything malformed."""
+    return parse(buf).to_frame()
+
+
+def parse(buf: bytes | bytearray | memoryview) -> RawFrame:
+    """Check one frame (every field, length and the checksum) without converting its
+    samples; raise `FrameError` on anything malformed."""
     mv = memoryview(buf).cast("B") if not isinstance(buf, bytes) else memoryview(buf)
     total = len(mv)
     if total < HEADER_SIZE + CRC_SIZE:
@@ -200,16 +266,8 @@ def decode(buf: bytes | bytearray | memoryview) -> Frame:
             "length", f"{total} bytes, header implies {HEADER_SIZE + payload_len + CRC_SIZE}"
         )
     (crc,) = struct.unpack_from("<I", mv, total - CRC_SIZE)
-    if zlib.crc32(mv[: total - CRC_SIZE]) != crc:
+    if _crc32(mv[: total - CRC_SIZE]) != crc:
         raise FrameError("checksum", "crc32 mismatch")
     raw = np.frombuffer(mv, dtype=np_dtype, count=n_ch * n_samp, offset=HEADER_SIZE)
-    raw = raw.reshape(n_samp, n_ch)
-    finite = False
-    if dtype == DType.INT16:  # one pass: int16 -> float32 times the scale, in float32
-        with np.errstate(over="ignore"):  # inf: the validator zeroes and counts it
-            data = np.multiply(raw, np.float32(scale), dtype=np.float32)
-        finite = float(np.float32(scale)) * 32768.0 < _F32_FINITE
-    else:
-        data = raw.astype(np.float32)  # own copy: the buffer may be reused by the caller
-    return Frame(StreamKind(kind), int(seq), int(t0_ns), float(rate), int(first_ch), data,
-                 finite)
+    return RawFrame(StreamKind(kind), int(seq), int(t0_ns), float(rate), int(first_ch),
+                    raw.reshape(n_samp, n_ch), np.float32(scale))

@@ -93,15 +93,16 @@ def test_nonfinite_samples_are_zeroed_and_marked_not_dropped(v) -> None:
     data[5, 3] = np.inf
     acc = v.accept(frame(0, data=data))
     assert acc is not None
-    assert acc.nonfinite is not None and acc.nonfinite.tolist() == [False, True, False, True]
-    assert np.isfinite(acc.frame.data).all() and acc.frame.data[2, 1] == 0.0
+    values, nonfinite = v.values(acc.frame)
+    assert nonfinite is not None and nonfinite.tolist() == [False, True, False, True]
+    assert np.isfinite(values).all() and values[2, 1] == 0.0 and values[2, 0] == 1.0
     assert drops(v) == {"nonfinite": 1}
     assert v._metrics.snapshot()["nonfinite_samples"] == 2
 
 
 def test_finite_frames_have_no_mask(v) -> None:
     acc = v.accept(frame(0))
-    assert acc is not None and acc.nonfinite is None
+    assert acc is not None and v.values(acc.frame)[1] is None
 
 
 def test_random_bytes_never_raise(v) -> None:

@@ -112,3 +112,17 @@ def test_every_window_is_contiguous_and_hops_exactly(window, hop, sizes, resets)
         since_reset += n
     expected_windows += 0 if since_reset < window else (since_reset - window) // hop + 1
     assert b._index == expected_windows
+
+
+def test_reserve_and_commit_are_push_without_a_copy_of_the_frame() -> None:
+    a, b = _buffer(), _buffer()
+    got_a, got_b = [], []
+    for k in range(0, 30, 3):
+        frame = _ramp(k, 3)
+        got_a += [(w.index, w.data.copy()) for w in a.push(frame, 0, k)]
+        rows = b.reserve(3)
+        rows[...] = frame  # e.g. a frame decoded straight into the buffer
+        got_b += [(w.index, w.data.copy()) for w in b.commit(3, 0, k)]
+    assert len(got_a) == len(got_b) > 3
+    for (ia, da), (ib, db) in zip(got_a, got_b, strict=True):
+        assert ia == ib and np.array_equal(da, db)

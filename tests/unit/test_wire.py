@@ -302,3 +302,28 @@ def test_int16_frames_are_finite_by_construction_unless_the_scale_overflows() ->
                                    dtype=wire.DType.INT16, scale=2e34))
     assert not huge.finite and not np.isfinite(huge.data).all()
     assert not wire.decode(wire.encode(wire.StreamKind.DAS, 0, 1, 100.0, 0, x)).finite
+
+
+@pytest.mark.parametrize("dtype", list(DType))
+def test_parse_writes_the_same_values_as_decode_into_a_given_array(dtype: DType) -> None:
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((7, 5)) * 300).astype(np.float32)
+    x[2, 3] = np.nan if dtype is DType.FLOAT32 else x[2, 3]
+    buf = wire.encode(StreamKind.DAS, 4, 10, 100.0, 2, x, dtype=dtype, scale=0.25)
+    frame, raw = wire.decode(buf), wire.parse(buf)
+    out = np.full((9, 5), -1.0, np.float32)  # e.g. a window buffer with rows around the frame
+    raw.values_into(out[1:8])
+    assert np.array_equal(out[1:8], frame.data, equal_nan=True)
+    assert (out[0] == -1).all() and (out[8] == -1).all()
+    assert (raw.kind, raw.seq, raw.t0_ns, raw.first_channel, raw.n_channels, raw.end_ns,
+            raw.finite) == (frame.kind, frame.seq, frame.t0_ns, frame.first_channel,
+                            frame.n_channels, frame.end_ns, frame.finite)
+
+
+def test_the_checksum_is_zlibs_crc32() -> None:
+    """The fast CRC (ISA-L when installed) is the contract's zlib.crc32, on every length."""
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 7, 64, 4097, 409_652):
+        blob = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert wire._crc32(blob) == zlib.crc32(blob)
+        assert wire._crc32(memoryview(blob)[: n // 2]) == zlib.crc32(blob[: n // 2])
