@@ -20,6 +20,7 @@ import numpy as np
 
 from edge_agent.config import EventConfig, StreamConfig, ThresholdConfig
 from edge_agent.event_builder import EventBuilder
+from edge_agent.events import Event
 from edge_agent.feature_stream import StreamingFeatures
 from edge_agent.features import FeatureExtractor
 from edge_agent.metrics import Metrics, RateLimitedLog
@@ -151,9 +152,7 @@ class StreamPipeline:
         flagged = thr.classify(gscores)
         s = Scored(w, rows, scores, gscores, thr.thresholds.copy(), flagged, *model, contrib)
         self._record_latency(w)
-        for e in self.events.update(s):
-            self.sink.send_event(e)
-            self.metrics.add("events")
+        self._send(self.events.update(s))
         self._learn(s, det, thr)
         self.summaries.add(s, self._energy(w, rows), thr.reported())
         self.metrics.add("windows")
@@ -162,9 +161,7 @@ class StreamPipeline:
 
     def tick(self) -> None:
         """Periodic work (processing thread): summaries, events that saw no data."""
-        for e in self.events.expire():
-            self.sink.send_event(e)
-            self.metrics.add("events")
+        self._send(self.events.expire())
         now = self._monotonic()
         if now >= self._next_summary:
             self._next_summary = now + self._summary_every
@@ -175,9 +172,7 @@ class StreamPipeline:
 
     def flush(self) -> None:
         """At shutdown: emit open events, the last summary and pending normal rows."""
-        for e in self.events.flush():
-            self.sink.send_event(e)
-            self.metrics.add("events")
+        self._send(self.events.flush())
         summary = self.summaries.take(self.slot.active.version)
         if summary is not None:
             self.sink.send_summary(summary)
@@ -193,6 +188,19 @@ class StreamPipeline:
         return np.concatenate(parts)
 
     # -- helpers --------------------------------------------------------------------------
+    def _send(self, events: list[Event]) -> None:
+        """Events of one window (or tick) to the sink: one outbox commit for all of them
+        when the sink takes batches (`edge_agent.uplink.Uplink.send_events`: one fsync)."""
+        if not events:
+            return
+        batch = getattr(self.sink, "send_events", None)
+        if batch is not None and len(events) > 1:
+            batch(list(events))
+        else:
+            for e in events:
+                self.sink.send_event(e)
+        self.metrics.add("events", len(events))
+
     def _threshold_for(self, model: tuple[str, str], det: object) -> GroupThreshold:
         """Thresholds live in one model's score units: one set per model (this + previous),
         floored by that model's package quantiles."""

@@ -227,3 +227,22 @@ def test_malformed_payloads_are_counted_not_raised(bad: bytes) -> None:
     p, _, _, m = make()
     p.handle(RawMessage("t", bad, 0))
     assert sum(m.snapshot()["drops"].values()) == 1
+
+
+def test_a_windows_events_reach_a_batching_sink_in_one_call() -> None:
+    """Several events of one window: one `send_events` call (one outbox fsync), all counted."""
+    class BatchSink(FakeSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+
+        def send_events(self, events) -> None:
+            self.batches.append(len(events))
+            self.events.extend(events)
+
+    p, _, _, m = make()
+    sink = p.sink = BatchSink()
+    p.events.update = lambda s: ["e1", "e2", "e3"] if s.window.index == 2 else []
+    feed(p, synth_frames(30))
+    assert sink.batches == [3] and sink.events == ["e1", "e2", "e3"]
+    assert m.snapshot()["events"] == 3
