@@ -314,7 +314,9 @@ class FeatureExtractor:
             raise FeatureSpecError(
                 f"segment shape {x.shape}, expected ({self.segment_samples}, channels)")
         x = np.asarray(x, dtype=np.float32)
-        sums = np.empty((x.shape[1], self.n_sums), dtype=np.float32)
+        # sum-major while computing: each block writes whole contiguous rows (a strided
+        # column per sum costs twice as much), transposed once at the end
+        sums = np.empty((self.n_sums, x.shape[1]), dtype=np.float32)
         mean = x.mean(axis=0, keepdims=True)  # on full rows: a block of columns reads slowly
         # blocks of block_channels to 2 * block_channels - 1 channels, never a single one (numpy
         # sums a single column in another order: the rows would move in the last digits)
@@ -322,13 +324,13 @@ class FeatureExtractor:
         blocks = list(itertools.pairwise(bounds.round().astype(int).tolist()))
         if self.threads == 1 or len(blocks) == 1:
             for c0, c1 in blocks:
-                self._das_block(x[:, c0:c1], mean[:, c0:c1], sums[c0:c1])
-            return sums
+                self._das_block(x[:, c0:c1], mean[:, c0:c1], sums[:, c0:c1])
+            return np.ascontiguousarray(sums.T)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="features")
         list(self._pool.map(lambda b: self._das_block(x[:, b[0]:b[1]], mean[:, b[0]:b[1]],
-                                                      sums[b[0]:b[1]]), blocks))
-        return sums
+                                                      sums[:, b[0]:b[1]]), blocks))
+        return np.ascontiguousarray(sums.T)
 
     def combine(self, segments: list[np.ndarray]) -> np.ndarray:
         """The window's rows from its segments' sums, oldest first (das)."""
@@ -358,14 +360,15 @@ class FeatureExtractor:
         return buf[0][:, :w], buf[1][:, :w], buf[2][:, :w]
 
     def _das_block(self, x: np.ndarray, mean: np.ndarray, out: np.ndarray) -> None:
-        """Sums of one block of channels (`x` time-major) into `out` (channel-major): band
-        powers, p2 and p4 moments, total power, first spectral moment, mean log power."""
+        """Sums of one block of channels (`x` time-major) into `out` (sum-major, one row per
+        sum): band powers, p2 and p4 moments, total power, first spectral moment, mean log
+        power."""
         (n, w), nbins, nb = x.shape, self._freqs.size, len(self._band_bins)
         xd, sq, power = self._scratch(n, w)
         np.subtract(x, mean, out=xd)
         np.multiply(xd, xd, out=sq)
-        np.divide(np.einsum("tc->c", sq), n, out=out[:, nb])
-        np.divide(np.einsum("tc,tc->c", sq, sq), n, out=out[:, nb + 1])
+        np.divide(np.einsum("tc->c", sq), n, out=out[nb])
+        np.divide(np.einsum("tc,tc->c", sq, sq), n, out=out[nb + 1])
         np.multiply(xd, self._taper, out=xd)
         spec = scipy.fft.rfft(xd, axis=0, workers=1)
         parts = spec.view(np.float32)  # re, im interleaved: square in place, add pairs
@@ -373,12 +376,12 @@ class FeatureExtractor:
         np.add(parts[:, 0::2], parts[:, 1::2], out=power)
         power[0] = 0.0
         for j, band in enumerate(self._band_bins):
-            np.add.reduce(power[band], axis=0, out=out[:, j])
-        np.add.reduce(power, axis=0, out=out[:, nb + 2])
-        np.einsum("f,fc->c", self._freqs, power, out=out[:, nb + 3])
+            np.add.reduce(power[band], axis=0, out=out[j])
+        np.add.reduce(power, axis=0, out=out[nb + 2])
+        np.einsum("f,fc->c", self._freqs, power, out=out[nb + 3])
         logp = sq[1:nbins]
         np.log(np.add(power[1:], _EPS, out=logp), out=logp)
-        np.divide(np.add.reduce(logp, axis=0), nbins - 1, out=out[:, nb + 4])
+        np.divide(np.add.reduce(logp, axis=0), nbins - 1, out=out[nb + 4])
 
     def _with_context(self, base: np.ndarray) -> np.ndarray:
         if self.spec.context_radius == 0:
