@@ -22,8 +22,8 @@ A file with an ``[alerting]`` table::
 
     [[rules]]
     name = "leaks-and-sand"
-    sites = ["well-a"]                  # empty or absent: any site
-    gateways = []                       # empty or absent: any gateway
+    sites = ["demo"]                    # empty or absent: any site
+    gateways = ["well-a"]               # empty or absent: any gateway
     min_severity = "medium"             # low | medium | high | critical
     kinds = ["leak", "sand"]            # event kinds (class_hint); empty: any kind
     receivers = ["ops", "bus"]

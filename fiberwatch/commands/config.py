@@ -1,4 +1,4 @@
-"""`fiberwatch config check FILE...`: validate interrogator and gateway configs.
+"""`fiberwatch config check FILE...`: validate interrogator, gateway, bridge and alerting configs.
 
 Prints ``OK FILE (kind)`` on stdout per valid file and ``FILE: field: message`` on stderr per
 problem; exits 0 when every file is valid, 1 when any is not, 2 on usage errors.
@@ -13,7 +13,8 @@ from pathlib import Path
 from fiberwatch.cli import UsageError
 
 _EPILOG = """\
-A file's kind is told by its top-level table, [interrogator] or [gateway]. A gateway stream
+A file's kind is told by its top-level table: [interrogator], [gateway], [bridge] or [alerting]
+(rules and receivers, `fiberwatch cloud alerting`). A gateway stream
 that names an interrogator is compared with that interrogator's file when it is checked in the
 same run, or lies in the gateway's folder or the sibling interrogators/ folder.
 
@@ -22,13 +23,14 @@ example: fiberwatch config check firmware_configs/"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("config", help="validate firmware configs (interrogators, gateways)",
-                       description="Firmware configs: interrogators and gateways.")
+    p = sub.add_parser("config",
+                       help="validate configs (interrogators, gateways, bridges, alerting)",
+                       description="Configs: interrogators, gateways, bridges, alerting.")
     csub = p.add_subparsers(dest="config_command", metavar="ACTION")
     c = csub.add_parser(
         "check",
         help="validate config files",
-        description="Validate interrogator and gateway configs (TOML).",
+        description="Validate interrogator, gateway, bridge and alerting configs (TOML).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

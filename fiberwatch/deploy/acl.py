@@ -9,7 +9,9 @@ Site broker, gateway G of site S (topics of `edge_agent.topics`):
 
 Cloud broker: ``bridge.S`` writes site S's uplink topics and reads its model topics;
 ``ingest`` and ``viewer`` read every uplink topic; ``rollout`` reads them and writes the
-model topics. An all-in-one broker (the demo) carries both sets.
+model topics; ``alerting`` reads every gateway's events and writes only the alert topics
+(``fiberwatch/v1/alerts`` and below it: an mqtt receiver of `firmware_configs.alerting`
+names one), which ``viewer`` may read. An all-in-one broker (the demo) carries both sets.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fiberwatch.deploy.spec import (
 )
 
 UPLINK = ("events", "features/+", "health", "model_state")
+ALERTS = f"{ROOT}/alerts/#"  # the alert topics (`#` also matches fiberwatch/v1/alerts itself)
 DOWNLINK = ("model", "config")
 
 
@@ -49,14 +52,20 @@ def site_acl(site: Site) -> str:
 def cloud_rules(spec: DeploySpec) -> str:
     every = [f"{ROOT}/+/+/{s}" for s in UPLINK]
     out = _user("ingest", [("read", t) for t in every])
-    out += _user("viewer", [("read", t) for t in every])
+    out += _user("viewer", [("read", t) for t in every] + [("read", ALERTS)])
     out += _user("rollout", [("read", t) for t in every]
                  + [("write", f"{ROOT}/+/+/{s}") for s in DOWNLINK])
+    out += alerting_rules()
     for s in spec.sites:
         out += _user(bridge_user(s.name),
                      [("write", f"{ROOT}/{s.name}/+/{t}") for t in UPLINK]
                      + [("read", f"{ROOT}/{s.name}/+/{t}") for t in DOWNLINK])
     return out
+
+
+def alerting_rules() -> str:
+    """The alerting process: every gateway's events in, alerts out, nothing else."""
+    return _user("alerting", [("read", f"{ROOT}/+/+/events"), ("write", ALERTS)])
 
 
 def cloud_acl(spec: DeploySpec) -> str:

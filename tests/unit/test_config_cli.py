@@ -63,3 +63,15 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "usage: fiberwatch config check" in out and "exit status" in out
+
+
+def test_an_alerting_file_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "alerts.toml"
+    bad.write_text('[alerting]\nstate_db = "a.sqlite"\n[[receivers]]\nname = "hook"\n'
+                   'type = "webhook"\nurl = "http://192.0.2.1/hook"\n'
+                   '[[rules]]\nname = "r"\nreceivers = ["hook"]\n')
+    assert main(["config", "check", str(bad)]) == 1
+    assert "https" in capsys.readouterr().err  # plain http only on loopback
+    bad.write_text(bad.read_text().replace("192.0.2.1", "127.0.0.1"))
+    assert main(["config", "check", str(bad)]) == 0
+    assert "(alerting)" in capsys.readouterr().out

@@ -109,3 +109,15 @@ def test_deploy_broker_before_creds_is_a_usage_error(tmp_path: Path,
     sites.write_text('[[site]]\nname = "s1"\ngateways = ["a"]\n')
     assert main(["deploy", "broker", "--sites", str(sites), "--out", str(tmp_path / "o")]) == 2
     assert "deploy creds" in capsys.readouterr().err
+
+
+def test_the_alerting_login_reads_events_and_writes_only_alerts() -> None:
+    spec = parse_spec(SPEC)
+    text = acl.cloud_acl(spec)
+    block = text.split("user alerting\n")[1].split("\n\n")[0].splitlines()
+    assert block == ["topic read fiberwatch/v1/+/+/events", "topic write fiberwatch/v1/alerts/#"]
+    viewer = text.split("user viewer\n")[1].split("\n\n")[0].splitlines()
+    assert "topic read fiberwatch/v1/alerts/#" in viewer
+    assert not any(line.startswith("topic write") for line in viewer)
+    assert "alerting" in generate.client_groups(spec)  # its password, certificate and folder
+    assert acl.alerting_rules() in acl.single_acl(spec)  # the demo's broker has it too
