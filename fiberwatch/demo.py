@@ -1,9 +1,10 @@
 """`fiberwatch demo`: the whole system on one machine, started for real and stopped cleanly.
 
 Mosquitto and influxd (Debian's) in a local data directory, the cloud (ingestion, API and
-dashboard), the Flower SuperLink with the rollout controller, three gateway agents (two
-wells, one pipeline) with SuperNodes for the wells, and the simulator feeding all three with
-a schedule of anomalies. A federated round and a canary rollout run while it runs.
+dashboard, alerting to a webhook receiver the demo starts and to the MQTT alert topic), the
+Flower SuperLink with the rollout controller, three gateway agents (two wells, one pipeline)
+with SuperNodes for the wells, and the simulator feeding all three with a schedule of
+anomalies. A federated round and a canary rollout run while it runs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from edge_agent.config import GatewayConfig
 from federation.processes import wait_until
+from fiberwatch.demo_alerts import WebhookReceiver
 from fiberwatch.demo_setup import (
     DemoLayout,
     DemoMqtt,
@@ -49,6 +51,8 @@ class DemoOptions:
     leak_onset_s: float = 40.0
     train_seconds: float = 20.0
     canary_window_s: float = 60.0
+    alert_webhook: str | None = None  # None: the demo's own receiver (`WebhookReceiver`)
+    alert_min_severity: str = "medium"  # events below this raise no alert
 
 
 @dataclass
@@ -68,6 +72,8 @@ class DemoRun:
     fl_started: bool = False
     fl_child: Child | None = None
     stop: threading.Event = field(default_factory=threading.Event)
+    alert_webhook: str = ""  # where alerts are POSTed
+    receiver: WebhookReceiver | None = None  # the demo's own webhook receiver, if it runs one
 
     @property
     def dashboard(self) -> str:
@@ -84,6 +90,7 @@ def _fresh_layout(opts: DemoOptions) -> DemoLayout:
     layout.root.mkdir(parents=True, exist_ok=True)
     for stale in ("state", "registry", "flower", "gateways"):
         _rmtree(layout.root / stale)
+    layout.alerts_received.unlink(missing_ok=True)
     return layout
 
 
@@ -133,12 +140,34 @@ def _register_initial(layout: DemoLayout, pkg: Path) -> str:
 
 def _start_cloud(sup: Supervisor, layout: DemoLayout, broker: Mosquitto, influx: Influxd,
                  mqtt: DemoMqtt, api_port: int) -> None:
-    """Ingestion (MQTT -> InfluxDB) and the HTTP API with the dashboard."""
+    """Ingestion (MQTT -> InfluxDB), alerting (TLS, login ``alerting``) and the HTTP API
+    with the dashboard (acknowledge/resolve in alerting's state)."""
     sup.start("ingest", _fw("cloud", "ingest", "--mqtt-port", str(broker.port),
                             "--influx-url", influx.url, *mqtt.flags("ingest")))
+    sup.start("alerting", _fw("cloud", "alerting", "--config", str(layout.alerting_config),
+                              "--influx-url", influx.url, "--mqtt-host", "127.0.0.1",
+                              "--mqtt-port", str(broker.port), *mqtt.flags("alerting"),
+                              "--log-level", "INFO"))
     sup.start("api", _fw("cloud", "serve", "--port", str(api_port), "--influx", influx.url,
                          "--registry", str(layout.registry), "--tokens", str(layout.tokens),
-                         "--model-public-key", str(layout.public_key)))
+                         "--model-public-key", str(layout.public_key),
+                         "--alerting", str(layout.alerting_config)))
+
+
+def _alerting(opts: DemoOptions, layout: DemoLayout, api_port: int) -> WebhookReceiver | None:
+    """The rules file; the demo's webhook receiver unless `opts` names a webhook."""
+    from fiberwatch import demo_alerts
+
+    receiver = None
+    url = opts.alert_webhook
+    if url is None:
+        receiver = WebhookReceiver(layout.alerts_received).start()
+        url = receiver.url
+    demo_alerts.write_config(layout.alerting_config, state_db=layout.root / "state" /
+                             "alerts.sqlite", webhook_url=url,
+                             min_severity=opts.alert_min_severity,
+                             external_url=f"http://127.0.0.1:{api_port}/")
+    return receiver
 
 
 def _log_size(path: Path) -> int:
@@ -210,6 +239,7 @@ def start(opts: DemoOptions) -> DemoRun:
     sup, mqtt = Supervisor(layout.logs), ensure_mqtt(layout)  # TLS, logins, per-gateway ACL
     broker = Mosquitto(layout.root / "mosquitto", secure_dir=mqtt.broker_dir)
     influx = Influxd(layout.root / "influxd")
+    receiver = None
     try:
         broker.start()
         influx.start()
@@ -226,12 +256,16 @@ def start(opts: DemoOptions) -> DemoRun:
                        leak_onset=opts.leak_onset_s)
         token = write_tokens(layout)
         api_port = opts.api_port or free_port()
+        receiver = _alerting(opts, layout, api_port)
         _start_cloud(sup, layout, broker, influx, mqtt, api_port)
         _start_gateways(sup, layout, opts, configs, broker, mqtt, superlink_port, tls)
         t0_ns = _start_sim(sup, layout, opts, broker, mqtt)
         return DemoRun(layout, broker, influx, sup, f"http://127.0.0.1:{api_port}", token, t0_ns,
-                       version, mqtt, gateways=tuple(configs))
+                       version, mqtt, gateways=tuple(configs), receiver=receiver,
+                       alert_webhook=receiver.url if receiver else str(opts.alert_webhook))
     except BaseException:
+        if receiver is not None:
+            receiver.stop()
         sup.stop_all()
         influx.stop()
         broker.stop()
@@ -259,6 +293,8 @@ def _superlink_port(layout: DemoLayout) -> int:
 
 
 def stop(run: DemoRun) -> None:
+    if run.receiver is not None:
+        run.receiver.stop()
     run.supervisor.stop_all()
     run.influx.stop()
     run.broker.stop()
@@ -279,12 +315,23 @@ def trust_line(layout: DemoLayout) -> str:
             f"({len(FL_GATEWAYS)} node keys registered)")
 
 
+def alerts_line(run: DemoRun) -> str:
+    """Where alerts go: the webhook (and what the demo's receiver writes) and the topic."""
+    from fiberwatch.demo_alerts import ALERT_TOPIC
+
+    taken = (f" (the demo's receiver; alerts it takes: {run.layout.alerts_received})"
+             if run.receiver is not None else "")
+    return (f"alerts (rules {run.layout.alerting_config}) -> webhook {run.alert_webhook}"
+            f"{taken} and MQTT {ALERT_TOPIC} (login alerting, TLS)")
+
+
 def main(opts: DemoOptions) -> int:
     run = start(opts)
     print(f"fiberwatch demo: dashboard {run.dashboard}", flush=True)
     print(f"fiberwatch demo: API {run.api_url}/docs  token {run.token}  logs {run.layout.logs}",
           file=sys.stderr, flush=True)
     print(f"fiberwatch demo: {trust_line(run.layout)}", file=sys.stderr, flush=True)
+    print(f"fiberwatch demo: {alerts_line(run)}", file=sys.stderr, flush=True)
     board = StatusBoard(run)
     deadline = None if opts.seconds is None else time.monotonic() + opts.seconds
     began = time.monotonic()

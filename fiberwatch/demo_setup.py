@@ -49,6 +49,8 @@ class DemoLayout:
     schedule = _Under("schedule.json")
     labels = _Under("labels.jsonl")
     mqtt = _Under("mqtt")
+    alerting_config = _Under("alerts.toml")
+    alerts_received = _Under("alerts-received.jsonl")  # what the demo's webhook took
 
     def node_key(self, gateway: str) -> Path:
         return self.flower_tls / f"{gateway}.key"

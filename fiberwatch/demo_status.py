@@ -1,8 +1,9 @@
 """The demo's live one-line status, from what the gateways and the cloud publish.
 
-It listens on MQTT like any cloud component (retained health, events, model state) and asks
-the model registry for the rollout state: gateways up, frames/s, events, federated round,
-model versions served.
+It listens on MQTT like any cloud component (retained health, events, model state), asks
+the model registry for the rollout state and the API for alert deliveries: gateways up,
+frames/s, events, alerts delivered (and what the demo's webhook receiver took), federated
+round, model versions served.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import sys
 import threading
 import time
+import urllib.request
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -33,6 +36,8 @@ class StatusBoard:
         self.model_state: dict[str, dict[str, Any]] = {}
         self.events: dict[str, dict[str, Any]] = {}
         self._last_print = 0.0
+        self._alerts: dict[str, Any] = {"delivered": 0, "receivers": {}, "p50_ms": None}
+        self._alerts_at = -1e9
         self.broker = BrokerConfig(
             port=run.broker.port, tls=True, ca_file=run.mqtt.ca, username="viewer",
             password_file=run.mqtt.password_file("viewer"))
@@ -104,6 +109,32 @@ class StatusBoard:
         parts.append(f"fed models {fed}")
         return ", ".join(parts)
 
+    def alerts(self) -> dict[str, Any]:
+        """Alert deliveries from the API (``/alerts/deliveries``), asked at most every 2 s."""
+        now = time.monotonic()
+        if now - self._alerts_at >= 2.0:
+            self._alerts_at = now
+            req = urllib.request.Request(  # noqa: S310 - the demo's own loopback API
+                f"{self.run.api_url}/api/v1/alerts/deliveries?limit=10000",
+                headers={"Authorization": f"Bearer {self.run.token}"})
+            try:
+                with urllib.request.urlopen(req, timeout=2) as r:  # noqa: S310 - loopback API
+                    data = json.loads(r.read())
+                items = data["items"]
+                self._alerts = {"delivered": len(items),
+                                "receivers": dict(Counter(i["receiver"] for i in items)),
+                                "p50_ms": data["latency_ms"]["p50"]}
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # the API is starting or busy: keep the last figures
+        return self._alerts
+
+    def alerts_text(self) -> str:
+        a = self.alerts()
+        rx = self.run.receiver
+        got = f", webhook got {rx.received}" if rx is not None else ""
+        p50 = f", p50 {a['p50_ms']:.0f} ms" if a["p50_ms"] is not None else ""
+        return f"alerts {a['delivered']} sent{got}{p50}"
+
     def line(self) -> str:
         s = self.snapshot()
         elapsed = (time.time_ns() - self.run.t0_ns) / 1e9
@@ -112,7 +143,8 @@ class StatusBoard:
               "running" if child is not None and child.alive() else "done")
         return (f"[{elapsed:5.0f}s] mqtt {self.security}  "
                 f"gateways {s['gateways_up']}/{len(self.run.gateways)}  frames/s "
-                f"{s['frames_per_s']:6.0f}  events {s['events']:3d}  FL {fl}  "
+                f"{s['frames_per_s']:6.0f}  events {s['events']:3d}  {self.alerts_text()}  "
+                f"FL {fl}  "
                 f"{s['rollout']}  serving {','.join(s['models']) or '-'}")
 
     def render(self) -> None:
@@ -126,5 +158,12 @@ class StatusBoard:
 
     def summary(self) -> str:
         s = self.snapshot()
+        self._alerts_at = -1e9  # fresh figures
+        a = self.alerts()
+        per = ", ".join(f"{k} {v}" for k, v in sorted(a["receivers"].items())) or "none"
+        rx = self.run.receiver
+        took = (f"; the demo's webhook took {rx.received} (last: {rx.last_line()}), listed in "
+                f"{rx.log_path}" if rx is not None else "")
         return (f"fiberwatch demo: {s['events']} events, gateways seen {s['gateways']}, "
-                f"models served {', '.join(s['models']) or '-'}; {s['rollout']}")
+                f"models served {', '.join(s['models']) or '-'}; {s['rollout']}\n"
+                f"fiberwatch demo: alert deliveries {a['delivered']} ({per}){took}")
