@@ -11,7 +11,8 @@ from fiberwatch.cli import UsageError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="run the whole system on this machine (Ctrl-C stops everything)",
-        description="Starts Mosquitto, influxd, the cloud (ingestion, API, dashboard), Flower, "
+        description="Starts Mosquitto, influxd, the cloud (ingestion, API, dashboard, alerting "
+                    "to a webhook receiver it starts and an MQTT topic), Flower, "
                     "three gateway agents and the simulator; prints the dashboard address and "
                     "a live status line; runs a federated round and a canary rollout.")
     p.add_argument("--seconds", type=float, help="stop after N seconds (default: until Ctrl-C)")
@@ -22,10 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="dashboard/API port (0 = any free)")
     p.add_argument("--fl-after", type=float, default=45.0,
                    help="seconds before the federated round starts (default 45)")
+    p.add_argument("--alert-webhook", metavar="URL",
+                   help="POST alerts (Alertmanager webhook JSON) here instead of to the demo's "
+                        "own receiver; https, or http on loopback")
+    p.add_argument("--alert-min-severity", default="medium",
+                   choices=("low", "medium", "high", "critical"),
+                   help="events below this raise no alert (default medium)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from edge_agent.config import ConfigError
     from fiberwatch.demo import DemoOptions, main
     from fiberwatch.services import ServiceError
 
@@ -35,8 +43,11 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--channels must be >= 0")
     opts = DemoOptions(data_dir=args.data_dir, seconds=args.seconds,
                        channels=args.channels or None, api_port=args.port,
-                       fl_after_s=args.fl_after)
+                       fl_after_s=args.fl_after, alert_webhook=args.alert_webhook,
+                       alert_min_severity=args.alert_min_severity)
     try:
         return main(opts)
     except ServiceError as exc:
+        raise UsageError(str(exc)) from None
+    except ConfigError as exc:  # e.g. a plain-http --alert-webhook off loopback
         raise UsageError(str(exc)) from None

@@ -1,7 +1,9 @@
 """Real headless Chromium (Debian's) driven by Playwright, shared by the dashboard tests.
 
 `browser()` launches it with the flags the tests need on a loopback-only machine, `page()`
-opens a page in a fresh context (no stored token or view), `until()` polls a JS expression
+opens a page in a fresh context (no stored token or view), `console_problems()` collects the
+page's uncaught errors and console errors (a test asserts the list stays empty), `until()`
+polls a JS expression
 (the dashboard's CSP forbids Playwright's eval-based waits) and `screenshot()` writes a PNG,
 copying it into ``docs/`` only when ``FIBERWATCH_UPDATE_SCREENSHOTS`` is set.
 """
@@ -64,6 +66,22 @@ def page(chromium: Any, width: int, height: int) -> Iterator[Any]:
         yield context.new_page()
     finally:
         context.close()
+
+
+def console_problems(page: Any, *, allow: tuple[str, ...] = ()) -> list[str]:
+    """A list that fills with the page's uncaught exceptions and ``console.error`` messages
+    (Chromium logs a failed request, e.g. a 4xx/5xx answer, as one), except those containing
+    one of `allow` (a test that provokes an error on purpose names it)."""
+    found: list[str] = []
+
+    def add(text: str) -> None:
+        if not any(a in text for a in allow):
+            found.append(text)
+
+    page.on("pageerror", lambda e: add(f"pageerror: {e}"))
+    page.on("console", lambda m: add(f"console.error: {m.text} ({m.location})")
+            if m.type == "error" else None)
+    return found
 
 
 def until(page: Any, expression: str, timeout: float = 20.0) -> Any:
