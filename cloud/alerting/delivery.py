@@ -62,6 +62,33 @@ class WebhookSender:
         self._client.close()
 
 
+class _Pubacks:
+    """The broker's PUBACK reason per message id. Over MQTT v5 a publish the broker refuses
+    (e.g. a topic the login's ACL does not allow) is still acknowledged, with a failure
+    reason: such an alert is not delivered. One per client (its ``on_publish``)."""
+
+    def __init__(self, client: Any) -> None:
+        self._codes: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        client.on_publish = self._on_publish
+
+    @staticmethod
+    def of(client: Any) -> _Pubacks:
+        acks = getattr(client, "_fiberwatch_pubacks", None)
+        if not isinstance(acks, _Pubacks):
+            acks = _Pubacks(client)
+            client._fiberwatch_pubacks = acks
+        return acks
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any = None, _p: Any = None) -> None:
+        with self._lock:  # paho calls this before the message counts as published
+            self._codes[mid] = reason
+
+    def pop(self, mid: int) -> Any:
+        with self._lock:
+            return self._codes.pop(mid, None)
+
+
 class MqttSender:
     """Publish the JSON on the receiver's topic (QoS1 by default) and wait for the broker."""
 
@@ -69,6 +96,7 @@ class MqttSender:
         assert receiver.topic is not None
         self.topic, self.qos, self.client, self.timeout_s = (receiver.topic, receiver.qos,
                                                              client, timeout_s)
+        self._acks = _Pubacks.of(client)
 
     def send(self, payload: dict[str, Any]) -> None:
         if not self.client.is_connected():
@@ -80,6 +108,9 @@ class MqttSender:
             raise DeliveryError(f"publish failed: {exc}") from None
         if not info.is_published():
             raise DeliveryError("no PUBACK from the broker in time")
+        reason = self._acks.pop(info.mid)
+        if getattr(reason, "is_failure", False):
+            raise DeliveryError(f"the broker refused the publish on {self.topic}: {reason}")
 
     def close(self) -> None:
         pass

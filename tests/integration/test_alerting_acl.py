@@ -79,3 +79,33 @@ def test_the_alerting_login_needs_its_password(broker: tuple[Mosquitto, Layout])
         assert not p.connected
     finally:
         p.close()
+
+
+def test_a_publish_the_acl_refuses_is_not_counted_as_delivered(
+        broker: tuple[Mosquitto, Layout]) -> None:
+    """MQTT v5 acknowledges a refused publish with a failure reason: the alert stays queued
+    (a receiver topic outside fiberwatch/v1/alerts/# is a config error the queue shows)."""
+    from cloud.alerting.delivery import DeliveryError, MqttSender
+    from edge_agent.config import BrokerConfig
+    from edge_agent.mqtt_client import make_client
+    from firmware_configs.alerting import Receiver
+
+    b, lay = broker
+    client = make_client(BrokerConfig(port=b.port, tls=True, ca_file=lay.ca.cert,
+                                      username="alerting",
+                                      password_file=lay.client_dir("alerting") / "password"),
+                         "alerting")
+    client.reconnect()
+    client.loop_start()
+    try:
+        wait_for(client.is_connected, 10, "the alerting login")
+        ok = MqttSender(Receiver(name="bus", type="mqtt", topic=f"{ALERTS}/s1"), client)
+        wrong = MqttSender(Receiver(name="bad", type="mqtt", topic="fiberwatch/v1/alarms"),
+                           client)
+        ok.send({"alerts": []})
+        with pytest.raises(DeliveryError, match="refused"):
+            wrong.send({"alerts": []})
+        ok.send({"alerts": []})  # one client, both senders: each reads its own PUBACK
+    finally:
+        client.loop_stop()
+        client.disconnect()
