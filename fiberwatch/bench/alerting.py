@@ -85,6 +85,13 @@ def _wait(cond: Any, timeout: float) -> bool:
     return True
 
 
+def _alert_id(e: Any) -> str:
+    """The id an alert names an event by: the cloud's (ingestion scopes ids by gateway)."""
+    from cloud.codec import cloud_event_id
+
+    return cloud_event_id(e.site, e.gateway, e.id)
+
+
 def _publish(pub: Any, events: list[Any]) -> None:
     from edge_agent import topics
 
@@ -93,6 +100,8 @@ def _publish(pub: Any, events: list[Any]) -> None:
 
 
 def _pcts(ms: list[float]) -> dict[str, Any]:
+    if not ms:
+        raise RuntimeError("no alert for a published event reached the webhook")
     a = np.asarray(ms)
     return {"n": len(ms), "p50": round(float(np.percentile(a, 50)), 1),
             "p99": round(float(np.percentile(a, 99)), 1), "max": round(float(a.max()), 1)}
@@ -162,7 +171,7 @@ def _latency(pub: Any, rx: _Receiver, n: int) -> dict[str, Any]:
     sent: dict[str, int] = {}
     for i in range(n):
         e = _event(i * 10, now - 60 * S + i * S)
-        sent[e.id] = e.detected_ns
+        sent[_alert_id(e)] = e.detected_ns
         _publish(pub, [e])
         time.sleep(0.2)  # ~5 events/s, about one per poll or less
     _wait(lambda: len({g[0] for g in rx.got}) >= n, 60)
@@ -182,7 +191,7 @@ def _outage(pub: Any, rx: _Receiver, n: int, outage_s: float) -> dict[str, Any]:
     time.sleep(outage_s)
     back = _Receiver(port)
     t0 = time.monotonic()
-    ids = {e.id for e in events}
+    ids = {_alert_id(e) for e in events}
     _wait(lambda: ids <= {g[0] for g in back.got}, 120)
     drain = time.monotonic() - t0
     got = [g[0] for g in back.got if g[0] in ids]
