@@ -188,11 +188,14 @@ def model_state_lines(site: str, gateway: str, d: Mapping[str, Any], received_ns
     return [line(schema.MODEL_STATE, tags, fields, t_ns), line(schema.FLEET, tags, fleet, 0)]
 
 
-def label_line(event_id: str, *, label: str, note: str, user: str, created_ns: int) -> str:
+def label_line(event_id: str, *, label: str, note: str, user: str, created_ns: int,
+               kind: str = "") -> str:
     """A ``label`` point; `note` is stored JSON-encoded (see `note_text`)."""
-    return line(schema.LABEL, {"event_id": event_id, "label": label},
-                {"note": json.dumps(note), "user": user, "created_ns": int(created_ns)},
-                created_ns)
+    fields: dict[str, Any] = {"note": json.dumps(note), "user": user,
+                              "created_ns": int(created_ns)}
+    if kind:
+        fields["kind"] = kind
+    return line(schema.LABEL, {"event_id": event_id, "label": label}, fields, created_ns)
 
 
 def note_text(stored: str | None) -> str:

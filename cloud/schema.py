@@ -24,8 +24,9 @@ Measurements (tags first, then fields; ``time`` in ns):
     (kept as ``gateway_event_id``): a gateway cannot write over another one's event.
     The same id written twice is one point (same series, same time); the later write wins.
 ``label`` (events)
-    tags ``event_id, label`` (confirmed | false_alarm | note); fields ``note`` (JSON text of
-    the note: line protocol cannot carry newlines), ``user``, ``created_ns``;
+    tags ``event_id, label`` (confirmed | false_alarm | maintenance | note); fields ``note``
+    (JSON text of the note: line protocol cannot carry newlines), ``user``, ``created_ns``,
+    ``kind`` (the anomaly kind of a confirmed event, e.g. leak; may be absent);
     time = created_ns.
 ``features`` (raw) and ``features_10s`` (history)
     tags ``site, gateway, stream``; fields ``score, energy, threshold`` (packed arrays, one
@@ -91,7 +92,7 @@ FEATURES, FEATURES_HISTORY = "features", "features_10s"
 HEALTH, FLEET, MODEL_STATE, FL_ROUND = "health", "fleet", "model_state", "fl_round"
 INGEST = "ingest"  # one snapshot point per ingestion client id (time 0): its status counters
 HISTORY_STEP_S = 10
-LABELS = ("confirmed", "false_alarm", "note")
+LABELS = ("confirmed", "false_alarm", "maintenance", "note")
 
 _UNITS = {"ns": 1e-9, "u": 1e-6, "µ": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60,
           "h": 3600, "d": 86400, "w": 604800}

@@ -142,10 +142,19 @@ class Store:
             out.setdefault(r["event_id"], []).append(
                 {"event_id": r["event_id"], "label": r["label"],
                  "note": codec.note_text(r.get("note")), "user": r.get("user") or "",
-                 "time_ns": int(r["time"])})
+                 "time_ns": int(r["time"]), "kind": r.get("kind") or ""})
         return out
 
-    def add_label(self, event_id: str, *, label: str, note: str, user: str) -> dict[str, Any]:
+    def all_labels(self, since_ns: int = 0) -> list[dict[str, Any]]:
+        """Every label stored at or after ``since_ns``, oldest first (`labels` items)."""
+        q = (f"SELECT * FROM {self._from(schema.RP_EVENTS, schema.LABEL)} "
+             f"WHERE time >= {int(since_ns)}")
+        ids = [r["event_id"] for r in self._rows(q)]
+        return sorted((lb for v in self._labels_for(ids).values() for lb in v
+                       if lb["time_ns"] >= since_ns), key=lambda lb: lb["time_ns"])
+
+    def add_label(self, event_id: str, *, label: str, note: str, user: str,
+                  kind: str = "") -> dict[str, Any]:
         """Store an operator label; returns it as `labels` lists it.
 
         Raises
@@ -165,9 +174,11 @@ class Store:
             raise UnknownEvent(f"no event with id {event_id!r}")
         with self._lock:  # distinct times, so two labels of one event never overwrite
             t = self._last_label_ns = max(time.time_ns(), self._last_label_ns + 1)
-        line = codec.label_line(event_id, label=label, note=note, user=user, created_ns=t)
+        line = codec.label_line(event_id, label=label, note=note, user=user, created_ns=t,
+                                kind=kind)
         self.influx.write(self.db, [line], rp=schema.RP_EVENTS)
-        return {"event_id": event_id, "label": label, "note": note, "user": user, "time_ns": t}
+        return {"event_id": event_id, "label": label, "note": note, "user": user, "time_ns": t,
+                "kind": kind}
 
     # --- fleet and rounds -----------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from edge_agent.clock import wall_ns
 from edge_agent.config import ConfigError, GatewayConfig, StreamConfig
 from edge_agent.detectors.stats import RobustZDetector
 from edge_agent.hot_swap import ModelSlot
+from edge_agent.labels import LabelBook
 from edge_agent.metrics import Metrics, rss_mb
 from edge_agent.mqtt_source import FrameQueue, MqttSource
 from edge_agent.normal_buffer import NormalBuffer
@@ -48,6 +49,11 @@ NORMAL_ROWS_PER_WINDOW = 16
 
 def outbox_path(cfg: GatewayConfig) -> Path:
     return cfg.gateway.data_dir / "outbox.db"
+
+
+def labels_path(cfg: GatewayConfig) -> Path:
+    """The gateway's operator labels and flagged-row journal (`edge_agent.labels.LabelBook`)."""
+    return cfg.gateway.data_dir / "labels.db"
 
 
 def normal_buffer_path(cfg: GatewayConfig, kind: str) -> Path:
@@ -164,8 +170,10 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
     outbox = deps.outbox(cfg)
     site, gw = cfg.gateway.site, cfg.gateway.id
     worker: ModelWorker  # the uplink calls back only after start(), when `worker` exists
-    uplink = deps.uplink(cfg, outbox, on_model_package=lambda pkg: worker.submit(pkg))
-    slots, buffers, pipelines = _streams(cfg, deps, public_key, uplink, metrics)
+    book = LabelBook(labels_path(cfg))
+    uplink = deps.uplink(cfg, outbox, on_model_package=lambda pkg: worker.submit(pkg),
+                         on_label=lambda p: book.handle(p, site=site, gateway=gw))
+    slots, buffers, pipelines = _streams(cfg, deps, public_key, uplink, metrics, book)
     worker = ModelWorker({k: (slots[k], pipelines[k].recent_rows) for k in slots})
     processor = Processor(frames, {topics.raw(site, gw, k): p for k, p in pipelines.items()},
                           metrics)
@@ -191,6 +199,7 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
             if b is not None:
                 b.close()
         outbox.close()
+        book.close()
         log.info("event=agent_stopped %s", " ".join(
             f"{k}={v}" for k, v in metrics.snapshot().items() if isinstance(v, int)))
     return metrics.snapshot()
@@ -205,7 +214,8 @@ def _stop_uplink(uplink: Any, health: _Health) -> None:
 
 
 def _streams(cfg: GatewayConfig, deps: Deps, public_key: bytes | None, uplink: Any,
-             metrics: Metrics) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+             metrics: Metrics, label_book: Any = None
+             ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Per stream kind: its model slot, its normal-window buffer and its pipeline."""
     slots: dict[str, Any] = {}
     buffers: dict[str, Any] = {}
@@ -219,7 +229,7 @@ def _streams(cfg: GatewayConfig, deps: Deps, public_key: bytes | None, uplink: A
             summary_interval_s=cfg.uplink.summary_interval_s, normal_buffer=buffers[s.kind],
             smoke_windows=cfg.model.smoke_windows, normal_rows=NORMAL_ROWS_PER_WINDOW,
             gateway_clock_ns=wall_ns, max_clock_skew_s=cfg.ingest.max_clock_skew_s,
-            feature_threads=cfg.processing.feature_threads)
+            feature_threads=cfg.processing.feature_threads, label_book=label_book)
     return slots, buffers, pipelines
 
 

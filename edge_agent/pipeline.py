@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,8 @@ class StreamPipeline:
                  clock_ns: Callable[[], int] = time.time_ns,
                  monotonic: Callable[[], float] = time.monotonic,
                  max_clock_skew_s: float | None = None,
-                 gateway_clock_ns: Callable[[], int] = time.time_ns) -> None:
+                 gateway_clock_ns: Callable[[], int] = time.time_ns,
+                 label_book: Any = None) -> None:
         spec = stream.feature_spec()
         if spec.profile == "mv":  # one model over all columns: one score, one group
             stream = stream.model_copy(update={"group_size": stream.channels})
@@ -97,6 +99,7 @@ class StreamPipeline:
         self.summaries = SummaryAccumulator(site, gateway, stream)
         self.model_health = ModelHealth()  # drift figures for the health heartbeat
         self.normal_buffer = normal_buffer
+        self.label_book = label_book  # `edge_agent.labels.LabelBook`: journal and exclusions
         self._energy_col = spec.names.index("log_rms") if spec.profile == "das" else None
         self._starts = np.arange(0, stream.channels, stream.group_size)
         self._sizes = np.diff(np.append(self._starts, stream.channels))
@@ -152,6 +155,8 @@ class StreamPipeline:
         flagged = thr.classify(gscores)
         s = Scored(w, rows, scores, gscores, thr.thresholds.copy(), flagged, *model, contrib)
         self._record_latency(w)
+        if self.label_book is not None and rows.shape[0] == scores.shape[0] and flagged.any():
+            self._journal(s)
         self._send(self.events.update(s))
         self._learn(s, det, thr)
         self.summaries.add(s, self._energy(w, rows), thr.reported())
@@ -242,10 +247,23 @@ class StreamPipeline:
             else w.data.mean(axis=0)
         return np.add.reduceat(per_ch.astype(np.float64), self._starts) / self._sizes
 
+    def _journal(self, s: Scored) -> None:
+        """The rows of flagged groups, for labels that come later (`edge_agent.labels`)."""
+        mask = np.repeat(s.flagged, self._sizes)
+        channels = self.stream.first_channel + np.flatnonzero(mask)
+        self.label_book.record_flagged(self.stream.kind, s.window.t_start_ns,
+                                       s.window.t_end_ns, channels, s.rows[mask])
+
     def _learn(self, s: Scored, det: object, thr: GroupThreshold) -> None:
         exclude = s.flagged.copy()
         if s.window.nonfinite is not None:
             exclude |= np.logical_or.reduceat(s.window.nonfinite, self._starts)
+        if self.label_book is not None:  # inside a labelled anomaly or maintenance
+            labelled = self.label_book.excluded_channels(
+                self.stream.kind, s.window.t_start_ns, s.window.t_end_ns,
+                self.stream.first_channel, self.stream.channels)
+            if labelled is not None:
+                exclude |= np.logical_or.reduceat(labelled, self._starts)
         if getattr(det, "ready", True):
             thr.learn(s.group_scores, exclude)
         near = exclude.copy()

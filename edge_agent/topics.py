@@ -11,6 +11,9 @@ suffix                 payload    QoS     meaning
 ``health``             JSON       1, ret  heartbeat (`edge_agent` health), retained
 ``model``              package    1, ret  model announcement: the signed package bytes, retained
 ``model_state``        JSON       1, ret  which model the gateway serves and why, retained
+``labels/{key}``       JSON       1, ret  operator labels of this gateway's events, one
+                                          retained topic per label (`edge_agent.labels`);
+                                          written by the cloud only
 =====================  =========  ======  =====================================================
 """
 
@@ -58,6 +61,16 @@ def model(site: str, gateway: str) -> str:
 
 def model_state(site: str, gateway: str) -> str:
     return f"{base(site, gateway)}/model_state"
+
+
+def label(site: str, gateway: str, key: str) -> str:
+    """One operator label's retained topic (``key``: `edge_agent.labels.Label.key`)."""
+    return f"{base(site, gateway)}/labels/{check_name(key, 'label key')}"
+
+
+def labels(site: str, gateway: str) -> str:
+    """The gateway's subscription to its labels."""
+    return f"{base(site, gateway)}/labels/+"
 
 
 #: Cloud-side subscriptions to every gateway.

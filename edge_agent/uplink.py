@@ -58,6 +58,9 @@ class Uplink:
     on_model_package : callable, optional
         Called on paho's network thread with the bytes of the retained model package; must
         be cheap (hand it to a worker).
+    on_label : callable, optional
+        Called on paho's network thread with the payload of each operator label of this
+        gateway (retained, `edge_agent.labels`): `edge_agent.labels.LabelBook.handle`.
     window : int
         Most events in flight (published, not yet acknowledged) at once.
     summary_queue : int
@@ -75,6 +78,7 @@ class Uplink:
         on_model_package: Callable[[bytes], None] | None = None, window: int = 100,
         summary_queue: int = 64, protocol: Protocol = "v5",
         reconnect_delay_s: tuple[float, float] = (0.5, 30.0), rejected_retry_s: float = 30.0,
+        on_label: Callable[[bytes], None] | None = None,
     ) -> None:
         site, gw = cfg.gateway.site, cfg.gateway.id
         self._packed = cfg.uplink.summary_format == "packed"
@@ -83,6 +87,8 @@ class Uplink:
         self._on_model_package = on_model_package
         self._events_topic = topics.events(site, gw)
         self._model_topic = topics.model(site, gw)
+        self._on_label = on_label
+        self._labels_prefix = topics.labels(site, gw)[:-1]  # ".../labels/"
         self._health_topic = topics.health(site, gw)
         self._offline = offline_health(site, gw, None)
         self._client = make_client(
@@ -193,6 +199,8 @@ class Uplink:
             log.warning("uplink connect refused reason=%s", rc)
             return
         client.subscribe(self._model_topic, qos=1)
+        if self._on_label is not None:
+            client.subscribe(topics.labels(self._site, self._gw), qos=1)
         log.info("uplink connected session_present=%s", flags.session_present)
         self._connected.set()
         self._sender.note("up")
@@ -212,3 +220,6 @@ class Uplink:
         if msg.topic == self._model_topic and msg.payload and self._on_model_package:
             self._sender.count("model_packages")
             self._on_model_package(bytes(msg.payload))
+        elif msg.topic.startswith(self._labels_prefix) and msg.payload and self._on_label:
+            self._sender.count("labels")
+            self._on_label(bytes(msg.payload))

@@ -64,7 +64,8 @@ class UplinkSender:
         self._by_mid: dict[int, tuple[str, int]] = {}  # mid -> (kind, outbox id)
         self._summary_outstanding = 0
         self._n = dict.fromkeys(("published", "acked", "redelivered", "rejected",
-                                 "summaries_sent", "dropped_summaries", "model_packages"), 0)
+                                 "summaries_sent", "dropped_summaries", "model_packages",
+                                 "labels"), 0)
 
     # -- control and hand-over (any thread) --------------------------------------------------
     def start(self, connect: Callable[[], object]) -> None:

@@ -29,7 +29,8 @@ Building runs:
   `demo_fleet()` (two wells and a pipeline); `random_scenarios(cfg, seed)` (random
   anomalies for training/evaluation sets).
 * Kinds (`KINDS`): ``leak``, ``sand``, ``slug`` (process), ``dead``, ``stuck``, ``spikes``,
-  ``fiber_break``, ``dropped`` (sensor/interrogator faults). Intensity 1.0 is clearly
+  ``fiber_break``, ``dropped`` (sensor/interrogator faults); ``valve`` is benign (`BENIGN`:
+  a recurring actuator transient, the false alarm an operator labels). Intensity 1.0 is clearly
   detectable (about +10 dB in the kind's band at its centre).
 
 Files:

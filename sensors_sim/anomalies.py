@@ -202,3 +202,38 @@ class Slug(Effect):
         phase = np.mod((t[:, None] - self.t_on - self._delay) / period, 1.0)
         pulse = np.exp(-0.5 * ((phase - 0.5) / (duty / 4)) ** 2) * self.gate(t)[:, None]
         block[:, self.local] += (self._k * carrier * pulse).astype(np.float32)
+
+
+class Valve(Effect):
+    """A benign, recurring transient: a valve actuator stroking for ``on`` s every ``period``
+    s (from the onset, for the scenario's duration). Its motor sings a tone sweeping
+    150 -> 400 Hz over the stroke, about 3 x the background at intensity 1, tapered over the
+    channel range. Not an anomaly (`sensors_sim.config.BENIGN`): the recurring false alarm
+    an operator labels, which a model should learn as normal."""
+
+    def __init__(self, sc: Scenario, cfg: SimConfig, rng: np.random.Generator) -> None:
+        super().__init__(sc, cfg, rng)
+        width = self.ch_end - self.ch_start + 1
+        d = np.abs(np.arange(width) - (width - 1) / 2) / max(1.0, width / 2)
+        self._taper = (3.0 * sc.intensity * (1.0 - 0.5 * d)).astype(np.float32)
+
+    def strokes(self) -> list[tuple[float, float]]:
+        """(start, end) seconds of every stroke."""
+        period, on = self.sc.param("period"), self.sc.param("on")
+        n = max(0, math.ceil((self.t_off - self.t_on) / period))
+        return [(self.t_on + k * period, min(self.t_on + k * period + on, self.t_off))
+                for k in range(n)]
+
+    def das(self, block: np.ndarray, t: np.ndarray) -> None:
+        if not self.active(t[0], t[-1]):
+            return
+        period, on = self.sc.param("period"), self.sc.param("on")
+        ph = np.mod(t - self.t_on, period)
+        gate = (ph < on) & (t >= self.t_on) & (t < self.t_off)
+        if not gate.any():
+            return
+        x = ph / on
+        phase = 2 * np.pi * on * (150.0 * x + 125.0 * x * x)  # f = 150 + 250 x Hz
+        env = np.minimum(1.0, np.minimum(ph, on - ph) / 0.05) * gate
+        wave = (np.sin(phase) * env).astype(np.float32)
+        block[:, self.local] += wave[:, None] * self._taper[None, :]

@@ -27,12 +27,19 @@ KINDS: dict[str, tuple[tuple[str, ...], dict[str, float]]] = {
     "leak": (("das", "dts"), {"spread": 4.0, "cooling": 2.0, "tau": 2.0}),
     "sand": (("das",), {"rate": 60.0}),
     "slug": (("das",), {"period": 3.0, "speed": 10.0, "duty": 0.35}),
+    "valve": (("das",), {"period": 20.0, "on": 2.0}),
     "dead": (("das",), {}),
     "stuck": (("das",), {}),
     "spikes": (("das",), {"rate": 2.0}),
     "fiber_break": (("das", "dts"), {}),
     "dropped": (("das",), {}),
 }
+
+
+#: Kinds that are not anomalies: recurring plant operation an operator labels a false alarm
+#: (``valve``: an actuator stroking every ``period`` s for ``on`` s). Random schedules leave
+#: them out.
+BENIGN = ("valve",)
 
 
 class ConfigError(ValueError):

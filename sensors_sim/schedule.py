@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from sensors_sim.config import KINDS, ConfigError, Scenario, SimConfig
+from sensors_sim.config import BENIGN, KINDS, ConfigError, Scenario, SimConfig
 from sensors_sim.specs import config_from_dict
 
 
@@ -118,7 +118,8 @@ def demo_fleet(seconds: float | None = 60.0, channels: int = 1024,
 
 
 def random_scenarios(
-    cfg: SimConfig, seed: int, *, per_minute: float = 2.0, kinds: Sequence[str] = tuple(KINDS),
+    cfg: SimConfig, seed: int, *, per_minute: float = 2.0,
+    kinds: Sequence[str] = tuple(k for k in KINDS if k not in BENIGN),
     intensity: tuple[float, float] = (0.5, 1.5), duration: tuple[float, float] = (3.0, 15.0),
 ) -> SimConfig:
     """`cfg` with random, non-overlapping scenarios added (for training/evaluation sets).

@@ -23,6 +23,7 @@ from sensors_sim.labels import Label
 
 EFFECTS: dict[str, type[anomalies.Effect]] = {
     "leak": anomalies.Leak, "sand": anomalies.Sand, "slug": anomalies.Slug,
+    "valve": anomalies.Valve,
     "dead": faults.Dead, "stuck": faults.Stuck, "spikes": faults.Spikes,
     "fiber_break": faults.FiberBreak, "dropped": faults.Dropped,
 }

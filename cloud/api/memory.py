@@ -123,17 +123,22 @@ class MemoryStore:
     def rounds(self, limit: int = 100) -> list[dict[str, Any]]:
         return sorted(self.round_rows, key=lambda r: r["time_ns"], reverse=True)[:limit]
 
-    def add_label(self, event_id: str, *, label: str, note: str, user: str) -> dict[str, Any]:
+    def add_label(self, event_id: str, *, label: str, note: str, user: str,
+                  kind: str = "") -> dict[str, Any]:
         if event_id not in self._events:
             raise LookupError(f"no event with id {event_id!r}")
         row = {"event_id": event_id, "label": label, "note": note, "user": user,
-               "time_ns": time.time_ns()}
+               "time_ns": time.time_ns(), "kind": kind}
         with self._lock:
             self._labels.setdefault(event_id, []).append(row)
         return row
 
     def labels(self, event_id: str) -> list[dict[str, Any]]:
         return list(self._labels.get(event_id, []))
+
+    def all_labels(self, since_ns: int = 0) -> list[dict[str, Any]]:
+        return sorted((r for v in self._labels.values() for r in v if r["time_ns"] >= since_ns),
+                      key=lambda r: r["time_ns"])
 
     def ingest_status(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.ingest_rows]

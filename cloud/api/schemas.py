@@ -16,7 +16,7 @@ from edge_agent import topics
 Name = Annotated[str, AfterValidator(lambda v: topics.check_name(v, "name"))]
 Stream = Literal["das", "dts"]
 WindowField = Literal["score", "energy", "threshold"]
-LabelKind = Literal["confirmed", "false_alarm", "note"]
+LabelKind = Literal["confirmed", "false_alarm", "maintenance", "note"]
 ModelState = Literal["candidate", "canary", "production", "retired"]
 
 
@@ -81,6 +81,8 @@ class AnomalyDetail(BaseModel):
 class LabelIn(BaseModel):
     label: LabelKind
     note: str = Field("", max_length=2000)
+    kind: str = Field("", max_length=32, pattern=r"^[a-z0-9_]*$",
+                      description="a confirmed event's anomaly kind (leak, sand, ...)")
 
 
 class PromoteIn(BaseModel):

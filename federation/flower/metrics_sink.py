@@ -103,6 +103,24 @@ class MetricsSink:
         self._request("/write", {"db": self.db, "rp": self.rp, "precision": "ns"},
                       "\n".join(lines).encode())
 
+    def write_labels(self, report: Any, labels: Mapping[str, Any], *, run_id: str,
+                     strategy: str) -> bool:
+        """Add the label report (`federation.flower.label_round`) to the last round's point:
+        same series and time, so InfluxDB merges the fields into it."""
+        data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+        fields = [f"label_{k}={int(v)}i" if isinstance(v, int) else f"label_{k}={float(v)!r}"
+                  for k, v in sorted(labels.items())
+                  if isinstance(v, int | float) and math.isfinite(float(v))]
+        if not fields:
+            return False
+        tags = f"{MEASUREMENT},run_id={_tag(run_id)},strategy={_tag(strategy)}"
+        try:
+            self.write_lines([f"{tags} {','.join(fields)} {int(data['t_end_ns'])}"])
+        except (OSError, SinkError, ValueError) as exc:
+            log.warning("label report not written url=%s error=%s", self.url, exc)
+            return False
+        return True
+
     def write_round(self, report: Any, *, run_id: str, strategy: str) -> bool:
         """Write one round; False (and a warning) if InfluxDB could not take it."""
         data = report.to_dict() if hasattr(report, "to_dict") else dict(report)

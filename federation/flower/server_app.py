@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from edge_agent.logs import stderr_handler
-from federation.flower import rounds, strategies
+from federation.flower import label_round, rounds, strategies
 from federation.model import task
 from federation.registry import publish
 
@@ -62,6 +63,9 @@ class Settings:
     signing_key: str = ""
     eval_set: str = ""
     results_dir: str = ""
+    init_weights: str = ""  # continue from this model (.npz of arrays): a label round
+    label_share: float = 0.5  # labelled false-alarm rows: this share of the training rows
+    label_level: float = 0.9999  # the label report's threshold: this score quantile
 
     @classmethod
     def from_run_config(cls, cfg: dict[str, Any]) -> Settings:
@@ -78,7 +82,8 @@ class Settings:
             "min_available_nodes": self.min_nodes, "fraction_train": self.fraction_train,
             "train_config": {"epochs": self.epochs, "lr": self.lr, "batch-size": self.batch_size,
                              "max-rows": self.max_rows, "min-rows": self.min_rows,
-                             "local-fraction": self.local_fraction}}
+                             "local-fraction": self.local_fraction,
+                             "label-share": self.label_share}}
         extra: dict[str, dict[str, Any]] = {
             "fedprox": {"proximal_mu": self.proximal_mu}, "trimmed-mean": {"trim": self.trim},
             "krum": {"byzantine": self.byzantine}}
@@ -93,6 +98,33 @@ def _log_to_stderr() -> None:
         fed.setLevel(logging.INFO)
 
 
+def _round_writer(s: Settings, run_id: int, evaluator: task.Evaluator | None, sink: Any,
+                  out: Path | None, last: list[rounds.RoundReport]
+                  ) -> Callable[[rounds.RoundReport, ArrayRecord], None]:
+    def on_round(report: rounds.RoundReport, arrays: ArrayRecord) -> None:
+        report.auc = evaluator.auc(arrays) if evaluator else None
+        report.model_version = f"{s.stream}-fl-{run_id}-r{report.round}"
+        last[:] = [report]
+        if sink:
+            sink.write_round(report, run_id=str(run_id), strategy=s.strategy)
+        if out:
+            with (out / "rounds.jsonl").open("a") as f:
+                f.write(json.dumps(report.to_dict()) + "\n")
+        log.info("round done round=%d participants=%d failures=%d loss=%.4f seconds=%.2f",
+                 report.round, report.participants, report.failures, report.loss,
+                 report.duration_s)
+    return on_round
+
+
+def _start_model(s: Settings, stats: dict[str, Any]) -> task.AutoEncoder:
+    """A fresh model normalised by the clients' statistics, or the ``init-weights`` one."""
+    model = task.build_model(len(stats["mean"]), arch=s.arch, seed=s.seed)
+    task.set_normalization(model, *task.stats_mean_std(stats))
+    if s.init_weights:
+        task.set_weights(model, label_round.load_weights(s.init_weights))
+    return model
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     s = Settings.from_run_config(dict(context.run_config))
@@ -105,35 +137,42 @@ def main(grid: Grid, context: Context) -> None:
     nodes = rounds.wait_for_nodes(grid, s.min_nodes, timing)
     stats = rounds.federated_stats(grid, nodes, quorum=s.min_nodes, timing=timing)
     dim = len(stats["mean"])
-    model = task.build_model(dim, arch=s.arch, seed=s.seed)
-    task.set_normalization(model, *task.stats_mean_std(stats))
+    model = _start_model(s, stats)
+    start = ArrayRecord(task.get_weights(model))
+    thr_before = (label_round.before_threshold(grid, nodes, start, level=s.label_level,
+                                               quorum=s.min_nodes, timing=timing)
+                  if s.init_weights else None)
     evaluator = task.Evaluator(s.eval_set, dim, s.arch) if s.eval_set else None
     sink = None
     if s.influx_url:
         from federation.flower.metrics_sink import MetricsSink
 
         sink = MetricsSink(s.influx_url)
-
-    def on_round(report: rounds.RoundReport, arrays: ArrayRecord) -> None:
-        report.auc = evaluator.auc(arrays) if evaluator else None
-        report.model_version = f"{s.stream}-fl-{context.run_id}-r{report.round}"
-        if sink:
-            sink.write_round(report, run_id=str(context.run_id), strategy=s.strategy)
-        if out:
-            with (out / "rounds.jsonl").open("a") as f:
-                f.write(json.dumps(report.to_dict()) + "\n")
-        log.info("round done round=%d participants=%d failures=%d loss=%.4f seconds=%.2f",
-                 report.round, report.participants, report.failures, report.loss,
-                 report.duration_s)
-
-    arrays = rounds.train_rounds(strategy, grid, ArrayRecord(task.get_weights(model)),
-                                 s.num_rounds, timing=timing, on_round=on_round)
+    last: list[rounds.RoundReport] = []
+    arrays = rounds.train_rounds(strategy, grid, start, s.num_rounds, timing=timing,
+                                 on_round=_round_writer(s, context.run_id, evaluator, sink,
+                                                        out, last))
     arrays, hists, loss = rounds.calibrate(grid, sorted(grid.get_node_ids()), arrays,
                                            quorum=s.min_nodes, timing=timing,
                                            set_error_scale=task.error_scale_setter(dim, s.arch))
     task.set_weights(model, arrays.to_numpy_ndarrays())
     summary: dict[str, Any] = {"eval_loss": loss, "strategy": s.strategy, "codec": s.codec,
                                "rounds": s.num_rounds, "run_id": context.run_id}
+    if thr_before is not None:
+        summary["labels"] = label_round.label_effect(
+            grid, sorted(grid.get_node_ids()), start, arrays, quorum=s.min_nodes, timing=timing,
+            thresholds=(thr_before, label_round.threshold(hists, s.label_level)),
+            level=s.label_level)
+        if sink and last:
+            sink.write_labels(last[-1], summary["labels"], run_id=str(context.run_id),
+                              strategy=s.strategy)
+    _finish(s, context.run_id, model, arrays, stats, hists, summary, evaluator, out)
+
+
+def _finish(s: Settings, run_id: int, model: task.AutoEncoder, arrays: ArrayRecord,
+            stats: dict[str, Any], hists: list[list[int]], summary: dict[str, Any],
+            evaluator: task.Evaluator | None, out: Path | None) -> None:
+    """AUC, the weights, the registry candidate and ``summary.json``."""
     if evaluator:
         summary["auc"] = evaluator.auc(arrays)
     if out:
@@ -141,8 +180,9 @@ def main(grid: Grid, context: Context) -> None:
     if s.registry_dir:
         summary["version"] = publish.publish_candidate(
             Path(s.registry_dir), model, stats, hists, dict(summary), stream=s.stream,
-            run_id=context.run_id, signing_key=s.signing_key,
-            training={"strategy": s.strategy, "codec": s.codec, "rounds": s.num_rounds})
+            run_id=run_id, signing_key=s.signing_key,
+            training={"strategy": s.strategy, "codec": s.codec, "rounds": s.num_rounds,
+                      "init_weights": bool(s.init_weights)})
     if out:
         (out / "summary.json").write_text(json.dumps({**summary, "stats": stats}))
     log.info("run done %s", " ".join(f"{k}={v}" for k, v in summary.items()))

@@ -4,14 +4,17 @@ Site broker, gateway G of site S (topics of `edge_agent.topics`):
 
 - ``S.G`` writes ``fiberwatch/v1/S/G/{events,features/+,health,model_state}`` and reads only
   ``fiberwatch/v1/S/G/{model,config}``: it cannot publish for another gateway, overwrite its
-  own model announcement, or read another gateway's model.
+  own model announcement, or read another gateway's model; it reads its own operator labels
+  ``fiberwatch/v1/S/G/labels/+`` and nobody else's.
 - ``S.G.raw`` reads ``fiberwatch/v1/S/G/raw/+``; ``S.G.interrogator`` writes it.
 
 Cloud broker: ``bridge.S`` writes site S's uplink topics and reads its model topics;
 ``ingest`` and ``viewer`` read every uplink topic; ``rollout`` reads them and writes the
 model topics; ``alerting`` reads every gateway's events and writes only the alert topics
 (``fiberwatch/v1/alerts`` and below it: an mqtt receiver of `firmware_configs.alerting`
-names one), which ``viewer`` may read. An all-in-one broker (the demo) carries both sets.
+names one), which ``viewer`` may read; ``labels`` (the API's label publisher) writes the
+label topics and nothing else, and no one else may write them (bridges and gateways only
+read them). An all-in-one broker (the demo) carries both sets.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fiberwatch.deploy.spec import (
 UPLINK = ("events", "features/+", "health", "model_state")
 ALERTS = f"{ROOT}/alerts/#"  # the alert topics (`#` also matches fiberwatch/v1/alerts itself)
 DOWNLINK = ("model", "config")
+LABELS = ("labels/+",)  # operator labels (`edge_agent.labels`): the cloud's ``labels`` user only
 
 
 def _user(name: str, rules: list[tuple[str, str]]) -> str:
@@ -38,7 +42,7 @@ def _user(name: str, rules: list[tuple[str, str]]) -> str:
 def gateway_rules(site: str, gw: str) -> str:
     base = f"{ROOT}/{site}/{gw}"
     return (_user(gateway_user(site, gw), [("write", f"{base}/{s}") for s in UPLINK]
-                  + [("read", f"{base}/{s}") for s in DOWNLINK])
+                  + [("read", f"{base}/{s}") for s in DOWNLINK + LABELS])
             + _user(raw_user(site, gw), [("read", f"{base}/raw/+")])
             + _user(interrogator_user(site, gw), [("write", f"{base}/raw/+")]))
 
@@ -56,10 +60,11 @@ def cloud_rules(spec: DeploySpec) -> str:
     out += _user("rollout", [("read", t) for t in every]
                  + [("write", f"{ROOT}/+/+/{s}") for s in DOWNLINK])
     out += alerting_rules()
+    out += _user("labels", [("write", f"{ROOT}/+/+/{s}") for s in LABELS])
     for s in spec.sites:
         out += _user(bridge_user(s.name),
                      [("write", f"{ROOT}/{s.name}/+/{t}") for t in UPLINK]
-                     + [("read", f"{ROOT}/{s.name}/+/{t}") for t in DOWNLINK])
+                     + [("read", f"{ROOT}/{s.name}/+/{t}") for t in DOWNLINK + LABELS])
     return out
 
 

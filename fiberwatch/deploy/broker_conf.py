@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.topics import ROOT
-from fiberwatch.deploy.acl import DOWNLINK, UPLINK
+from fiberwatch.deploy.acl import DOWNLINK, LABELS, UPLINK
 from fiberwatch.deploy.spec import DeploySpec, Site, Sizing, bridge_user
 
 HEADER = ("# Written by `fiberwatch deploy broker` (docs/deploy.md). Do not edit by hand:\n"
@@ -85,7 +85,7 @@ def bridge_block(spec: DeploySpec, site: Site, p: Placement, password: str | Non
     d = p.install_dir
     user = bridge_user(site.name)
     topics = ([f"topic {ROOT}/{site.name}/+/{t} out 1" for t in UPLINK]
-              + [f"topic {ROOT}/{site.name}/+/{t} in 1" for t in DOWNLINK])
+              + [f"topic {ROOT}/{site.name}/+/{t} in 1" for t in DOWNLINK + LABELS])
     return [
         f"connection cloud-{site.name}",
         f"address {cloud_host or spec.cloud_host}:{cloud_port or spec.cloud_port}",

@@ -15,7 +15,8 @@ Usernames (the broker uses them as client ids, so each connection has its own):
 ``{site}.{gateway}`` for a gateway's uplink, ``{site}.{gateway}.raw`` for its raw-frame
 subscription (same password), ``{site}.{gateway}.interrogator`` for the interrogator that
 publishes its frames, ``bridge.{site}`` for a site's bridge on the cloud broker, and the cloud
-services ``ingest``, ``rollout``, ``viewer`` and ``alerting``.
+services ``ingest``, ``rollout``, ``viewer``, ``alerting`` and ``labels`` (publishes operator
+labels).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from edge_agent.topics import check_name
 
-CLOUD_USERS = ("ingest", "rollout", "viewer", "alerting")
+CLOUD_USERS = ("ingest", "rollout", "viewer", "alerting", "labels")
 
 
 class SpecError(ValueError):

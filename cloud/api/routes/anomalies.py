@@ -111,8 +111,11 @@ def get_labels(event_id: EventId, store: StoreDep) -> dict[str, Any]:
 @router.post("/anomalies/{event_id}/labels", status_code=201, **needs("operator"))
 def add_label(event_id: EventId, body: LabelIn, store: StoreDep,
               user: CurrentUser) -> dict[str, Any]:
-    """Confirm an event, mark it a false alarm, or attach a note (operator or admin)."""
+    """Confirm an event (``kind``: what it was, e.g. leak), mark it a false alarm or
+    maintenance, or attach a note (operator or admin). Labels other than notes reach the
+    event's gateway (`cloud.labels`) and the next federated round."""
     try:
-        return store.add_label(event_id, label=body.label, note=body.note, user=user.name)
+        return store.add_label(event_id, label=body.label, note=body.note, user=user.name,
+                               kind=body.kind)
     except LookupError:
         raise HTTPException(404, f"no anomaly with id {event_id!r}") from None
