@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -71,6 +72,8 @@ def publish_labels(store: LabelSource, client: Any, *, since_ns: int = 0,
     acknowledgements (RuntimeError if one is refused or missing). ``client``: a connected,
     looping paho client (`edge_agent.mqtt_client.make_client`)."""
     sent = messages(store, since_ns)
+    if sent and not client.is_connected():
+        raise RuntimeError("not connected to the broker: labels stay stored, retry later")
     infos = [client.publish(topics.label(m.site, m.gateway, m.key), m.to_json(), qos=1,
                             retain=True) for m in sent]
     for m, info in zip(sent, infos, strict=True):
@@ -120,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = make_client(broker_from_args(args, args.mqtt_host, args.mqtt_port),
                          client_id="labels")
     client.loop_start()
+    deadline = time.monotonic() + 30
+    while not client.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.1)
     try:
         if args.once:
             sys.stdout.write(f"published {len(publish_labels(store, client))} label(s)\n")

@@ -187,6 +187,7 @@ def label_round(work: Path, plan: Plan, prep: dict[str, Any]) -> dict[str, Any]:
     from federation.registry.store import Registry
     from fiberwatch.label_round import next_round
 
+    work.mkdir(parents=True, exist_ok=True)
     save_pair(work / "sign.pem", work / "sign.pub")
     with SuperLink(work / "link", insecure=True) as link:
         nodes = [GatewayNode(work / f"node{i}", link.address, insecure=True, node_config=cfg)
