@@ -117,9 +117,13 @@ def demo_fleet(seconds: float | None = 60.0, channels: int = 1024,
     )
 
 
+#: what `random_scenarios` draws by default: every anomaly kind, no benign one
+RANDOM_KINDS = tuple(k for k in KINDS if k not in BENIGN)
+
+
 def random_scenarios(
     cfg: SimConfig, seed: int, *, per_minute: float = 2.0,
-    kinds: Sequence[str] = tuple(k for k in KINDS if k not in BENIGN),
+    kinds: Sequence[str] = RANDOM_KINDS,
     intensity: tuple[float, float] = (0.5, 1.5), duration: tuple[float, float] = (3.0, 15.0),
 ) -> SimConfig:
     """`cfg` with random, non-overlapping scenarios added (for training/evaluation sets).

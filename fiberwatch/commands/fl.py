@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     n.add_argument("--superlink", metavar="HOST:PORT", help="overrides the config")
     n.add_argument("--gateway-id", help="site/gateway (default: from --config)")
     n.add_argument("--normal-buffer", type=Path, help="overrides the config's buffer path")
+    n.add_argument("--labels", type=Path,
+                   help="the gateway's operator labels (default with --config: its labels.db)")
     n.add_argument("--workdir", type=Path, help="logs (default: a temp dir)")
     n.add_argument("--insecure", action="store_true", help="plain HTTP to the SuperLink")
     n.add_argument("--root-certificates", type=Path, metavar="CA")
@@ -58,6 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other run-config key (federation/flower/flwr_app/pyproject.toml)")
     r.add_argument("--timeout", type=float, default=3600.0)
+    r.add_argument("--init-weights", type=Path, metavar="NPZ",
+                   help="a label round: continue from this model (a previous run's "
+                        "final_weights.npz) with the gateways' operator labels "
+                        "(`fiberwatch.label_round`; its epochs/lr/label-share unless --set)")
     r.set_defaults(func=_run)
 
     k = fl.add_parser("keys", help="make a SuperNode authentication key pair (ECDSA P-384)")
@@ -178,6 +184,7 @@ def _node(args: argparse.Namespace) -> int:
     superlink, gw_id, buffer, insecure, ca, auth = (args.superlink, args.gateway_id,
                                                     args.normal_buffer, args.insecure,
                                                     args.root_certificates, args.auth_key)
+    labels: Path | None = args.labels
     if args.config:
         from edge_agent.config import ConfigError, load_gateway_config
 
@@ -189,6 +196,7 @@ def _node(args: argparse.Namespace) -> int:
         superlink = superlink or fed.superlink
         gw_id = gw_id or f"{cfg.gateway.site}/{cfg.gateway.id}"
         buffer = buffer or cfg.gateway.data_dir / f"normal-{args.stream}.fwnb"
+        labels = labels or cfg.gateway.data_dir / "labels.db"
         insecure = insecure or fed.insecure
         ca = ca or fed.root_certificates
         auth = auth or fed.auth_key
@@ -202,7 +210,9 @@ def _node(args: argparse.Namespace) -> int:
         node = GatewayNode(workdir, superlink, insecure=insecure, root_certificates=ca,
                            auth_private_key=None if insecure else auth,
                            node_config={"gateway-id": gw_id or "gateway",
-                                        "normal-buffer": str(Path(buffer).resolve())})
+                                        "normal-buffer": str(Path(buffer).resolve()),
+                                        **({"labels": str(Path(labels).resolve())}
+                                           if labels else {})})
     except ProcessError as exc:
         raise _fail(exc) from None
     try:
@@ -245,6 +255,10 @@ def _run(args: argparse.Namespace) -> int:
         cfg["registry-dir"] = str(args.registry.resolve())
     if args.signing_key:
         cfg["signing-key"] = str(args.signing_key.resolve())
+    if args.init_weights:
+        from fiberwatch.label_round import LABEL_ROUND
+
+        cfg.update({**LABEL_ROUND, "init-weights": str(args.init_weights.resolve())})
     cfg.update(_parse_set(args.set))
     try:
         control = Control(Path(tempfile.mkdtemp(prefix="fiberwatch-flwr-")), args.superlink,
@@ -260,6 +274,13 @@ def _run(args: argparse.Namespace) -> int:
     auc = f", AUC {summary['auc']:.4f}" if summary.get("auc") is not None else ""
     print(f"run {run_id} done: held-out loss {summary.get('eval_loss', float('nan')):.4f}"
           f"{auc}{extra}")
+    if summary.get("labels"):
+        lb = summary["labels"]
+        print(f"labels: held-back false-alarm windows flagged {lb['fa_before']} -> "
+              f"{lb['fa_after']} of {lb['fa_windows']}; " + "; ".join(
+                  f"{k[7:-8]} recall windows {lb[k[:-8] + '_before']} -> "
+                  f"{lb[k[:-8] + '_after']} of {lb[k]}"
+                  for k in sorted(lb) if k.startswith("recall_") and k.endswith("_windows")))
     return 0
 
 

@@ -95,6 +95,11 @@ export function renderRounds(table, summary, canvas, items) {
       h("td", { class: "r" }, fmt.num(r.duration_s)),
       h("td", { class: "r" }, fmt.bytes(r.bytes_up)))));
   summary.textContent = items.length ? `${items[0].strategy} · ${items[0].run_id}` : "no rounds yet";
+  const lb = items.find((r) => r.label_fa_windows !== undefined && r.label_fa_windows !== null);
+  if (lb) {  // a label round's report (federation.flower.label_round)
+    summary.textContent += ` · labels: false alarms ${lb.label_fa_before} → ${lb.label_fa_after}` +
+      ` of ${lb.label_fa_windows} held-back windows`;
+  }
   drawRounds(canvas, [...items].reverse());
 }
 
