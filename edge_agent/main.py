@@ -195,11 +195,9 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
         processor.stop()
         worker.stop()
         _stop_uplink(uplink, health)
-        for b in buffers.values():
+        for b in [*buffers.values(), outbox, book]:
             if b is not None:
                 b.close()
-        outbox.close()
-        book.close()
         log.info("event=agent_stopped %s", " ".join(
             f"{k}={v}" for k, v in metrics.snapshot().items() if isinstance(v, int)))
     return metrics.snapshot()

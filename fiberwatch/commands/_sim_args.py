@@ -26,6 +26,7 @@ scenario kinds and keys (every kind: onset, duration, intensity, stream=das|dts|
   leak         channel=C; spread, cooling, tau       (DAS hiss 80-950 Hz + DTS cooling)
   sand         channels=A-B; rate                    (impulsive 450-900 Hz ringing)
   slug         channels=A-B; period, speed, duty     (periodic 1-20 Hz energy)
+  valve        channels=A-B; period, on              (benign: 150-400 Hz stroke every period)
   dead, stuck  channels=A-B                          (zeros / held values)
   spikes       channels=A-B; rate                    (single-sample spikes)
   fiber_break  channel=C                             (noise from C to the end)
@@ -52,7 +53,7 @@ def add_sim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scenario", action="append", default=[], metavar="SPEC",
                    help="anomaly KIND:key=value,..., e.g. leak:onset=10,duration=20,"
                    "channel=300,intensity=1 (repeatable; kinds: leak sand slug dead stuck "
-                   "spikes fiber_break dropped)")
+                   "spikes fiber_break dropped; benign: valve)")
     g.add_argument("--seed", type=int, help="random seed (default: the schedule's, else 0)")
     g.add_argument("--seconds", type=float, help="run length (run: 0 = until stopped)")
     g.add_argument("--start", metavar="T", help="first sample time: 'now', ns since the epoch "

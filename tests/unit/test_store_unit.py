@@ -190,7 +190,7 @@ def test_anomalies_query_and_types() -> None:
     assert isinstance(e["peak_score"], float) and isinstance(e["dist_start_m"], float)
     assert isinstance(e["ch_start"], int) and e["schema"] == 1
     assert e["labels"] == [{"event_id": "e1", "label": "note", "note": "x", "user": "al",
-                            "time_ns": 5}]
+                            "time_ns": 5, "kind": ""}]
 
 
 def test_injection_is_quoted() -> None:
