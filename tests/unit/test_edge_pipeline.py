@@ -246,3 +246,35 @@ def test_a_windows_events_reach_a_batching_sink_in_one_call() -> None:
     feed(p, synth_frames(30))
     assert sink.batches == [3] and sink.events == ["e1", "e2", "e3"]
     assert m.snapshot()["events"] == 3
+
+
+def test_flagged_rows_are_journaled_and_labelled_channels_never_learned(tmp_path) -> None:
+    from edge_agent.labels import Label, LabelBook
+
+    book = LabelBook(tmp_path / "labels.db")
+    end = T0 + 10**12  # a maintenance label on channels 0-7 for the whole run
+    book.add(Label(id="m", event_id="m", site="s", gateway="g", stream="das", start_ns=T0,
+                   end_ns=end, ch_start=0, ch_end=7, label="maintenance"))
+    buf = FakeBuffer()
+    p, *_ = make(normal_buffer=buf, label_book=book)
+    learned: list[np.ndarray] = []
+    orig = p._threshold_for  # noqa: SLF001 - wrap the thresholds' learn
+
+    def spy(model, det):  # type: ignore[no-untyped-def]
+        thr = orig(model, det)
+        if not getattr(thr, "_spied", False):
+            base = thr.learn
+            thr.learn = lambda g, ex=None: (learned.append(ex.copy()), base(g, ex))[1]
+            thr._spied = True
+        return thr
+
+    p._threshold_for = spy  # type: ignore[method-assign]
+    feed(p, synth_frames(360, leak=(30, 35, 300)))
+    assert learned and all(ex[0] for ex in learned)  # group 0 (channels 0-7): never learned
+    book.add(Label(id="fa", event_id="fa", site="s", gateway="g", stream="das", start_ns=T0,
+                   end_ns=end, ch_start=24, ch_end=40, label="false_alarm"))
+    rows, t, _, _ = book.labelled_rows("das", SPEC.dim)
+    assert len(rows) and len(rows) % 8 == 0 and (t >= T0 + 300 * FRAME * 500_000 - 10**9).all()
+    normal = np.concatenate(buf.rows)  # journaled (flagged) rows never reach the buffer
+    assert not any((normal == r).all(1).any() for r in rows)
+    book.close()
