@@ -6,6 +6,10 @@ process, reads with `NormalBuffer.open_readonly`. One file::
     [0, 4096)      header: magic b"FWNB", format, dim, max_rows, total (rows ever appended),
                    spec_hash (ASCII, 64 bytes)
     [4096, ...)    float32 ring, max_rows x dim; row i of the stream lives in slot i % max_rows
+    [.., +12 x max_rows)  where each slot's row came from: window start ns (int64) and
+                   channel (int32), 0 and -1 when unknown (`read_origin`); operator labels
+                   drop rows by it (`edge_agent.labels`). A file written before this part
+                   existed has no room for it: its rows read as of unknown origin.
 
 Consistency across processes comes from ``flock`` on the file: an append holds it exclusive
 while it writes the rows and then the header's ``total``; a read holds it shared. So a reader
@@ -37,6 +41,7 @@ HEADER_SIZE = 4096
 _HEAD = struct.Struct("<4sIIQ64s")  # magic, format, dim, max_rows, spec_hash
 _TOTAL = struct.Struct("<Q")
 _TOTAL_AT = _HEAD.size
+ORIGIN = np.dtype([("t_ns", "<i8"), ("channel", "<i4")])
 
 
 class NormalBufferError(ValueError):
@@ -68,6 +73,7 @@ class NormalBuffer:
         self.write_errors = 0  # writes the disk refused (rows kept in memory, retried)
         self._tlock = threading.Lock()
         self._pending: list[np.ndarray] = []
+        self._origins: list[np.ndarray] = []  # where the pending rows came from
         self._fd = -1
         if self._existing_matches():
             self._fd = os.open(self.path, os.O_RDWR)
@@ -87,7 +93,7 @@ class NormalBuffer:
         """
         self = cls.__new__(cls)
         self.path, self.readonly, self.skipped_nonfinite = Path(path), True, 0
-        self._tlock, self._pending = threading.Lock(), []
+        self._tlock, self._pending, self._origins = threading.Lock(), [], []
         self._fd = os.open(self.path, os.O_RDONLY)
         try:
             with self._flock(fcntl.LOCK_SH):
@@ -101,8 +107,10 @@ class NormalBuffer:
                                     f"{self.spec_hash[:12]}, expected {spec_hash[:12]}")
         return self
 
-    def append(self, rows: np.ndarray) -> None:
-        """Append (N, dim) rows (non-finite rows are skipped and counted); never blocks."""
+    def append(self, rows: np.ndarray, t_ns: np.ndarray | None = None,
+               channels: np.ndarray | None = None) -> None:
+        """Append (N, dim) rows (non-finite rows are skipped and counted); never blocks.
+        ``t_ns``/``channels`` (N,): each row's window start and channel, if known."""
         if self.readonly:
             raise NormalBufferError(f"{self.path}: opened read-only")
         x = np.asarray(rows, dtype=np.float32)
@@ -112,20 +120,26 @@ class NormalBuffer:
             raise ValueError(f"rows must be (N, {self.dim}), got shape {x.shape}")
         ok = np.asarray(np.isfinite(x).all(axis=1))
         self.skipped_nonfinite += int(len(ok) - ok.sum())
+        origin = np.zeros(len(x), ORIGIN)
+        origin["channel"] = -1
+        if t_ns is not None and channels is not None:
+            origin["t_ns"], origin["channel"] = t_ns, channels
         with self._tlock:
             self._pending.append(x[ok])
+            self._origins.append(origin[ok])
             self._write_pending(blocking=False)
 
     def _write_pending(self, *, blocking: bool) -> None:
         x = np.concatenate(self._pending)[-self.max_rows:]
-        self._pending = [x]
+        o = np.concatenate(self._origins)[-self.max_rows:]
+        self._pending, self._origins = [x], [o]
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             return  # a reader holds it: write these with the next append
         try:
             total = self._total()
-            self._write_ring(total, x)
+            self._write_ring(total, x, o)
             os.pwrite(self._fd, _TOTAL.pack(total + len(x)), _TOTAL_AT)
         except OSError as exc:  # e.g. ENOSPC: keep the rows (bounded) for the next append
             self.write_errors += 1
@@ -135,7 +149,7 @@ class NormalBuffer:
             return
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
-        self._pending = []
+        self._pending, self._origins = [], []
 
     def read(self, max_rows: int | None = None) -> np.ndarray:
         """Return up to ``max_rows`` of the most recent rows, oldest first, (n, dim) float32."""
@@ -148,6 +162,29 @@ class NormalBuffer:
             self._read_into(out[:first], start)
             self._read_into(out[first:], 0)
         return out
+
+    def read_origin(self, max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`read`, and where each row came from (`ORIGIN`: ``t_ns``, ``channel``)."""
+        with self._tlock, self._flock(fcntl.LOCK_SH):
+            total = self._total()
+            n = min(total, self.max_rows, self.max_rows if max_rows is None else max_rows)
+            out, org = np.empty((n, self.dim), np.float32), np.zeros(n, ORIGIN)
+            org["channel"] = -1
+            start = (total - n) % self.max_rows
+            first = min(n, self.max_rows - start)
+            self._read_into(out[:first], start)
+            self._read_into(out[first:], 0)
+            self._read_origin(org[:first], start)
+            self._read_origin(org[first:], 0)
+        return out, org
+
+    def _read_origin(self, out: np.ndarray, slot: int) -> None:
+        raw = os.pread(self._fd, out.nbytes, self._origin_offset(slot)) if len(out) else b""
+        if len(raw) == out.nbytes and len(out):  # a file from before origins: unknown
+            out[...] = np.frombuffer(raw, ORIGIN)
+
+    def _origin_offset(self, slot: int) -> int:
+        return self._row_offset(self.max_rows) + slot * ORIGIN.itemsize
 
     def __len__(self) -> int:
         with self._tlock, self._flock(fcntl.LOCK_SH):
@@ -197,12 +234,14 @@ class NormalBuffer:
     def _row_offset(self, slot: int) -> int:
         return HEADER_SIZE + slot * self.dim * 4
 
-    def _write_ring(self, total: int, x: np.ndarray) -> None:
+    def _write_ring(self, total: int, x: np.ndarray, origin: np.ndarray) -> None:
         start = total % self.max_rows
         first = min(len(x), self.max_rows - start)
         os.pwrite(self._fd, x[:first].tobytes(), self._row_offset(start))
+        os.pwrite(self._fd, origin[:first].tobytes(), self._origin_offset(start))
         if first < len(x):
             os.pwrite(self._fd, x[first:].tobytes(), self._row_offset(0))
+            os.pwrite(self._fd, origin[first:].tobytes(), self._origin_offset(0))
 
     def _read_into(self, out: np.ndarray, slot: int) -> None:
         if len(out):
@@ -232,7 +271,7 @@ class NormalBuffer:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         head = _HEAD.pack(MAGIC, FORMAT, self.dim, self.max_rows, self.spec_hash.encode())
         os.pwrite(fd, head + _TOTAL.pack(0), 0)
-        os.ftruncate(fd, self._row_offset(self.max_rows))
+        os.ftruncate(fd, self._origin_offset(self.max_rows))
         os.fsync(fd)
         os.replace(tmp, self.path)
         self._fd = fd

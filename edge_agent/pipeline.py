@@ -108,6 +108,7 @@ class StreamPipeline:
         self._recent: deque[np.ndarray] = deque(maxlen=max(1, smoke_windows))
         self._recent_lock = threading.Lock()
         self._normal_pending: list[np.ndarray] = []
+        self._normal_origin: list[tuple[int, np.ndarray]] = []
         self._clock_ns, self._monotonic = clock_ns, monotonic
         self._summary_every = summary_interval_s
         self._next_summary = monotonic() + summary_interval_s
@@ -285,13 +286,16 @@ class StreamPipeline:
                 self._rng.choice(idx, self._learn_rows, replace=False)
             learn(s.rows[pick])
         if self.normal_buffer is not None and self._normal_rows > 0:
-            k = min(self._normal_rows, idx.size)
-            self._normal_pending.append(s.rows[self._rng.choice(idx, k, replace=False)])
+            pick = self._rng.choice(idx, min(self._normal_rows, idx.size), replace=False)
+            self._normal_pending.append(s.rows[pick])
+            self._normal_origin.append((s.window.t_start_ns, self.stream.first_channel + pick))
             self._write_normal()
 
     def _write_normal(self, force: bool = False) -> None:
         if self.normal_buffer is None or not self._normal_pending:
             return
-        if force or len(self._normal_pending) >= 10:
-            self.normal_buffer.append(np.concatenate(self._normal_pending))
-            self._normal_pending = []
+        if force or len(self._normal_pending) >= 10:  # with each row's window and channel
+            t = np.concatenate([np.full(len(c), t0, np.int64) for t0, c in self._normal_origin])
+            ch = np.concatenate([c for _, c in self._normal_origin])
+            self.normal_buffer.append(np.concatenate(self._normal_pending), t, ch)
+            self._normal_pending, self._normal_origin = [], []

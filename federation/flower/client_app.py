@@ -72,12 +72,15 @@ def _int(msg: Message, context: Context, key: str, default: int) -> int:
 def _data(msg: Message, context: Context) -> labelled.LocalData:
     """This gateway's rows: its normal buffer, plus what its operator labels add
     (``labels`` node config: `edge_agent.labels.LabelBook` file; `federation.model.labelled`)."""
-    train, held = task.load_data(str(context.node_config.get("normal-buffer", "")),
-                                 max_rows=_int(msg, context, "max-rows", 4000),
-                                 min_rows=_int(msg, context, "min-rows", 50))
-    return labelled.local_data(train, held, str(context.node_config.get("labels", "")),
-                               stream=str(context.run_config.get("stream", "das")),
-                               label_share=_num(msg, context, "label-share", 0.5))
+    labels, stream = str(context.node_config.get("labels", "")), \
+        str(context.run_config.get("stream", "das"))
+    rows, dropped = task.read_normal(str(context.node_config.get("normal-buffer", "")),
+                                     max_rows=_int(msg, context, "max-rows", 4000),
+                                     exclude=labelled.exclusions(labels, stream))
+    train, held = task.split_held(rows, min_rows=_int(msg, context, "min-rows", 50))
+    return labelled.local_data(train, held, labels, stream=stream,
+                               label_share=_num(msg, context, "label-share", 0.5),
+                               excluded=dropped)
 
 
 def _rows(msg: Message, context: Context) -> tuple[np.ndarray, np.ndarray]:

@@ -69,6 +69,16 @@ def oversample(rows: np.ndarray, n_normal: int, share: float) -> np.ndarray:
     return np.tile(rows, (max(1, int(round(want / len(rows)))), 1))
 
 
+def exclusions(labels_path: str, stream: str) -> list[tuple[int, int, int, int]]:
+    """The anomaly/maintenance ranges of a gateway's label book (none without one)."""
+    if not labels_path or not Path(labels_path).exists():
+        return []
+    from edge_agent.labels import LabelBook
+
+    with LabelBook(Path(labels_path)) as book:
+        return book.exclusions(stream)
+
+
 def local_data(normal: np.ndarray, held: np.ndarray, labels_path: str, *, stream: str,
                label_share: float = 0.5, excluded: int = 0) -> LocalData:
     """Add a gateway's labelled rows (`edge_agent.labels.LabelBook` at ``labels_path``;

@@ -277,22 +277,41 @@ def prepare_and_fit(
 HOLDOUT_EVERY = 5
 
 
-def load_data(path: str, *, max_rows: int, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, held-out rows): the most recent ``max_rows`` of a gateway's normal-window
-    buffer (`edge_agent.normal_buffer`); ValueError below ``min_rows``."""
+def read_normal(path: str, *, max_rows: int,
+                exclude: Sequence[tuple[int, int, int, int]] = ()) -> tuple[np.ndarray, int]:
+    """The most recent ``max_rows`` of a gateway's normal-window buffer
+    (`edge_agent.normal_buffer`) but those inside an ``exclude`` range ``(start_ns, end_ns,
+    ch_start, ch_end)`` (labelled anomalies and maintenance:
+    `edge_agent.labels.LabelBook.exclusions`); ``(rows, rows dropped)``."""
     from edge_agent.normal_buffer import NormalBuffer
 
     if not path:
         raise ValueError("node config has no 'normal-buffer' (path of the gateway's buffer)")
     buf = NormalBuffer.open_readonly(Path(path))
     try:
-        rows = buf.read(max_rows)
+        rows, origin = buf.read_origin(max_rows)
     finally:
         buf.close()
+    drop = np.zeros(len(rows), bool)
+    for s, e, c0, c1 in exclude:
+        drop |= ((origin["t_ns"] >= s) & (origin["t_ns"] < e) & (origin["channel"] >= c0)
+                 & (origin["channel"] <= c1))
+    return rows[~drop], int(drop.sum())
+
+
+def split_held(rows: np.ndarray, *, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows: every `HOLDOUT_EVERY`-th); ValueError below ``min_rows``."""
     if len(rows) < min_rows:
         raise ValueError(f"{len(rows)} normal rows in the buffer, need at least {min_rows}")
     held = np.arange(len(rows)) % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
     return rows[~held], rows[held]
+
+
+def load_data(path: str, *, max_rows: int, min_rows: int,
+              exclude: Sequence[tuple[int, int, int, int]] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out rows) of `read_normal`; ValueError below ``min_rows``."""
+    return split_held(read_normal(path, max_rows=max_rows, exclude=exclude)[0],
+                      min_rows=min_rows)
 
 
 @dataclasses.dataclass

@@ -72,7 +72,7 @@ class FakeBuffer:
     def __init__(self) -> None:
         self.rows = []
 
-    def append(self, rows) -> None:
+    def append(self, rows, t_ns=None, channels=None) -> None:
         self.rows.append(rows)
 
 

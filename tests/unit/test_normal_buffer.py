@@ -138,3 +138,16 @@ def test_concurrent_reader_in_another_process_sees_whole_consecutive_rows(
     with NormalBuffer.open_readonly(path) as ro:
         last = ro.read()
     np.testing.assert_array_equal(last, rows(i - 500, 500, dim=16))
+
+
+def test_rows_keep_their_origin_and_labelled_ranges_are_dropped(tmp_path: Path) -> None:
+    from federation.model.task import read_normal
+
+    with NormalBuffer(tmp_path / "nb", dim=3, spec_hash=SPEC, max_rows=6) as nb:
+        nb.append(rows(0, 2))  # origin unknown
+        nb.append(rows(2, 6), np.array([10, 10, 20, 20, 30, 30]), np.array([1, 2, 1, 2, 1, 2]))
+        got, origin = nb.read_origin()
+    np.testing.assert_array_equal(got, rows(2, 6))  # wrapped: the 6 newest
+    assert origin["t_ns"].tolist() == [10, 10, 20, 20, 30, 30]
+    kept, dropped = read_normal(str(tmp_path / "nb"), max_rows=6, exclude=[(15, 25, 2, 9)])
+    assert dropped == 1 and kept[:, 0].tolist() == [2, 3, 4, 6, 7]  # t 20 channel 2 dropped
