@@ -114,7 +114,7 @@ def _initial_model(opts: DemoOptions, layout: DemoLayout, sup: Supervisor, cfg_p
 def _train_initial(opts: DemoOptions, layout: DemoLayout, sup: Supervisor, cfg_path: Path,
                    pkg: Path) -> None:
     layout.models.mkdir(parents=True, exist_ok=True)
-    ckpt = layout.models / "initial.ckpt"
+    ckpt = pkg.with_suffix(".ckpt")  # beside its cached package (a label round starts there)
     for name, argv in (
         ("model-train", _fw("model", "train", "--sim", "--config", str(cfg_path), "--stream",
                             "das", "--channels", str(opts.channels or 512), "--seconds",
@@ -272,8 +272,11 @@ def start(opts: DemoOptions) -> DemoRun:
         raise
 
 
-def start_federated_round(run: DemoRun, rounds: int) -> None:
-    """One federated training run over the wells' SuperNodes; it packages a candidate."""
+def start_federated_round(run: DemoRun, rounds: int, *, labels: bool = False) -> None:
+    """One federated training run over the wells' SuperNodes; it packages a candidate.
+    ``labels``: a label round (`fiberwatch.label_round`) continuing from the model the
+    gateways run (the previous round's weights, else the initial checkpoint) with their
+    operator labels (publish them first: `fiberwatch.label_round.publish_site_labels`)."""
     lay = run.layout
     port = _superlink_port(lay)
     run.fl_child = run.supervisor.start("fl-run", _fw(
@@ -281,8 +284,19 @@ def start_federated_round(run: DemoRun, rounds: int) -> None:
         str(lay.flower_tls / "ca.pem"), "--rounds", str(rounds),
         "--min-nodes", str(len(FL_GATEWAYS)), "--registry", str(lay.registry), "--signing-key",
         str(lay.signing_key), "--influx-url", run.influx.url, "--results-dir",
-        str(lay.root / "flower" / "results")))
+        str(lay.root / "flower" / "results"), *(_label_round_args(lay) if labels else [])))
     run.fl_started = True
+
+
+def _label_round_args(layout: DemoLayout) -> list[str]:
+    """``--init-weights``: the last round's weights, else the newest initial checkpoint."""
+    prev = layout.root / "flower" / "results" / "final_weights.npz"
+    if not prev.exists():
+        ckpts = sorted(layout.models.glob("initial-*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not ckpts:
+            raise RuntimeError(f"no initial checkpoint in {layout.models}: train one first")
+        prev = ckpts[-1]
+    return ["--init-weights", str(prev)]
 
 
 def _superlink_port(layout: DemoLayout) -> int:

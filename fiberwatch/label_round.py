@@ -2,7 +2,8 @@
 
     from fiberwatch.label_round import publish_site_labels, next_round
 
-    publish_site_labels(store, mqtt_client)   # labels -> each gateway's retained label topic
+    client = labels_client(host, port, ca=ca, password_file=pw)   # the cloud's ``labels`` login
+    publish_site_labels(store, client)        # labels -> each gateway's retained label topic
     summary = next_round(link.control, results_dir, init_weights=prev / "final_weights.npz",
                          min_nodes=2, registry_dir=registry, signing_key=key)
     summary["labels"]   # fa_windows, fa_before, fa_after, recall_<kind>_{windows,before,after}
@@ -11,7 +12,8 @@
 The gateways' SuperNodes must run with their label file (node config ``labels``:
 `edge_agent.main.labels_path`, e.g. ``fiberwatch fl node --config gateway.toml`` does) beside
 their normal buffer. The CLI equivalent: ``python -m cloud.labels --once`` then
-``fiberwatch fl run --rounds 1 --init-weights prev/final_weights.npz``.
+``fiberwatch fl run --rounds 1 --init-weights prev/final_weights.npz`` (or a ``fiberwatch
+model train`` checkpoint); in the demo ``demo.start_federated_round(run, 1, labels=True)``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,29 @@ from typing import Any
 #: (`fiberwatch bench labels`: with 2 epochs, lr 0.003 and a 0.2 share the labelled valve
 #: still alerted after the round; with these it stopped and leak/sand recall held)
 LABEL_ROUND = {"epochs": 5, "lr": 0.01, "label-share": 0.5}
+
+
+def labels_client(host: str, port: int, *, ca: Path | None, password_file: Path | None,
+                  username: str = "labels", timeout_s: float = 30.0) -> Any:
+    """A connected paho client logged in as the cloud's ``labels`` user (TLS with ``ca``);
+    the caller stops it (``loop_stop()``, ``disconnect()``). TimeoutError if it cannot."""
+    import time
+
+    from edge_agent.config import BrokerConfig
+    from edge_agent.mqtt_client import make_client
+
+    broker = BrokerConfig(host=host, port=port, tls=ca is not None, ca_file=ca,
+                          username=username if password_file else None,
+                          password_file=password_file)
+    client = make_client(broker, f"{username}-publisher")
+    client.loop_start()
+    deadline = time.monotonic() + timeout_s
+    while not client.is_connected():
+        if time.monotonic() > deadline:
+            client.loop_stop()
+            raise TimeoutError(f"no connection to {host}:{port} as {username}")
+        time.sleep(0.05)
+    return client
 
 
 def publish_site_labels(store: Any, client: Any, *, since_ns: int = 0) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -38,7 +39,13 @@ log = logging.getLogger(__name__)
 
 
 def load_weights(path: str) -> list[np.ndarray]:
-    """Arrays of an ``.npz`` written by the ServerApp (``final_weights.npz``), in order."""
+    """The running model's arrays: an ``.npz`` written by the ServerApp
+    (``final_weights.npz``), or a ``fiberwatch model train`` checkpoint (same arch)."""
+    if not str(path).endswith(".npz"):
+        from federation.model.task import get_weights
+        from federation.model.train import load_checkpoint
+
+        return get_weights(load_checkpoint(Path(path))["model"])
     with np.load(path) as z:
         return [z[f"arr_{i}"] for i in range(len(z.files))]
 

@@ -11,22 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from cloud.api.memory import MemoryStore
 from cloud.labels import publish_labels
 from edge_agent import topics
-from edge_agent.config import BrokerConfig, GatewayConfig
+from edge_agent.config import GatewayConfig
 from edge_agent.events import Event
 from edge_agent.labels import LabelBook
-from edge_agent.mqtt_client import make_client
 from edge_agent.store_forward import Outbox
 from edge_agent.uplink import Uplink
 from fiberwatch.bench._security_deploy import GW_A, GW_B, SITE, Deployment
 from fiberwatch.bench._security_probe import connect, wait_for
 from fiberwatch.deploy.spec import gateway_user
+from fiberwatch.label_round import labels_client
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +54,6 @@ def _password_file(dep: Deployment, tmp: Path, user: str) -> Path:
     return path
 
 
-def _cloud_client(dep: Deployment, tmp: Path, user: str) -> Any:
-    assert dep.cloud is not None
-    broker = BrokerConfig(host="127.0.0.1", port=dep.cloud.port, tls=True, ca_file=dep.ca,
-                          username=user, password_file=_password_file(dep, tmp, user))
-    client = make_client(broker, "labels")
-    client.loop_start()
-    assert wait_for(client.is_connected, 30)
-    return client
-
-
 def _gateway_cfg(dep: Deployment, tmp: Path, gw: str) -> GatewayConfig:
     assert dep.site is not None
     pw = _password_file(dep, tmp, gateway_user(SITE, gw))
@@ -83,7 +72,9 @@ def test_labels_reach_an_offline_gateway_and_no_one_else(dep: Deployment, tmp_pa
     store.add_label(f"e-{GW_A}", label="false_alarm", note="valve", user="al")
     store.add_label(f"e-{GW_A}", label="note", note="just a note", user="al")
     store.add_label(f"e-{GW_B}", label="confirmed", note="", user="bo", kind="sand")
-    cloud = _cloud_client(dep, tmp_path, "labels")
+    assert dep.cloud is not None
+    cloud = labels_client("127.0.0.1", dep.cloud.port, ca=dep.ca,
+                          password_file=_password_file(dep, tmp_path, "labels"))
     try:
         sent = publish_labels(store, cloud)  # the gateways are offline: retained
     finally:
