@@ -143,3 +143,37 @@ def test_false_alarms_join_training_and_a_copy_is_held_back(tmp_path: Path) -> N
     effect = labelled.label_effect(data, lambda r: r[:, 0], 5.5, "x_")
     assert (effect["x_fa_windows"], effect["x_fa_flagged"]) == (4, 4)
     assert labelled.local_data(normal, held, "", stream="das").train is normal
+
+
+def test_a_label_round_starts_from_weights_or_a_checkpoint(tmp_path: Path) -> None:
+    from federation.flower.label_round import effect_report, load_weights
+    from federation.model import task
+    from federation.model.datasets import DAS_SPEC
+    from federation.model.train import save_checkpoint
+
+    model = task.build_model(DAS_SPEC.dim, seed=3)
+    np.savez(tmp_path / "w.npz", *task.get_weights(model))
+    save_checkpoint(tmp_path / "m.ckpt", model, DAS_SPEC, rows=None, training={})
+    for path in ("w.npz", "m.ckpt"):
+        got = load_weights(str(tmp_path / path))
+        assert all(np.array_equal(a, b) for a, b in zip(got, task.get_weights(model),
+                                                         strict=True))
+    rep = effect_report({"before_fa_windows": 4, "before_fa_flagged": 4, "after_fa_flagged": 0,
+                         "before_recall_leak_windows": 9, "before_recall_leak_flagged": 9,
+                         "after_recall_leak_flagged": 8}, (2.0, 3.0))
+    assert (rep["fa_windows"], rep["fa_before"], rep["fa_after"]) == (4, 4, 0)
+    assert (rep["recall_leak_windows"], rep["recall_leak_before"],
+            rep["recall_leak_after"]) == (9, 9, 8)
+
+
+def test_the_label_report_joins_the_last_rounds_point() -> None:
+    from federation.flower.metrics_sink import MetricsSink
+
+    sink = MetricsSink("http://127.0.0.1:9")
+    lines: list[str] = []
+    sink.write_lines = lines.extend  # type: ignore[method-assign]
+    report = {"round": 1, "participants": 2, "failures": 0, "t_end_ns": 123}
+    assert sink.write_labels(report, {"fa_before": 4, "fa_after": 0, "threshold_after": 2.5},
+                             run_id="7", strategy="fedavg")
+    assert lines == ["fl_round,run_id=7,strategy=fedavg label_fa_after=0i,label_fa_before=4i,"
+                     "label_threshold_after=2.5 123"]  # same series and time: fields merge
