@@ -49,9 +49,13 @@ def pack(values: Sequence[float] | np.ndarray, dtype: str) -> str:
     Float16 values beyond its range are stored as +-65504 rather than inf; float32 ones
     overflow to inf; NaN stays NaN.
     """
-    a = np.asarray(values, dtype=np.float64)
+    a = np.asarray(values)
+    if a.dtype not in (np.float32, np.float64):  # float32 stays: a packed summary's arrays
+        a = a.astype(np.float64)  # (converting float32 first changes no value)
     if dtype == "<f2":  # clipping first is the same as rounding and clipping on overflow
         packed = np.minimum(np.maximum(a, -_F16_MAX), _F16_MAX).astype(dtype)
+    elif a.dtype == np.dtype(dtype):
+        packed = a  # float32 into "<f4": the bytes as they are
     else:
         with np.errstate(over="ignore"):
             packed = a.astype(dtype)
@@ -118,7 +122,7 @@ def features_line(measurement: str, *, site: str, gateway: str, stream: str, t_n
     order, integers with ``i``, floats by ``repr``, strings quoted and escaped (base64
     needs no escaping).
     """
-    score_max = float(np.max(score))
+    score_max = float(score.max())
     count_field = "" if count is None else f",count={int(count)}i"
     return (f"{_series_key(measurement, site, gateway, stream)} ch_start={int(ch_start)}i"
             f'{count_field},energy="{pack(energy, DTYPES["energy"])}",'

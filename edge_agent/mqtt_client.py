@@ -93,6 +93,7 @@ def make_client(
     username: str | None = None,
     manual_ack: bool = False,
     receive_maximum: int | None = None,
+    client_class: type[mqtt.Client] = mqtt.Client,
 ) -> mqtt.Client:
     """Create a paho client for ``broker``, ready for ``loop_start()`` (``connect_async``
     called, no network traffic yet).
@@ -107,11 +108,13 @@ def make_client(
       gateway's raw-frame subscription uses ``broker.source_username``).
     - `manual_ack`: acknowledge QoS>0 messages with ``client.ack`` (after storing them);
       `receive_maximum` (v5): QoS>0 messages the broker may send before we acknowledge.
+    - `client_class`: a subclass of ``paho.mqtt.client.Client`` to build (e.g. ingestion's
+      `cloud.ingest.fastread.BufferedClient`).
 
     Raises `MqttConfigError` if the password or a TLS file cannot be read.
     """
     v5 = protocol == "v5"
-    client = mqtt.Client(
+    client = client_class(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,

@@ -63,8 +63,8 @@ class Downsampler:
             out.append(self._emit(key))  # a layout change mid-bucket overwrites: rare
             b = None
         if b is None:
-            self._open[key] = _Bucket(start, layout, r.score.copy(), r.energy.copy(),
-                                      r.threshold.copy(), 1, r.flagged, r.model_version,
+            self._open[key] = _Bucket(start, layout, _f64(r.score), _f64(r.energy),
+                                      _f64(r.threshold), 1, r.flagged, r.model_version,
                                       self._clock())
             return out
         np.maximum(b.score, r.score, out=b.score)
@@ -95,3 +95,8 @@ class Downsampler:
             ch_start=b.layout[0], group_size=b.layout[1], score=b.score,
             energy=b.energy / b.count, threshold=b.threshold / b.count,
             model_version=b.model_version, flagged=b.flagged, count=b.count)
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    """A float64 copy (the sums of a bucket stay in float64 whatever a summary holds)."""
+    return a.astype(np.float64)

@@ -20,6 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from cloud.ingest.buffer import Buffer, Item
 from cloud.ingest.config import IngestSettings
 from cloud.ingest.deadletter import DeadLetters
+from cloud.ingest.fastread import BufferedClient
 from cloud.ingest.limits import check_size, check_time
 from cloud.ingest.parse import FeaturesRecord, Malformed, parse
 from cloud.ingest.spool import Position, Spool
@@ -96,7 +97,8 @@ class Subscriber:
                         protocol="v5" if self.v5 else "v311", clean=not conn.persistent,
                         session_expiry_s=settings.session_expiry_s if conn.persistent else 0,
                         reconnect_delay_s=(1, 30),
-                        manual_ack=True, receive_maximum=settings.receive_maximum)
+                        manual_ack=True, receive_maximum=settings.receive_maximum,
+                        client_class=BufferedClient)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -118,6 +120,10 @@ class Subscriber:
 
     def ack(self, mid: int) -> None:
         self.client.ack(mid - self.conn.mid_offset, 1)
+
+    def ack_many(self, mids: list[int]) -> None:
+        off = self.conn.mid_offset
+        cast(BufferedClient, self.client).ack_many([m - off for m in mids])
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     reason: ReasonCode, properties: Properties | None) -> None:
@@ -225,6 +231,16 @@ class Subscribers:
         part = next((p for p in reversed(self.parts) if mid >= p.conn.mid_offset),
                     self.parts[0])
         part.ack(mid)
+
+    def ack_many(self, mids: list[int]) -> None:
+        """`ack` of many, in order: one write per connection (`BufferedClient.ack_many`)."""
+        if len(self.parts) == 1:
+            self.parts[0].ack_many(mids)
+            return
+        for p in reversed(self.parts):  # each message on the connection its id says
+            mine = [m for m in mids if m >= p.conn.mid_offset]
+            mids = [m for m in mids if m < p.conn.mid_offset]
+            p.ack_many(mine)
 
     def stop_accepting(self) -> None:
         for p in self.parts:

@@ -75,7 +75,7 @@ class FeaturesRecord:
     t_ns: int
     ch_start: int
     group_size: int
-    score: np.ndarray  # float64, one value per group
+    score: np.ndarray  # one value per group: float32 (packed) or float64 (JSON)
     energy: np.ndarray
     threshold: np.ndarray
     model_version: str
@@ -189,12 +189,13 @@ def _features(site: str, gateway: str, stream: str, payload: bytes) -> FeaturesR
 
 
 def _packed(payload: bytes) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:
-    """A schema 2 summary: its header and float64 arrays (numpy only, no per-value work)."""
+    """A schema 2 summary: its header and its float32 arrays (read-only views of the
+    payload: no copy, no per-value work; `codec.pack` takes float32 as it is)."""
     try:
         h, score, energy, threshold, _ = split_packed(payload, orjson.loads)
     except SummaryError as exc:
         raise Malformed("features:schema", str(exc)) from None
-    return h, tuple(a.astype(np.float64) for a in (score, energy, threshold))
+    return h, (score, energy, threshold)
 
 
 def _json_summary(payload: bytes) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:

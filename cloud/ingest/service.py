@@ -115,7 +115,8 @@ def _parts(settings: IngestSettings, influx: InfluxClient, stats: IngestStats,
     spool = (Spool(settings.spool_path(), max_bytes=settings.spool_bytes)
              if settings.spool else None)
     subscriber = Subscribers(settings, buffer, stats, dead, spool)
-    writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack, ensure_schema=ensure,
+    writer = Writer(influx, buffer, stats, settings, ack=subscriber.ack,
+                    ack_many=subscriber.ack_many, ensure_schema=ensure,
                     dead=dead, spool=spool)
     return subscriber, writer, spool
 

@@ -48,6 +48,8 @@ class Writer:
         Needs ``write(db, lines, rp=..., timeout=...)`` raising `InfluxError`.
     ack : callable
         ``ack(mid)`` for QoS1 messages once stored.
+    ack_many : callable, optional
+        ``ack_many([mid, ...])``: the same for a whole batch, in order, in one go.
     ensure_schema : callable
         Called when a write finds the database missing (it was dropped).
     wait : callable
@@ -56,6 +58,7 @@ class Writer:
 
     def __init__(self, client: WriteClient, buffer: Buffer, stats: IngestStats,
                  settings: IngestSettings, *, ack: Callable[[int], object],
+                 ack_many: Callable[[list[int]], object] | None = None,
                  ensure_schema: Callable[[], None] = lambda: None,
                  wait: Callable[[float], object] | None = None,
                  clock: Callable[[], float] = time.monotonic,
@@ -63,6 +66,7 @@ class Writer:
                  spool: Spool | None = None) -> None:
         self.client, self.buffer, self.stats, self.s = client, buffer, stats, settings
         self._ack = ack
+        self._ack_many = ack_many
         self._ensure_schema = ensure_schema
         self.stop_event = threading.Event()
         self._interrupt = threading.Event()  # cuts a backoff wait short when stop() comes
@@ -130,11 +134,13 @@ class Writer:
                 return False
             self.stats.add("lines", rp, len(by_rp[rp]))
         self._delete_superseded()
-        acked = 0
-        for item in items:
-            if item.qos > 0:
-                self._ack(item.mid)
-                acked += 1
+        mids = [item.mid for item in items if item.qos > 0]
+        if self._ack_many is not None:
+            self._ack_many(mids)
+        else:
+            for mid in mids:
+                self._ack(mid)
+        acked = len(mids)
         spooled = [i.spool for i in items if i.spool is not None]
         if spooled and self.spool is not None:
             self.spool.commit(max(spooled))
