@@ -180,3 +180,13 @@ def test_pack_non_finite_values() -> None:
     f4 = codec.unpack([codec.pack(values, "<f4")], len(values), "<f4")[0]
     np.testing.assert_array_equal(f4, [np.nan, np.inf, -np.inf, 65510, 65520, np.inf,
                                        -np.inf, 1])
+
+
+def test_pack_of_float32_equals_pack_of_its_float64_copy() -> None:
+    """Packed summaries are packed from their float32 arrays (no copy): the same text as
+    through float64, for any finite float32 (random bit patterns: tiny, huge, halfway)."""
+    bits = np.random.default_rng(0).integers(0, 2**32, 200_000, dtype=np.uint64)
+    a = bits.astype(np.uint32).view(np.float32)
+    a = a[np.isfinite(a)]
+    for dtype in ("<f2", "<f4"):
+        assert codec.pack(a, dtype) == codec.pack(a.astype(np.float64), dtype)
