@@ -11,17 +11,29 @@ shutdown path) to the group, waits, then SIGKILLs what is left, and then also en
 that left the group (flower-superlink starts its SuperExec in a session of its own; it watches
 its parent and normally exits by itself first). Only processes started through a group, and
 their descendants, are ever signalled.
+
+Members also end when their parent does, however it ends: each is started with
+``PR_SET_PDEATHSIG`` = SIGTERM (Linux; `_die_with_parent`), so the kernel signals it when the
+thread that started it exits, SIGKILL included; and groups still running at the parent's
+exit are stopped (`_stop_live_groups`: at ``atexit``, and on a SIGTERM the process had no
+handler for). The death signal follows the starting *thread*, so it is set only for members
+started from the main thread (a helper thread that ends would take them with it).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -120,6 +132,54 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, *,
 _TERM = (signal.SIGTERM,)
 
 
+_PR_SET_PDEATHSIG = 1
+_LIVE: weakref.WeakSet[ProcessGroup] = weakref.WeakSet()  # groups with members started
+
+
+def _libc_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel sends SIGTERM when the parent (thread) dies."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+
+def _stop_live_groups() -> None:
+    """Stop every group still running (at exit, or on an unhandled SIGTERM)."""
+    for group in list(_LIVE):
+        if group.alive():
+            group.stop(timeout=3.0, then_s=1.0)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """The default SIGTERM, after the groups: stop them, then die of the signal as before."""
+    del signum, frame
+    _stop_live_groups()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _install_exit_hooks() -> None:
+    """Once, from the main thread: the atexit hook, and the SIGTERM one where SIGTERM has
+    its default action (a program with its own handler keeps it and stops groups there)."""
+    if getattr(_install_exit_hooks, "done", False):
+        return
+    _install_exit_hooks.done = True  # type: ignore[attr-defined]
+    atexit.register(_stop_live_groups)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 class ProcessGroup:
     """Processes started in one new process group; stopped together by its id."""
 
@@ -138,9 +198,13 @@ class ProcessGroup:
             # a new process group in our session (a later member may join it; a new session
             # could not be joined), so terminal signals do not reach it: we stop it ourselves
             kw: dict[str, Any] = {"process_group": self.pgid if self.procs else 0}
+            if threading.current_thread() is threading.main_thread():
+                kw["preexec_fn"] = _die_with_parent
+                _install_exit_hooks()
             p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, env=env, cwd=cwd, **kw)
         self.procs.append(p)
+        _LIVE.add(self)
         return p
 
     def exited(self) -> str | None:

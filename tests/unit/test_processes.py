@@ -66,3 +66,36 @@ def test_the_supervisor_stops_with_sigint_first(tmp_path: Path) -> None:
 def test_free_port_is_free_and_listening_says_so() -> None:
     port = free_port()
     assert not listening("127.0.0.1", port)
+
+
+_PARENT = """
+import sys, time
+from pathlib import Path
+from federation.processes import ProcessGroup
+g = ProcessGroup("orphan", Path(sys.argv[1]))
+p = g.spawn([sys.executable, "-c", "import time; time.sleep(300)"])
+print(p.pid, flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_members_die_with_a_parent_that_is_killed(tmp_path: Path, how: str) -> None:
+    """A parent killed mid-run (SIGKILL: no cleanup code runs) leaves no member behind."""
+    import signal
+    import subprocess
+
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(tmp_path / "log")],
+                              stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    try:
+        assert not _gone(child)
+        parent.send_signal(getattr(signal, how))
+        parent.wait(10)
+        wait_until(lambda: _gone(child), 10, "the orphaned member exits", error=AssertionError)
+    finally:
+        if not _gone(child):
+            os.kill(child, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
