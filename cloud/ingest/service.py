@@ -21,7 +21,7 @@ from cloud.ingest.deadletter import DeadLetters
 from cloud.ingest.mqtt import Subscribers
 from cloud.ingest.spool import Spool
 from cloud.ingest.stats import IngestStats
-from cloud.ingest.workers import DEFAULT_SHARE_GROUP, run_workers
+from cloud.ingest.workers import DEFAULT_SHARE_GROUP, run_workers, worker_credentials
 from cloud.ingest.writer import Writer
 from edge_agent.logs import LOG_FORMAT
 from edge_agent.mqtt_args import add_broker_args
@@ -185,6 +185,12 @@ def parser() -> argparse.ArgumentParser:
                    help="primary only: events, health and model state, one connection (for "
                         "brokers that take the login as client id; feature workers run "
                         "separately with --no-primary and logins of their own)")
+    g.add_argument("--worker-logins", action="store_true",
+                   help="for brokers that take the login as client id (the shipped secure "
+                        "one): a primary without features on --mqtt-username USER, and N "
+                        "feature workers logging in as USER-f1 .. USER-fN with the files in "
+                        "the folders beside --mqtt-password-file's (`fiberwatch deploy "
+                        "--ingest-workers N` writes them)")
     g.add_argument("--stats-file", help="write the final counters here as JSON at exit "
                                         "(with --workers: PATH.0, PATH.1, ...)")
     g.add_argument("--drain-timeout-s", type=float, default=60.0, help=argparse.SUPPRESS)
@@ -192,7 +198,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 _LAUNCHER_ONLY = ("--workers", "--share-group", "--client-id", "--stats-file", "--no-primary",
-                  "--drain-timeout-s")
+                  "--drain-timeout-s", "--worker-logins")
+_LAUNCHER_SWITCHES = ("--no-primary", "--worker-logins")  # flags without a value
 
 
 def _passthrough(argv: Sequence[str]) -> list[str]:
@@ -204,7 +211,7 @@ def _passthrough(argv: Sequence[str]) -> list[str]:
             continue
         name = a.split("=", 1)[0]
         if name in _LAUNCHER_ONLY:
-            skip = "=" not in a and name != "--no-primary"
+            skip = "=" not in a and name not in _LAUNCHER_SWITCHES
             continue
         out.append(a)
     return out
@@ -219,13 +226,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--workers must be >= 1, got {args.workers}")
     if args.workers > 1 and not args.features:
         p.error("--no-features runs one process: it cannot be combined with --workers")
-    if args.workers > 1 and not args.share_group:
+    launch = args.workers > 1 or args.worker_logins
+    if args.worker_logins and not args.features:
+        p.error("--worker-logins starts its own primary without features: drop --no-features")
+    if launch and not args.share_group:
         args.share_group = DEFAULT_SHARE_GROUP
     try:
         settings = settings_from_args(args)
+        if args.worker_logins:
+            args.logins = worker_credentials(settings.broker_config, args.workers)
     except ValueError as exc:
         p.error(str(exc))
-    if args.workers > 1 and not args.client_id:  # the workers' ids: this one plus -0, -1, ...
+    if launch and not args.client_id:  # the workers' ids: this one plus -0, -1, ...
         args.client_id = settings.mqtt_client_id
     logging.basicConfig(level=args.log_level.upper(),
                         format=LOG_FORMAT)
@@ -233,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     previous = _on_signals(stop)
     try:
-        if args.workers > 1:
+        if launch:
             return run_workers(args, _passthrough(argv), stop)
         stats = run_ingest(settings, stop)
         if args.stats_file:

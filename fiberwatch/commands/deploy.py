@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         a.add_argument("--sites", type=Path, required=True, metavar="FILE",
                        help="the site list (TOML; example: deploy/mosquitto/sites.example.toml)")
         a.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+        if name in ("certs", "creds", "acl", "all"):
+            _add_ingest_workers(a)
         if name in ("certs", "creds", "all"):
             a.add_argument("--rotate", action="store_true",
                            help="replace existing keys/passwords (clients must be updated)")
@@ -46,13 +48,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         a.set_defaults(func=_run)
 
 
+def _add_ingest_workers(a: argparse.ArgumentParser) -> None:
+    a.add_argument("--ingest-workers", type=int, metavar="N",
+                   help="logins ingest-f1 .. ingest-fN for `fiberwatch cloud ingest --workers N "
+                        "--worker-logins` (default: the site list's cloud.ingest_workers, 0)")
+
+
 def _run(args: argparse.Namespace) -> int:
     from fiberwatch.deploy import generate
     from fiberwatch.deploy.broker_conf import Placement
-    from fiberwatch.deploy.spec import SpecError, load_spec
+    from fiberwatch.deploy.spec import SpecError, load_spec, with_ingest_workers
 
     try:
-        spec = load_spec(args.sites)
+        spec = with_ingest_workers(load_spec(args.sites), getattr(args, "ingest_workers", None))
     except SpecError as exc:
         raise UsageError(str(exc)) from None
     lay = generate.Layout(args.out)

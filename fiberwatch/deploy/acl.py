@@ -14,7 +14,9 @@ model topics; ``alerting`` reads every gateway's events and writes only the aler
 (``fiberwatch/v1/alerts`` and below it: an mqtt receiver of `firmware_configs.alerting`
 names one), which ``viewer`` may read; ``labels`` (the API's label publisher) writes the
 label topics and nothing else, and no one else may write them (bridges and gateways only
-read them). An all-in-one broker (the demo) carries both sets.
+read them); ingestion's feature workers ``ingest-fK`` (`ingest_worker_rules`) read only the
+feature summaries (their ``$share/GROUP/...`` subscription is checked against the topic after
+the share prefix). An all-in-one broker (the demo) carries both sets.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fiberwatch.deploy.spec import (
     Site,
     bridge_user,
     gateway_user,
+    ingest_worker_users,
     interrogator_user,
     raw_user,
 )
@@ -56,6 +59,7 @@ def site_acl(site: Site) -> str:
 def cloud_rules(spec: DeploySpec) -> str:
     every = [f"{ROOT}/+/+/{s}" for s in UPLINK]
     out = _user("ingest", [("read", t) for t in every])
+    out += ingest_worker_rules(spec)
     out += _user("viewer", [("read", t) for t in every] + [("read", ALERTS)])
     out += _user("rollout", [("read", t) for t in every]
                  + [("write", f"{ROOT}/+/+/{s}") for s in DOWNLINK])
@@ -71,6 +75,12 @@ def cloud_rules(spec: DeploySpec) -> str:
 def alerting_rules() -> str:
     """The alerting process: every gateway's events in, alerts out, nothing else."""
     return _user("alerting", [("read", f"{ROOT}/+/+/events"), ("write", ALERTS)])
+
+
+def ingest_worker_rules(spec: DeploySpec) -> str:
+    """The feature workers' logins: each reads the feature summaries, nothing else."""
+    return "".join(_user(u, [("read", f"{ROOT}/+/+/features/+")])
+                   for u in ingest_worker_users(spec))
 
 
 def cloud_acl(spec: DeploySpec) -> str:

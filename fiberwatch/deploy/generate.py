@@ -26,6 +26,7 @@ from fiberwatch.deploy.spec import (
     bridge_user,
     cloud_users,
     gateway_user,
+    ingest_worker_users,
     interrogator_user,
     password_group,
     site_users,
@@ -52,7 +53,7 @@ class Layout:
 
 def client_groups(spec: DeploySpec) -> list[str]:
     """Every secret's owner: gateways, interrogators, bridges and the cloud services."""
-    out = list(CLOUD_USERS)
+    out = [*CLOUD_USERS, *ingest_worker_users(spec)]
     for s in spec.sites:
         out.append(bridge_user(s.name))
         for g in s.gateways:

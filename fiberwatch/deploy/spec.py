@@ -16,19 +16,24 @@ Usernames (the broker uses them as client ids, so each connection has its own):
 subscription (same password), ``{site}.{gateway}.interrogator`` for the interrogator that
 publishes its frames, ``bridge.{site}`` for a site's bridge on the cloud broker, and the cloud
 services ``ingest``, ``rollout``, ``viewer``, ``alerting`` and ``labels`` (publishes operator
-labels).
+labels). With ``[cloud] ingest_workers = N`` (or ``fiberwatch deploy ... --ingest-workers N``)
+also ``ingest-f1`` ... ``ingest-fN``: one login per feature worker of ``fiberwatch cloud ingest
+--workers N --worker-logins`` (the broker takes logins as client ids, so each connection needs
+its own; `ingest_worker_user`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cloud.ingest.workers import worker_login
 from edge_agent.topics import check_name
 
 CLOUD_USERS = ("ingest", "rollout", "viewer", "alerting", "labels")
+MAX_INGEST_WORKERS = 64
 
 
 class SpecError(ValueError):
@@ -66,6 +71,7 @@ class DeploySpec:
     sites: tuple[Site, ...]
     cloud_port: int = 8883
     sizing: Sizing = field(default_factory=Sizing)
+    ingest_workers: int = 0  # feature workers with logins of their own (`ingest_worker_user`)
 
     def site(self, name: str) -> Site:
         for s in self.sites:
@@ -102,8 +108,27 @@ def site_users(site: Site) -> list[str]:
     return out
 
 
+def ingest_worker_user(k: int, base: str = "ingest") -> str:
+    """The login of feature worker `k` (1, 2, ...) of the ingestion that logs in as `base`
+    (the name `fiberwatch cloud ingest --worker-logins` looks for)."""
+    return worker_login(base, k)
+
+
+def ingest_worker_users(spec: DeploySpec) -> list[str]:
+    return [ingest_worker_user(k) for k in range(1, spec.ingest_workers + 1)]
+
+
+def with_ingest_workers(spec: DeploySpec, n: int | None) -> DeploySpec:
+    """`spec` with `n` feature-worker logins (None: as the site list says)."""
+    if n is None:
+        return spec
+    if not 0 <= n <= MAX_INGEST_WORKERS:
+        raise SpecError(f"ingest workers must be 0..{MAX_INGEST_WORKERS}, got {n}")
+    return replace(spec, ingest_workers=n)
+
+
 def cloud_users(spec: DeploySpec) -> list[str]:
-    return [*CLOUD_USERS, *(bridge_user(s.name) for s in spec.sites)]
+    return [*CLOUD_USERS, *ingest_worker_users(spec), *(bridge_user(s.name) for s in spec.sites)]
 
 
 def password_group(user: str) -> str:
@@ -145,9 +170,17 @@ def parse_spec(data: dict) -> DeploySpec:
         raise ValueError("site: at least one [[site]] table")
     sizing = Sizing(**(data.get("sizing") or {}))
     spec = DeploySpec(str(cloud.get("host", "127.0.0.1")), tuple(sites),
-                      _port(cloud.get("port", 8883), "cloud.port"), sizing)
+                      _port(cloud.get("port", 8883), "cloud.port"), sizing,
+                      _ingest_workers(cloud.get("ingest_workers", 0)))
     _check_unique(spec)
     return spec
+
+
+def _ingest_workers(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not (
+            0 <= value <= MAX_INGEST_WORKERS):
+        raise ValueError(f"cloud.ingest_workers: {value!r} is not 0..{MAX_INGEST_WORKERS}")
+    return value
 
 
 def _port(value: object, where: str) -> int:

@@ -183,3 +183,74 @@ def test_logins_as_client_ids_a_features_free_primary_and_two_feature_workers(
         assert sum(shares) == 120 and min(shares) > 0, shares
         assert "event" not in got[1] and "event" not in got[2]
         client.close()
+
+
+def _gateway_client(broker: Mosquitto, lay: Path, site: str, gw: str) -> mqtt.Client:
+    """A gateway's uplink login over TLS, as deployed (`fiberwatch deploy`'s files)."""
+    from fiberwatch.deploy.generate import Layout
+    from fiberwatch.deploy.spec import gateway_user
+
+    user = gateway_user(site, gw)
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=user)
+    c.username_pw_set(user, Layout(lay).password(user))
+    c.tls_set(ca_certs=str(lay / "single" / "certs" / "ca.crt"))
+    c.max_inflight_messages_set(100)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    return c
+
+
+def test_two_workers_with_their_own_logins_on_the_secure_broker(
+        influxd: Influxd, tmp_path: Path) -> None:
+    """The shipped secure broker (TLS, logins as client ids, the generated ACL) with the logins
+    `fiberwatch deploy --ingest-workers 2` writes: ``--workers 2 --worker-logins`` runs a
+    primary (events) and two feature workers, each summary stored and received once."""
+    from fiberwatch.deploy.generate import Layout, write_single_broker
+    from fiberwatch.deploy.spec import DeploySpec, Site
+
+    spec = DeploySpec("127.0.0.1", (Site("s1", "127.0.0.1", GATEWAYS),), ingest_workers=2)
+    lay = tmp_path / "mqtt"
+    secure = write_single_broker(spec, Layout(lay), server_names=("127.0.0.1",))
+    stats = tmp_path / "stats.json"
+    with Mosquitto(tmp_path / "mosquitto", secure_dir=secure) as broker:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloud.ingest", "--workers", "2", "--worker-logins",
+             "--mqtt-port", str(broker.port), "--mqtt-username", "ingest",
+             "--mqtt-password-file", str(Layout(lay).client_dir("ingest") / "password"),
+             "--mqtt-ca", str(secure / "certs" / "ca.crt"), "--influx-url", influxd.url,
+             "--stats-file", str(stats), "--log-level", "INFO"],
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True).start()
+        try:
+            wait_for(lambda: sum("event=ingest_started" in x for x in list(lines)) == 3, 60,
+                     "a primary and 2 feature workers subscribed")
+            clients = {gw: _gateway_client(broker, lay, "s1", gw) for gw in GATEWAYS}
+            now = time.time_ns() // S * S
+            for k in range(PER_GATEWAY):
+                for gw, c in clients.items():
+                    s = replace(summary(now - (PER_GATEWAY - k) * S, k, groups=128), gateway=gw)
+                    c.publish(topics.features("s1", gw, "das"), s.to_packed(), qos=1)
+            events = [make_event(i) for i in range(5)]
+            for e in events:
+                clients["g1"].publish(topics.events("s1", "g1"), e.to_json(),
+                                      qos=1).wait_for_publish(10)
+            for c in clients.values():
+                c.disconnect()
+                c.loop_stop()
+            client = InfluxClient(influxd.url)
+            total = PER_GATEWAY * len(GATEWAYS)
+            wait_for(lambda: _stored(client, "features") == total, 60, f"{total} summaries")
+            wait_for(lambda: _stored(client, "event") == len(events), 30, "5 events stored")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0, "".join(lines[-20:])
+    shares = [json.loads(stats.with_name(f"stats.json.{i}").read_text())["received"]
+              for i in range(3)]
+    assert "features" not in shares[0] and shares[0].get("event") == len(events)
+    got = [s.get("features", 0) for s in shares[1:]]
+    assert sum(got) == total and min(got) > 0, f"received {got}: each summary exactly once?"
+    assert all("event" not in s for s in shares[1:])
+    assert _stored(client, "features") == total  # nothing written twice either
+    assert not any("not authori" in x.lower() or "refused" in x.lower() for x in lines), lines
+    client.close()

@@ -121,3 +121,24 @@ def test_the_alerting_login_reads_events_and_writes_only_alerts() -> None:
     assert not any(line.startswith("topic write") for line in viewer)
     assert "alerting" in generate.client_groups(spec)  # its password, certificate and folder
     assert acl.alerting_rules() in acl.single_acl(spec)  # the demo's broker has it too
+
+
+def test_ingest_workers_get_logins_that_read_only_feature_summaries(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.toml"
+    sites.write_text('[[site]]\nname = "s1"\ngateways = ["a"]\n')
+    out = tmp_path / "out"
+    assert main(["deploy", "all", "--sites", str(sites), "--out", str(out),
+                 "--ingest-workers", "2"]) == 0
+    lay = generate.Layout(out)
+    users = [ln.split(":")[0] for ln in (out / "cloud" / "passwd").read_text().split()]
+    assert {"ingest", "ingest-f1", "ingest-f2"} <= set(users) and "ingest-f3" not in users
+    assert len({lay.password(u) for u in ("ingest", "ingest-f1", "ingest-f2")}) == 3
+    assert (lay.client_dir("ingest-f2") / "client.crt").is_file()
+    text = (out / "cloud" / "acl").read_text()
+    block = text.split("user ingest-f1\n", 1)[1].split("\n\n", 1)[0]
+    assert block == "topic read fiberwatch/v1/+/+/features/+"
+    # the site list can say it too; a bad count is refused
+    spec = parse_spec({**SPEC, "cloud": {"host": "c", "ingest_workers": 3}})
+    assert "user ingest-f3\n" in acl.cloud_acl(spec)
+    with pytest.raises(ValueError, match="ingest_workers"):
+        parse_spec({**SPEC, "cloud": {"host": "c", "ingest_workers": -1}})

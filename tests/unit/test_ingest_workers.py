@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cloud.ingest.buffer import Buffer
@@ -80,3 +82,45 @@ def test_a_primary_without_features_has_one_persistent_connection() -> None:
         IngestSettings(share_group="g", primary=False, features=False)
     args = parser().parse_args(["--no-features", "--share-group", "g"])
     assert args.features is False
+
+
+def test_worker_logins_start_a_featureless_primary_and_workers_with_their_own_files(
+        tmp_path: Path) -> None:
+    from cloud.ingest.workers import process_count, worker_credentials
+    from edge_agent.config import BrokerConfig
+
+    clients = tmp_path / "clients"
+    for u in ("ingest", "ingest-f1", "ingest-f2"):
+        (clients / u).mkdir(parents=True)
+        (clients / u / "password").write_text("pw")
+    base = BrokerConfig(username="ingest", password_file=clients / "ingest" / "password")
+    args = parser().parse_args(["--workers", "2", "--worker-logins"])
+    args.client_id, args.logins = "ingest", worker_credentials(base, 2)
+    assert process_count(args) == 3
+    primary, w1, w2 = (child_argv(args, ["--mqtt-username", "ingest"], i) for i in range(3))
+    assert "--no-features" in primary and "--no-primary" not in primary
+    assert w2[-5:] == ["--mqtt-username", "ingest-f2", "--mqtt-password-file",
+                       str(clients / "ingest-f2" / "password"), "--no-primary"]
+    assert "--no-features" not in w1 and "ingest-f1" in w1
+    args.primary = False  # another machine's launcher: feature workers only
+    assert process_count(args) == 2 and "ingest-f1" in child_argv(args, [], 0)
+    with pytest.raises(ValueError, match="ingest-f3"):
+        worker_credentials(base, 3)
+    with pytest.raises(ValueError, match="password-file"):
+        worker_credentials(BrokerConfig(username="ingest"), 2)
+
+
+def test_the_worker_unit_runs_a_feature_worker_with_its_own_login() -> None:
+    """deploy/systemd/fiberwatch-ingest-worker@.service: its ExecStart parses, instance 2."""
+    import shlex
+
+    unit = (Path(__file__).resolve().parents[2] / "deploy" / "systemd"
+            / "fiberwatch-ingest-worker@.service").read_text()
+    cmd = unit.split("ExecStart=", 1)[1].split("\n#", 1)[0].replace("\\\n", " ")
+    cmd = (cmd.replace("%i", "2").replace("%S", "/var/lib").replace("$FIBERWATCH_INGEST_ARGS",
+           "--mqtt-host m --influx-url http://i:8086").replace("${FIBERWATCH_SHARE_GROUP}", "g"))
+    argv = shlex.split(cmd)
+    assert argv[1:3] == ["cloud", "ingest"]
+    args = parser().parse_args(argv[3:])
+    assert not args.primary and args.share_group == "g" and args.mqtt_username == "ingest-f2"
+    assert str(args.mqtt_password_file) == "/etc/fiberwatch/clients/ingest-f2/password"
