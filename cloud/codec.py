@@ -53,7 +53,9 @@ def pack(values: Sequence[float] | np.ndarray, dtype: str) -> str:
     if a.dtype not in (np.float32, np.float64):  # float32 stays: a packed summary's arrays
         a = a.astype(np.float64)  # (converting float32 first changes no value)
     if dtype == "<f2":  # clipping first is the same as rounding and clipping on overflow
-        packed = np.minimum(np.maximum(a, -_F16_MAX), _F16_MAX).astype(dtype)
+        in_range = a.size and -_F16_MAX <= a.min() and a.max() <= _F16_MAX  # (NaN: clip)
+        packed = (a if in_range else np.minimum(np.maximum(a, -_F16_MAX), _F16_MAX)
+                  ).astype(dtype)
     elif a.dtype == np.dtype(dtype):
         packed = a  # float32 into "<f4": the bytes as they are
     else:

@@ -40,6 +40,8 @@ class Buffer:
         self._items: deque[tuple[float, Item]] = deque()  # (arrival, item)
         self._bytes = 0
         self._cond = threading.Condition()
+        self._last_put = -float("inf")  # when the newest item came
+        self._wake_at = (1, 0)  # `put` wakes a waiting batch at this many items or bytes
 
     def __len__(self) -> int:
         return len(self._items)
@@ -53,9 +55,11 @@ class Buffer:
         with self._cond:
             if item.qos == 0 and self._bytes + item.nbytes > self.max_bytes:
                 return False
-            self._items.append((self._clock(), item))
+            self._last_put = now = self._clock()
+            self._items.append((now, item))
             self._bytes += item.nbytes
-            self._cond.notify()
+            if len(self._items) >= self._wake_at[0] or self._bytes >= self._wake_at[1]:
+                self._cond.notify()
             return True
 
     def get_batch(self, *, max_lines: int, max_bytes: int, linger_s: float, idle_s: float,
@@ -67,6 +71,11 @@ class Buffer:
         The linger counts from the oldest item's arrival, so items that piled up during
         the previous write go out at once: under load, batches grow with the backlog and
         the writer never idles.
+
+        While a batch fills, `put` does not wake this thread for every item (a thread
+        switch per message costs the MQTT thread the GIL): the batch sleeps until the
+        linger ends or the newest item is `idle_s` old, and is woken early only once
+        enough items or bytes to fill it are queued.
         """
         batch: list[Item] = []
         lines = nbytes = 0
@@ -74,18 +83,24 @@ class Buffer:
             if not self._cond.wait_for(lambda: self._items, timeout):
                 return batch
             deadline = self._items[0][0] + linger_s
-            while True:
-                while self._items and lines < max_lines and nbytes < max_bytes:
-                    item = self._items.popleft()[1]
-                    self._bytes -= item.nbytes
-                    batch.append(item)
-                    lines += item.lines
-                    nbytes += item.nbytes
-                if lines >= max_lines or nbytes >= max_bytes:
-                    return batch
-                wait = min(deadline - self._clock(), idle_s)
-                if wait <= 0 or not self._cond.wait_for(lambda: self._items, wait):
-                    return batch
+            try:
+                while True:
+                    while self._items and lines < max_lines and nbytes < max_bytes:
+                        item = self._items.popleft()[1]
+                        self._bytes -= item.nbytes
+                        batch.append(item)
+                        lines += item.lines
+                        nbytes += item.nbytes
+                    if lines >= max_lines or nbytes >= max_bytes:
+                        return batch
+                    now = self._clock()
+                    wait = min(deadline - now, self._last_put + idle_s - now)
+                    if wait <= 0:
+                        return batch
+                    self._wake_at = (max(max_lines - lines, 1), max(max_bytes - nbytes, 1))
+                    self._cond.wait(wait)
+            finally:
+                self._wake_at = (1, 0)
 
     def drain(self) -> list[Item]:
         """Everything left, at once."""

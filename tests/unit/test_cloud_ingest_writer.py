@@ -16,6 +16,7 @@ from cloud.ingest.downsample import Downsampler
 from cloud.ingest.parse import EventRecord, FeaturesRecord, HealthRecord, ModelStateRecord
 from cloud.ingest.stats import IngestStats, RateLimitedLog
 from cloud.ingest.writer import Writer
+from federation.processes import wait_until
 from tests.unit.test_cloud_ingest_parse import T, health_dict, make_event
 
 
@@ -239,3 +240,22 @@ def test_rate_limited_log(caplog: pytest.LogCaptureFixture) -> None:
         assert rl.log(logging.WARNING, "k", "event=x n=%d", 3)
     assert [r.getMessage() for r in caplog.records] == [
         "event=x n=1 suppressed=0", "event=y suppressed=0", "event=x n=3 suppressed=1"]
+
+
+@pytest.mark.parametrize("full", ["lines", "bytes"])
+def test_a_filling_batch_is_woken_once_full(full: str) -> None:
+    """`put` no longer wakes the batch for every item, but it does once the batch is full
+    (a batch that slept through its 10-minute linger would fail the join)."""
+    b = Buffer(10**6)
+    b.put(item(None, mid=0, nbytes=10))
+    got: list[list[int]] = []
+    limits = {"max_lines": 5, "max_bytes": 10**6} if full == "lines" else {
+        "max_lines": 10**6, "max_bytes": 45}
+    t = threading.Thread(target=lambda: got.append([i.mid for i in b.get_batch(
+        **limits, linger_s=600, idle_s=600, timeout=1)]))
+    t.start()
+    wait_until(lambda: b._wake_at != (1, 0), 30, "the batch waits")  # noqa: SLF001
+    for mid in range(1, 5):
+        b.put(item(None, mid=mid, nbytes=10))
+    t.join(60)
+    assert not t.is_alive() and got == [[0, 1, 2, 3, 4]]
