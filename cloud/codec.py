@@ -116,22 +116,46 @@ def cloud_event_id(site: str, gateway: str, gateway_event_id: str) -> str:
 def features_line(measurement: str, *, site: str, gateway: str, stream: str, t_ns: int,
                   ch_start: int, group_size: int, score: np.ndarray, energy: np.ndarray,
                   threshold: np.ndarray, model_version: str, flagged: int,
-                  count: int | None = None) -> str:
+                  count: int | None = None, threshold_text: str | None = None) -> str:
     """A ``features`` or ``features_10s`` point: the arrays packed per `DTYPES`.
 
     The hot path of ingestion, so it is formatted here rather than by ``make_line``; the
     line is the same, character for character (the tests compare both): fields in sorted
     order, integers with ``i``, floats by ``repr``, strings quoted and escaped (base64
-    needs no escaping).
+    needs no escaping). `threshold_text`: `threshold` already packed (`LastPacked`).
     """
     score_max = float(score.max())
+    if threshold_text is None:
+        threshold_text = pack(threshold, DTYPES["threshold"])
     count_field = "" if count is None else f",count={int(count)}i"
     return (f"{_series_key(measurement, site, gateway, stream)} ch_start={int(ch_start)}i"
             f'{count_field},energy="{pack(energy, DTYPES["energy"])}",'
             f"flagged={int(flagged)}i,fmt={FORMAT}i,group_size={int(group_size)}i,"
             f"model_version={_string_field(model_version)},n={len(score)}i,"
             f'score="{pack(score, DTYPES["score"])}",score_max={score_max!r},'
-            f'threshold="{pack(threshold, DTYPES["threshold"])}" {int(t_ns)}')
+            f'threshold="{threshold_text}" {int(t_ns)}')
+
+
+class LastPacked:
+    """`pack` that reuses the text of a key's previous array while its bytes are unchanged:
+    a gateway's thresholds change only with its model, so most summaries repeat them. The
+    bytes are compared, never assumed: a changed array is packed anew. Keeps `max_keys`."""
+
+    def __init__(self, max_keys: int = 4096) -> None:
+        self.max_keys = max_keys
+        self._last: dict[tuple[object, str, str], tuple[bytes, str]] = {}
+
+    def pack(self, key: object, a: np.ndarray, dtype: str) -> str:
+        raw = a.tobytes()
+        k = (key, a.dtype.str, dtype)
+        hit = self._last.get(k)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        text = pack(a, dtype)
+        if k not in self._last and len(self._last) >= self.max_keys:
+            self._last.pop(next(iter(self._last)))
+        self._last[k] = (raw, text)
+        return text
 
 
 @functools.lru_cache(maxsize=4096)

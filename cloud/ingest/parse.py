@@ -46,6 +46,8 @@ from edge_agent.summary import (
 _SUMMARY_REQUIRED = frozenset({"site", "gateway", "stream", "t_ns", "ch_start", "group_size",
                                "score", "energy", "threshold", "model_version"})
 _SUMMARY_ALLOWED = _SUMMARY_REQUIRED | {"flagged", "schema"}
+_THRESHOLDS = codec.LastPacked()  # a series' thresholds repeat until its model changes
+_THRESHOLD_DTYPE = codec.DTYPES["threshold"]
 _HEALTH_NUMBERS = ("uptime_s", "frames_per_s", "samples_per_s", "queue_depth", "gaps",
                    "outbox_depth", "outbox_evicted", "rss_mb")
 
@@ -183,7 +185,9 @@ def _features(site: str, gateway: str, stream: str, payload: bytes) -> FeaturesR
     line = codec.features_line(schema.FEATURES, site=site, gateway=gateway, stream=stream,
                                t_ns=d["t_ns"], ch_start=d["ch_start"],
                                group_size=d["group_size"], score=score, energy=energy,
-                               threshold=threshold, model_version=mv, flagged=flagged)
+                               threshold=threshold, model_version=mv, flagged=flagged,
+                               threshold_text=_THRESHOLDS.pack((site, gateway, stream),
+                                                               threshold, _THRESHOLD_DTYPE))
     return FeaturesRecord(site, gateway, stream, d["t_ns"], d["ch_start"], d["group_size"],
                           score, energy, threshold, mv, flagged, line)
 

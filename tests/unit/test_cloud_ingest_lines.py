@@ -190,3 +190,16 @@ def test_pack_of_float32_equals_pack_of_its_float64_copy() -> None:
     a = a[np.isfinite(a)]
     for dtype in ("<f2", "<f4"):
         assert codec.pack(a, dtype) == codec.pack(a.astype(np.float64), dtype)
+
+
+def test_last_packed_reuses_only_an_unchanged_array() -> None:
+    memo = codec.LastPacked(max_keys=2)
+    a = np.full(64, 1.5, dtype=np.float32)
+    assert memo.pack("g1", a, "<f2") == codec.pack(a, "<f2")
+    b = a.copy()
+    b[63] = 2.0  # one value changed: packed anew, not the remembered text
+    assert memo.pack("g1", b, "<f2") == codec.pack(b, "<f2") != codec.pack(a, "<f2")
+    assert memo.pack("g1", b.astype(np.float64), "<f2") == codec.pack(b, "<f2")
+    for k in ("g2", "g3", "g1"):  # bounded: the oldest key goes
+        assert memo.pack(k, a, "<f4") == codec.pack(a, "<f4")
+    assert len(memo._last) == 2  # noqa: SLF001
