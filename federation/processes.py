@@ -13,7 +13,7 @@ its parent and normally exits by itself first). Only processes started through a
 their descendants, are ever signalled.
 
 Members also end when their parent does, however it ends: each is started with
-``PR_SET_PDEATHSIG`` = SIGTERM (Linux; `_die_with_parent`), so the kernel signals it when the
+``PR_SET_PDEATHSIG`` = SIGTERM (Linux; `die_with_parent`), so the kernel signals it when the
 thread that started it exits, SIGKILL included; and groups still running at the parent's
 exit are stopped (`_stop_live_groups`: at ``atexit``, and on a SIGTERM the process had no
 handler for). The death signal follows the starting *thread*, so it is set only for members
@@ -148,7 +148,7 @@ def _libc_prctl() -> Callable[..., int] | None:
 _PRCTL = _libc_prctl()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: the kernel sends SIGTERM when the parent (thread) dies."""
     if _PRCTL is not None:
         _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
@@ -199,7 +199,7 @@ class ProcessGroup:
             # could not be joined), so terminal signals do not reach it: we stop it ourselves
             kw: dict[str, Any] = {"process_group": self.pgid if self.procs else 0}
             if threading.current_thread() is threading.main_thread():
-                kw["preexec_fn"] = _die_with_parent
+                kw["preexec_fn"] = die_with_parent
                 _install_exit_hooks()
             p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, env=env, cwd=cwd, **kw)

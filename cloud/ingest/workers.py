@@ -4,7 +4,8 @@ The split is the broker's: every process subscribes to feature summaries through
 shared subscription (`IngestSettings.share_group`); process 0 is the primary and also takes
 events, health and model state. This module only starts the processes (``python -m
 cloud.ingest`` with per-process flags), watches them and stops them: SIGINT/SIGTERM to the
-parent sends SIGTERM to each child (by PID), waits for their drain, then kills what is left.
+parent sends SIGTERM to each child (by PID), waits for their drain, then kills what is left;
+a launcher killed outright takes its workers with it (``PR_SET_PDEATHSIG``, `die_with_parent`).
 If a child exits on its own, the others are stopped too and the parent exits 1, so a
 supervisor (systemd, the demo's) sees one failed unit and restarts it whole.
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.config import BrokerConfig
+from federation.processes import die_with_parent
 
 log = logging.getLogger("cloud.ingest.workers")
 DEFAULT_SHARE_GROUP = "fiberwatch-ingest"
@@ -121,7 +123,8 @@ def run_workers(args: argparse.Namespace, passthrough: Sequence[str],
     """Start ``args.workers`` processes and supervise them until a signal (or `stop`)."""
     stop = stop or threading.Event()
     procs = [subprocess.Popen([sys.executable, "-m", "cloud.ingest",
-                               *child_argv(args, passthrough, i)])
+                               *child_argv(args, passthrough, i)],
+                              preexec_fn=die_with_parent)
              for i in range(process_count(args))]
     log.info("event=workers_started pids=%s", ",".join(str(p.pid) for p in procs))
     failed = None
