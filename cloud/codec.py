@@ -14,6 +14,7 @@ import base64
 import binascii
 import functools
 import json
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -139,11 +140,13 @@ def features_line(measurement: str, *, site: str, gateway: str, stream: str, t_n
 class LastPacked:
     """`pack` that reuses the text of a key's previous array while its bytes are unchanged:
     a gateway's thresholds change only with its model, so most summaries repeat them. The
-    bytes are compared, never assumed: a changed array is packed anew. Keeps `max_keys`."""
+    bytes are compared, never assumed: a changed array is packed anew. Keeps `max_keys`.
+    Thread-safe (a primary's two MQTT connections parse on two threads)."""
 
     def __init__(self, max_keys: int = 4096) -> None:
         self.max_keys = max_keys
         self._last: dict[tuple[object, str, str], tuple[bytes, str]] = {}
+        self._lock = threading.Lock()
 
     def pack(self, key: object, a: np.ndarray, dtype: str) -> str:
         raw = a.tobytes()
@@ -152,9 +155,10 @@ class LastPacked:
         if hit is not None and hit[0] == raw:
             return hit[1]
         text = pack(a, dtype)
-        if k not in self._last and len(self._last) >= self.max_keys:
-            self._last.pop(next(iter(self._last)))
-        self._last[k] = (raw, text)
+        with self._lock:
+            if k not in self._last and len(self._last) >= self.max_keys:
+                self._last.pop(next(iter(self._last)))
+            self._last[k] = (raw, text)
         return text
 
 
