@@ -124,3 +124,13 @@ def test_the_worker_unit_runs_a_feature_worker_with_its_own_login() -> None:
     args = parser().parse_args(argv[3:])
     assert not args.primary and args.share_group == "g" and args.mqtt_username == "ingest-f2"
     assert str(args.mqtt_password_file) == "/etc/fiberwatch/clients/ingest-f2/password"
+
+
+def test_acks_of_a_batch_go_to_their_connections_in_order() -> None:
+    subs = Subscribers(IngestSettings(client_id="fiberwatch-ingest", share_group="g"),
+                       Buffer(1 << 20), IngestStats())
+    acked: list[tuple[str, list[int]]] = []
+    for p in subs.parts:
+        p.client.ack_many = lambda mids, name=p.conn.client_id: acked.append((name, mids))
+    subs.ack_many([3, MID_OFFSET + 9, 4, MID_OFFSET + 1])
+    assert sorted(acked) == [("fiberwatch-ingest", [3, 4]), ("fiberwatch-ingest-features", [9, 1])]
