@@ -92,8 +92,7 @@ def make_client(
     max_inflight: int = 100,
     username: str | None = None,
     manual_ack: bool = False,
-    receive_maximum: int | None = None,
-    client_class: type[mqtt.Client] = mqtt.Client,
+    receive_maximum: int | None = None, client_class: type[mqtt.Client] = mqtt.Client,
 ) -> mqtt.Client:
     """Create a paho client for ``broker``, ready for ``loop_start()`` (``connect_async``
     called, no network traffic yet).
@@ -108,8 +107,7 @@ def make_client(
       gateway's raw-frame subscription uses ``broker.source_username``).
     - `manual_ack`: acknowledge QoS>0 messages with ``client.ack`` (after storing them);
       `receive_maximum` (v5): QoS>0 messages the broker may send before we acknowledge.
-    - `client_class`: a subclass of ``paho.mqtt.client.Client`` to build (e.g. ingestion's
-      `cloud.ingest.fastread.BufferedClient`).
+    - `client_class`: the paho ``Client`` (sub)class to build (`cloud.ingest.fastread`).
 
     Raises `MqttConfigError` if the password or a TLS file cannot be read.
     """
