@@ -23,6 +23,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from edge_agent.features import FeatureSpec, column_blocks
 from edge_agent.package import ModelPackage, PackageError
+from edge_agent.smoothing import MAX_SPAN
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,28 @@ def calibration_scores(threshold: dict[str, Any]) -> np.ndarray:
     return s
 
 
+def smoothing_span(threshold: dict[str, Any]) -> int:
+    """Manifest ``threshold.smoothing.span`` (an ``mv`` package's EWMA of its score in rows,
+    `edge_agent.smoothing`); 1 (none) when absent."""
+    sm = threshold.get("smoothing")
+    if not sm:
+        return 1
+    span = sm.get("span") if isinstance(sm, dict) else None
+    if sm.get("method", "ewma") != "ewma" or not isinstance(span, int) or \
+            isinstance(span, bool) or not 1 <= span <= MAX_SPAN:
+        raise PackageError("manifest", f"threshold.smoothing: an ewma span in [1, {MAX_SPAN}]")
+    return span
+
+
+def threshold_margin(threshold: dict[str, Any]) -> float:
+    """Manifest ``threshold.margin``: the calibrated threshold is multiplied by it (the
+    drift allowance, `edge_agent.thresholds.GroupThreshold.for_detector`); 1 when absent."""
+    m = threshold.get("margin", 1.0)
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not 1.0 <= m <= 100.0:
+        raise PackageError("manifest", "threshold.margin: a number in [1, 100]")
+    return float(m)
+
+
 class LiteRTDetector:
     """The packaged int8 autoencoder behind the `Detector` protocol.
 
@@ -212,6 +235,9 @@ class LiteRTDetector:
         #: held-back normal scores (``threshold.calibration``) for a calibrated operating
         #: point (`edge_agent.thresholds.threshold_floor`); empty for older packages
         self.calibration_scores = calibration_scores(pkg.manifest["threshold"])
+        #: the score's causal smoothing span (rows) and the calibrated threshold's margin
+        self.smoothing_span = smoothing_span(pkg.manifest["threshold"])
+        self.threshold_margin = threshold_margin(pkg.manifest["threshold"])
         spec = FeatureSpec.from_dict(pkg.manifest["feature_spec"])
         self._blocks = column_blocks(spec) if spec.profile == "mv" else None  # mv only
         self.columns = spec.channels

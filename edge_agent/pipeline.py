@@ -26,6 +26,7 @@ from edge_agent.feature_stream import StreamingFeatures
 from edge_agent.features import FeatureExtractor
 from edge_agent.metrics import Metrics, RateLimitedLog
 from edge_agent.model_health import ModelHealth
+from edge_agent.smoothing import ScoreSmoother
 from edge_agent.summary_accumulator import SummaryAccumulator
 from edge_agent.thresholds import GroupThreshold, group_max
 from edge_agent.types import RawMessage, Scored, Sink, Slot, Window
@@ -93,6 +94,7 @@ class StreamPipeline:
         self.n_groups = -(-stream.channels // stream.group_size)
         self._thr_cfg = thresholds.for_hop(spec.hop_s, spec.profile)  # the knob, per window
         self._thresholds: dict[tuple[str, str], GroupThreshold] = {}
+        self._smoothers: dict[tuple[str, str], ScoreSmoother] = {}  # mv: one per model
         self.events = EventBuilder(site=site, gateway=gateway, stream=stream, cfg=events,
                                    hop_ns=round(spec.hop_s * 1e9), names=spec.names,
                                    clock_ns=clock_ns, announce_s=events.announce_s)
@@ -128,6 +130,8 @@ class StreamPipeline:
             if self.buffer.buffered:
                 self.metrics.add("resets")
             self.buffer.reset()
+            for sm in self._smoothers.values():
+                sm.reset()  # a gap: the average starts again
         self.metrics.add("frames")
         self.metrics.add("samples", f.raw.size)
         rows = self.buffer.reserve(f.n_samples)  # the frame's samples go straight there
@@ -226,8 +230,24 @@ class StreamPipeline:
         by_column = getattr(det, "score_columns", None)
         if self.extractor.spec.profile == "mv" and by_column is not None:
             scores, contrib = by_column(rows)
-            return self._clean(np.asarray(scores, np.float32)), np.asarray(contrib[0], np.float32)
+            score, c = self._smooth(det, float(scores[0]), np.asarray(contrib[0], np.float32))
+            return self._clean(np.array([score], np.float32)), c
         return self._clean(np.asarray(det.score(rows), dtype=np.float32)), None  # type: ignore[attr-defined]
+
+    def _smooth(self, det: object, score: float, contrib: np.ndarray,
+                ) -> tuple[float, np.ndarray | None]:
+        """An mv package's score smoothing (`edge_agent.smoothing`, manifest
+        ``threshold.smoothing``): one running average per model, like its thresholds."""
+        span = int(getattr(det, "smoothing_span", 1))
+        if span <= 1:
+            return score, contrib
+        key = (getattr(det, "version", "?"), getattr(det, "package_hash", ""))
+        sm = self._smoothers.get(key)
+        if sm is None:
+            if len(self._smoothers) >= 2:
+                self._smoothers.pop(next(iter(self._smoothers)))
+            sm = self._smoothers[key] = ScoreSmoother(span)
+        return sm.update(score, contrib)
 
     def _clean(self, scores: np.ndarray) -> np.ndarray:
         finite = np.isfinite(scores)

@@ -276,11 +276,13 @@ class GroupThreshold:
         Calibration scores are per row; a group's score is the max of ``rows_per_group``
         rows (a group of fibre channels; 1 for an mv stream), so each row is calibrated at
         ``false_alarm_rate / rows_per_group`` (a union bound: the group rate stays at most
-        the target)."""
+        the target). The package's ``threshold_margin`` (default 1) multiplies it: held-back
+        rows sit next to the training rows in time, the rows scored later drift further."""
         cal = getattr(detector, "calibration_scores", None)
         if cal is not None and len(cal) >= 2:
             row_rate = cfg.false_alarm_rate / max(1, rows_per_group)
-            floor = max(cfg.min_threshold, calibrated_threshold(cal, row_rate))
+            margin = float(getattr(detector, "threshold_margin", 1.0))
+            floor = max(cfg.min_threshold, margin * calibrated_threshold(cal, row_rate))
             log.info("event=threshold_floor model=%s floor=%.6g level=calibrated n=%d rate=%g",
                      getattr(detector, "version", "?"), floor, len(cal), cfg.false_alarm_rate)
             thr = cls(n_groups, cfg, floor=floor, refit_every=refit_every)

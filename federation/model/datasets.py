@@ -189,6 +189,13 @@ def raw_spec_for_csv(t_ns: np.ndarray, *, window: int = 16, hop: int = 8) -> Fea
 
 #: the multivariate profile's most lags, and its fewest training / held-back windows
 MV_MAX_LAGS, MV_MIN_TRAIN, MV_MIN_VALIDATION = 10, 60, 20
+#: input rows per lag and per row of score smoothing span (`choose_window`, `choose_smoothing`)
+MV_ROWS_PER_LAG, MV_ROWS_PER_SPAN, MV_MAX_SPAN = 150, 100, 10
+#: an mv model's default threshold margin: the threshold calibrated on the held-back rows
+#: (the end of the training file) times this, an allowance for the drift of the rows scored
+#: later (`edge_agent.thresholds.GroupThreshold.for_detector`; chosen on the development
+#: runs of `fiberwatch.bench.public`, never on its evaluation runs)
+MV_THRESHOLD_MARGIN = 1.5
 #: the mv profile is chosen for CSVs with at least this many columns at most this rate
 MV_MIN_COLUMNS, MV_MAX_RATE_HZ = 2, 100.0
 
@@ -201,17 +208,28 @@ def choose_profile(n_columns: int, rate: float) -> str:
 def choose_window(profile: str, n_rows: int, n_columns: int) -> tuple[int, int, str]:
     """``(window, hop, why)`` in samples from the data's length and width.
 
-    ``mv``: one row per input row (hop 1); lags ``n_rows // 100`` within [2, 10], at most a
-    quarter of the training windows over the columns (features stay few for few rows).
+    ``mv``: one row per input row (hop 1); lags ``n_rows // 150`` within [1, 10], at most a
+    quarter of the training windows over the columns (features stay few for few rows: on
+    a few hundred rows more lags fit the training stretch and generalise worse, see
+    `fiberwatch.bench.public`).
     ``raw``: windows of ``n_rows // 25`` within [4, 16] samples, half-overlapping.
     """
     if profile == "mv":
-        lags = max(2, min(MV_MAX_LAGS, n_rows // 100, int(0.8 * n_rows) // (4 * n_columns)))
+        lags = max(1, min(MV_MAX_LAGS, n_rows // MV_ROWS_PER_LAG,
+                          int(0.8 * n_rows) // (4 * n_columns)))
         return lags, 1, (f"mv: {lags} lags x {n_columns} columns = {lags * n_columns} "
                          f"features, one row per input row ({n_rows} rows)")
     window = max(4, min(16, n_rows // 25))
     hop = max(1, window // 2)
     return window, hop, f"raw: window {window}, hop {hop} samples ({n_rows} rows)"
+
+
+def choose_smoothing(n_rows: int) -> int:
+    """The ``mv`` score's smoothing span in rows (a causal EWMA, `edge_agent.smoothing`):
+    ``n_rows // 100`` within [1, 10]. Process faults persist for many rows; a short EWMA
+    keeps them flagged through their noisy stretches and averages single-row noise away,
+    and costs about ``span / 2`` rows of delay at a fault's onset."""
+    return max(1, min(MV_MAX_SPAN, n_rows // MV_ROWS_PER_SPAN))
 
 
 def csv_spec(t_ns: np.ndarray, n_columns: int, *, profile: str = "auto",

@@ -78,6 +78,19 @@ def calibration_block(scores: np.ndarray, max_scores: int = 4096) -> dict[str, A
             "source": "held-back normal rows"}
 
 
+def _operating_point(held: np.ndarray, span: int, margin: float) -> dict[str, Any]:
+    """Manifest ``threshold`` entries from held-back scores (time order): ``calibration``
+    (smoothed with ``span``), and ``smoothing`` / ``margin`` when they are not neutral."""
+    from edge_agent.smoothing import ewma
+
+    out: dict[str, Any] = {"calibration": calibration_block(ewma(held, span))}
+    if span > 1:
+        out["smoothing"] = {"method": "ewma", "span": int(span)}
+    if margin != 1.0:
+        out["margin"] = float(margin)
+    return out
+
+
 def default_serial() -> int:
     """Milliseconds since the Unix epoch: increases from one signing to the next."""
     return time.time_ns() // 1_000_000
@@ -171,6 +184,7 @@ def package_model(
     version: str | None = None, parent: str | None = None, training: dict | None = None,
     evaluation: dict | None = None, progress: Callable[[int, int], None] | None = None,
     held_back: np.ndarray | None = None, serial: int | None = None,
+    smoothing_span: int = 1, margin: float = 1.0,
 ) -> tuple[bytes, dict[str, Any]]:
     """Convert a trained model and package it. Returns ``(package, report)``.
 
@@ -179,7 +193,10 @@ def package_model(
     `score_histogram`) or they are taken from rows synthesised from ``stats``. With
     ``held_back`` normal rows (never trained on), their int8 scores go to
     ``threshold.calibration``: the gateway's and ``score``'s calibrated operating point
-    (`edge_agent.thresholds.calibrated_threshold`).
+    (`edge_agent.thresholds.calibrated_threshold`). ``smoothing_span`` > 1 (an ``mv``
+    model): the gateway smooths the score with that EWMA (`edge_agent.smoothing`), so the
+    held-back scores are smoothed the same way, in time order, before they calibrate;
+    ``margin`` multiplies the calibrated threshold (``threshold.margin``).
     """
     from federation.model.convert import synth_rows, to_tflite
 
@@ -202,7 +219,7 @@ def package_model(
                      "source": "data" if rows is not None else "stats"}
         if held_back is not None and len(held_back) >= 2:
             held = Int8AutoencoderScorer(conv.tflite, manifest).score(held_back)
-            threshold["calibration"] = calibration_block(held)
+            threshold.update(_operating_point(held, smoothing_span, margin))
     train = {"arch": {"dims": [model.dim, *model.hidden, model.latent], **model.hyper},
              "params": model.n_params(), **(training or {})}
     pkg = build_package(tflite=conv.tflite, spec=spec, mean=mean, std=std, error_scale=err,

@@ -11,14 +11,22 @@ Two data sets obtainable from the package registries, nothing downloaded at run 
          100 + k) of ``normal_rows`` normal rows, then the fault for ``fault_rows`` rows,
          labelled from the onset; point-wise precision, recall, F1 and false-alarm rate
          (flagged normal rows / normal rows), per fault and pooled.
+``tep_own`` the same simulator in the per-recording form of small process testbeds: each
+         fault run (seed 700 + k) trains on its OWN first ``train_rows`` normal rows (the
+         plant drifts slowly after them), then ``normal_rows`` more normal rows and the
+         fault for ``fault_rows`` rows are scored; ours with every CLI option at its
+         default (profile, lags, smoothing, threshold margin and operating point all chosen
+         from the data). The defaults were chosen on development runs of the same form with
+         other seeds (300 + k) and another training run (seed 2), never on these.
 ``shuttle`` the Statlog (Shuttle) sensor readings of NASA's space shuttle in the ODDS
          anomaly form (9 numeric sensor columns, rare classes = anomalies, about 7 %), as
          shipped inside ``river`` (BSD-3-Clause package; data from the UCI repository, CC BY
-         4.0). Not a time series: rows are scored one by one (``--window 1``). Protocol: the
-         first ``eval_rows`` rows in file order are the evaluation rows (those river's own
-         documentation scores with HalfSpaceTrees and LODA, rolling ROC AUC over 10,000 rows:
-         90.07 % and 96.46 %, its published numbers); the training file is ``train_rows``
-         normal rows drawn (seed 0) from the rows after them. ROC AUC and point-wise metrics.
+         4.0). Not a time series: rows are scored one by one (``--window 1 --smooth 1``).
+         Protocol: the first ``eval_rows`` rows in file order are the evaluation rows
+         (those river's own documentation scores with HalfSpaceTrees and LODA, rolling
+         ROC AUC over 10,000 rows: 90.07 % and 96.46 %, its published numbers); the
+         training file is ``train_rows`` normal rows drawn (seed 0) from the rows after
+         them. ROC AUC and point-wise metrics.
 
 Every detector's threshold is calibrated on the last 20 % of its training file at the same
 per-row false-alarm target ``ALPHA``; nothing is tuned on the evaluation rows. Ours runs
@@ -168,7 +176,53 @@ def model_flags(pkg: Path, test_csv: Path, out_csv: Path, per_day: float) -> np.
 
 def run(quick: bool, work: Path) -> dict[str, Any]:
     """The section's result object, one entry per data set."""
-    return {"tep": run_tep(quick, work / "tep"), "shuttle": run_shuttle(quick, work / "shuttle")}
+    return {"tep": run_tep(quick, work / "tep"), "tep_own": run_tep_own(quick, work / "own"),
+            "shuttle": run_shuttle(quick, work / "shuttle")}
+
+
+def run_tep_own(quick: bool, work: Path) -> dict[str, Any]:
+    """The ``tep_own`` protocol (module docstring): one model per run, CLI defaults."""
+    why = available()
+    if why is not None:
+        return {"skipped": why}
+    t_start = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    n_train, n_normal, n_fault = (400, 100, 200) if quick else (400, 100, 400)
+    faults: dict[str, Any] = {}
+    pooled: dict[str, list[np.ndarray]] = {"model": [], "iforest": [], "pca_t2_spe": []}
+    truth: list[np.ndarray] = []
+    for k in QUICK_FAULTS if quick else FAULTS:
+        t, x, y = simulate(700 + k, k, n_train + n_normal, n_fault)
+        flags = {"model": own_model_flags(work / f"idv{k:02d}", t, x, n_train),
+                 **Baselines(x[:n_train]).flags(x[n_train:])}
+        faults[f"idv{k:02d}"] = {n: point_metrics(f, y[n_train:]) for n, f in flags.items()}
+        for name, f in flags.items():
+            pooled[name].append(f)
+        truth.append(y[n_train:])
+    y_all = np.concatenate(truth)
+    return {"dataset": "tep-studio 0.2.0 (revised Tennessee Eastman, BSD-3-Clause)",
+            "protocol": {"alpha": ALPHA, "sample_s": 0.0005 * EVERY * 3600.0,
+                         "columns": COLUMNS, "train_rows": n_train, "normal_rows": n_normal,
+                         "fault_rows": n_fault, "cli": "defaults"},
+            "faults": faults,
+            "pooled": {n: point_metrics(np.concatenate(f), y_all) for n, f in pooled.items()},
+            "quick": quick, "seconds": round(time.perf_counter() - t_start, 1)}
+
+
+def own_model_flags(stem: Path, t: np.ndarray, x: np.ndarray, n_train: int) -> np.ndarray:
+    """Ours on one recording as a new user runs it: ``model train --csv`` on its first
+    ``n_train`` rows, ``model convert``, ``score`` on the rest, every option at its default.
+    Rows without a score yet (the first window) count as not flagged."""
+    train_csv, test_csv = Path(f"{stem}-train.csv"), Path(f"{stem}-test.csv")
+    write_csv(train_csv, t[:n_train], x[:n_train])
+    write_csv(test_csv, t[n_train:], x[n_train:])
+    ck, pkg, out = Path(f"{stem}.ckpt"), Path(f"{stem}.fwpkg"), Path(f"{stem}-scores.csv")
+    _cli("model", "train", "--csv", str(train_csv), "--out", str(ck))
+    _cli("model", "convert", str(ck), "--out", str(pkg))
+    _cli("score", "--model", str(pkg), "--input", str(test_csv), "--output", str(out),
+         "--allow-unsigned")  # the bench's own package
+    with open(out, newline="") as f:
+        return np.array([r["flagged"] == "1" for r in csv.DictReader(f)])
 
 
 def run_tep(quick: bool, work: Path) -> dict[str, Any]:
@@ -237,7 +291,7 @@ def run_shuttle(quick: bool, work: Path) -> dict[str, Any]:
     write_csv(test_csv, np.arange(n_eval, dtype=np.float64), x[:n_eval])
     ck, pkg = work / "shuttle.ckpt", work / "shuttle.fwpkg"
     _cli("model", "train", "--csv", str(train_csv), "--profile", "mv", "--window", "1",
-         "--out", str(ck))
+         "--smooth", "1", "--out", str(ck))  # rows, not a time series: no lags, no EWMA
     _cli("model", "convert", str(ck), "--out", str(pkg))
     score, flag = model_output(pkg, test_csv, work / "shuttle-scores.csv", ALPHA * 86400.0)
     base = Baselines(x[pick])
@@ -267,6 +321,9 @@ def to_markdown(pub: dict[str, Any]) -> str:
         lines += _tep_markdown(tep)
     elif tep:
         lines += ["### model, public data: TEP", "", f"Skipped: {tep.get('skipped')}", ""]
+    own = pub.get("tep_own", {})
+    if "pooled" in own:
+        lines += _own_markdown(own)
     if "detectors" in shuttle:
         lines += _shuttle_markdown(shuttle)
     return "\n".join(lines) + "\n"
@@ -284,6 +341,11 @@ def _tep_markdown(r: dict[str, Any]) -> list[str]:
              + (" (quick run)." if r.get("quick") else "."), "",
              "| detector | point F1 | precision | recall | false-alarm rate |",
              "| --- | --- | --- | --- | --- |"]
+    return lines + _pooled_table(r)
+
+
+def _pooled_table(r: dict[str, Any]) -> list[str]:
+    lines = []
     for k in ("model", "pca_t2_spe", "iforest"):
         m = r["pooled"][k]
         lines.append(f"| {_NAMES[k]} | {m['f1']:.3f} | {m['precision']:.3f} "
@@ -292,6 +354,21 @@ def _tep_markdown(r: dict[str, Any]) -> list[str]:
         f"{f} {v['model']['f1']:.2f}/{v['pca_t2_spe']['f1']:.2f}/{v['iforest']['f1']:.2f}"
         for f, v in r["faults"].items()), ""]
     return lines
+
+
+def _own_markdown(r: dict[str, Any]) -> list[str]:
+    p = r["protocol"]
+    return ["### model, public data: revised TEP, one model per recording (CLI defaults)", "",
+            f"`{r['dataset']}`: each fault run trains on its own first {p['train_rows']} "
+            f"normal rows ({p['sample_s']:g} s apart; the plant drifts slowly after them), "
+            f"then {p['normal_rows']} normal and {p['fault_rows']} faulted rows are scored. "
+            "Ours: `model train --csv` / `model convert` / `score` with no options (lags, "
+            "score smoothing, threshold margin and the 1 %-per-row operating point chosen "
+            "from the data); baselines at 1 % per row on the last 20 % of the same rows. "
+            "Defaults chosen on development runs with other seeds, not these"
+            + (" (quick run)." if r.get("quick") else "."), "",
+            "| detector | point F1 | precision | recall | false-alarm rate |",
+            "| --- | --- | --- | --- | --- |"] + _pooled_table(r)
 
 
 def _shuttle_markdown(r: dict[str, Any]) -> list[str]:

@@ -139,6 +139,12 @@ def _register_train(msub: argparse._SubParsersAction) -> None:
     t.add_argument("--window", type=int, help="--csv: samples per window (mv: lags); default "
                    "chosen from the data's length, printed")
     t.add_argument("--hop", type=int, help="--csv: samples per hop (mv default 1)")
+    t.add_argument("--smooth", type=int, metavar="ROWS",
+                   help="--csv mv: smooth the score with a causal EWMA over this many rows "
+                   "(1 = off; default chosen from the data's length, printed)")
+    t.add_argument("--threshold-margin", type=float, metavar="M",
+                   help="--csv mv: multiply the threshold calibrated on the held-back rows "
+                   "by M >= 1, an allowance for drift after training (default 1.5)")
     t.add_argument("--validation", type=float, default=0.2,
                    help="--csv: fraction of the (time-ordered) rows held back to calibrate "
                    "the threshold (default 0.2)")
@@ -228,6 +234,26 @@ def _fit_options(args: argparse.Namespace, spec: Any, source: dict[str, Any]) ->
             "min_rows": datasets.MV_MIN_TRAIN if mv else 100}
 
 
+def _mv_scoring(args: argparse.Namespace, spec: Any, n_rows: int) -> dict[str, Any]:
+    """An mv model's score smoothing span and threshold margin: given, or from the data
+    (`datasets.choose_smoothing`, `datasets.MV_THRESHOLD_MARGIN`); printed."""
+    from federation.model import datasets
+
+    if spec.profile != "mv":
+        if args.smooth is not None or args.threshold_margin is not None:
+            raise UsageError("--smooth and --threshold-margin apply to mv models (--csv)")
+        return {}
+    span = datasets.choose_smoothing(n_rows) if args.smooth is None else args.smooth
+    margin = datasets.MV_THRESHOLD_MARGIN if args.threshold_margin is None \
+        else args.threshold_margin
+    if not 1 <= span <= 10_000 or not 1.0 <= margin <= 100.0:
+        raise UsageError("--smooth must be in [1, 10000] rows, --threshold-margin in [1, 100]")
+    print(f"score: EWMA over {span} rows{' (off)' if span == 1 else ''}"
+          f"{' (given)' if args.smooth is not None else ''}; threshold margin {margin:g}",
+          file=sys.stderr)
+    return {"smoothing_span": int(span), "threshold_margin": float(margin)}
+
+
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -235,6 +261,7 @@ def _train(args: argparse.Namespace) -> int:
 
     rows, spec, source = _training_rows(args)
     opts = _fit_options(args, spec, source)
+    point = _mv_scoring(args, spec, len(rows) + spec.window_samples - 1)  # input rows
     with tqdm(total=args.epochs, desc="train", unit="epoch", disable=None) as bar:
         def progress(_epoch: int, loss: float) -> None:
             bar.set_postfix(loss=f"{loss:.4f}")
@@ -251,6 +278,7 @@ def _train(args: argparse.Namespace) -> int:
                              f"{spec.hop_samples}; record more normal operation)") from None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    summary.update(point)
     save_checkpoint(args.out, model, spec, rows=rows[:summary["rows"]], training=summary,
                     source=source, held_back=held)
     print(json.dumps({"checkpoint": str(args.out), "feature_spec_hash": spec.hash,
@@ -282,7 +310,9 @@ def _convert(args: argparse.Namespace) -> int:
                 ck["model"], ck["spec"], rows=rows, stats=ck["stats"], private_key=key,
                 name=args.name, version=args.version, parent=args.parent,
                 training={**ck["training"], "source": ck["source"]}, progress=progress,
-                held_back=ck["held_back"])
+                held_back=ck["held_back"],
+                smoothing_span=int(ck["training"].get("smoothing_span", 1)),
+                margin=float(ck["training"].get("threshold_margin", 1.0)))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     args.out.write_bytes(data)

@@ -159,9 +159,11 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     ck, pkg, out_csv = workdir / "proc.ckpt", workdir / "proc.fwpkg", workdir / "proc-out.csv"
     code, out, err = _cli(capsys, "model", "train", "--csv", str(train_csv), "--out", str(ck))
     assert code == 0, err
-    assert "mv: 4 lags x 3 columns" in err  # the choice, printed
+    assert "mv: 2 lags x 3 columns" in err  # the choices, printed
+    assert "EWMA over 4 rows; threshold margin 1.5" in err
     info = json.loads(out)
-    assert info["dim"] == 12 and info["held_back_rows"] == round(0.2 * 397)  # 397 windows
+    assert info["dim"] == 6 and info["held_back_rows"] == round(0.2 * 399)  # 399 windows
+    assert (info["smoothing_span"], info["threshold_margin"]) == (4, 1.5)
     assert _cli(capsys, "model", "convert", str(ck), "--out", str(pkg))[0] == 0
     code, out, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(test_csv),
                           "--output", str(out_csv), "--false-alarms-per-day", "864",
@@ -170,7 +172,7 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 400 and rows[0]["time"] == "2024-03-01T00:00:00"
-    assert rows[2]["score"] == "" and rows[3]["score"] != ""  # 4 lags: the 4th row is scored
+    assert rows[0]["score"] == "" and rows[1]["score"] != ""  # 2 lags: the 2nd row is scored
     flag = np.array([r["flagged"] == "1" for r in rows])
     assert flag[y].mean() > 0.8  # the broken relation is found...
     assert flag[~y].mean() < 0.05  # ...at about the 1 % per row asked for (864 / day at 1 Hz)

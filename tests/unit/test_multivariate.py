@@ -42,9 +42,11 @@ def test_profile_and_window_from_the_data() -> None:
     assert datasets.choose_profile(1, 1.0) == "raw"
     assert datasets.choose_profile(5, 2000.0) == "raw"
     lags, hop, why = datasets.choose_window("mv", 400, 8)
-    assert (lags, hop) == (4, 1) and "4 lags" in why
+    assert (lags, hop) == (2, 1) and "2 lags" in why
     assert datasets.choose_window("mv", 5000, 3)[0] == datasets.MV_MAX_LAGS
-    assert datasets.choose_window("mv", 300, 40)[0] == 2  # many columns, few rows: few lags
+    assert datasets.choose_window("mv", 300, 40)[0] == 1  # many columns, few rows: few lags
+    assert datasets.choose_smoothing(400) == 4 and datasets.choose_smoothing(50) == 1
+    assert datasets.choose_smoothing(100_000) == datasets.MV_MAX_SPAN
     window, hop, _ = datasets.choose_window("raw", 400, 8)
     assert (window, hop) == (16, 8)
     assert datasets.choose_window("raw", 120, 8)[:2] == (4, 2)
@@ -183,7 +185,7 @@ def test_gateway_config_runs_an_mv_stream(tmp_path) -> None:
     i = text.index("[[streams]]\nkind = \"dts\"")
     j = text.index("[model]")
     mv = ('[[streams]]\nkind = "dts"\ninterrogator = "dts-well-a"\nchannels = 3\n'
-          'sample_rate_hz = 1.0\nwindow_s = 4.0\nhop_s = 1.0\nprofile = "mv"\n\n')
+          'sample_rate_hz = 1.0\nwindow_s = 2.0\nhop_s = 1.0\nprofile = "mv"\n\n')
     p = tmp_path / "gw.toml"
     p.write_text(text[:i] + mv + text[j:])
     stream = load_gateway_config(p).stream("dts")
