@@ -125,10 +125,13 @@ def calibrated_threshold(scores: np.ndarray, rate: float) -> float:
         return t
     # an exponential tail over the top tenth (at least 10): unlike `fit_tail`'s empirical
     # fallback it is not held at the maximum, which on a few dozen held-back rows would
-    # make one odd row the threshold (the training-maximum problem again)
+    # make one odd row the threshold (the training-maximum problem again). Its scale is the
+    # median excess / ln 2 (the exponential's median), not the mean: one wild held-back row
+    # (a glitch in the training file) would otherwise set the threshold on its own
     m = min(n - 1, max(10, n // 10))
     u = s[n - m - 1]
-    return float(u + np.mean(s[n - m:] - u) * math.log(m / (rate * n)))
+    scale = float(np.median(s[n - m:] - u)) / math.log(2.0)
+    return float(u + scale * math.log(m / (rate * n)))
 
 
 def group_max(scores: np.ndarray, group_size: int) -> np.ndarray:

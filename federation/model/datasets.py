@@ -195,7 +195,7 @@ MV_ROWS_PER_LAG, MV_ROWS_PER_SPAN, MV_MAX_SPAN = 150, 100, 10
 #: (the end of the training file) times this, an allowance for the drift of the rows scored
 #: later (`edge_agent.thresholds.GroupThreshold.for_detector`; chosen on the development
 #: runs of `fiberwatch.bench.public`, never on its evaluation runs)
-MV_THRESHOLD_MARGIN = 1.5
+MV_THRESHOLD_MARGIN = 2.0
 #: the mv profile is chosen for CSVs with at least this many columns at most this rate
 MV_MIN_COLUMNS, MV_MAX_RATE_HZ = 2, 100.0
 

@@ -144,7 +144,7 @@ def _register_train(msub: argparse._SubParsersAction) -> None:
                    "(1 = off; default chosen from the data's length, printed)")
     t.add_argument("--threshold-margin", type=float, metavar="M",
                    help="--csv mv: multiply the threshold calibrated on the held-back rows "
-                   "by M >= 1, an allowance for drift after training (default 1.5)")
+                   "by M >= 1, an allowance for drift after training (default 2)")
     t.add_argument("--validation", type=float, default=0.2,
                    help="--csv: fraction of the (time-ordered) rows held back to calibrate "
                    "the threshold (default 0.2)")
@@ -248,10 +248,10 @@ def _mv_scoring(args: argparse.Namespace, spec: Any, n_rows: int) -> dict[str, A
         else args.threshold_margin
     if not 1 <= span <= 10_000 or not 1.0 <= margin <= 100.0:
         raise UsageError("--smooth must be in [1, 10000] rows, --threshold-margin in [1, 100]")
-    print(f"score: EWMA over {span} rows{' (off)' if span == 1 else ''}"
-          f"{' (given)' if args.smooth is not None else ''}; threshold margin {margin:g}",
-          file=sys.stderr)
-    return {"smoothing_span": int(span), "threshold_margin": float(margin)}
+    return {"smoothing_span": int(span), "threshold_margin": float(margin),
+            "why": f"score: EWMA over {span} rows{' (off)' if span == 1 else ''}"
+                   f"{' (given)' if args.smooth is not None else ''}; threshold margin "
+                   f"{margin:g}"}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -278,6 +278,8 @@ def _train(args: argparse.Namespace) -> int:
                              f"{spec.hop_samples}; record more normal operation)") from None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    if point:
+        print(point.pop("why"), file=sys.stderr)
     summary.update(point)
     save_checkpoint(args.out, model, spec, rows=rows[:summary["rows"]], training=summary,
                     source=source, held_back=held)

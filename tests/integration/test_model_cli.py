@@ -160,10 +160,10 @@ def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
     code, out, err = _cli(capsys, "model", "train", "--csv", str(train_csv), "--out", str(ck))
     assert code == 0, err
     assert "mv: 2 lags x 3 columns" in err  # the choices, printed
-    assert "EWMA over 4 rows; threshold margin 1.5" in err
+    assert "EWMA over 4 rows; threshold margin 2" in err
     info = json.loads(out)
     assert info["dim"] == 6 and info["held_back_rows"] == round(0.2 * 399)  # 399 windows
-    assert (info["smoothing_span"], info["threshold_margin"]) == (4, 1.5)
+    assert (info["smoothing_span"], info["threshold_margin"]) == (4, 2.0)
     assert _cli(capsys, "model", "convert", str(ck), "--out", str(pkg))[0] == 0
     code, out, err = _cli(capsys, "score", "--model", str(pkg), "--input", str(test_csv),
                           "--output", str(out_csv), "--false-alarms-per-day", "864",

@@ -132,6 +132,16 @@ def test_pipeline_smooths_mv_scores_as_calibrated() -> None:
     assert all(s.flagged[0] for s in smooth[50:])
 
 
+def test_one_wild_held_back_row_does_not_set_the_threshold() -> None:
+    rng = np.random.default_rng(3)
+    held = rng.exponential(size=80)
+    wild = held.copy()
+    wild[-1] = 400.0  # a glitch at the end of the training file
+    clean_t = calibrated_threshold(held, 0.01)  # 80 rows < 1 / rate: a fitted tail
+    assert clean_t > held.max() * 0.8
+    assert calibrated_threshold(wild, 0.01) < 2 * clean_t
+
+
 def test_package_calibrates_on_smoothed_held_back_scores() -> None:
     from federation.registry.package import _operating_point
 
@@ -148,7 +158,7 @@ def _args(**kw: object) -> argparse.Namespace:
     return argparse.Namespace(**{"smooth": None, "threshold_margin": None, **kw})
 
 
-def test_train_chooses_smoothing_and_margin_for_mv_only(capsys) -> None:
+def test_train_chooses_smoothing_and_margin_for_mv_only() -> None:
     from edge_agent.features import FeatureSpec
     from federation.model import datasets
     from fiberwatch.cli import UsageError
@@ -156,11 +166,12 @@ def test_train_chooses_smoothing_and_margin_for_mv_only(capsys) -> None:
 
     mv = FeatureSpec(profile="mv", sample_rate_hz=1.0, window_s=2.0, hop_s=1.0, bands_hz=(),
                      context_radius=0, channels=3)
-    assert _mv_scoring(_args(), mv, 400) == {
-        "smoothing_span": 4, "threshold_margin": datasets.MV_THRESHOLD_MARGIN}
-    assert "EWMA over 4 rows" in capsys.readouterr().err
-    assert _mv_scoring(_args(smooth=1, threshold_margin=1.0), mv, 400) == {
-        "smoothing_span": 1, "threshold_margin": 1.0}
+    point = _mv_scoring(_args(), mv, 400)
+    assert "EWMA over 4 rows" in point.pop("why")
+    assert point == {"smoothing_span": 4, "threshold_margin": datasets.MV_THRESHOLD_MARGIN}
+    point = _mv_scoring(_args(smooth=1, threshold_margin=1.0), mv, 400)
+    assert "(off) (given)" in point.pop("why")
+    assert point == {"smoothing_span": 1, "threshold_margin": 1.0}
     with pytest.raises(UsageError):
         _mv_scoring(_args(threshold_margin=0.5), mv, 400)
     assert _mv_scoring(_args(), FeatureSpec(), 400) == {}
