@@ -297,6 +297,8 @@ def test_public_section_renders() -> None:
            "protocol": {"alpha": 0.01, "false_alarms_per_day": 24.0, "sample_s": 36.0,
                         "columns": 22, "train_rows": 400, "normal_rows": 150,
                         "fault_rows": 250}}
-    text = to_markdown({"tep": tep, "shuttle": {"skipped": "x"}})
+    own = {**tep, "protocol": {**tep["protocol"], "train_rows": 400, "normal_rows": 100}}
+    text = to_markdown({"tep": tep, "tep_own": own, "shuttle": {"skipped": "x"}})
     assert "| fiberwatch mv (int8 AE, CLI) | 0.667 |" in text and "idv01 0.67" in text
+    assert "one model per recording" in text and "its own first 400 normal rows" in text
     assert "Skipped: nope" in to_markdown({"tep": {"skipped": "nope"}})
