@@ -239,8 +239,8 @@ def test_mv_normal_rows_are_learned_once_per_window() -> None:
         def __init__(self) -> None:
             self.rows: list[np.ndarray] = []
 
-        def append(self, rows: np.ndarray) -> None:
-            self.rows.append(rows)
+        def append(self, rows: np.ndarray, *_origin: np.ndarray) -> None:
+            self.rows.append(rows)  # (each row's window start and channel follow)
 
     stream = StreamConfig(kind="dts", profile="mv", channels=3, sample_rate_hz=1.0,
                           window_s=4.0, hop_s=1.0, bands_hz=[], context_radius=0)
