@@ -56,7 +56,24 @@ def plots_section(results: dict[str, dict[str, Any]], out_dir: Path, target: Pat
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def write(out_dir: Path, target: Path = Path("BENCHMARKS.md")) -> None:
+#: the repository's results directory (relative to the repository root, where benchmarks run)
+REPO_RESULTS = Path("benchmarks")
+
+
+def report_path(out_dir: Path) -> Path:
+    """Where the report of the results in `out_dir` goes: the repository's BENCHMARKS.md
+    only for its own ``benchmarks/`` directory; for any other directory (a scratch run,
+    ``--out-dir /tmp/x``) ``out_dir/BENCHMARKS.md``, so such a run never rewrites the
+    repository's report with paths into that directory."""
+    if Path(out_dir).resolve() == REPO_RESULTS.resolve():
+        return Path("BENCHMARKS.md")
+    return Path(out_dir) / "BENCHMARKS.md"
+
+
+def write(out_dir: Path, target: Path | None = None) -> None:
+    """Rebuild the report from the JSON results in `out_dir` (at `report_path` unless
+    `target` is given)."""
+    target = report_path(out_dir) if target is None else target
     sections = [HEADER]
     results = load(out_dir)
     if plots := plots_section(results, out_dir, target):

@@ -6,7 +6,9 @@ Each benchmark is a module `fiberwatch.bench.<name>` with::
     def to_markdown(result: dict) -> str         # its section of BENCHMARKS.md
 
 Results are written to ``benchmarks/<name>.json`` (and to ``--json FILE``), and
-BENCHMARKS.md is regenerated from every JSON in ``benchmarks/``.
+BENCHMARKS.md is regenerated from every JSON in ``benchmarks/``. With ``--out-dir DIR``
+(any other directory) results and the report go to DIR (``DIR/BENCHMARKS.md``): a scratch
+run leaves the repository's report alone.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="also write the result object to this file")
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks"),
-                   help="where results and plots go (default: ./benchmarks)")
+                   help="where results, plots and (for another directory than ./benchmarks) "
+                   "the report go (default: ./benchmarks, report ./BENCHMARKS.md)")
     p.set_defaults(func=_run)
 
 

@@ -68,3 +68,25 @@ def test_benchmarks_own_plots_are_found_even_from_another_checkout(tmp_path: Pat
         tmp_path / "model-plots" / "detection_table.png"
     assert found["federated convergence (bench fl)"] == tmp_path / "fl_convergence.png"
     assert _plots.existing({}, tmp_path) == []
+
+
+def _bench_report(out_dir: Path) -> None:
+    import argparse
+
+    from fiberwatch.commands.bench import _run
+
+    _run(argparse.Namespace(name="report", out_dir=out_dir, json=None, quick=False))
+
+
+def test_a_scratch_out_dir_gets_its_own_report_not_the_repositorys(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    repo, scratch = tmp_path / "repo", tmp_path / "scratch"
+    (repo / "benchmarks").mkdir(parents=True)
+    scratch.mkdir()
+    (scratch / "sim.json").write_text(json.dumps({"benchmark": "sim"}))
+    monkeypatch.chdir(repo)
+    _bench_report(scratch)
+    assert not (repo / "BENCHMARKS.md").exists()
+    assert (scratch / "BENCHMARKS.md").read_text().startswith("# Benchmarks")
+    _bench_report(Path("benchmarks"))  # the repository's own directory: its report
+    assert (repo / "BENCHMARKS.md").exists() and not (repo / "benchmarks/BENCHMARKS.md").exists()
