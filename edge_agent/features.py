@@ -326,11 +326,24 @@ class FeatureExtractor:
             for c0, c1 in blocks:
                 self._das_block(x[:, c0:c1], mean[:, c0:c1], sums[:, c0:c1])
             return np.ascontiguousarray(sums.T)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="features")
-        list(self._pool.map(lambda b: self._das_block(x[:, b[0]:b[1]], mean[:, b[0]:b[1]],
-                                                      sums[:, b[0]:b[1]]), blocks))
+        self._blocks_parallel(x, mean, sums, blocks)
         return np.ascontiguousarray(sums.T)
+
+    def _blocks_parallel(self, x: np.ndarray, mean: np.ndarray, sums: np.ndarray,
+                         blocks: list[tuple[int, int]]) -> None:
+        """`_das_block` over `blocks` in ``threads`` shares: the calling thread works one
+        share itself, ``threads - 1`` pool threads the others (one hand-off per share)."""
+        def share(k: int) -> None:
+            for c0, c1 in blocks[k::n]:
+                self._das_block(x[:, c0:c1], mean[:, c0:c1], sums[:, c0:c1])
+
+        n = min(self.threads, len(blocks))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="features")
+        futures = [self._pool.submit(share, k) for k in range(1, n)]
+        share(0)
+        for f in futures:
+            f.result()
 
     def combine(self, segments: list[np.ndarray]) -> np.ndarray:
         """The window's rows from its segments' sums, oldest first (das)."""

@@ -13,11 +13,11 @@ BASE = {"gateway": {"site": "s", "id": "g", "data_dir": "/tmp/x"},
                      "window_s": 1.0, "hop_s": 0.5}]}
 
 
-def test_defaults_half_the_cores_and_version_2(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_the_cores_up_to_4_and_version_2(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = GatewayConfig.model_validate(BASE)
     assert cfg.processing.feature_threads == default_feature_threads()
     assert cfg.streams[0].feature_spec().version == 2
-    for cores, want in ((1, 1), (2, 1), (4, 2), (8, 4), (64, 4)):
+    for cores, want in ((1, 1), (2, 2), (3, 3), (4, 4), (8, 4), (64, 4), (None, 1)):
         monkeypatch.setattr("os.cpu_count", lambda c=cores: c)
         assert default_feature_threads() == want
 
