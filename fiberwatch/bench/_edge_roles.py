@@ -7,6 +7,7 @@ SIGINT (agent), then prints one JSON line with what it measured.
 
 from __future__ import annotations
 
+import gc
 import json
 import resource
 import sys
@@ -39,7 +40,7 @@ def make_frames(path: Path, n_distinct: int) -> None:
     path.with_suffix(".json").write_text(json.dumps(scales))
 
 
-def _frames(path: Path) -> list[tuple[bytes, float]]:
+def load_frames(path: Path) -> list[tuple[bytes, float]]:
     scales = json.loads(path.with_suffix(".json").read_text())
     blob = path.read_bytes()
     size = len(blob) // len(scales)
@@ -55,7 +56,7 @@ def _publisher(port: int, plan: str, frames_path: Path) -> None:
     from edge_agent import wire
     from sensors_sim.publisher import FramePublisher
 
-    blocks = _frames(frames_path)
+    blocks = load_frames(frames_path)
     frame_ns = round(FRAME_SAMPLES * 1e9 / RATE)
     t_first = time.time_ns()
     pub = FramePublisher("127.0.0.1", port, SITE, GW, window=16)
@@ -117,35 +118,74 @@ def _counter(port: int) -> None:
     print(json.dumps({"received": n[0], "span_s": span}), flush=True)
 
 
+class _GcPauses:
+    """The cyclic collector's runs in the agent process once it is `running` (start-up's
+    are not counted): count by generation, CPU time."""
+
+    def __init__(self) -> None:
+        self.by_gen, self.max_ms, self.total_ms = [0, 0, 0], 0.0, 0.0
+        self._t0 = 0.0
+        self.running = False
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if not self.running:
+            return
+        if phase == "start":
+            self._t0 = time.thread_time()
+            return
+        ms = (time.thread_time() - self._t0) * 1e3
+        self.by_gen[info["generation"]] += 1
+        self.max_ms, self.total_ms = max(self.max_ms, ms), self.total_ms + ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"collections_by_generation": self.by_gen, "max_cpu_ms": self.max_ms,
+                "total_cpu_ms": self.total_ms}
+
+
 def _agent(config_path: str) -> None:
-    """Run the agent until SIGINT; sample its counters; print a JSON result."""
+    """Run the agent until SIGINT; sample its counters (and when its model package became
+    active); print a JSON result."""
+    from edge_agent import main as agent_main
     from edge_agent.config import GatewayConfig
-    from edge_agent.main import install_signal_handlers, run
     from edge_agent.metrics import Metrics, rss_mb
 
     cfg = GatewayConfig.model_validate(json.loads(Path(config_path).read_text()))
     stop, ready, metrics = threading.Event(), threading.Event(), Metrics()
-    install_signal_handlers(stop)
-    series: list[tuple[float, int, float, float, int]] = []
+    agent_main.install_signal_handlers(stop)
+    series: list[tuple[float, int, float, float, int, bool]] = []
+    slots: dict[str, Any] = {}
+
+    make_slot = agent_main.Deps().slot
+
+    def slot(c: GatewayConfig, s: Any, key: bytes | None) -> Any:
+        slots[s.kind] = make_slot(c, s, key)
+        return slots[s.kind]
 
     def sample() -> None:
         while not stop.wait(0.25):
             c = metrics.snapshot()
             lost = c["gaps"] + sum(c["drops"].values())
+            packaged = bool(slots) and all(x.active.package_hash for x in slots.values())
             series.append((time.monotonic(), c["samples_scored"], rss_mb(), time.process_time(),
-                           lost))
+                           lost, packaged))
 
     result: dict[str, Any] = {}
+    pauses = _GcPauses()
+    deps = agent_main.Deps(slot=slot)
     runner = threading.Thread(target=lambda: result.update(
-        run(cfg, stop, metrics=metrics, ready=ready)))
+        agent_main.run(cfg, stop, deps=deps, metrics=metrics, ready=ready)))
     sampler = threading.Thread(target=sample)
     runner.start()
     sampler.start()
     if ready.wait(30):
+        pauses.running = True
         print("ready", flush=True)
     runner.join()
     sampler.join()
     result["series"] = series
+    result["model"] = {k: x.state()["model_version"] for k, x in slots.items()}
+    result["gc"] = pauses.to_dict()
     result["latency_hist"] = {"frame_to_score": metrics.latency.to_dict(),
                               "beyond_hop": metrics.latency_newest.to_dict()}
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -2,7 +2,11 @@
 
 Every part is real and a separate process: Mosquitto, a publisher sending simulated 2,048 x
 100-sample int16 DAS frames (2 kHz, 50 ms each), and the agent (`edge_agent.main.run` with
-the real uplink, outbox and model slot). Three phases:
+the real uplink, outbox and model slot) in a shipped gateway's configuration: it scores with
+a signed int8 LiteRT autoencoder package, trained for the run on the simulated frames
+(`fiberwatch.bench._edge_model`), and `[processing] feature_threads` at its default. Each
+agent phase starts with a real-time warm-up (not measured) in which the agent installs the
+package; a step measured without it active is an error. Three phases:
 
 (a) **bare** (the peer): a paho subscriber that only counts, the publisher flooding as fast
     as it can: the samples/s one paho client receives here.
@@ -36,7 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.config import StreamConfig, default_feature_threads
-from fiberwatch.bench._edge_roles import CHANNELS, FRAME_SAMPLES, GW, RATE, SITE, make_frames
+from fiberwatch.bench import _edge_model
+from fiberwatch.bench._edge_roles import (
+    CHANNELS,
+    FRAME_SAMPLES,
+    GW,
+    RATE,
+    SITE,
+    load_frames,
+    make_frames,
+)
 
 TARGETS = {"ratio": 0.5, "beyond_hop_p99_ms": 20.0, "rss_mb": 150.0}
 _HOP_S = 0.5
@@ -47,14 +60,22 @@ SPEEDS = (2, 4, 8, 16, 20, 24, 28, 32, 36, 40, 48, 56, 64)
 QUICK_SPEEDS = (2, 8, 16, 24, 32, 40, 48)
 
 
-def _config(data_dir: Path, port: int) -> dict[str, Any]:
-    """The agent's config: the demo pipeline gateway's stream settings."""
+_STREAM = {"kind": "das", "channels": CHANNELS, "sample_rate_hz": RATE, "window_s": 1.0,
+           "hop_s": _HOP_S, "group_size": 16, "spacing_m": 5.0}
+#: a paced step at real time before the measured ones: the agent installs its model package
+#: once it has rows to smoke-test it on (`edge_agent.hot_swap.ModelSlot.offer`)
+_WARMUP = "1x4"
+
+
+def _config(data_dir: Path, port: int, model: dict[str, Any]) -> dict[str, Any]:
+    """The agent's config: the demo pipeline gateway's stream settings and, as a shipped
+    gateway runs, a signed int8 model package (`_edge_model.build`)."""
     return {
         "gateway": {"site": SITE, "id": GW, "data_dir": str(data_dir)},
         "broker": {"port": port},
-        "streams": [{"kind": "das", "channels": CHANNELS, "sample_rate_hz": RATE,
-                     "window_s": 1.0, "hop_s": _HOP_S, "group_size": 16, "spacing_m": 5.0}],
-        "model": {"latency_budget_ms": 40.0, "allow_unsigned": True},  # statistical detector
+        "streams": [_STREAM],
+        "model": {"latency_budget_ms": 40.0, "package": model["package"],
+                  "public_key": model["public_key"]},
         "ingest": {"queue_frames": 256, "backpressure": "drop_oldest"},
         "uplink": {"health_interval_s": 1.0},
     }
@@ -108,12 +129,14 @@ def _at(series: list, t: float) -> tuple:
     return best
 
 
-def _phase_agent(port: int, plan: str, work: Path, name: str) -> dict[str, Any]:
+def _phase_agent(port: int, plan: str, work: Path, name: str,
+                 model: dict[str, Any]) -> dict[str, Any]:
+    """The agent under `plan` after the `_WARMUP` step (not among the result's steps)."""
     cfg_path = work / f"agent-{name}.json"
-    cfg_path.write_text(json.dumps(_config(work / cfg_path.stem, port)))
+    cfg_path.write_text(json.dumps(_config(work / cfg_path.stem, port, model)))
     agent = _spawn("agent", str(cfg_path))
     _expect_ready(agent, "agent")
-    pub = _spawn("publish", str(port), plan, str(work / "frames.bin"))
+    pub = _spawn("publish", str(port), f"{_WARMUP},{plan}", str(work / "frames.bin"))
     _expect_ready(pub, "publisher")
     _go(pub)
     sent = _finish(pub, timeout=600)
@@ -121,8 +144,11 @@ def _phase_agent(port: int, plan: str, work: Path, name: str) -> dict[str, Any]:
     res = _finish(agent)
     series = res.pop("series")
     steps = []
-    for st in sent["steps"]:
+    for st in sent["steps"][1:]:
         a, b = _at(series, st["t0"]), _at(series, st["t1"] + 1.4)
+        if not a[5]:
+            raise RuntimeError(f"bench edge: the model package was not active at the "
+                               f"{st['speed']:g}x step (model state {res.get('model')})")
         scored = b[1] - a[1]
         offered = st["frames"] * FRAME_SAMPLES * CHANNELS
         steps.append({
@@ -159,14 +185,16 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:  # noqa: ARG001 - bench i
         work = Path(tmp)
         print(f"bench edge: simulating {distinct} frames", file=sys.stderr)
         make_frames(work / "frames.bin", distinct)
+        print("bench edge: training and signing the gateway's int8 model", file=sys.stderr)
+        model = _edge_model.build(load_frames(work / "frames.bin"), StreamConfig(**_STREAM), work)
         with Mosquitto(work / "mosquitto", extra_conf="max_queued_messages 200\n") as broker:
             print(f"bench edge: (a) bare subscriber, flood {flood_s:g} s", file=sys.stderr)
             bare = _phase_bare(broker.port, flood_s, work)
             print(f"bench edge: (b) agent capacity, {step_s:g} s per step", file=sys.stderr)
             plan = ",".join(f"{v}x{step_s}" for v in speeds)
-            cap = _phase_agent(broker.port, plan, work, "capacity")
+            cap = _phase_agent(broker.port, plan, work, "capacity", model)
             print(f"bench edge: (c) agent, real time {rt_s:g} s", file=sys.stderr)
-            rt = _phase_agent(broker.port, f"1x{rt_s}", work, "realtime")
+            rt = _phase_agent(broker.port, f"1x{rt_s}", work, "realtime", model)
     sustained = _sustained(cap["steps"])
     lat, newest = rt["latency_ms"], rt["latency_newest_ms"]
     cpu = rt["steps"][0]["cpu_share"]
@@ -189,6 +217,8 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:  # noqa: ARG001 - bench i
         "capacity_per_core_samples_per_s": CHANNELS * RATE / cpu if cpu > 0 else 0.0,
         "realtime_windows": rt["windows"], "realtime_drops": rt["drops"],
         "rss_mb": rt["rss_mb_sampled"], "realtime_max_rss_mb": rt["max_rss_mb"],
+        "model": {**model["report"], "signed": True, "active": rt["model"]},
+        "gc": {"capacity": cap["gc"], "realtime": rt["gc"]},
         "bare": bare, "load_average": {"before": load0[0], "after": os.getloadavg()[0]},
         "targets": TARGETS,
     }
@@ -200,6 +230,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         return f"{x / 1e6:.1f} M"
 
     r, b, t = result, result["beyond_hop_ms"], TARGETS
+    model = (f"signed int8 package {r['model']['version']}" if "model" in r
+             else "statistical fallback detector")
     f2s = r["frame_to_score_ms"]
     ok = {"ratio": r["ratio_pipeline_to_bare"] >= t["ratio"],
           "lat": b["p99"] <= t["beyond_hop_p99_ms"], "rss": r["rss_mb"] <= t["rss_mb"]}
@@ -229,7 +261,7 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 Real Mosquitto, simulated int16 frames of {r['frame_samples']} samples, one agent process
 (feature spec version {r.get('feature_spec_version', 1)}, feature threads \
-{r.get('feature_threads', 1)}).
+{r.get('feature_threads', 1)}, model: {model}).
 {'Quick run. ' if r['quick'] else ''}Real time is {m(r['realtime_samples_per_s'])} samples/s.
 Load average {load['before']:.1f} before, {load['after']:.1f} after (2 cores): other work
 on the machine shows up in wall-clock latency.
