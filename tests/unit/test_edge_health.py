@@ -51,3 +51,16 @@ def test_a_quiet_interval_sends_an_empty_mapping() -> None:
     assert msg["latency_ms_by_stream"] == {} and msg["latency_ms"] == {"p50": 0.0, "p99": 0.0}
     record = parse(topics.health("s1", "well-a"), json.dumps(msg).encode())
     assert "latency_p99_ms_das" not in codec.health_fields(record.data, 1)
+
+
+def test_startup_heap_is_frozen_out_of_the_collectors_reach() -> None:
+    import gc
+
+    from edge_agent.main import freeze_startup_heap
+
+    try:
+        n = freeze_startup_heap()
+        assert n == gc.get_freeze_count() > 10_000  # numpy, pydantic, paho... are imported
+        assert gc.get_count()[2] == 0
+    finally:
+        gc.unfreeze()
