@@ -143,6 +143,18 @@ class _GcPauses:
                 "total_cpu_ms": self.total_ms}
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (MiB): ``VmHWM``, not ``ru_maxrss``, which Linux carries
+    across ``execve`` (a child started by a 700 MB bench process reports 700 MB)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _agent(config_path: str) -> None:
     """Run the agent until SIGINT; sample its counters (and when its model package became
     active); print a JSON result."""
@@ -188,7 +200,7 @@ def _agent(config_path: str) -> None:
     result["gc"] = pauses.to_dict()
     result["latency_hist"] = {"frame_to_score": metrics.latency.to_dict(),
                               "beyond_hop": metrics.latency_newest.to_dict()}
-    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["max_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result), flush=True)
 
 
