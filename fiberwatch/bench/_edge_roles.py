@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import resource
 import sys
 import threading
@@ -143,6 +144,28 @@ class _GcPauses:
                 "total_cpu_ms": self.total_ms}
 
 
+#: thread name prefix -> the role reported in ``thread_cpu_s``
+_THREAD_ROLES = (("edge-processor", "processing"), ("features", "feature_pool"),
+                 ("paho-mqtt-client-fw-bench-edge-1-ingest", "mqtt_in"))
+
+
+def _thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of the agent's busy threads by role (Linux /proc/self/task), the rest
+    (uplink, model worker, main) as ``other``: which thread bounds the pipeline."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {role: 0.0 for _, role in _THREAD_ROLES} | {"other": 0.0}
+    for t in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
+        except (OSError, TypeError):
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        role = next((r for prefix, r in _THREAD_ROLES if t.name.startswith(prefix)), "other")
+        out[role] += cpu
+    return out
+
+
 def _peak_rss_mb() -> float:
     """This process's peak RSS (MiB): ``VmHWM``, not ``ru_maxrss``, which Linux carries
     across ``execve`` (a child started by a 700 MB bench process reports 700 MB)."""
@@ -165,7 +188,7 @@ def _agent(config_path: str) -> None:
     cfg = GatewayConfig.model_validate(json.loads(Path(config_path).read_text()))
     stop, ready, metrics = threading.Event(), threading.Event(), Metrics()
     agent_main.install_signal_handlers(stop)
-    series: list[tuple[float, int, float, float, int, bool]] = []
+    series: list[tuple[float, int, float, float, int, bool, dict[str, float]]] = []
     slots: dict[str, Any] = {}
 
     make_slot = agent_main.Deps().slot
@@ -180,7 +203,7 @@ def _agent(config_path: str) -> None:
             lost = c["gaps"] + sum(c["drops"].values())
             packaged = bool(slots) and all(x.active.package_hash for x in slots.values())
             series.append((time.monotonic(), c["samples_scored"], rss_mb(), time.process_time(),
-                           lost, packaged))
+                           lost, packaged, _thread_cpu_s()))
 
     result: dict[str, Any] = {}
     pauses = _GcPauses()

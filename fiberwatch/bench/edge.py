@@ -156,6 +156,8 @@ def _phase_agent(port: int, plan: str, work: Path, name: str,
             "scored_fraction": scored / max(offered, 1),
             "shortfall_hops": (offered - scored) / (_HOP_S * RATE * CHANNELS),
             "lost_frames": b[4] - a[4], "cpu_share": (b[3] - a[3]) / max(b[0] - a[0], 1e-9),
+            "thread_cpu_share": {k: (b[6][k] - a[6][k]) / max(b[0] - a[0], 1e-9)
+                                 for k in b[6]},
         })
     res["steps"] = steps
     res["rss_mb_sampled"] = max((s[2] for s in series), default=0.0)
@@ -238,6 +240,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     mark = {True: "met", False: "**missed**"}
     steps = "; ".join(f"{s['speed']:g}x: {s['scored_fraction'] * 100:.0f} % scored, "
                       f"{s['lost_frames']} lost, CPU {s['cpu_share'] * 100:.0f} %"
+                      + (f" (processing thread {proc * 100:.0f} %)" if (proc := s.get(
+                          "thread_cpu_share", {}).get("processing")) is not None else "")
                       for s in r["capacity_steps"])
     rows = [
         ("pipeline, sustained (fastest step scored in full)",
