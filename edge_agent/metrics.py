@@ -154,6 +154,13 @@ class Metrics:
                     h = self.latency_recent_by_stream[stream] = LatencyHistogram()
                 h.record_many(frame_ms)
 
+    def reset_latency(self) -> None:
+        """Forget the frame latency recorded so far (the cumulative histograms; e.g. after a
+        benchmark's warm-up)."""
+        with self._lock:
+            self.latency.reset()
+            self.latency_newest.reset()
+
     def snapshot(self) -> dict:
         """Cumulative figures, as plain data."""
         with self._lock:

@@ -198,10 +198,14 @@ def _agent(config_path: str) -> None:
         return slots[s.kind]
 
     def sample() -> None:
+        measuring = False
         while not stop.wait(0.25):
+            packaged = bool(slots) and all(x.active.package_hash for x in slots.values())
+            if packaged and not measuring:  # latency from here on: not the package's install
+                measuring = True
+                metrics.reset_latency()
             c = metrics.snapshot()
             lost = c["gaps"] + sum(c["drops"].values())
-            packaged = bool(slots) and all(x.active.package_hash for x in slots.values())
             series.append((time.monotonic(), c["samples_scored"], rss_mb(), time.process_time(),
                            lost, packaged, _thread_cpu_s()))
 

@@ -6,7 +6,8 @@ the real uplink, outbox and model slot) in a shipped gateway's configuration: it
 a signed int8 LiteRT autoencoder package, trained for the run on the simulated frames
 (`fiberwatch.bench._edge_model`), and `[processing] feature_threads` at its default. Each
 agent phase starts with a real-time warm-up (not measured) in which the agent installs the
-package; a step measured without it active is an error. Three phases:
+package; a step measured without it active is an error, and latency counts from the first
+window scored by it. Three phases:
 
 (a) **bare** (the peer): a paho subscriber that only counts, the publisher flooding as fast
     as it can: the samples/s one paho client receives here.

@@ -64,3 +64,13 @@ def test_startup_heap_is_frozen_out_of_the_collectors_reach() -> None:
         assert gc.get_count()[2] == 0
     finally:
         gc.unfreeze()
+
+
+def test_reset_latency_forgets_what_came_before() -> None:
+    m = Metrics()
+    m.record_latency(np.full(10, 900.0), 900.0, "das")
+    m.reset_latency()
+    m.record_latency(np.full(10, 5.0), 5.0, "das")
+    snap = m.snapshot()
+    assert snap["latency_ms"]["count"] == 10 and snap["latency_ms"]["max"] == 5.0
+    assert snap["latency_newest_ms"]["max"] == 5.0
