@@ -94,8 +94,9 @@ class StreamConfig(_Strict):
         None, description="feature profile (default: the kind's own). mv = multivariate "
         "process data: one model over all channels (columns), one score per window, one "
         "threshold group; window_s = the lags it sees, hop_s usually one sample")
-    feature_version: Literal[1, 2] = Field(
-        2, description="feature spec version (edge_agent.features): 2 = spectra per hop "
+    feature_version: Literal[1, 2, 3] = Field(
+        3, description="feature spec version (edge_agent.features): 3 = 2 plus slow "
+        "low-band features over the last seconds (periodicity: slugging), 2 = spectra per hop "
         "(each sample transformed once), 1 = per window; must match the model package's spec")
 
     @field_validator("hop_s")
@@ -171,6 +172,13 @@ class ThresholdConfig(_Strict):
         "(`edge_agent.thresholds.calibrated_threshold`). Unset on an mv stream with no "
         "false_alarm_rate either: 1 % of windows, the 99 % control limit of process monitoring")
     warmup_windows: int = Field(40, ge=1, le=1_000_000)
+    warmup_s: float = Field(
+        300.0, ge=0, le=86400 * 7,
+        description="warm-up: an adaptive group raises no flag (so no event) before its "
+        "history holds this much stream time of normal scores (warmup_s / hop_s windows, at "
+        "least warmup_windows, at most history_windows): a tail fitted to a few dozen windows "
+        "is extrapolated to the false-alarm rate far too low. 0 = warmup_windows alone, as when "
+        "only warmup_windows is set; not for mv streams (calibrated on held-back rows)")
     history_windows: int = Field(2000, ge=50, le=1_000_000)
     quarantine_windows: int = Field(
         10, ge=0, le=100_000,
@@ -200,9 +208,15 @@ class ThresholdConfig(_Strict):
         return self.false_alarm_rate
 
     def for_hop(self, hop_s: float, profile: str = "das") -> ThresholdConfig:
-        """This config with ``false_alarm_rate`` resolved (`rate_per_window`)."""
+        """This config with ``false_alarm_rate`` resolved (`rate_per_window`) and the
+        warm-up in windows (``warmup_s`` / ``hop_s``, see ``warmup_s``)."""
         rate = self.rate_per_window(hop_s, profile)
-        return self.model_copy(update={"false_alarm_rate": rate})
+        own = profile == "mv" or ("warmup_windows" in self.model_fields_set
+                                   and "warmup_s" not in self.model_fields_set)
+        warm = self.warmup_windows if own else max(
+            self.warmup_windows, math.ceil(self.warmup_s / hop_s - 1e-9))
+        return self.model_copy(update={"false_alarm_rate": rate, "warmup_windows": min(
+            warm, max(self.warmup_windows, self.history_windows))})
 
     @field_validator("floor_quantile", mode="before")
     @classmethod
@@ -222,6 +236,10 @@ class EventConfig(_Strict):
     announce_s: float | None = Field(
         2.0, gt=0, le=86400, description="announce open events at once, then re-send this "
         "often while they change; None = only when they close")
+    min_windows: int = Field(
+        2, ge=1, le=10_000, description="raise (announce, emit) an event only once it holds "
+        "flags in this many windows: a lone flagged window (one hop of one channel group) is "
+        "noise at the default false-alarm rate, anomalies last seconds (1 = every flag)")
 
     def merge_gap_hops(self, hop_ns: int) -> int:
         """The merge gap in hops of a stream: an open event closes at the first window that

@@ -64,6 +64,7 @@ class _Open:
     id: str = ""
     announced_wall_ns: int = 0
     announced_n: int = 0  # score_n at the last announcement
+    confirmed: bool = False  # a continued segment of an event that was raised
 
 
 class EventBuilder:
@@ -123,7 +124,7 @@ class EventBuilder:
         every = self._announce_ns
         if every is not None:
             for e in keep:
-                if e.score_n > 0 and (e.announced_wall_ns == 0 or (
+                if e.score_n > 0 and self._raised(e) and (e.announced_wall_ns == 0 or (
                         e.score_n != e.announced_n and now - e.announced_wall_ns >= every)):
                     e.announced_wall_ns, e.announced_n = now, e.score_n
                     out.append(self._emit(e))
@@ -182,18 +183,24 @@ class EventBuilder:
         self._withdrawn += [dataclasses.replace(self._emit(e), merged_into=new.id)
                             for e in touching if e.announced_wall_ns and e.id != new.id]
 
+    def _raised(self, e: _Open) -> bool:
+        """An open event is raised (announced, emitted) once it holds flags in
+        ``min_windows`` windows: a lone flagged window is noise, not an event."""
+        return e.confirmed or len(e.windows) >= self.cfg.min_windows
+
     def _continue(self, e: _Open, now: int) -> _Open:
         return _Open(
             start_ns=e.last_end_ns, last_end_ns=e.last_end_ns, first_end_ns=e.last_end_ns,
             ch_lo=e.ch_lo, ch_hi=e.ch_hi, peak=0.0, threshold=e.threshold, score_sum=0.0,
             score_n=0, windows=set(), row_sum=np.zeros_like(e.row_sum), nonfinite=False,
-            model=e.model, touched_wall_ns=now, last_index=e.last_index,
+            model=e.model, touched_wall_ns=now, last_index=e.last_index, confirmed=True,
             id=event_id(self.site, self.gateway, self.stream.kind, e.last_end_ns, e.ch_lo),
         )
 
     def _emit_all(self, events: list[_Open]) -> list[Event]:
-        # a continued segment that saw no flag after the split has nothing to report
-        return [self._emit(e) for e in events if e.score_n > 0]
+        # a continued segment that saw no flag after the split has nothing to report; an
+        # event that never reached ``min_windows`` flagged windows is dropped
+        return [self._emit(e) for e in events if e.score_n > 0 and self._raised(e)]
 
     def _emit(self, e: _Open) -> Event:
         from edge_agent.classify import classify  # it builds on class_hint below
@@ -234,6 +241,7 @@ def _merge(a: _Open, b: _Open) -> _Open:
         last_index=max(a.last_index, b.last_index),
         id=first.id or a.id or b.id,
         announced_wall_ns=first.announced_wall_ns, announced_n=first.announced_n,
+        confirmed=a.confirmed or b.confirmed,
     )
 
 

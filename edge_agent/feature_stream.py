@@ -6,6 +6,11 @@ segments the next window still needs (`FeatureExtractor.segment_sums`) and trans
 the new one; the rows are then `FeatureExtractor.combine` of the same sums that
 `FeatureExtractor.transform` would compute from the whole window, so they are bit-identical
 to it. Other profiles (dts, raw) and version 1 go through `FeatureExtractor.transform`.
+
+Version 3's slow features also need the lowest band's power of the segments before the
+window (`FeatureSpec.memory_segments`): they are kept here too, so a stream's rows depend on
+its recent past (forgotten after a gap, as the kept segments are). The gateway, offline
+scoring and training all compute rows through this class, so they stay bit-identical.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ class StreamingFeatures:
         self.extractor = extractor
         self.spec = extractor.spec
         self._kept: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._low: dict[int, np.ndarray] = {}  # version 3: segment index -> lowest band power
         self.segments_transformed = 0
 
     def reset(self) -> None:
         self._kept.clear()
+        self._low.clear()
 
     def rows(self, w: Window) -> np.ndarray:
         fx, spec = self.extractor, self.spec
@@ -52,4 +59,15 @@ class StreamingFeatures:
             sums.append(kept[0])
         for key in [k for k in self._kept if k <= w.index]:
             del self._kept[key]
-        return fx.combine(sums)
+        return fx.combine(sums, self._history(w.index, sums) if spec.memory_segments else None)
+
+    def _history(self, index: int, sums: list[np.ndarray]) -> list[np.ndarray]:
+        """The lowest band's power of the last `memory_segments` segments up to this
+        window's last one (those seen since the last gap), oldest first."""
+        last = index + len(sums) - 1
+        for j, s in enumerate(sums):
+            self._low[index + j] = s[:, 0]
+        first = last - self.spec.memory_segments + 1
+        for key in [k for k in self._low if k < first or k > last]:
+            del self._low[key]
+        return [self._low[k] for k in range(first, last + 1) if k in self._low]

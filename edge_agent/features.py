@@ -13,6 +13,11 @@ Profiles
          default) averages the sums behind them over the window's hop-long segments
          (spectra and moments of each hop, Welch style: a stream transforms each sample
          once); version 1 takes them over the whole window at once. Then, when
+         Version 3 (the default) adds two slow features that see periodicity beyond one
+         window (slugging: a pulse every few seconds): ``lf_max``, log10 of the largest
+         lowest-band segment power over the last `SLOW_MEMORY_S` seconds of segments, and
+         ``lf_swing``, that minus log10 of the smallest (`StreamingFeatures` keeps the
+         segments; a lone window, `FeatureExtractor.transform`, has only its own). Then, when
          ``context_radius > 0``, each of those minus its median over the channels within
          ``context_radius`` (spatial context: a leak is local, a flow change is not).
 ``dts``  per channel: deviation of the window mean from a slow per-channel baseline (EMA of
@@ -51,7 +56,9 @@ PROFILES = ("das", "dts", "raw", "mv")
 MAX_SAMPLE_RATE_HZ = 1e6
 MAX_WINDOW_SAMPLES = 2**24
 MAX_CONTEXT_RADIUS = 1024
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
+#: version 3's slow features look back this far (whole segments; a slug period is ~3 s)
+SLOW_MEMORY_S = 4.0
 DEFAULT_DAS_BANDS: tuple[tuple[float, float], ...] = (
     (1, 10), (10, 30), (30, 80), (80, 150), (150, 300), (300, 500), (500, 800), (800, 1000),
 )
@@ -103,7 +110,7 @@ class FeatureSpec:
     bands_hz: tuple[tuple[float, float], ...] = field(default=DEFAULT_DAS_BANDS)
     context_radius: int = 4
     baseline_alpha: float = 0.02
-    version: int = 2
+    version: int = 3
     channels: int = 0  # mv: the stream's column count (0 for the per-channel profiles)
 
     def __post_init__(self) -> None:
@@ -124,6 +131,8 @@ class FeatureSpec:
             raise FeatureSpecError("baseline_alpha must be in (0, 1]")
         if self.version not in VERSIONS:
             raise FeatureSpecError(f"version must be one of {VERSIONS}, got {self.version!r}")
+        if self.version == 3 and self.profile != "das":  # das-only additions: the other
+            object.__setattr__(self, "version", 2)  # profiles keep version 2 (and its hash)
         object.__setattr__(self, "bands_hz", tuple((float(a), float(b)) for a, b in self.bands_hz))
         if self.profile == "das":
             nyq = self.sample_rate_hz / 2
@@ -166,10 +175,18 @@ class FeatureSpec:
         return self.window_samples // self.segment_samples
 
     @property
+    def memory_segments(self) -> int:
+        """Segments behind version 3's slow features (at least a window's); 0 before."""
+        if self.profile != "das" or self.version < 3:
+            return 0
+        return max(self.segments, round(SLOW_MEMORY_S / self.hop_s))
+
+    @property
     def names(self) -> tuple[str, ...]:
         if self.profile == "das":
             base = [f"band_{lo:g}_{hi:g}" for lo, hi in self.bands_hz]
             base += ["log_rms", "centroid", "log_flatness", "log_kurtosis"]
+            base += ["lf_max", "lf_swing"] if self.version >= 3 else []
             ctx = [f"ctx_{n}" for n in base] if self.context_radius > 0 else []
             return tuple(base + ctx)
         if self.profile == "dts":
@@ -345,8 +362,11 @@ class FeatureExtractor:
         for f in futures:
             f.result()
 
-    def combine(self, segments: list[np.ndarray]) -> np.ndarray:
-        """The window's rows from its segments' sums, oldest first (das)."""
+    def combine(self, segments: list[np.ndarray],
+                history: list[np.ndarray] | None = None) -> np.ndarray:
+        """The window's rows from its segments' sums, oldest first (das). Version 3:
+        ``history`` is the lowest band's power of the last segments up to this window's
+        (oldest first, at most `FeatureSpec.memory_segments`); None = the window's own."""
         if len(segments) != self.spec.segments:
             raise FeatureSpecError(f"{len(segments)} segments, the spec has {self.spec.segments}")
         acc = segments[0].copy()
@@ -356,14 +376,27 @@ class FeatureExtractor:
             acc /= np.float32(len(segments))
         nb, nbins = len(self._band_bins), self._freqs.size
         p2, p4, total, moment1, mean_log = acc[:, nb:].T
-        base = np.empty((acc.shape[0], nb + 4), dtype=np.float32)
+        slow = 2 if self.spec.version >= 3 else 0
+        base = np.empty((acc.shape[0], nb + 4 + slow), dtype=np.float32)
         np.log10(acc[:, :nb] + _EPS, out=base[:, :nb])
         base[:, nb] = 0.5 * np.log10(p2 + _EPS)
         base[:, nb + 1] = moment1 / (total + _EPS) / (self.spec.sample_rate_hz / 2)
         flat = np.exp(mean_log) / (total / (nbins - 1) + _EPS)  # bin 0 is 0 in total
         base[:, nb + 2] = np.log10(flat + _EPS)
         base[:, nb + 3] = np.log10(p4 / (p2 * p2 + _EPS) + _EPS)
+        if slow:
+            self._slow(history if history else [s[:, 0] for s in segments], base[:, nb + 4:])
         return self._with_context(base)
+
+    @staticmethod
+    def _slow(history: list[np.ndarray], out: np.ndarray) -> None:
+        """Version 3: ``lf_max`` and ``lf_swing`` of the lowest band's segment powers."""
+        hi, lo = history[0].copy(), history[0].copy()
+        for p in history[1:]:
+            np.maximum(hi, p, out=hi)
+            np.minimum(lo, p, out=lo)
+        np.log10(hi + _EPS, out=out[:, 0])
+        np.subtract(out[:, 0], np.log10(lo + _EPS), out=out[:, 1])
 
     def _scratch(self, n: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         buf = getattr(self._bufs, "buf", None)

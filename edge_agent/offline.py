@@ -114,7 +114,7 @@ def stream_config_for(spec: FeatureSpec, *, channels: int, first_channel: int = 
         sample_rate_hz=spec.sample_rate_hz, window_s=spec.window_s, hop_s=spec.hop_s,
         bands_hz=list(spec.bands_hz) if kind == "das" else [],
         context_radius=spec.context_radius, baseline_alpha=spec.baseline_alpha,
-        group_size=min(group_size, channels),
+        group_size=min(group_size, channels), feature_version=spec.version,
     )
 
 

@@ -161,7 +161,7 @@ def write_gateway_configs(
             model["package"] = str(package)
         model["latency_budget_ms"] = max(float(model.get("latency_budget_ms", 20.0)), 50.0)
         # short warm-up: the demo is minutes long
-        data.setdefault("threshold", {})["warmup_windows"] = 20
+        data.setdefault("threshold", {}).update(warmup_windows=20, warmup_s=30.0)
         for stream in data["streams"]:
             stream.pop("interrogator", None)
             if channels is not None:

@@ -85,7 +85,7 @@ def agent_config(data_dir: Path, port: int, gateway: str, **over: dict) -> dict[
         "broker": {"port": port},
         "streams": [{"kind": "das", "channels": CH, "sample_rate_hz": RATE, "window_s": 0.5,
                      "hop_s": HOP_S, "group_size": 8}],
-        "threshold": {"warmup_windows": 20, "history_windows": 400},
+        "threshold": {"warmup_windows": 20, "warmup_s": 0, "history_windows": 400},
         "ingest": {"queue_frames": 50_000, "queue_bytes": 256 * 1024 * 1024},
         "uplink": {"health_interval_s": 0.5, "summary_interval_s": 0.5},
         "federation": {"normal_buffer_windows": 10},

@@ -241,7 +241,7 @@ def _gateway_config(d: Path, port: int, public_key: Path | None) -> dict[str, An
     model.update({"public_key": str(public_key)} if public_key else {"allow_unsigned": True})
     return {"gateway": {"site": SITE, "id": GW, "data_dir": str(d / "gateway")},
             "broker": {"port": port}, "streams": [_stream()], "model": model,
-            "threshold": {"warmup_windows": 5}, "uplink": {"health_interval_s": 1.0}}
+            "threshold": {"warmup_windows": 5, "warmup_s": 0}, "uplink": {"health_interval_s": 1.0}}
 
 
 @contextlib.contextmanager

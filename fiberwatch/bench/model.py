@@ -6,12 +6,18 @@ each to an int8 package; evaluate the packages, the float reference of the defau
 peers (IsolationForest, HalfSpaceTrees, robust z) on every scenario family through the
 gateway's pipeline; measure LiteRT throughput; the public-data section
 (`fiberwatch.bench.public`: labelled multivariate process faults through the CLI, against
-IsolationForest and PCA T^2/SPE). Plots go to ``docs/model/``.
+IsolationForest and PCA T^2/SPE), carried over from the previous run's ``model.json`` unless
+``FIBERWATCH_BENCH_PUBLIC=1`` (it has its own data and baselines and takes long); the long
+normal runs (`fiberwatch.bench._model_long`: thousands of channel-hours through the
+gateway's fast path at its default operating point, pooled into ``pooled.model``). Plots go
+to ``docs/model/``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -57,19 +63,19 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     channels, seconds, epochs = (128, 40.0, 8) if quick else (512, 120.0, 30)
     variants = VARIANTS[:2] if quick else VARIANTS
     rows, spec, source = sim_training_rows(channels=channels, seconds=seconds, runs=2)
-    models, pkgs, conv = {}, {}, {}
+    models, pkgs, conv, datas = {}, {}, {}, {}
     for arch in variants:
         model, summary, _ = train(rows, arch=arch, epochs=epochs)
         data, report = package_model(model, spec, rows=rows, version=f"bench-{arch}",
                                      training={**summary, "source": source})
-        models[arch], pkgs[arch] = model, read_package(data, None)
+        models[arch], pkgs[arch], datas[arch] = model, read_package(data, None), data
         conv[arch] = {**report, "params": model.n_params(), "train": summary}
     default = variants[0]
     extra: dict[str, Any] = {"float": peers.FloatReference(models[default], spec)}
     extra.update({a: LiteRTDetector(pkgs[a]) for a in variants[1:]})
     ev = evaluate.evaluate_runs(
         pkgs[default], peers=("iforest", "hst", "robust_z"), quick=quick, train_rows=rows,
-        extra=extra, progress=False,
+        extra=extra, progress=True,
         thresholds=evaluate.MAIN_POINT)  # = the gateway's default ThresholdConfig
     result = ev.result
     result["plots"] = write_plots(result, ev.raws, DOCS if not quick else out_dir / "model-plots")
@@ -88,9 +94,8 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     result["conversion"] = conv
     result["variants"] = variant_table(result, variants)
     result["training"] = {"rows": int(len(rows)), "source": source}
-    from fiberwatch.bench import public
-
-    result["public"] = public.run(quick, out_dir / "public-data")
+    add_long_normal(result, datas[default], quick)
+    result["public"] = public_section(quick, out_dir)
     result["quick"] = quick
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     return result
@@ -202,6 +207,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         st = result["strict"]
         lines += [f"Stricter floor ({st['config']['floor_quantile']} quantile):", "",
                   table(st), ""]
+    lines += long_markdown(result)
     for fam, s in result["summary"].items():
         lines.append(f"- {fam}: model F1 {s['model_f1']:.2f}; beats every peer: "
                      f"{s['beats_every_peer']} (best peer {s['best_peer']})"
@@ -212,3 +218,59 @@ def to_markdown(result: dict[str, Any]) -> str:
 
         lines += ["", public.to_markdown(result["public"])]
     return "\n".join(lines) + "\n"
+
+
+def add_long_normal(result: dict[str, Any], pkg_bytes: bytes, quick: bool) -> None:
+    """The long normal runs of the default package, pooled into ``pooled.model`` (the
+    family runs' figures stay under ``pooled_families``); the summary is redone with them."""
+    from federation.model import evaluate
+    from fiberwatch.bench import _model_long
+
+    plan = _model_long.QUICK_LONG if quick else _model_long.LongPlan()
+    long = result["long_normal"] = _model_long.run(pkg_bytes, plan)
+    result["pooled_families"] = json.loads(json.dumps(result["pooled"]))
+    m = result["pooled"]["model"]
+    m["false_alarms"] += long["false_alarms"]
+    m["channel_hours"] += long["channel_hours"]
+    m["fa_per_1000_ch_h"] = m["false_alarms"] / m["channel_hours"] * 1000
+    m["sources"] = "family runs + long normal runs (the peers: family runs only)"
+    result["summary"] = evaluate.summary(result)
+    result["seeds"] = {
+        "train": list(_model_long.TRAIN_SEEDS),
+        "family_evaluation": [_model_long.FAMILY_SEED + i for i in range(6)],
+        "long_normal_evaluation": [plan.seed + k for k in range(plan.shards)],
+        "validation_only": list(_model_long.VALIDATION_SEEDS) + [20_100],
+        "note": "features and operating point were chosen on the validation seeds only"}
+
+
+def public_section(quick: bool, out_dir: Path) -> dict[str, Any]:
+    """The public-data section: the previous full run's, unless ``FIBERWATCH_BENCH_PUBLIC=1``
+    (or there is none)."""
+    from fiberwatch.bench import public
+
+    prev = out_dir / "model.json"
+    if os.environ.get("FIBERWATCH_BENCH_PUBLIC") != "1" and prev.exists():
+        old = json.loads(prev.read_text()).get("public")
+        if old:
+            log.info("public-data section carried over from %s", prev)
+            return old
+    return public.run(quick, out_dir / "public-data")
+
+
+def long_markdown(result: dict[str, Any]) -> list[str]:
+    """The long normal runs and the pooled false-alarm rate."""
+    long = result.get("long_normal")
+    if not long:
+        return []
+    p, m = long["plan"], result["pooled"]["model"]
+    return [
+        "", "Long normal runs (the gateway's fast path at its default operating point, "
+        f"cold start: the warm-up is counted): {p['shards']} runs x {p['channels']} channels x "
+        f"{p['seconds']:g} s, frames dropped with p = {p['drop_p']:g}, seeds "
+        f"{', '.join(str(s['seed']) for s in long['shards'])}: {long['false_alarms']} false "
+        f"alarms in {long['channel_hours']:.0f} channel-hours = "
+        f"{long['fa_per_1000_ch_h']:.2f} per 1,000 channel-hours ({long['seconds']:.0f} s on "
+        f"{long['workers']} processes).", "",
+        f"Pooled (family runs + long runs): {m['false_alarms']} false alarms in "
+        f"{m['channel_hours']:.0f} channel-hours = {m['fa_per_1000_ch_h']:.2f} per 1,000 "
+        "channel-hours (goal <= 1 over >= 3,000).", ""]

@@ -28,6 +28,7 @@ def builder(**cfg) -> EventBuilder:
         now[0] += 1
         return now[0]
 
+    cfg.setdefault("min_windows", 1)  # these tests are about merging single flags
     b = EventBuilder(site="s", gateway="g", stream=STREAM, cfg=EventConfig(**cfg), hop_ns=HOP,
                      names=NAMES, clock_ns=clock)
     b.reference = np.zeros(DIM, np.float32)
@@ -244,7 +245,8 @@ def test_distinct_channels_stay_separate_while_an_event_cools() -> None:
 
 def test_announced_at_open_and_not_resent_while_only_cooling() -> None:
     now = [10**18]
-    b = EventBuilder(site="s", gateway="g", stream=STREAM, cfg=EventConfig(), hop_ns=HOP,
+    b = EventBuilder(site="s", gateway="g", stream=STREAM, cfg=EventConfig(min_windows=1),
+                     hop_ns=HOP,
                      names=NAMES, clock_ns=lambda: now[0], announce_s=2.0)
     b.reference = np.zeros(DIM, np.float32)
     sent: list[tuple[int, Event]] = []
@@ -261,7 +263,8 @@ def test_announced_at_open_and_not_resent_while_only_cooling() -> None:
 
 def test_an_announced_event_that_merges_is_withdrawn_into_the_older_one() -> None:
     now = [10**18]
-    b = EventBuilder(site="s", gateway="g", stream=STREAM, cfg=EventConfig(merge_gap_channels=2),
+    b = EventBuilder(site="s", gateway="g", stream=STREAM,
+                     cfg=EventConfig(merge_gap_channels=2, min_windows=1),
                      hop_ns=HOP, names=NAMES, clock_ns=lambda: now[0], announce_s=2.0)
     b.reference = np.zeros(DIM, np.float32)
     sent: list[Event] = []
@@ -299,3 +302,15 @@ def test_optional_fields_are_checked() -> None:
             Event.from_dict({**d, **bad})
     old = {k: v for k, v in d.items() if k not in ("kind", "kind_confidence", "merged_into")}
     assert Event.from_dict(old).kind == ""  # events from older agents still parse
+
+
+def test_a_lone_flagged_window_is_not_an_event_by_default() -> None:
+    b = builder(min_windows=2, merge_gap_s=1.0)  # the default: 2 windows
+    assert EventConfig().min_windows == 2
+    blip = {40: 9.0}
+    assert run(b, [scored(0), scored(1, blip), scored(2), scored(3), scored(4), scored(5)]) == []
+    assert b.flush() == [] and b.open == []
+    # two flagged windows (not even consecutive, within the merge gap) are one event
+    (e,) = [e for e in run(b, [scored(6, blip), scored(7), scored(8, blip), scored(9),
+                                scored(10), scored(11)]) + b.flush()]
+    assert e.n_windows == 2 and (e.ch_start, e.ch_end) == (1040, 1040)

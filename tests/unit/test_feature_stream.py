@@ -10,7 +10,7 @@ from edge_agent.feature_stream import StreamingFeatures
 from edge_agent.features import FeatureExtractor, FeatureSpec
 from edge_agent.windowing import StreamBuffer
 
-SPEC = FeatureSpec(sample_rate_hz=1000.0, window_s=1.0, hop_s=0.25, context_radius=3,
+SPEC = FeatureSpec(sample_rate_hz=1000.0, window_s=1.0, hop_s=0.25, context_radius=3, version=2,
                    bands_hz=((1, 50), (50, 200), (200, 500)))  # 4 segments per window
 CH = 150
 
@@ -81,3 +81,52 @@ def test_a_band_narrower_than_a_segments_bins_is_a_spec_error() -> None:
     with pytest.raises(FeatureSpecError, match="no FFT bin"):
         FeatureSpec(window_s=1.0, hop_s=0.05)  # 100-sample segments: bins every 20 Hz
     FeatureSpec(window_s=1.0, hop_s=0.05, version=1)  # one 2000-sample segment: fine
+
+
+V3 = FeatureSpec(sample_rate_hz=1000.0, window_s=1.0, hop_s=0.25, context_radius=3,
+                 bands_hz=((1, 50), (50, 200), (200, 500)))  # version 3: 4 s of slow memory
+
+
+def _slow(rows: np.ndarray) -> np.ndarray:
+    i = V3.names.index("lf_max")
+    return rows[:, i:i + 2]
+
+
+def test_version_3_adds_slow_features_over_the_last_seconds_of_segments() -> None:
+    assert V3.version == 3 and V3.memory_segments == 16 and V3.dim == 2 * (3 + 4 + 2)
+    x = _stream(8000, seed=2)
+    x[3000:3250] *= 30  # one loud quarter-second burst (a slug pulse)
+    fx = FeatureExtractor(V3)
+    sf = StreamingFeatures(FeatureExtractor(V3))
+    rows = {w.index: (sf.rows(w), fx.transform(np.array(w.data)), w) for w in _windows(x)}
+    quiet = max(_slow(alone)[:, 0].max() for _, alone, w in rows.values()
+                if not 3000 - V3.window_samples < w.index * V3.hop_samples < 3250)
+    for k, (streamed, alone, _w) in rows.items():
+        # the window's own features never change; the slow ones remember the burst
+        np.testing.assert_array_equal(streamed[:, :7], alone[:, :7])
+        start = k * V3.hop_samples
+        if start + V3.window_samples <= 3000 or start >= 3250 + 4000:
+            assert _slow(streamed)[:, 0].max() < quiet + 0.5  # no burst within the last 4 s
+        elif start >= 3250 and start + V3.window_samples <= 3000 + 4000:  # after it, within 4 s
+            assert np.all(_slow(streamed)[:, 0] > _slow(alone)[:, 0] + 2)
+            assert np.all(_slow(streamed)[:, 1] > 2)
+
+
+def test_version_3_rows_restart_after_a_gap_and_are_reproducible() -> None:
+    x = _stream(6000, seed=3)
+    a = [StreamingFeatures(FeatureExtractor(V3)) for _ in range(2)]
+    first = [(w.after_gap, a[0].rows(w)) for w in _windows(x, gap_at=2500)]
+    second = [a[1].rows(w) for w in _windows(x, gap_at=2500)]
+    for (_, r1), r2 in zip(first, second, strict=True):
+        np.testing.assert_array_equal(r1, r2)
+    after = next(i for i, (g, _) in enumerate(first) if g and i > 0)
+    fresh = StreamingFeatures(FeatureExtractor(V3))
+    w0 = next(w for w in _windows(x[2500:]))
+    np.testing.assert_array_equal(first[after][1], fresh.rows(w0))
+
+
+def test_other_profiles_keep_version_2_and_its_hash() -> None:
+    dts = FeatureSpec(profile="dts", sample_rate_hz=1.0, window_s=10.0, hop_s=5.0, bands_hz=())
+    assert dts.version == 2
+    assert dts.hash == FeatureSpec(profile="dts", sample_rate_hz=1.0, window_s=10.0, hop_s=5.0,
+                                   bands_hz=(), version=2).hash

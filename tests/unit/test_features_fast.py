@@ -17,7 +17,8 @@ from edge_agent.features import _EPS, FeatureExtractor, FeatureSpec, FeatureSpec
 RTOL, ATOL = 1e-4, 1e-5
 #: the identities model packages are bound to; a rewrite must not move them
 V1_SPEC_HASH = "145cc593921ba4234285b0d50d65a2e61b36be1625a0888fec03c088dddc919a"
-DEFAULT_SPEC_HASH = "c67db11fa9b1ef52e071396d7d9ce0fc8d85cffb35804f81a280c27604928fb6"
+V2_SPEC_HASH = "c67db11fa9b1ef52e071396d7d9ce0fc8d85cffb35804f81a280c27604928fb6"
+DEFAULT_SPEC_HASH = "6572aab8544e83054d701ab99ca5a94ce35cd2509854e4e8fe2a2711a1bc2f8a"  # version 3
 
 
 def _reference_das(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:
@@ -76,6 +77,10 @@ def _reference_das_v2(spec: FeatureSpec, x: np.ndarray) -> np.ndarray:
     cols.append(moment1 / (total + _EPS) / (spec.sample_rate_hz / 2))
     cols.append(np.log10(np.exp(mean_log) / (total / (freqs.size - 1) + _EPS) + _EPS))
     cols.append(np.log10(p4 / (p2 * p2 + _EPS) + _EPS))
+    if spec.version >= 3:  # a lone window: its own segments' lowest band
+        low = np.stack([p[:, 0] for p in parts]).astype(np.float32)
+        cols.append(np.log10(low.max(axis=0) + _EPS))
+        cols.append(cols[-1] - np.log10(low.min(axis=0) + _EPS))
     base = np.stack(cols, axis=1)
     if spec.context_radius == 0:
         return base.astype(np.float32)
@@ -97,11 +102,12 @@ def _check(spec: FeatureSpec, x: np.ndarray, atol: float = ATOL, **kw: int) -> N
 
 def test_the_spec_and_its_hash_did_not_change() -> None:
     assert FeatureSpec().hash == DEFAULT_SPEC_HASH
+    assert FeatureSpec(version=2).hash == V2_SPEC_HASH
     assert FeatureSpec(version=1).hash == V1_SPEC_HASH
-    assert FeatureSpec().version == 2 and FeatureSpec().segments == 2
+    assert FeatureSpec().version == 3 and FeatureSpec().segments == 2
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_both_versions_on_random_data(version: int) -> None:
     spec = FeatureSpec(version=version)
     _check(spec, _window(spec, 300, seed=11))
@@ -113,7 +119,7 @@ def test_version_2_needs_whole_hops_and_unknown_versions_are_refused() -> None:
     FeatureSpec(window_s=1.0, hop_s=0.3, version=1)
     FeatureSpec(profile="dts", sample_rate_hz=1.0, window_s=10.0, hop_s=3.0, bands_hz=())
     with pytest.raises(FeatureSpecError, match="version"):
-        FeatureSpec(version=3)
+        FeatureSpec(version=4)
 
 
 @pytest.mark.parametrize("channels", [1, 5, 129, 300, 1030])

@@ -13,10 +13,10 @@ BASE = {"gateway": {"site": "s", "id": "g", "data_dir": "/tmp/x"},
                      "window_s": 1.0, "hop_s": 0.5}]}
 
 
-def test_defaults_the_cores_up_to_4_and_version_2(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_the_cores_up_to_4_and_version_3(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = GatewayConfig.model_validate(BASE)
     assert cfg.processing.feature_threads == default_feature_threads()
-    assert cfg.streams[0].feature_spec().version == 2
+    assert cfg.streams[0].feature_spec().version == 3
     for cores, want in ((1, 1), (2, 2), (3, 3), (4, 4), (8, 4), (64, 4), (None, 1)):
         monkeypatch.setattr("os.cpu_count", lambda c=cores: c)
         assert default_feature_threads() == want
@@ -32,7 +32,7 @@ def test_explicit_threads_and_version_1() -> None:
 
 @pytest.mark.parametrize("bad", [{"processing": {"feature_threads": 0}},
                                  {"streams": [{**BASE["streams"][0], "hop_s": 0.3}]},
-                                 {"streams": [{**BASE["streams"][0], "feature_version": 3}]}])
+                                 {"streams": [{**BASE["streams"][0], "feature_version": 4}]}])
 def test_bad_values_name_the_field(bad: dict) -> None:
     with pytest.raises(ValidationError) as e:
         GatewayConfig.model_validate({**BASE, **bad})
