@@ -192,3 +192,22 @@ def test_fit_tail_is_equivariant_to_affine_transforms(scale, shift) -> None:
     t2, m2 = fit_tail(x * scale + shift, 1e-3)
     assert m == m2
     assert t2 == pytest.approx(t * scale + shift, rel=1e-4, abs=1e-6 * scale + 1e-9)
+
+
+def test_the_warm_up_is_stream_time_unless_only_windows_are_given() -> None:
+    from edge_agent.config import ThresholdConfig
+
+    d = ThresholdConfig()
+    assert d.warmup_s == 300.0
+    assert d.for_hop(0.5).warmup_windows == 600  # das: 5 minutes of 0.5 s hops
+    assert d.for_hop(5.0).warmup_windows == 60  # dts
+    assert d.for_hop(0.5, "mv").warmup_windows == d.warmup_windows  # calibrated instead
+    assert ThresholdConfig(warmup_windows=20).for_hop(0.5).warmup_windows == 20
+    assert ThresholdConfig(warmup_windows=20, warmup_s=30).for_hop(0.5).warmup_windows == 60
+    assert ThresholdConfig(history_windows=400).for_hop(0.1).warmup_windows == 400  # capped
+    g = GroupThreshold(3, ThresholdConfig(quarantine_windows=0).for_hop(0.5))
+    for _ in range(599):
+        g.learn(np.ones(3))
+    assert not g.classify(np.full(3, 1e9)).any()  # still warming up: nothing flags
+    g.learn(np.ones(3))
+    assert g.classify(np.full(3, 1e9)).all()
