@@ -99,31 +99,56 @@ def _event_summary(e: Any, start_ns: int) -> dict[str, Any]:
             "peak_score": float(e.peak_score)}
 
 
-def run(pkg_bytes: bytes, plan: LongPlan, *, workers: int = 2,
-        progress: bool = True) -> dict[str, Any]:
-    """Every shard of ``plan`` (``workers`` processes, a progress bar over channel-hours);
-    the pooled false alarms per 1,000 channel-hours and each shard's events."""
-    from tqdm import tqdm
+@dataclass
+class Running:
+    """Shards started by `start`: `finish` waits for them."""
 
-    t0 = time.perf_counter()
+    plan: LongPlan
+    pool: Any
+    jobs: list[Any]
+    done: Any
+    workers: int
+    t0: float
+
+
+def start(pkg_bytes: bytes, plan: LongPlan, *, workers: int = 2) -> Running:
+    """Start every shard of ``plan`` in ``workers`` processes (they run while the caller
+    does other work)."""
     ctx = mp.get_context("spawn")
     done = ctx.Value("d", 0.0)
-    total = plan.channel_hours
-    with ctx.Pool(min(workers, plan.shards), initializer=_init, initargs=(done,)) as pool:
-        jobs = [pool.apply_async(_worker, (pkg_bytes, plan, k)) for k in range(plan.shards)]
+    pool = ctx.Pool(min(workers, plan.shards), initializer=_init, initargs=(done,))
+    jobs = [pool.apply_async(_worker, (pkg_bytes, plan, k)) for k in range(plan.shards)]
+    return Running(plan, pool, jobs, done, workers, time.perf_counter())
+
+
+def finish(r: Running, *, progress: bool = True) -> dict[str, Any]:
+    """Wait for the shards (a progress bar over channel-hours); the pooled false alarms per
+    1,000 channel-hours and each shard's events."""
+    from tqdm import tqdm
+
+    total = r.plan.channel_hours
+    try:
         with tqdm(total=round(total), unit="ch-h", desc="long normal runs",
                   disable=not progress, mininterval=5.0) as bar:
-            while not all(j.ready() for j in jobs):
+            while not all(j.ready() for j in r.jobs):
                 time.sleep(1.0)
-                bar.update(round(done.value / 3600.0) - bar.n)
+                bar.update(round(r.done.value / 3600.0) - bar.n)
             bar.update(round(total) - bar.n)
-        shards = [j.get() for j in jobs]
+        shards = [j.get() for j in r.jobs]
+    finally:
+        r.pool.terminate()
     n_fa = sum(len(s["events"]) for s in shards)
     ch_h = sum(s["channel_hours"] for s in shards)
-    return {"plan": asdict(plan), "false_alarms": n_fa, "channel_hours": ch_h,
+    return {"plan": asdict(r.plan), "false_alarms": n_fa, "channel_hours": ch_h,
             "fa_per_1000_ch_h": n_fa / ch_h * 1000 if ch_h else float("nan"),
-            "shards": shards, "seconds": round(time.perf_counter() - t0, 1),
-            "workers": workers}
+            "shards": shards, "seconds": round(time.perf_counter() - r.t0, 1),
+            "workers": r.workers}
+
+
+def run(pkg_bytes: bytes, plan: LongPlan, *, workers: int = 2,
+        progress: bool = True) -> dict[str, Any]:
+    """`start` then `finish`."""
+    return finish(start(pkg_bytes, plan, workers=workers), progress=progress)
 
 
 _DONE: Any = None

@@ -71,6 +71,11 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
         models[arch], pkgs[arch], datas[arch] = model, read_package(data, None), data
         conv[arch] = {**report, "params": model.n_params(), "train": summary}
     default = variants[0]
+    from fiberwatch.bench import _model_long
+
+    # the long normal runs go on in worker processes while this one evaluates the families
+    long = _model_long.start(datas[default], _model_long.QUICK_LONG if quick
+                             else _model_long.LongPlan())
     extra: dict[str, Any] = {"float": peers.FloatReference(models[default], spec)}
     extra.update({a: LiteRTDetector(pkgs[a]) for a in variants[1:]})
     ev = evaluate.evaluate_runs(
@@ -94,7 +99,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     result["conversion"] = conv
     result["variants"] = variant_table(result, variants)
     result["training"] = {"rows": int(len(rows)), "source": source}
-    add_long_normal(result, datas[default], quick)
+    add_long_normal(result, _model_long.finish(long))
     result["public"] = public_section(quick, out_dir)
     result["quick"] = quick
     result["seconds"] = round(time.perf_counter() - t_start, 1)
@@ -220,14 +225,14 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_long_normal(result: dict[str, Any], pkg_bytes: bytes, quick: bool) -> None:
+def add_long_normal(result: dict[str, Any], long: dict[str, Any]) -> None:
     """The long normal runs of the default package, pooled into ``pooled.model`` (the
     family runs' figures stay under ``pooled_families``); the summary is redone with them."""
     from federation.model import evaluate
     from fiberwatch.bench import _model_long
 
-    plan = _model_long.QUICK_LONG if quick else _model_long.LongPlan()
-    long = result["long_normal"] = _model_long.run(pkg_bytes, plan)
+    result["long_normal"] = long
+    plan = _model_long.LongPlan(**long["plan"])
     result["pooled_families"] = json.loads(json.dumps(result["pooled"]))
     m = result["pooled"]["model"]
     m["false_alarms"] += long["false_alarms"]
