@@ -302,7 +302,7 @@ class EvalPlan:
         return self.n_events * (self.event_s[1] + self.gap_s) + self.gap_s
 
 
-QUICK_PLAN = EvalPlan(channels=128, warm_s=200.0, normal_s=120.0, n_events=4)
+QUICK_PLAN = EvalPlan(channels=128, warm_s=320.0, normal_s=120.0, n_events=4)  # warm-up: 300 s
 
 
 def eval_scenarios(plan: EvalPlan, family: str, seed: int) -> tuple[Any, ...]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_agent.feature_stream import StreamingFeatures
 from edge_agent.features import FeatureExtractor
+from edge_agent.windowing import StreamBuffer
 from federation.model import datasets
 from sensors_sim import SimConfig, Simulator, parse_scenario
 
@@ -18,10 +20,16 @@ def test_simulated_rows_equal_the_extractor_on_plain_windows() -> None:
     data = np.concatenate([b.data for b in Simulator(cfg, seed=3).blocks()])
     fx = FeatureExtractor(spec)
     n, hop = spec.window_samples, spec.hop_samples
-    expect = np.concatenate([fx.transform(data[i:i + n])
-                             for i in range(0, len(data) - n + 1, hop)])
+    # a stream's rows: each window's own features, plus (version 3) the slow features
+    # over the segments before it
+    buf = StreamBuffer("das", 24, 0, spec.sample_rate_hz, window_samples=n, hop_samples=hop)
+    sf = StreamingFeatures(FeatureExtractor(spec))
+    expect = np.concatenate([sf.rows(w) for w in buf.push(data, cfg.start_ns, 0)])
+    own = np.concatenate([fx.transform(data[i:i + n]) for i in range(0, len(data) - n + 1, hop)])
+    fast = [i for i, name in enumerate(spec.names) if "lf_" not in name]
     assert fs.n_windows == (len(data) - n) // hop + 1 and fs.n_channels == 24
     np.testing.assert_array_equal(fs.rows, expect)
+    np.testing.assert_array_equal(fs.rows[:, fast], own[:, fast])
     truth = fs.truth()
     assert truth.any() and truth[:, 7:18].any() and not truth[:, :5].any()
     assert len(fs.normal_rows()) == int((~truth).sum())
