@@ -147,7 +147,7 @@ class RobustZDetector(_RingDetector):
 
 
 class MahalanobisDetector(_RingDetector):
-    """Mahalanobis distance under a Ledoit-Wolf-style shrunk covariance.
+    """Mahalanobis distance under a shrunk correlation matrix (features standardised first).
 
     Parameters
     ----------
@@ -195,9 +195,12 @@ class MahalanobisDetector(_RingDetector):
             if h.shape[0] < 2:
                 return
             mean = h.mean(axis=0)
-            cov = np.cov(h, rowvar=False).reshape(self.dim, self.dim)
-            mu = max(float(np.trace(cov)) / self.dim, 1e-6)
-            cov = (1 - self.shrinkage) * cov + self.shrinkage * mu * np.eye(self.dim)
-            evals, evecs = np.linalg.eigh(cov)
-            self.whiten = (evecs / np.sqrt(np.maximum(evals, 1e-9 * mu))).astype(np.float32)
+            # shrink the correlation matrix, not the covariance: one wide feature (a power
+            # ratio) would otherwise set the identity's scale and hide every narrow one
+            sd = np.sqrt(np.maximum(h.var(axis=0), 1e-12))
+            corr = np.cov((h - mean) / sd, rowvar=False).reshape(self.dim, self.dim)
+            corr = (1 - self.shrinkage) * corr + self.shrinkage * np.eye(self.dim)
+            evals, evecs = np.linalg.eigh(corr)
+            w = evecs / np.sqrt(np.maximum(evals, 1e-9))
+            self.whiten = (w / sd[:, None]).astype(np.float32)
             self.mean = mean.astype(np.float32)
