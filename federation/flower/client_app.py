@@ -91,7 +91,9 @@ def _rows(msg: Message, context: Context) -> tuple[np.ndarray, np.ndarray]:
 
 def _model(msg: Message, context: Context, dim: int, key: str = "weights") -> task.AutoEncoder:
     """The model the server sent (one packed float32 blob, `compression.pack_weights`)."""
-    model = task.build_model(dim, arch=str(context.run_config.get("arch", "ae-32-8")))
+    arch = str(context.run_config.get("arch", "ae-32-8"))
+    task.check_federated_arch(arch)
+    model = task.build_model(dim, arch=arch)
     shapes = [w.shape for w in task.get_weights(model)]
     blob = msg.content.config_records["config"][key]
     if not isinstance(blob, bytes):

@@ -74,6 +74,7 @@ class Settings:
             key = f.name.replace("_", "-")
             if key in cfg:
                 kw[f.name] = type(getattr(cls, f.name))(cfg[key])
+        task.check_federated_arch(str(kw.get("arch", cls.arch)))
         return cls(**kw)
 
     def strategy_kwargs(self) -> dict[str, Any]:

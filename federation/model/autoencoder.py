@@ -22,8 +22,14 @@ ARCHS: dict[str, dict[str, Any]] = {
     "ae-32-8": {"hidden": (32,), "latent": 8},
     "ae-16-4": {"hidden": (16,), "latent": 4},
     "ae-64-32-8": {"hidden": (64, 32), "latent": 8},
+    # linear, PCA-initialised: fitted in closed form (`task.fit_linear`), its latent width
+    # chosen from the data; not trained by gradient steps, so not federated
+    "pca": {"hidden": (), "linear": True},
 }
 DEFAULT_ARCH = "ae-32-8"
+#: architectures fitted in closed form from one site's rows (FedAvg of their weights is
+#: not meaningful: principal directions differ in sign and order between sites)
+FITTED_ARCHS = ("pca",)
 
 
 class AutoEncoder(nn.Module):
@@ -39,20 +45,24 @@ class AutoEncoder(nn.Module):
         Bottleneck width.
     noise : float
         Gaussian input-noise sigma during training (denoising AE); 0 = plain AE.
+    linear : bool
+        No ReLU: a linear autoencoder (``arch="pca"``, `task.fit_linear`).
     """
 
     def __init__(
-        self, dim: int, hidden: tuple[int, ...] = (32,), latent: int = 8, noise: float = 0.0
+        self, dim: int, hidden: tuple[int, ...] = (32,), latent: int = 8, noise: float = 0.0,
+        linear: bool = False,
     ) -> None:
         super().__init__()
         if dim < 1 or latent < 1 or any(h < 1 for h in hidden):
             raise ValueError(f"bad shape: dim={dim} hidden={hidden} latent={latent}")
         self.dim, self.hidden, self.latent, self.noise = dim, tuple(hidden), latent, noise
+        self.linear = linear
         widths = [dim, *hidden, latent, *reversed(hidden), dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             layers.append(nn.Linear(a, b))
-            if i < len(widths) - 2:
+            if i < len(widths) - 2 and not linear:
                 layers.append(nn.ReLU())
         self.core = nn.Sequential(*layers)
         self.mean: torch.Tensor
@@ -65,7 +75,9 @@ class AutoEncoder(nn.Module):
     @property
     def hyper(self) -> dict[str, Any]:
         """Constructor arguments (to rebuild it from a checkpoint)."""
-        return {"hidden": list(self.hidden), "latent": self.latent, "noise": self.noise}
+        hyper: dict[str, Any] = {"hidden": list(self.hidden), "latent": self.latent,
+                                 "noise": self.noise}
+        return {**hyper, "linear": True} if self.linear else hyper
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

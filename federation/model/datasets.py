@@ -224,6 +224,22 @@ def choose_window(profile: str, n_rows: int, n_columns: int) -> tuple[int, int, 
     return window, hop, f"raw: window {window}, hop {hop} samples ({n_rows} rows)"
 
 
+#: the mv profile's default model (`choose_arch`)
+MV_ARCH = "pca"
+
+
+def choose_arch(profile: str) -> tuple[str, str]:
+    """``(arch, why)``: ``mv`` models default to the linear ``pca`` arch (Hotelling T^2 +
+    SPE as a linear autoencoder, `federation.model.task.fit_linear`): on a few hundred rows of
+    drifting process data it kept fewer false alarms than the autoencoder in the development
+    runs of `fiberwatch.bench.public` (docs/model/README.md); other profiles the default
+    autoencoder. ``--arch`` overrides."""
+    if profile == "mv":
+        return MV_ARCH, (f"{MV_ARCH}: linear autoencoder fitted in closed form (T^2 + SPE); "
+                         "--arch ae-32-8 for the autoencoder")
+    return "ae-32-8", "ae-32-8 autoencoder"
+
+
 def choose_smoothing(n_rows: int) -> int:
     """The ``mv`` score's smoothing span in rows (a causal EWMA, `edge_agent.smoothing`):
     ``n_rows // 100`` within [1, 10]. Process faults persist for many rows; a short EWMA

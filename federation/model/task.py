@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from federation.model.autoencoder import ARCHS, DEFAULT_ARCH, AutoEncoder
+from federation.model.autoencoder import ARCHS, DEFAULT_ARCH, FITTED_ARCHS, AutoEncoder
 
 STD_FLOOR = 1e-3
 ERR_FLOOR = 0.02  # error scale floor (normalised units): keeps int8 rounding noise small
@@ -269,6 +269,88 @@ def prepare_and_fit(
                   progress=progress)
     set_error_scale(model, error_scale(model, rows))
     return model, summary
+
+
+#: the linear model keeps the principal directions explaining this much of the variance
+LINEAR_VARIANCE = 0.9
+#: weight of Hotelling's T^2 against the SPE in the linear model's score (1: equal means)
+LINEAR_T2_WEIGHT = 1.0
+
+
+def _principal(z: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, P (D, k), eigenvalues (k,))`` of the rows ``z``: the fewest directions that
+    explain ``variance`` of the variance, at least 1 and at most D - 1 (a residual stays)."""
+    mu = z.mean(axis=0)
+    _, sv, vt = np.linalg.svd(z - mu, full_matrices=False)
+    lam = sv**2 / max(1, len(z) - 1)
+    share = np.cumsum(lam) / max(float(lam.sum()), 1e-12)
+    k = int(np.searchsorted(share, variance - 1e-9) + 1)
+    k = max(1, min(k, z.shape[1] - 1 if z.shape[1] > 1 else 1, len(lam)))
+    return mu, vt[:k].T, np.maximum(lam[:k], 1e-9)
+
+
+@torch.no_grad()
+def fit_linear(rows: np.ndarray, *, variance: float | None = None,
+               t2_weight: float | None = None, robust: bool = True,
+               ) -> tuple[AutoEncoder, dict[str, float]]:
+    """The ``pca`` arch fitted in closed form: a linear autoencoder whose residual is
+    Hotelling's T^2 plus the SPE (Q statistic) of a PCA of the normalised rows.
+
+    With P the top-k principal directions (eigenvalues lambda) and z the normalised row,
+    the encoder is ``Lambda^-1/2 P^T (z - mu)`` (whitened scores: one int8 scale fits every
+    latent unit) and the decoder ``mu + P diag(sqrt(lambda) - sqrt(c)) s``. The residual
+    ``z - recon`` is then ``(I - P P^T)(z - mu) + sqrt(c) P Lambda^-1/2 P^T (z - mu)``, whose
+    squared norm is ``SPE + c T^2`` exactly (the two parts are orthogonal); ``c`` weighs T^2
+    so that both terms have the same mean on the training rows (times ``t2_weight``; 0 =
+    SPE only). The error scale is one number: a training row scores about 1. The score's
+    per-feature terms, summed per column, stay the column contributions.
+    """
+    variance = LINEAR_VARIANCE if variance is None else variance
+    t2_weight = LINEAR_T2_WEIGHT if t2_weight is None else t2_weight
+    x = _tensor(rows, np.shape(rows)[1]).numpy()
+    model = AutoEncoder(x.shape[1], hidden=(), latent=1, linear=True)
+    set_normalization(model, *(robust_center_scale(x) if robust
+                               else stats_mean_std(feature_stats(x))))
+    z = model.normalize(torch.from_numpy(x)).double().numpy()
+    mu, p, lam = _principal(z, variance)
+    k = p.shape[1]
+    proj = (z - mu) @ p
+    spe = (((z - mu) - proj @ p.T) ** 2).sum(axis=1)
+    c = t2_weight * max(float(spe.mean()), 1e-6) / k
+    model = _linear_model(model, mu, p, lam, c)
+    r2 = spe + c * ((proj**2) / lam).sum(axis=1)
+    set_error_scale(model, np.full(x.shape[1], max(ERR_FLOOR, math.sqrt(
+        float(r2.mean()) / x.shape[1])), np.float32))
+    return model, {"loss": float(r2.mean() / x.shape[1]), "n": int(len(x)), "latent": k,
+                   "explained_variance": float(variance), "t2_weight": float(t2_weight)}
+
+
+def _linear_model(norm: AutoEncoder, mu: np.ndarray, p: np.ndarray, lam: np.ndarray,
+                  c: float) -> AutoEncoder:
+    """A ``pca`` AutoEncoder of latent width k with ``norm``'s normalisation and the
+    weights of `fit_linear`."""
+    model = AutoEncoder(norm.dim, hidden=(), latent=p.shape[1], linear=True)
+    model.mean.copy_(norm.mean)
+    model.std.copy_(norm.std)
+    enc, dec = model.core[0], model.core[1]
+    assert isinstance(enc, torch.nn.Linear) and isinstance(dec, torch.nn.Linear)
+    w1 = p.T / np.sqrt(lam)[:, None]
+    enc.weight.copy_(torch.as_tensor(w1, dtype=torch.float32))
+    enc.bias.copy_(torch.as_tensor(-(w1 @ mu), dtype=torch.float32))
+    dec.weight.copy_(torch.as_tensor(p * (np.sqrt(lam) - math.sqrt(c)), dtype=torch.float32))
+    dec.bias.copy_(torch.as_tensor(mu, dtype=torch.float32))
+    model.eval()
+    return model
+
+
+def check_federated_arch(arch: str) -> None:
+    """ValueError for an arch fitted in closed form (`FITTED_ARCHS`): Flower rounds
+    average gradient-trained weights; a ``pca`` model is fitted per site by `model train`."""
+    if arch in FITTED_ARCHS:
+        raise ValueError(f"arch {arch!r} is fitted in closed form on one site's rows "
+                         "(fiberwatch model train --arch pca), not federated: averaging "
+                         "principal directions across sites is not meaningful; federate an "
+                         f"autoencoder ({', '.join(a for a in ARCHS if a not in FITTED_ARCHS)})")
 
 
 # --- the ClientApp's work (as in Flower's templates: load the data, train, test) -----------

@@ -97,15 +97,21 @@ def train(
     if validation > 0:
         batch_size, epochs = small_data_schedule(len(fit_rows), batch_size, epochs)
     t0 = time.perf_counter()
-    model, fit = task.prepare_and_fit(fit_rows, arch=arch, epochs=epochs, lr=lr,
-                                      batch_size=batch_size, seed=seed, progress=progress,
-                                      robust=robust)
+    if arch in task.FITTED_ARCHS:  # closed form: no epochs, no seed
+        model, fit = task.fit_linear(fit_rows, robust=robust)
+    else:
+        model, fit = task.prepare_and_fit(fit_rows, arch=arch, epochs=epochs, lr=lr,
+                                          batch_size=batch_size, seed=seed,
+                                          progress=progress, robust=robust)
     ev = task.evaluate(model, fit_rows)
     summary = {"arch": arch, "rows": int(len(fit_rows)), "held_back_rows": int(len(held)),
                "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
                "normalization": "robust" if robust else "mean_std", "final_loss": fit["loss"],
                "score_mean": ev["score_mean"], "score_p99": ev["score_p99"],
                "seconds": round(time.perf_counter() - t0, 2)}
+    if "latent" in fit:
+        summary.update(latent=fit["latent"], explained_variance=fit["explained_variance"],
+                       t2_weight=fit["t2_weight"], epochs=0)  # fitted, not trained
     if len(held):
         summary["held_back_score_p99"] = float(np.quantile(task.score_rows(model, held), 0.99))
     log.info("trained arch=%s rows=%d held=%d loss=%.4f seconds=%.1f", arch, len(fit_rows),

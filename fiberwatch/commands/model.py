@@ -148,7 +148,9 @@ def _register_train(msub: argparse._SubParsersAction) -> None:
     t.add_argument("--validation", type=float, default=0.2,
                    help="--csv: fraction of the (time-ordered) rows held back to calibrate "
                    "the threshold (default 0.2)")
-    t.add_argument("--arch", default="ae-32-8")
+    t.add_argument("--arch", help="ae-32-8 | ae-16-4 | ae-64-32-8 (autoencoders) | pca (a "
+                   "linear autoencoder fitted in closed form: Hotelling T^2 + SPE); default "
+                   "pca for mv, else ae-32-8 (printed)")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--batch-size", type=int, default=512)
@@ -254,6 +256,20 @@ def _mv_scoring(args: argparse.Namespace, spec: Any, n_rows: int) -> dict[str, A
                    f"{margin:g}"}
 
 
+def _arch(args: argparse.Namespace, spec: Any) -> str:
+    """The given ``--arch``, else `datasets.choose_arch` for the profile (printed)."""
+    from federation.model import datasets
+    from federation.model.autoencoder import ARCHS
+
+    if args.arch is not None:
+        if args.arch not in ARCHS:
+            raise UsageError(f"unknown --arch {args.arch!r}; choose from {', '.join(ARCHS)}")
+        return str(args.arch)
+    arch, why = datasets.choose_arch(spec.profile)
+    print(f"model: {why}", file=sys.stderr)
+    return arch
+
+
 def _train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -261,6 +277,7 @@ def _train(args: argparse.Namespace) -> int:
 
     rows, spec, source = _training_rows(args)
     opts = _fit_options(args, spec, source)
+    args.arch = _arch(args, spec)
     point = _mv_scoring(args, spec, len(rows) + spec.window_samples - 1)  # input rows
     with tqdm(total=args.epochs, desc="train", unit="epoch", disable=None) as bar:
         def progress(_epoch: int, loss: float) -> None:

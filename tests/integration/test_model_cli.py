@@ -152,14 +152,18 @@ def _process_csv(path: Path, n: int, seed: int, fault_at: int | None = None) -> 
     return y
 
 
-def test_mv_process_csv_train_convert_score(workdir: Path, capsys) -> None:
+@pytest.mark.parametrize("arch", [None, "ae-32-8"])  # the default (linear) and the AE
+def test_mv_process_csv_train_convert_score(workdir: Path, capsys, arch: str | None) -> None:
     train_csv, test_csv = workdir / "proc-train.csv", workdir / "proc-test.csv"
     _process_csv(train_csv, 400, seed=0)
     y = _process_csv(test_csv, 400, seed=1, fault_at=200)
     ck, pkg, out_csv = workdir / "proc.ckpt", workdir / "proc.fwpkg", workdir / "proc-out.csv"
-    code, out, err = _cli(capsys, "model", "train", "--csv", str(train_csv), "--out", str(ck))
+    code, out, err = _cli(capsys, "model", "train", "--csv", str(train_csv), "--out", str(ck),
+                          *(("--arch", arch) if arch else ()))
     assert code == 0, err
     assert "mv: 2 lags x 3 columns" in err  # the choices, printed
+    assert ("model: pca: linear autoencoder" in err) == (arch is None)
+    assert json.loads(out)["arch"] == (arch or "pca")
     assert "EWMA over 4 rows; threshold margin 2" in err
     info = json.loads(out)
     assert info["dim"] == 6 and info["held_back_rows"] == round(0.2 * 399)  # 399 windows

@@ -299,6 +299,7 @@ def test_public_section_renders() -> None:
                         "fault_rows": 250}}
     own = {**tep, "protocol": {**tep["protocol"], "train_rows": 400, "normal_rows": 100}}
     text = to_markdown({"tep": tep, "tep_own": own, "shuttle": {"skipped": "x"}})
-    assert "| fiberwatch mv (int8 AE, CLI) | 0.667 |" in text and "idv01 0.67" in text
+    assert "| fiberwatch mv (int8 linear AE: T²+SPE, CLI) | 0.667 |" in text
+    assert "idv01 0.67" in text
     assert "one model per recording" in text and "its own first 400 normal rows" in text
     assert "Skipped: nope" in to_markdown({"tep": {"skipped": "nope"}})
