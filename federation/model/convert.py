@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 
 CALIB_BATCH = 1024
 MAX_BATCH = 1 << 20
+#: a linear model's int8 ranges cover this many times the training rows' (normalised)
+#: range: rows that drift beyond the training range after it (a process plant's slow
+#: drifts) are then not clipped at the input, where the clipped part would reappear in the
+#: residual and inflate a normal row's score (development runs: docs/model/README.md); a
+#: linear map's ranges scale with its input's, and the coarser int8 step costs little
+LINEAR_RANGE = 4.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,8 @@ def to_tflite(
     model.eval()
     with torch.no_grad():
         z = model.normalize(torch.from_numpy(np.ascontiguousarray(calib)))
+        if getattr(model, "linear", False):
+            z = torch.cat([z, LINEAR_RANGE * z])
     core = model.core.eval()
     sample = (z[: min(len(z), 64)].clone(),)
     dyn = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)

@@ -277,21 +277,28 @@ LINEAR_VARIANCE = 0.9
 LINEAR_T2_WEIGHT = 1.0
 
 
-def _principal(z: np.ndarray, variance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _principal(z: np.ndarray, variance: float, columns: int = 0,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(mean, P (D, k), eigenvalues (k,))`` of the rows ``z``: the fewest directions that
-    explain ``variance`` of the variance, at least 1 and at most D - 1 (a residual stays)."""
+    explain ``variance`` of the variance, and with lagged rows of ``columns`` columns (D a
+    multiple of it) at least one per column; at least 1 and at most D - 1 (a residual
+    stays). The lags of a slow column are nearly collinear: on a few strongly coupled
+    columns the variance share alone keeps one direction and leaves each column's
+    dynamics in the residual, where they hide a broken relation between columns."""
     mu = z.mean(axis=0)
     _, sv, vt = np.linalg.svd(z - mu, full_matrices=False)
     lam = sv**2 / max(1, len(z) - 1)
     share = np.cumsum(lam) / max(float(lam.sum()), 1e-12)
     k = int(np.searchsorted(share, variance - 1e-9) + 1)
+    if 0 < columns < z.shape[1]:
+        k = max(k, min(columns, z.shape[1] - columns))
     k = max(1, min(k, z.shape[1] - 1 if z.shape[1] > 1 else 1, len(lam)))
     return mu, vt[:k].T, np.maximum(lam[:k], 1e-9)
 
 
 @torch.no_grad()
 def fit_linear(rows: np.ndarray, *, variance: float | None = None,
-               t2_weight: float | None = None, robust: bool = True,
+               t2_weight: float | None = None, robust: bool = True, columns: int = 0,
                ) -> tuple[AutoEncoder, dict[str, float]]:
     """The ``pca`` arch fitted in closed form: a linear autoencoder whose residual is
     Hotelling's T^2 plus the SPE (Q statistic) of a PCA of the normalised rows.
@@ -302,7 +309,8 @@ def fit_linear(rows: np.ndarray, *, variance: float | None = None,
     ``z - recon`` is then ``(I - P P^T)(z - mu) + sqrt(c) P Lambda^-1/2 P^T (z - mu)``, whose
     squared norm is ``SPE + c T^2`` exactly (the two parts are orthogonal); ``c`` weighs T^2
     so that both terms have the same mean on the training rows (times ``t2_weight``; 0 =
-    SPE only). The error scale is one number: a training row scores about 1. The score's
+    SPE only); k: `_principal` (``columns``: the input columns of lagged rows). The error
+    scale is one number: a training row scores about 1. The score's
     per-feature terms, summed per column, stay the column contributions.
     """
     variance = LINEAR_VARIANCE if variance is None else variance
@@ -312,7 +320,7 @@ def fit_linear(rows: np.ndarray, *, variance: float | None = None,
     set_normalization(model, *(robust_center_scale(x) if robust
                                else stats_mean_std(feature_stats(x))))
     z = model.normalize(torch.from_numpy(x)).double().numpy()
-    mu, p, lam = _principal(z, variance)
+    mu, p, lam = _principal(z, variance, columns)
     k = p.shape[1]
     proj = (z - mu) @ p
     spe = (((z - mu) - proj @ p.T) ** 2).sum(axis=1)

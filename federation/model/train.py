@@ -79,11 +79,13 @@ def train(
     rows: np.ndarray, *, arch: str = "ae-32-8", epochs: int = 30, lr: float = 3e-3,
     batch_size: int = 512, seed: int = 0, progress: Callable[[int, float], None] | None = None,
     validation: float = 0.0, gap: int = 0, robust: bool = False, min_rows: int = 100,
+    columns: int = 0,
 ) -> tuple[AutoEncoder, dict[str, Any], np.ndarray]:
     """Normalise, fit and set the error scale on the first rows; the last ``validation``
     fraction is held back (`split_validation`) to calibrate thresholds. Returns ``(model,
     training summary, held-back rows)``. On few rows the batch shrinks and the epochs grow
-    (`small_data_schedule`)."""
+    (`small_data_schedule`). ``columns``: input columns of lagged (mv) rows, for the
+    ``pca`` arch's latent width (`task.fit_linear`)."""
     rows = np.asarray(rows, np.float32)
     if rows.ndim != 2:
         raise ValueError(f"rows must be 2-D, got {rows.shape}")
@@ -98,7 +100,7 @@ def train(
         batch_size, epochs = small_data_schedule(len(fit_rows), batch_size, epochs)
     t0 = time.perf_counter()
     if arch in task.FITTED_ARCHS:  # closed form: no epochs, no seed
-        model, fit = task.fit_linear(fit_rows, robust=robust)
+        model, fit = task.fit_linear(fit_rows, robust=robust, columns=columns)
     else:
         model, fit = task.prepare_and_fit(fit_rows, arch=arch, epochs=epochs, lr=lr,
                                           batch_size=batch_size, seed=seed,

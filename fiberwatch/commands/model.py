@@ -233,7 +233,8 @@ def _fit_options(args: argparse.Namespace, spec: Any, source: dict[str, Any]) ->
     per_window = 1 if mv else len(source["columns"])  # feature rows per window
     gap = (spec.window_samples - 1) // spec.hop_samples * per_window
     return {"validation": args.validation, "gap": gap, "robust": mv,
-            "min_rows": datasets.MV_MIN_TRAIN if mv else 100}
+            "min_rows": datasets.MV_MIN_TRAIN if mv else 100,
+            "columns": len(source["columns"]) if mv else 0}
 
 
 def _mv_scoring(args: argparse.Namespace, spec: Any, n_rows: int) -> dict[str, Any]:
@@ -256,18 +257,18 @@ def _mv_scoring(args: argparse.Namespace, spec: Any, n_rows: int) -> dict[str, A
                    f"{margin:g}"}
 
 
-def _arch(args: argparse.Namespace, spec: Any) -> str:
-    """The given ``--arch``, else `datasets.choose_arch` for the profile (printed)."""
+def _arch(args: argparse.Namespace, spec: Any) -> tuple[str, str | None]:
+    """``(arch, why)``: the given ``--arch`` (why None), else `datasets.choose_arch` for the
+    profile (why printed after training)."""
     from federation.model import datasets
     from federation.model.autoencoder import ARCHS
 
     if args.arch is not None:
         if args.arch not in ARCHS:
             raise UsageError(f"unknown --arch {args.arch!r}; choose from {', '.join(ARCHS)}")
-        return str(args.arch)
+        return str(args.arch), None
     arch, why = datasets.choose_arch(spec.profile)
-    print(f"model: {why}", file=sys.stderr)
-    return arch
+    return arch, f"model: {why}"
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -277,7 +278,7 @@ def _train(args: argparse.Namespace) -> int:
 
     rows, spec, source = _training_rows(args)
     opts = _fit_options(args, spec, source)
-    args.arch = _arch(args, spec)
+    args.arch, arch_why = _arch(args, spec)
     point = _mv_scoring(args, spec, len(rows) + spec.window_samples - 1)  # input rows
     with tqdm(total=args.epochs, desc="train", unit="epoch", disable=None) as bar:
         def progress(_epoch: int, loss: float) -> None:
@@ -295,6 +296,8 @@ def _train(args: argparse.Namespace) -> int:
                              f"{spec.hop_samples}; record more normal operation)") from None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
+    if arch_why:
+        print(arch_why, file=sys.stderr)
     if point:
         print(point.pop("why"), file=sys.stderr)
     summary.update(point)
