@@ -143,11 +143,7 @@ def to_tflite(
     calib = np.asarray(rows if rows is not None else synth_rows(stats or {}, n_synth, seed=seed),
                        np.float32)
     t0 = time.perf_counter()
-    model.eval()
-    with torch.no_grad():
-        z = model.normalize(torch.from_numpy(np.ascontiguousarray(calib)))
-        if getattr(model, "linear", False):
-            z = torch.cat([z, LINEAR_RANGE * z])
+    z = _normalized(model, calib)
     core = model.core.eval()
     sample = (z[: min(len(z), 64)].clone(),)
     dyn = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
@@ -167,6 +163,15 @@ def to_tflite(
     log.info("converted bytes=%d calib_rows=%d source=%s seconds=%.1f",
              len(flat), len(z), source, seconds)
     return Converted(flat, in_q, out_q, int(len(z)), source, seconds)
+
+
+def _normalized(model: AutoEncoder, calib: np.ndarray) -> torch.Tensor:
+    """The calibration rows in the model's normalised units (a linear model's also
+    stretched `LINEAR_RANGE` times)."""
+    model.eval()
+    with torch.no_grad():
+        z = model.normalize(torch.from_numpy(np.ascontiguousarray(calib)))
+        return torch.cat([z, LINEAR_RANGE * z]) if model.linear else z
 
 
 def _calibrate(graph: Any, z: torch.Tensor, batch: int,

@@ -203,3 +203,24 @@ def test_mv_too_little_data_says_so(workdir: Path, capsys) -> None:
                         str(workdir / "short.ckpt"))
     assert code == 2 and "proc-short.csv" in err and "too little normal data" in err
     assert "record more normal operation" in err and len(err.strip().splitlines()) <= 2
+
+
+def test_linear_model_int8_matches_float_beyond_the_training_range() -> None:
+    """The pca arch's int8 package scores rows that drifted past the training range as the
+    float model does (its ranges are stretched, `convert.LINEAR_RANGE`): clipped at the
+    input, a drifted normal row would score far higher in int8."""
+    from edge_agent.inference import LiteRTDetector
+    from edge_agent.package import read_package
+    from federation.model import datasets, task
+    from federation.registry.package import package_model
+
+    rng = np.random.default_rng(3)
+    lat = rng.normal(size=(600, 2))
+    x = lat @ rng.normal(size=(2, 6)) + 0.3 * rng.normal(size=(600, 6)) + 5.0
+    model, _ = task.fit_linear(x.astype(np.float32))
+    spec, _ = datasets.csv_spec(np.arange(600) * 1_000_000_000, 6, profile="mv", window=1)
+    pkg = read_package(package_model(model, spec, rows=x.astype(np.float32))[0], None)
+    drifted = (x[:200] + 1.0 * (x.max(0) - x.min(0))).astype(np.float32)  # past the range
+    for rows in (x[:200].astype(np.float32), drifted):
+        flt, q = task.score_rows(model, rows), LiteRTDetector(pkg).score(rows)
+        assert np.median(np.abs(q - flt) / flt) < 0.15
