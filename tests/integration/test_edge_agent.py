@@ -424,8 +424,9 @@ def _process(n: int, seed: int, fault_at: int | None = None) -> np.ndarray:
     for i in range(1, n):
         flow[i] = 0.9 * flow[i - 1] + rng.normal(0, 0.5)
     flow += 10.0
+    lagged = np.convolve(np.pad(flow, 1, "edge"), np.ones(3) / 3, "valid")  # no padded edge
     x = np.stack([flow, 2.0 * flow + rng.normal(0, 0.2, n),
-                  40.0 + np.convolve(flow, np.ones(3) / 3, "same") + rng.normal(0, 0.2, n)], 1)
+                  40.0 + lagged + rng.normal(0, 0.2, n)], 1)
     if fault_at is not None:
         x[fault_at:, 1] += 1.5
     return x.astype(np.float32)

@@ -33,7 +33,7 @@ def test_sim_lifecycle(workdir: Path, capsys) -> None:
     ck = workdir / "das.ckpt"
     code, out, _ = _cli(capsys, "model", "train", "--sim", "--channels", "32", "--seconds",
                         "20", "--runs", "1", "--epochs", "2", "--out", str(ck))
-    assert code == 0 and json.loads(out)["dim"] == 24
+    assert code == 0 and json.loads(out)["dim"] == 28  # das spec v3: 24 + slow lf features
     pkg = workdir / "das.fwpkg"
     code, out, _ = _cli(capsys, "model", "convert", str(ck), "--key", str(k), "--out", str(pkg),
                         "--version", "das-cli-1")
@@ -138,7 +138,8 @@ def _process_csv(path: Path, n: int, seed: int, fault_at: int | None = None) -> 
         flow[i] = 0.9 * flow[i - 1] + rng.normal(0, 0.5)
     flow += 10.0
     pressure = 2.0 * flow + rng.normal(0, 0.2, n)
-    temp = 40.0 + np.convolve(flow, np.ones(3) / 3, "same") + rng.normal(0, 0.2, n)
+    lagged = np.convolve(np.pad(flow, 1, "edge"), np.ones(3) / 3, "valid")  # no padded edge
+    temp = 40.0 + lagged + rng.normal(0, 0.2, n)
     y = np.zeros(n, bool)
     if fault_at is not None:
         pressure[fault_at:] += 1.5
