@@ -22,6 +22,7 @@ import numpy as np
 from edge_agent.config import EventConfig, StreamConfig, ThresholdConfig
 from edge_agent.event_builder import EventBuilder
 from edge_agent.events import Event
+from edge_agent.fa_calibration import FalseAlarmFloor
 from edge_agent.feature_stream import StreamingFeatures
 from edge_agent.features import FeatureExtractor
 from edge_agent.metrics import Metrics, RateLimitedLog
@@ -102,6 +103,10 @@ class StreamPipeline:
         self.model_health = ModelHealth()  # drift figures for the health heartbeat
         self.normal_buffer = normal_buffer
         self.label_book = label_book  # `edge_agent.labels.LabelBook`: journal and exclusions
+        self._fa_floor = None if label_book is None or spec.profile == "mv" else \
+            FalseAlarmFloor(label_book, stream.kind, dim=spec.dim,
+                            first_channel=stream.first_channel, channels=stream.channels,
+                            group_size=stream.group_size)  # false alarms calibrate
         self._energy_col = spec.names.index("log_rms") if spec.profile == "das" else None
         self._starts = np.arange(0, stream.channels, stream.group_size)
         self._sizes = np.diff(np.append(self._starts, stream.channels))
@@ -158,6 +163,8 @@ class StreamPipeline:
             scores = np.repeat(scores, w.n_channels)
         gscores = group_max(scores, self.stream.group_size)
         flagged = thr.classify(gscores)
+        if self._fa_floor is not None:
+            flagged = self._fa_floor.mute(gscores, flagged, det, model)
         s = Scored(w, rows, scores, gscores, thr.thresholds.copy(), flagged, *model, contrib)
         self._record_latency(w)
         if self.label_book is not None and rows.shape[0] == scores.shape[0] and flagged.any():
