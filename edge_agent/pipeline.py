@@ -109,6 +109,9 @@ class StreamPipeline:
                             group_size=stream.group_size)  # false alarms calibrate
         self._energy_col = spec.names.index("log_rms") if spec.profile == "das" else None
         self._starts = np.arange(0, stream.channels, stream.group_size)
+        # windows each group stays out of the threshold history after its last flag: the
+        # falling edge of an event (the quarantine drops its rising edge)
+        self._cooldown = np.zeros(self.n_groups, np.int64)
         self._sizes = np.diff(np.append(self._starts, stream.channels))
         self._learn_rows, self._normal_rows = learn_rows, normal_rows
         self._rng = np.random.default_rng(seed)
@@ -283,6 +286,8 @@ class StreamPipeline:
                                        s.window.t_end_ns, channels, s.rows[mask])
 
     def _learn(self, s: Scored, det: object, thr: GroupThreshold) -> None:
+        self._cooldown = np.where(s.flagged, thr.cfg.quarantine_windows + 1,
+                                  np.maximum(self._cooldown - 1, 0))
         exclude = s.flagged.copy()
         if s.window.nonfinite is not None:
             exclude |= np.logical_or.reduceat(s.window.nonfinite, self._starts)
@@ -293,7 +298,7 @@ class StreamPipeline:
             if labelled is not None:
                 exclude |= np.logical_or.reduceat(labelled, self._starts)
         if getattr(det, "ready", True):
-            thr.learn(s.group_scores, exclude)
+            thr.learn(s.group_scores, exclude | (self._cooldown > 0))
         near = exclude.copy()
         near[1:] |= exclude[:-1]
         near[:-1] |= exclude[1:]

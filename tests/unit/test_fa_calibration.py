@@ -125,3 +125,30 @@ def test_a_labelled_false_alarm_stops_flagging_in_the_pipeline(tmp_path: Path) -
     louder = _flagged_groups(p, _frames(380, 30, [(*stroke, 390, 400, 40.0)], seed=3))
     assert 3 in louder  # far louder than the labelled pattern: still an anomaly
     book.close()
+
+
+def test_the_falling_edge_of_a_flag_stays_out_of_the_threshold_history() -> None:
+    """After a group's last flagged window, `quarantine_windows` more windows of it are not
+    learned (the quarantine drops the rising edge; this, the falling edge)."""
+    p, *_ = make()
+    learned: list[np.ndarray] = []
+    flags: list[np.ndarray] = []
+    orig = p._threshold_for  # noqa: SLF001 - wrap the thresholds' learn
+
+    def spy(model, det):  # type: ignore[no-untyped-def]
+        thr = orig(model, det)
+        if not getattr(thr, "_spied", False):
+            base, classify = thr.learn, thr.classify
+            thr.learn = lambda g, ex=None: (learned.append(ex.copy()), base(g, ex))[1]
+            thr.classify = lambda g: (flags.append(classify(g)), flags[-1])[1]
+            thr._spied = True
+        return thr
+
+    p._threshold_for = spy
+    _flagged_groups(p, _frames(0, 420, [(24, 31, 300, 306, 6.0)], seed=4))
+    q = p._thr_cfg.quarantine_windows  # noqa: SLF001
+    flags = flags[len(flags) - len(learned):]  # learning starts once the detector is ready
+    last = max(i for i, f in enumerate(flags) if f[3])
+    assert all(learned[i][3] for i in range(last + 1, min(last + 1 + q, len(learned))))
+    assert len(learned) > last + q and not learned[last + q + 1][3]  # then learned again
+    assert not any(learned[i][0] for i in range(last + 1, len(learned)))  # other groups
