@@ -24,7 +24,8 @@ What the gateway does with them (`LabelBook`, one SQLite file beside the outbox)
 * the feature rows of flagged windows are journaled (`LabelBook.record_flagged`, bounded);
   rows inside a ``false_alarm`` label are kept as normal training examples
   (`LabelBook.labelled_rows`), which the next federated round trains on and calibrates
-  its thresholds with.
+  its thresholds with; at once, the gateway's own thresholds on the labelled channel groups
+  rise above the pattern's level (`LabelBook.false_alarm_rows`, `edge_agent.fa_calibration`).
 """
 
 from __future__ import annotations
