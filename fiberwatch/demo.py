@@ -59,7 +59,9 @@ class DemoOptions:
     valve: str | None = None
     valve_onset_s: float = 20.0
     valve_period_s: float = 15.0
-    leak_every_s: float | None = None  # repeat the leak (10 s each) every N s after its onset
+    #: more leaks on well A (10 s each) every N s after the first, each on other channels
+    #: (`repeated_leaks`); None: one leak
+    leak_every_s: float | None = None
 
 
 @dataclass
@@ -256,9 +258,29 @@ def parse_valve(spec: str) -> tuple[str, int, int]:
     return gw, int(lo), int(hi)
 
 
+def repeated_leaks(opts: DemoOptions, hours: float = 1.0) -> list[tuple[float, int]]:
+    """``(onset s, channel)`` of the leaks repeated every ``leak_every_s`` on well A: from
+    40 s after the first, each 8 channels on from the last (a fresh threshold group), clear
+    of the valve's channels."""
+    if opts.leak_every_s is None:
+        return []
+    n = opts.channels or 1024
+    first = opts.leak_channel if opts.leak_channel is not None else int(n * 0.3)
+    lo, hi = (-1, -1)
+    if opts.valve is not None and parse_valve(opts.valve)[0] == "well-a":
+        _, lo, hi = parse_valve(opts.valve)
+    chans = [c for c in ((first + 8 * k) % n for k in range(1, n // 8 + 1))
+             if not lo - 8 <= c <= hi + 8 and 6 <= c < n - 6] or [first]
+    start = opts.leak_onset_s + max(opts.leak_every_s, 40.0)
+    count = int(hours * 3600 // opts.leak_every_s)
+    return [(start + k * opts.leak_every_s, chans[k % len(chans)]) for k in range(count)]
+
+
 def _extra_scenarios(opts: DemoOptions) -> dict[str, list[dict[str, Any]]]:
-    """Per gateway: the valve (`DemoOptions.valve`)."""
-    out: dict[str, list[dict[str, Any]]] = {}
+    """Per gateway: the valve (`DemoOptions.valve`) and the repeated leaks."""
+    out: dict[str, list[dict[str, Any]]] = {
+        "well-a": [{"kind": "leak", "onset": t, "duration": 10.0, "channel": ch}
+                   for t, ch in repeated_leaks(opts)]}
     if opts.valve is not None:
         gw, lo, hi = parse_valve(opts.valve)
         out.setdefault(gw, []).append({
@@ -287,8 +309,7 @@ def start(opts: DemoOptions) -> DemoRun:
         _initial_model(opts, layout, sup, layout.config("well-a"), pkg)
         version = _register_initial(layout, pkg)
         write_schedule(layout, configs, seconds=opts.seconds, leak_channel=opts.leak_channel,
-                       leak_onset=opts.leak_onset_s, leak_every=opts.leak_every_s,
-                       extra=_extra_scenarios(opts))
+                       leak_onset=opts.leak_onset_s, extra=_extra_scenarios(opts))
         token = write_tokens(layout)
         api_port = opts.api_port or free_port()
         receiver = _alerting(opts, layout, api_port)

@@ -175,11 +175,10 @@ def write_gateway_configs(
 def write_schedule(
     layout: DemoLayout, configs: dict[str, GatewayConfig], *, seconds: float | None,
     leak_channel: int | None = None, leak_onset: float = 40.0, seed: int = 7,
-    leak_every: float | None = None, extra: dict[str, list[dict[str, Any]]] | None = None,
+    extra: dict[str, list[dict[str, Any]]] | None = None,
 ) -> None:
     """One simulated fiber per gateway, matching its streams; anomalies on a schedule
-    (``leak_every``: the leak again, 10 s each, every so many seconds after the first, for an
-    hour; ``extra``: more scenarios per gateway name, schedule-file dicts)."""
+    (``extra``: more scenarios per gateway name, schedule-file dicts)."""
     gateways = []
     for name, cfg in configs.items():
         das = cfg.stream("das")
@@ -199,10 +198,6 @@ def write_schedule(
         if name == "well-a":
             ch = leak_channel if leak_channel is not None else int(n * 0.3)
             scen.append({"kind": "leak", "onset": leak_onset, "duration": 30.0, "channel": ch})
-            if leak_every is not None:
-                first = leak_onset + max(leak_every, 40.0)
-                scen += [{"kind": "leak", "onset": first + k * leak_every, "duration": 10.0,
-                          "channel": ch} for k in range(int(3600 // leak_every))]
         elif name == "well-b":
             scen.append({"kind": "sand", "onset": leak_onset + 40, "duration": 20.0,
                          "channels": f"{int(n * 0.7)}-{int(n * 0.75)}"})
