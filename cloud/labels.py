@@ -6,8 +6,9 @@ Retained, one topic per label: publishing a label twice is harmless, and a gatew
 offline receives every label of its own when it subscribes again. The broker's ACL lets only
 the cloud's ``labels`` login write these topics (`fiberwatch.deploy.acl`).
 
-Run it once (``python -m cloud.labels --once``) or as a service that publishes new labels
-every ``--every`` seconds (`run_publisher`). `publish_labels` is the function behind both;
+Run it once (``fiberwatch cloud labels --once``) or as a service that publishes new labels
+every ``--every`` seconds until SIGTERM (`run_publisher`; the demo runs it so, under the
+``labels`` login over TLS). `publish_labels` is the function behind both;
 ``fiberwatch fl label-round`` calls it before a federated round.
 """
 
@@ -80,7 +81,8 @@ def publish_labels(store: LabelSource, client: Any, *, since_ns: int = 0,
         info.wait_for_publish(timeout_s)
         if not info.is_published() or info.rc != 0:
             raise RuntimeError(f"label {m.id} not acknowledged by the broker (rc={info.rc})")
-    log.info("event=labels_published count=%d", len(sent))
+    if sent:
+        log.info("event=labels_published count=%d", len(sent))
     return sent
 
 
@@ -101,6 +103,13 @@ def run_publisher(store: LabelSource, client: Any, stop: threading.Event, *,
     return total
 
 
+def _stop_on_signals(stop: threading.Event) -> None:
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import os
 
@@ -109,19 +118,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge_agent.mqtt_args import add_broker_args
     from edge_agent.mqtt_client import broker_from_args, make_client
 
-    p = argparse.ArgumentParser(prog="python -m cloud.labels", description=__doc__)
+    p = argparse.ArgumentParser(prog="fiberwatch cloud labels", description=__doc__)
     p.add_argument("--influx-url", default="http://127.0.0.1:8086")
     p.add_argument("--influx-username")
     p.add_argument("--mqtt-host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=int, default=8883)
     p.add_argument("--once", action="store_true", help="publish every label once and exit")
     p.add_argument("--every", type=float, default=2.0)
+    p.add_argument("--log-level", default="WARNING")
     add_broker_args(p)
     args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     store = Store(InfluxClient(args.influx_url, args.influx_username,
                                os.environ.get("FIBERWATCH_INFLUX_PASSWORD")))
     client = make_client(broker_from_args(args, args.mqtt_host, args.mqtt_port),
-                         client_id="labels")
+                         client_id=f"fiberwatch-labels-{os.getpid()}")
     client.loop_start()
     deadline = time.monotonic() + 30
     while not client.is_connected() and time.monotonic() < deadline:
@@ -131,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(f"published {len(publish_labels(store, client))} label(s)\n")
             return 0
         stop = threading.Event()
+        _stop_on_signals(stop)
+        log.info("event=labels_publisher_started every_s=%g", args.every)
         run_publisher(store, client, stop, every_s=args.every)
         return 0
     finally:

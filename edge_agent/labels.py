@@ -24,7 +24,8 @@ What the gateway does with them (`LabelBook`, one SQLite file beside the outbox)
 * the feature rows of flagged windows are journaled (`LabelBook.record_flagged`, bounded);
   rows inside a ``false_alarm`` label are kept as normal training examples
   (`LabelBook.labelled_rows`), which the next federated round trains on and calibrates
-  its thresholds with.
+  its thresholds with; at once, the gateway's own thresholds on the labelled channel groups
+  rise above the pattern's level (`LabelBook.false_alarm_rows`, `edge_agent.fa_calibration`).
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ class LabelBook:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self.refused: dict[str, int] = {}
+        self.revision = 0  # +1 per label stored (`edge_agent.fa_calibration` recomputes)
         self._cache: list[Label] = self._load()
 
     def _load(self) -> list[Label]:
@@ -174,6 +176,7 @@ class LabelBook:
                 (label.id, label.stream, label.label, label.kind, label.start_ns, label.end_ns,
                  label.ch_start, label.ch_end, label.to_json().decode()))
             self._cache = [lb for lb in self._cache if lb.id != label.id] + [label]
+            self.revision += 1
         log.info("event=label_stored id=%s label=%s kind=%s", label.id, label.label, label.kind)
 
     def labels(self) -> list[Label]:
@@ -242,6 +245,31 @@ class LabelBook:
         rows = np.frombuffer(b"".join(p[1] for p in picked), "<f4").reshape(-1, dim)
         return (rows.astype(np.float32), np.asarray([p[0] for p in picked], np.int64),
                 [p[2] for p in picked], np.asarray([p[3] for p in picked], np.int64))
+
+    def false_alarm_rows(self, stream: str, dim: int, *, max_rows: int = 20_000
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows (N, dim) float32, channels (N,) int64)`` journaled inside the
+        ``false_alarm`` labels of ``stream``, newest labels first, at most ``max_rows``
+        (threshold calibration: `edge_agent.fa_calibration`)."""
+        mine = sorted((lb for lb in self.labels() if lb.stream == stream
+                       and lb.label == "false_alarm"), key=lambda lb: -lb.start_ns)
+        seen: set[int] = set()
+        rows: list[bytes] = []
+        chans: list[int] = []
+        for lb in mine:
+            with self._lock:
+                got = self._db.execute(
+                    "SELECT seq, channel, row FROM flagged WHERE stream=? AND t_start_ns < ?"
+                    " AND t_end_ns > ? AND channel BETWEEN ? AND ? ORDER BY seq DESC LIMIT ?",
+                    (stream, lb.end_ns, lb.start_ns, lb.ch_start, lb.ch_end,
+                     max_rows)).fetchall()
+            for q, c, r in got:
+                if len(r) == 4 * dim and int(q) not in seen and len(rows) < max_rows:
+                    seen.add(int(q))
+                    rows.append(bytes(r))
+                    chans.append(int(c))
+        data = np.frombuffer(b"".join(rows), "<f4").reshape(-1, dim).astype(np.float32)
+        return data, np.asarray(chans, np.int64)
 
     def close(self) -> None:
         with self._lock:

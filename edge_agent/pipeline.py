@@ -22,6 +22,7 @@ import numpy as np
 from edge_agent.config import EventConfig, StreamConfig, ThresholdConfig
 from edge_agent.event_builder import EventBuilder
 from edge_agent.events import Event
+from edge_agent.fa_calibration import FalseAlarmFloor
 from edge_agent.feature_stream import StreamingFeatures
 from edge_agent.features import FeatureExtractor
 from edge_agent.metrics import Metrics, RateLimitedLog
@@ -102,8 +103,15 @@ class StreamPipeline:
         self.model_health = ModelHealth()  # drift figures for the health heartbeat
         self.normal_buffer = normal_buffer
         self.label_book = label_book  # `edge_agent.labels.LabelBook`: journal and exclusions
+        self._fa_floor = None if label_book is None or spec.profile == "mv" else \
+            FalseAlarmFloor(label_book, stream.kind, dim=spec.dim,
+                            first_channel=stream.first_channel, channels=stream.channels,
+                            group_size=stream.group_size)  # false alarms calibrate
         self._energy_col = spec.names.index("log_rms") if spec.profile == "das" else None
         self._starts = np.arange(0, stream.channels, stream.group_size)
+        # windows each group stays out of the threshold history after its last flag: the
+        # falling edge of an event (the quarantine drops its rising edge)
+        self._cooldown = np.zeros(self.n_groups, np.int64)
         self._sizes = np.diff(np.append(self._starts, stream.channels))
         self._learn_rows, self._normal_rows = learn_rows, normal_rows
         self._rng = np.random.default_rng(seed)
@@ -158,6 +166,8 @@ class StreamPipeline:
             scores = np.repeat(scores, w.n_channels)
         gscores = group_max(scores, self.stream.group_size)
         flagged = thr.classify(gscores)
+        if self._fa_floor is not None:
+            flagged = self._fa_floor.mute(gscores, flagged, det, model)
         s = Scored(w, rows, scores, gscores, thr.thresholds.copy(), flagged, *model, contrib)
         self._record_latency(w)
         if self.label_book is not None and rows.shape[0] == scores.shape[0] and flagged.any():
@@ -276,6 +286,8 @@ class StreamPipeline:
                                        s.window.t_end_ns, channels, s.rows[mask])
 
     def _learn(self, s: Scored, det: object, thr: GroupThreshold) -> None:
+        self._cooldown = np.where(s.flagged, thr.cfg.quarantine_windows + 1,
+                                  np.maximum(self._cooldown - 1, 0))
         exclude = s.flagged.copy()
         if s.window.nonfinite is not None:
             exclude |= np.logical_or.reduceat(s.window.nonfinite, self._starts)
@@ -286,7 +298,7 @@ class StreamPipeline:
             if labelled is not None:
                 exclude |= np.logical_or.reduceat(labelled, self._starts)
         if getattr(det, "ready", True):
-            thr.learn(s.group_scores, exclude)
+            thr.learn(s.group_scores, exclude | (self._cooldown > 0))
         near = exclude.copy()
         near[1:] |= exclude[:-1]
         near[:-1] |= exclude[1:]

@@ -18,7 +18,8 @@ from fiberwatch import __version__
 
 #: Subcommands whose own parser takes the rest of the command line: (words) -> module.main
 PASSTHROUGH = {("cloud", "ingest"): "cloud.ingest.service",
-               ("cloud", "alerting"): "cloud.alerting.service"}
+               ("cloud", "alerting"): "cloud.alerting.service",
+               ("cloud", "labels"): "cloud.labels"}
 
 #: Subcommand modules, in the order `--help` lists them.
 COMMANDS = ("demo", "sim", "edge", "bridge", "model", "score", "fl", "cloud", "query", "config",

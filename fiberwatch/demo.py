@@ -53,6 +53,15 @@ class DemoOptions:
     canary_window_s: float = 60.0
     alert_webhook: str | None = None  # None: the demo's own receiver (`WebhookReceiver`)
     alert_min_severity: str = "medium"  # events below this raise no alert
+    #: a benign valve (`sensors_sim` kind ``valve``) stroking on one gateway's channels:
+    #: ``"GATEWAY:LO-HI"`` (e.g. ``"well-a:80-87"``); the recurring false alarm an operator
+    #: labels (issue 16). None: no valve
+    valve: str | None = None
+    valve_onset_s: float = 20.0
+    valve_period_s: float = 15.0
+    #: more leaks on well A (10 s each) every N s after the first, each on other channels
+    #: (`repeated_leaks`); None: one leak
+    leak_every_s: float | None = None
 
 
 @dataclass
@@ -140,14 +149,18 @@ def _register_initial(layout: DemoLayout, pkg: Path) -> str:
 
 def _start_cloud(sup: Supervisor, layout: DemoLayout, broker: Mosquitto, influx: Influxd,
                  mqtt: DemoMqtt, api_port: int) -> None:
-    """Ingestion (MQTT -> InfluxDB), alerting (TLS, login ``alerting``) and the HTTP API
-    with the dashboard (acknowledge/resolve in alerting's state)."""
+    """Ingestion (MQTT -> InfluxDB), alerting (TLS, login ``alerting``), the label publisher
+    (operator labels -> their gateways; TLS, login ``labels``) and the HTTP API with the
+    dashboard (acknowledge/resolve in alerting's state)."""
     sup.start("ingest", _fw("cloud", "ingest", "--mqtt-port", str(broker.port),
                             "--influx-url", influx.url, *mqtt.flags("ingest")))
     sup.start("alerting", _fw("cloud", "alerting", "--config", str(layout.alerting_config),
                               "--influx-url", influx.url, "--mqtt-host", "127.0.0.1",
                               "--mqtt-port", str(broker.port), *mqtt.flags("alerting"),
                               "--log-level", "INFO"))
+    sup.start("labels", _fw("cloud", "labels", "--influx-url", influx.url, "--mqtt-host",
+                            "127.0.0.1", "--mqtt-port", str(broker.port), *mqtt.flags("labels"),
+                            "--every", "1", "--log-level", "INFO"))
     sup.start("api", _fw("cloud", "serve", "--port", str(api_port), "--influx", influx.url,
                          "--registry", str(layout.registry), "--tokens", str(layout.tokens),
                          "--model-public-key", str(layout.public_key),
@@ -233,6 +246,49 @@ def _start_sim(sup: Supervisor, layout: DemoLayout, opts: DemoOptions, broker: M
     return t0_ns
 
 
+def parse_valve(spec: str) -> tuple[str, int, int]:
+    """``"GATEWAY:LO-HI"`` -> (gateway, lo, hi); ValueError otherwise."""
+    from fiberwatch.demo_setup import DEMO_GATEWAYS
+
+    gw, _, chans = spec.partition(":")
+    lo, _, hi = chans.partition("-")
+    if gw not in DEMO_GATEWAYS or not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)):
+        raise ValueError(f"expected GATEWAY:LO-HI with a gateway of {DEMO_GATEWAYS}, "
+                         f"got {spec!r}")
+    return gw, int(lo), int(hi)
+
+
+def repeated_leaks(opts: DemoOptions, hours: float = 1.0) -> list[tuple[float, int]]:
+    """``(onset s, channel)`` of the leaks repeated every ``leak_every_s`` on well A: from
+    40 s after the first, each 8 channels on from the last (a fresh threshold group), clear
+    of the valve's channels."""
+    if opts.leak_every_s is None:
+        return []
+    n = opts.channels or 1024
+    first = opts.leak_channel if opts.leak_channel is not None else int(n * 0.3)
+    lo, hi = (-1, -1)
+    if opts.valve is not None and parse_valve(opts.valve)[0] == "well-a":
+        _, lo, hi = parse_valve(opts.valve)
+    chans = [c for c in ((first + 8 * k) % n for k in range(1, n // 8 + 1))
+             if not lo - 8 <= c <= hi + 8 and 6 <= c < n - 6] or [first]
+    start = opts.leak_onset_s + max(opts.leak_every_s, 40.0)
+    count = int(hours * 3600 // opts.leak_every_s)
+    return [(start + k * opts.leak_every_s, chans[k % len(chans)]) for k in range(count)]
+
+
+def _extra_scenarios(opts: DemoOptions) -> dict[str, list[dict[str, Any]]]:
+    """Per gateway: the valve (`DemoOptions.valve`) and the repeated leaks."""
+    out: dict[str, list[dict[str, Any]]] = {
+        "well-a": [{"kind": "leak", "onset": t, "duration": 10.0, "channel": ch}
+                   for t, ch in repeated_leaks(opts)]}
+    if opts.valve is not None:
+        gw, lo, hi = parse_valve(opts.valve)
+        out.setdefault(gw, []).append({
+            "kind": "valve", "onset": opts.valve_onset_s, "duration": 24 * 3600.0,
+            "channels": f"{lo}-{hi}", "period": opts.valve_period_s, "on": 2.0})
+    return out
+
+
 def start(opts: DemoOptions) -> DemoRun:
     """Start everything; raise (after stopping what started) if a part fails to come up."""
     layout = _fresh_layout(opts)
@@ -253,7 +309,7 @@ def start(opts: DemoOptions) -> DemoRun:
         _initial_model(opts, layout, sup, layout.config("well-a"), pkg)
         version = _register_initial(layout, pkg)
         write_schedule(layout, configs, seconds=opts.seconds, leak_channel=opts.leak_channel,
-                       leak_onset=opts.leak_onset_s)
+                       leak_onset=opts.leak_onset_s, extra=_extra_scenarios(opts))
         token = write_tokens(layout)
         api_port = opts.api_port or free_port()
         receiver = _alerting(opts, layout, api_port)

@@ -175,8 +175,10 @@ def write_gateway_configs(
 def write_schedule(
     layout: DemoLayout, configs: dict[str, GatewayConfig], *, seconds: float | None,
     leak_channel: int | None = None, leak_onset: float = 40.0, seed: int = 7,
+    extra: dict[str, list[dict[str, Any]]] | None = None,
 ) -> None:
-    """One simulated fiber per gateway, matching its streams; anomalies on a schedule."""
+    """One simulated fiber per gateway, matching its streams; anomalies on a schedule
+    (``extra``: more scenarios per gateway name, schedule-file dicts)."""
     gateways = []
     for name, cfg in configs.items():
         das = cfg.stream("das")
@@ -202,6 +204,7 @@ def write_schedule(
         else:
             scen.append({"kind": "slug", "onset": leak_onset + 80, "duration": 30.0,
                          "channels": f"{int(n * 0.2)}-{int(n * 0.5)}"})
+        scen += [dict(x) for x in (extra or {}).get(name, [])]
         # an endless run repeats nothing: anomalies that start after a finite run are dropped
         g["scenario"] = [x for x in scen
                          if seconds is None or x["onset"] + 5.0 <= seconds]

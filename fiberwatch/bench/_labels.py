@@ -97,9 +97,23 @@ class Int8:
         q = self.det.threshold_quantiles
         self.threshold = float(q[min(q, key=lambda lv: abs(lv - LEVEL))])
 
-    def grid(self, fs: Any) -> np.ndarray:
-        """``(windows, channels)``: True where a row scores over the threshold."""
-        return np.asarray(fs.grid(self.det.score(fs.rows)) > self.threshold)
+    def grid(self, fs: Any, floor: np.ndarray | None = None) -> np.ndarray:
+        """``(windows, channels)``: True where a row scores over the threshold (and over
+        its group's false-alarm floor, `edge_agent.fa_calibration`, when given)."""
+        level = self.threshold if floor is None else \
+            np.maximum(self.threshold, np.repeat(floor, GROUP)[:fs.n_channels])
+        return np.asarray(fs.grid(self.det.score(fs.rows)) > level)
+
+    def fa_floor(self, book_path: Path, channels: int) -> np.ndarray | None:
+        """The gateway's false-alarm floor per group for this package (its label book)."""
+        from edge_agent.fa_calibration import FalseAlarmFloor
+        from edge_agent.labels import LabelBook
+        from federation.model.datasets import DAS_SPEC
+
+        with LabelBook(book_path) as book:
+            return FalseAlarmFloor(book, "das", dim=DAS_SPEC.dim, first_channel=0,
+                                   channels=channels, group_size=GROUP
+                                   ).floor(self.det, self.det.version)
 
 
 def flagged_events(over: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
@@ -212,9 +226,9 @@ def label_round(work: Path, plan: Plan, prep: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _recall(scorer: Int8, fs: Any) -> tuple[int, int]:
+def _recall(scorer: Int8, fs: Any, floor: np.ndarray | None = None) -> tuple[int, int]:
     """(events, events with a flagged row in their channels while they last)."""
-    over = scorer.grid(fs)
+    over = scorer.grid(fs, floor)
     hit = 0
     for lb in fs.labels:
         w = (fs.t_start_ns < lb.end_ns) & (fs.t_end_ns > lb.start_ns)
@@ -223,14 +237,23 @@ def _recall(scorer: Int8, fs: Any) -> tuple[int, int]:
     return len(fs.labels), hit
 
 
-def evaluate(plan: Plan, before: bytes, after: bytes) -> dict[str, Any]:
-    """Both packages on fresh runs: valve strokes (false alarms) and leak/sand recall."""
+def evaluate(plan: Plan, before: bytes, after: bytes,
+             book: Path | None = None) -> dict[str, Any]:
+    """Both packages on fresh runs: valve strokes (false alarms) and leak/sand recall.
+    With the labelled gateway's ``book``, also as that gateway runs them with its
+    false-alarm calibration (`edge_agent.fa_calibration`): ``label`` (the running model
+    and the floor, right after the label) and ``calibrated`` (the round's model and its
+    floor)."""
     a, b = Int8(before), Int8(after)
     valve = valve_run(plan, 300, plan.eval_s)
     out: dict[str, Any] = {"threshold_before": a.threshold, "threshold_after": b.threshold}
     g0, g1 = plan.valve_ch[0] // GROUP, plan.valve_ch[1] // GROUP
-    for tag, sc in (("before", a), ("after", b)):
-        groups, events = flagged_events(sc.grid(valve))
+    runs: list[tuple[str, Int8, np.ndarray | None]] = [("before", a, None), ("after", b, None)]
+    if book is not None:
+        runs += [("label", a, a.fa_floor(book, plan.channels)),
+                 ("calibrated", b, b.fa_floor(book, plan.channels))]
+    for tag, sc, floor in runs:
+        groups, events = flagged_events(sc.grid(valve, floor))
         out[f"fa_events_{tag}"] = sum(e[3] >= g0 and e[2] <= g1 for e in events)
         out[f"fa_windows_{tag}"] = int(groups[:, g0:g1 + 1].any(1).sum())
         out[f"other_windows_{tag}"] = int(np.delete(groups, range(g0, g1 + 1), 1).any(1).sum())
@@ -239,8 +262,9 @@ def evaluate(plan: Plan, before: bytes, after: bytes) -> dict[str, Any]:
     out["recall"] = {}
     for k, kind in enumerate(("leak", "sand")):
         fs = anomaly_run(plan, 310 + k, kind, 3, plan.anomaly_s)
-        (n, hit_a), (_, hit_b) = _recall(a, fs), _recall(b, fs)
-        out["recall"][kind] = {"events": n, "before": hit_a / n, "after": hit_b / n}
+        r = {tag: _recall(sc, fs, floor) for tag, sc, floor in runs}
+        out["recall"][kind] = {"events": r["before"][0],
+                               **{tag: hit / n for tag, (n, hit) in r.items()}}
     return out
 
 
@@ -248,7 +272,8 @@ def run(work: Path, plan: Plan) -> dict[str, Any]:
     """The whole scenario; the figures (`fiberwatch.bench.labels` keys)."""
     prep = prepare(work, plan)
     summary = label_round(work, plan, prep)
-    figures = evaluate(plan, prep["package"], summary["package"])
+    figures = evaluate(plan, prep["package"], summary["package"],
+                       Path(prep["gateways"][0]["labels"]))
     return {"plan": {k: getattr(plan, k) for k in plan.__dataclass_fields__},
             "labelled_false_alarms": prep["labelled_false_alarms"], **figures,
             "round_report": summary.get("labels", {}), "round_s": summary["round_s"],

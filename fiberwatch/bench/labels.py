@@ -9,8 +9,11 @@ told apart from one more round of training.
 
 JSON keys (a contract, issue 16): ``label_effect`` = ``{fa_events_before, fa_events_after,
 fa_windows_before, fa_windows_after, recall_leak_before, recall_leak_after,
-recall_sand_before, recall_sand_after}``; ``round_report`` (the round's own report on the
-gateways' held-back copy, `federation.flower.label_round`); ``peer`` (full runs).
+recall_sand_before, recall_sand_after}`` (the models alone) and the same keys ending
+``_label`` (the running model with the gateway's false-alarm calibration,
+`edge_agent.fa_calibration`, right after the label) and ``_calibrated`` (the round's model
+with it: what the labelled gateway runs after the round); ``round_report`` (the round's
+own report on the gateways' held-back copy, `federation.flower.label_round`); ``peer`` (full runs).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from typing import Any
 
 
 def _effect(figures: dict[str, Any]) -> dict[str, Any]:
-    out = {k: figures[k] for k in ("fa_events_before", "fa_events_after", "fa_windows_before",
-                                   "fa_windows_after")}
+    tags = [t for t in ("before", "after", "label", "calibrated")
+            if f"fa_events_{t}" in figures]
+    out = {f"{k}_{t}": figures[f"{k}_{t}"] for k in ("fa_events", "fa_windows") for t in tags}
     for kind in ("leak", "sand"):
         r = figures["recall"][kind]
-        out[f"recall_{kind}_before"], out[f"recall_{kind}_after"] = r["before"], r["after"]
+        out.update({f"recall_{kind}_{t}": r[t] for t in tags})
     return out
 
 
@@ -54,7 +58,8 @@ def run(quick: bool = False, out_dir: Path = Path("benchmarks")) -> dict[str, An
         work = Path(tmp)
         prep = _labels.prepare(work / "data", plan)
         summary = _labels.label_round(work / "labelled", plan, prep)
-        figures = _labels.evaluate(plan, prep["package"], summary["package"])
+        figures = _labels.evaluate(plan, prep["package"], summary["package"],
+                                   Path(prep["gateways"][0]["labels"]))
         peer = None if quick else _peer(work / "peer", plan, prep)
     return {"benchmark": "labels", "quick": quick, "plan": dataclasses.asdict(plan),
             "label_effect": _effect(figures), "figures": figures,
@@ -66,8 +71,10 @@ def run(quick: bool = False, out_dir: Path = Path("benchmarks")) -> dict[str, An
 def _row(name: str, e: dict[str, Any], peer: dict[str, Any] | None, key: str,
          fmt: str = "{}") -> str:
     cell = f"{fmt.format(e[key + '_before'])} → {fmt.format(e[key + '_after'])}"
+    cal = (f"{fmt.format(e[key + '_label'])} / {fmt.format(e[key + '_calibrated'])}"
+           if key + "_calibrated" in e else "")
     other = f"→ {fmt.format(peer[key + '_after'])}" if peer else ""
-    return f"| {name} | {cell} | {other} |"
+    return f"| {name} | {cell} | {cal} | {other} |"
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -83,8 +90,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"local epochs, lr {plan['lr']}, false alarms {plan['label_share']:.0%} of the "
         "training rows). Fresh runs scored by the int8 packages before and after, each at "
         "its own 0.9999 score quantile" + (" (quick)" if result.get("quick") else "") + ".",
-        "", "| figure (fresh runs) | before → after the round | peer: round without labels |",
-        "|---|---|---|",
+        "", "| figure (fresh runs) | models: before → after the round | with the gateway's "
+        "false-alarm calibration: after the label / after the round | peer: round without "
+        "labels |", "|---|---|---|---|",
         _row(f"valve false alarms, events ({f['valve_strokes']} strokes)", e, p, "fa_events"),
         _row("valve false alarms, flagged windows", e, p, "fa_windows"),
         _row("leak recall (events)", e, p, "recall_leak", "{:.2f}"),
@@ -96,6 +104,10 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"sand {rep.get('recall_sand_before', '?')} → {rep.get('recall_sand_after', '?')} of "
         f"{rep.get('recall_sand_windows', '?')}; threshold {rep.get('threshold_before', 0):.3g}"
         f" → {rep.get('threshold_after', 0):.3g}. Round (submit to summary, incl. int8 "
-        f"packaging) {result['round_s']:.1f} s; total {result['seconds_total']:.0f} s.",
+        f"packaging) {result['round_s']:.1f} s; total {result['seconds_total']:.0f} s.", "",
+        "False-alarm calibration (`edge_agent.fa_calibration`): on the labelled gateway, "
+        "the channel groups a false alarm covers flag only above 1.25 x the labelled "
+        "pattern's highest score under the model it runs (recomputed on a label or a model "
+        "change); other groups are unchanged.",
     ]
     return "\n".join(lines) + "\n"

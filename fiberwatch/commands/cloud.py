@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="stored events -> alert webhooks and MQTT "
                              "(see 'fiberwatch cloud alerting --help')")
     a.set_defaults(func=None)  # fiberwatch.cli hands the rest of argv to cloud.alerting
+    lb = csub.add_parser("labels", add_help=False,
+                         help="operator labels -> their gateways over MQTT "
+                              "(see 'fiberwatch cloud labels --help')")
+    lb.set_defaults(func=None)  # fiberwatch.cli hands the rest of argv to cloud.labels
 
 
 def _settings(args: argparse.Namespace) -> Any:

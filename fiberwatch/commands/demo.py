@@ -29,22 +29,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alert-min-severity", default="medium",
                    choices=("low", "medium", "high", "critical"),
                    help="events below this raise no alert (default medium)")
+    p.add_argument("--valve", metavar="GATEWAY:LO-HI",
+                   help="a benign valve stroking on these channels of one gateway (e.g. "
+                        "well-a:80-87): a recurring false alarm to label in the dashboard")
+    p.add_argument("--valve-period", type=float, default=15.0,
+                   help="seconds between valve strokes (default 15)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from edge_agent.config import ConfigError
-    from fiberwatch.demo import DemoOptions, main
+    from fiberwatch.demo import DemoOptions, main, parse_valve
     from fiberwatch.services import ServiceError
 
     if args.seconds is not None and args.seconds <= 0:
         raise UsageError("--seconds must be > 0")
     if args.channels < 0:
         raise UsageError("--channels must be >= 0")
+    if args.valve is not None:
+        try:
+            parse_valve(args.valve)
+        except ValueError as exc:
+            raise UsageError(f"--valve: {exc}") from None
     opts = DemoOptions(data_dir=args.data_dir, seconds=args.seconds,
                        channels=args.channels or None, api_port=args.port,
                        fl_after_s=args.fl_after, alert_webhook=args.alert_webhook,
-                       alert_min_severity=args.alert_min_severity)
+                       alert_min_severity=args.alert_min_severity, valve=args.valve,
+                       valve_period_s=args.valve_period)
     try:
         return main(opts)
     except ServiceError as exc:
