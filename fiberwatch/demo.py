@@ -59,6 +59,7 @@ class DemoOptions:
     valve: str | None = None
     valve_onset_s: float = 20.0
     valve_period_s: float = 15.0
+    valve_intensity: float = 1.0  # the stroke's tone, in multiples of ~3 x the background
     #: more leaks on well A (10 s each) every N s after the first, each on other channels
     #: (`repeated_leaks`); None: one leak
     leak_every_s: float | None = None
@@ -285,7 +286,8 @@ def _extra_scenarios(opts: DemoOptions) -> dict[str, list[dict[str, Any]]]:
         gw, lo, hi = parse_valve(opts.valve)
         out.setdefault(gw, []).append({
             "kind": "valve", "onset": opts.valve_onset_s, "duration": 24 * 3600.0,
-            "channels": f"{lo}-{hi}", "period": opts.valve_period_s, "on": 2.0})
+            "channels": f"{lo}-{hi}", "period": opts.valve_period_s, "on": 2.0,
+            "intensity": opts.valve_intensity})
     return out
 
 
