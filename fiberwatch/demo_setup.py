@@ -20,6 +20,12 @@ from edge_agent.config import GatewayConfig, load_gateway_config
 from firmware_configs import GATEWAYS
 
 DEMO_GATEWAYS = ("well-a", "well-b", "pipeline-1")
+# The demo's threshold warm-up (stream time; the shipped default is 300 s): with the
+# quarantine the DAS thresholds flag from about 21 s, so a leak at 30 s is seen at its onset.
+DEMO_WARMUP_S = 15.0
+# Time allowed for the agents to subscribe after the simulator starts (they miss frames
+# until then, so their stream time starts later).
+AGENT_START_SLACK_S = 5.0
 
 
 class _Under:
@@ -160,8 +166,8 @@ def write_gateway_configs(
         if package is not None:
             model["package"] = str(package)
         model["latency_budget_ms"] = max(float(model.get("latency_budget_ms", 20.0)), 50.0)
-        # short warm-up: the demo is minutes long
-        data.setdefault("threshold", {}).update(warmup_windows=20, warmup_s=30.0)
+        # short warm-up: the demo is minutes long (`check_onsets_after_warmup`)
+        data.setdefault("threshold", {}).update(warmup_windows=20, warmup_s=DEMO_WARMUP_S)
         for stream in data["streams"]:
             stream.pop("interrogator", None)
             if channels is not None:
@@ -170,6 +176,33 @@ def write_gateway_configs(
         path.write_text(tomli_w.dumps(data))
         out[name] = load_gateway_config(path)
     return out
+
+
+def das_flags_from_s(cfg: GatewayConfig) -> float:
+    """Stream time (s after a gateway's first DAS frame) from which its DAS thresholds can
+    flag: the first window, the warm-up windows (`ThresholdConfig.for_hop`) and the
+    quarantine that holds each normal score back before it joins the history."""
+    das = cfg.stream("das")
+    assert das is not None
+    spec = das.feature_spec()
+    th = cfg.threshold.for_hop(spec.hop_s, spec.profile)
+    return spec.window_s + (th.warmup_windows + th.quarantine_windows) * spec.hop_s
+
+
+def check_onsets_after_warmup(configs: dict[str, GatewayConfig],
+                              onsets: dict[str, list[float]]) -> None:
+    """Raise `ValueError` if a scheduled anomaly starts before its gateway's DAS thresholds
+    can flag (plus `AGENT_START_SLACK_S`): it would be seen only after the warm-up, not at
+    its onset."""
+    for name, times in onsets.items():
+        ready = das_flags_from_s(configs[name]) + AGENT_START_SLACK_S
+        early = [t for t in times if t < ready]
+        if early:
+            raise ValueError(
+                f"demo: an anomaly on {name} starts at {min(early):g} s, inside the threshold "
+                f"warm-up (the DAS thresholds flag from {ready - AGENT_START_SLACK_S:g} s of "
+                f"stream time, +{AGENT_START_SLACK_S:g} s for the agents to start): schedule "
+                f"anomalies at {ready:g} s or later (DemoOptions.leak_onset_s)")
 
 
 def write_schedule(
@@ -212,6 +245,8 @@ def write_schedule(
             if seconds is not None:
                 x["duration"] = min(x["duration"], seconds - x["onset"])
         gateways.append(g)
+    check_onsets_after_warmup(configs, {name: [x["onset"] for x in g["scenario"]]
+                                        for name, g in zip(configs, gateways, strict=True)})
     schedule: dict[str, Any] = {"seed": seed, "gateways": gateways}
     if seconds is not None:
         schedule["seconds"] = seconds

@@ -154,11 +154,12 @@ def test_leak_to_api_federated_rollout_and_clean_shutdown(tmp_path: Path) -> Non
         assert event["ch_start"] >= LEAK_CHANNEL - 8 and event["ch_end"] <= LEAK_CHANNEL + 8
         assert event["model_version"] == run.initial_version
         assert event["model_hash"] not in ("", "none")
-        # on feature spec version 2 (spectra per hop) and packed summaries
+        # on feature spec version 3 (spectra per hop + the slow low-band features; the
+        # initial model is trained on it) and packed summaries
         from edge_agent.config import load_gateway_config
 
         gw = load_gateway_config(run.layout.config("well-a"))
-        assert gw.stream("das").feature_spec().version == 2
+        assert gw.stream("das").feature_spec().version == 3
         assert gw.uplink.summary_format == "packed"
 
         # 2. a federated round -> candidate -> canary -> production -> every agent swaps
