@@ -18,6 +18,7 @@ import tomli_w
 
 from edge_agent.config import GatewayConfig, load_gateway_config
 from firmware_configs import GATEWAYS
+from sensors_sim.config import BENIGN
 
 DEMO_GATEWAYS = ("well-a", "well-b", "pipeline-1")
 # The demo's threshold warm-up (stream time; the shipped default is 300 s): with the
@@ -193,7 +194,8 @@ def check_onsets_after_warmup(configs: dict[str, GatewayConfig],
                               onsets: dict[str, list[float]]) -> None:
     """Raise `ValueError` if a scheduled anomaly starts before its gateway's DAS thresholds
     can flag (plus `AGENT_START_SLACK_S`): it would be seen only after the warm-up, not at
-    its onset."""
+    its onset. ``onsets``: per gateway name, its anomalies' onsets (benign events, such as
+    the valve, are not anomalies: not checked)."""
     for name, times in onsets.items():
         ready = das_flags_from_s(configs[name]) + AGENT_START_SLACK_S
         early = [t for t in times if t < ready]
@@ -245,8 +247,9 @@ def write_schedule(
             if seconds is not None:
                 x["duration"] = min(x["duration"], seconds - x["onset"])
         gateways.append(g)
-    check_onsets_after_warmup(configs, {name: [x["onset"] for x in g["scenario"]]
-                                        for name, g in zip(configs, gateways, strict=True)})
+    check_onsets_after_warmup(configs, {
+        name: [x["onset"] for x in g["scenario"] if x["kind"] not in BENIGN]
+        for name, g in zip(configs, gateways, strict=True)})
     schedule: dict[str, Any] = {"seed": seed, "gateways": gateways}
     if seconds is not None:
         schedule["seconds"] = seconds

@@ -62,3 +62,13 @@ def test_an_anomaly_inside_the_warm_up_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"anomaly on well-a starts at .* inside the threshold"):
         write_schedule(DemoLayout(tmp_path), configs, seconds=None, leak_onset=early)
     assert not DemoLayout(tmp_path).schedule.exists()
+
+
+def test_a_benign_valve_inside_the_warm_up_is_no_error(tmp_path: Path) -> None:
+    """The valve is not an anomaly (the operator labels its flags normal): not checked."""
+    valve = {"kind": "valve", "onset": 5.0, "duration": 60.0, "channels": "8-15",
+             "period": 15.0, "on": 2.0}
+    write_schedule(DemoLayout(tmp_path), _configs(tmp_path), seconds=None, leak_onset=40.0,
+                   extra={"well-b": [valve]})
+    sched = json.loads(DemoLayout(tmp_path).schedule.read_text())
+    assert valve in [x for g in sched["gateways"] for x in g["scenario"]]
