@@ -22,11 +22,13 @@ from sensors_sim.config import BENIGN
 
 DEMO_GATEWAYS = ("well-a", "well-b", "pipeline-1")
 # The demo's threshold warm-up (stream time; the shipped default is 300 s): with the
-# quarantine the DAS thresholds flag from about 21 s, so a leak at 30 s is seen at its onset.
-DEMO_WARMUP_S = 15.0
+# quarantine the DAS thresholds flag from 36 s, so the first anomaly comes at 40 s or later
+# (`check_onsets_after_warmup`).
+DEMO_WARMUP_S = 30.0
 # Time allowed for the agents to subscribe after the simulator starts (they miss frames
-# until then, so their stream time starts later).
-AGENT_START_SLACK_S = 5.0
+# until then, so their stream time starts later): ~2 s on an idle 2-core machine, ~3.5 s
+# on a busy one.
+AGENT_START_SLACK_S = 4.0
 
 
 class _Under:

@@ -24,16 +24,16 @@ def test_the_valve_and_the_repeated_leak_reach_the_simulator(tmp_path: Path) -> 
     configs = write_gateway_configs(layout, broker_port=1883, superlink="127.0.0.1:9092",
                                     channels=64, package=None)
     opts = DemoOptions(channels=64, valve="well-b:8-15", valve_onset_s=12.0,
-                       valve_period_s=9.0, leak_channel=20, leak_onset_s=30.0,
+                       valve_period_s=9.0, leak_channel=20, leak_onset_s=40.0,
                        leak_every_s=25.0)
-    write_schedule(layout, configs, seconds=None, leak_channel=20, leak_onset=30.0,
+    write_schedule(layout, configs, seconds=None, leak_channel=20, leak_onset=40.0,
                    extra=_extra_scenarios(opts))
     runs = {c.gateway: c for c in load_schedule(layout.schedule).configs}
     (valve,) = [s for s in runs["well-b"].scenarios if s.kind == "valve"]
     assert (valve.onset, valve.ch_start, valve.ch_end) == (12.0, 8, 15)
     assert (valve.param("period"), valve.param("on")) == (9.0, 2.0)
     leaks = [s.onset for s in runs["well-a"].scenarios if s.kind == "leak"]
-    assert leaks[:4] == [30.0, 70.0, 95.0, 120.0]  # the first, then every 25 s after 40 s
+    assert leaks[:4] == [40.0, 80.0, 105.0, 130.0]  # the first, then every 25 s after 40 s
     assert all(s.kind != "valve" for s in runs["well-a"].scenarios)
 
 

@@ -48,7 +48,7 @@ def test_the_warm_up_end_is_the_threshold_stage_s(tmp_path: Path) -> None:
 
 def test_the_demo_and_its_tests_onsets_are_after_the_warm_up(tmp_path: Path) -> None:
     configs = _configs(tmp_path)
-    for onset in (30.0, 40.0):  # the operator-loop test's and the demo's default leak onset
+    for onset in (40.0, 45.0):  # the demo's default (and the operator loop's), the e2e test's
         write_schedule(DemoLayout(tmp_path), configs, seconds=None, leak_onset=onset)
         sched = json.loads(DemoLayout(tmp_path).schedule.read_text())
         first = min(x["onset"] for g in sched["gateways"] for x in g["scenario"])
