@@ -326,10 +326,10 @@ def the_pattern_no_longer_alerts(loop: OperatorLoop, served_ns: int) -> None:
     print(f"valve strokes after the round (score, threshold): {after}")
     assert events == [], events  # the labelled pattern raised nothing, so no alert either
     assert not valve_alerts(loop, served_ns, time.time_ns())
-    # ... and not because the thresholds grew over it: each stroke's threshold stays under
-    # the level the pattern reached when it alerted (the model learned it, or the gateway's
-    # false-alarm floor muted it)
-    assert all(thr < loop.valve_peak for _, thr in after), (after, loop.valve_peak)
+    # ... and not because the thresholds grew over it (the demo's short-warm-up thresholds
+    # swing, up to 16,016 in one run): the pattern's own score fell under a quarter of the
+    # level it alerted at, so the round's model learned it
+    assert all(score < loop.valve_peak / 4 for score, _ in after), (after, loop.valve_peak)
 
 
 def test_anomaly_alert_acknowledge_label_and_next_round(loop: OperatorLoop) -> None:
