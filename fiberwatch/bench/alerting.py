@@ -14,43 +14,36 @@ delivered, lost, duplicates, drain_s}, ``poll_interval_s``.
 
 from __future__ import annotations
 
-import json
+import os
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fiberwatch.demo_alerts import WebhookReceiver
+
 S = 1_000_000_000
 
 
-class _Receiver:
+class _Receiver(WebhookReceiver):
+    """The demo's webhook receiver (it checks each message), keeping every alert's
+    ``(event_id, status, arrival ns)`` in `got`; started at once."""
+
     def __init__(self, port: int = 0) -> None:
-        self.got: list[tuple[str, str, int]] = []  # (event_id, status, arrival ns)
-        outer = self
+        super().__init__(Path(os.devnull), port)
+        self.got: list[tuple[str, str, int]] = []
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                for a in body["alerts"]:
-                    outer.got.append((a["labels"]["event_id"], a["status"], time.time_ns()))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def take(self, body: dict[str, Any]) -> None:
+        super().take(body)
+        now = time.time_ns()
+        self.got.extend((a["labels"]["event_id"], a["status"], now) for a in body["alerts"])
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
 
 
 def _event(i: int, start_ns: int) -> Any:
