@@ -31,6 +31,7 @@ from edge_agent.config import ConfigError, GatewayConfig, StreamConfig
 from edge_agent.detectors.stats import RobustZDetector
 from edge_agent.hot_swap import ModelSlot
 from edge_agent.labels import LabelBook
+from edge_agent.memory import tune_malloc
 from edge_agent.metrics import Metrics, rss_mb
 from edge_agent.mqtt_source import FrameQueue, MqttSource
 from edge_agent.normal_buffer import NormalBuffer
@@ -161,6 +162,7 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
         Before anything starts: unreadable model/key file, unset password variable.
     """
     deps, metrics = deps or Deps(), metrics or Metrics()
+    tune_malloc()
     public_key = _trusted_key(cfg)
     package = _read(cfg.model.package, "model.package")
     frames = FrameQueue(cfg.ingest.queue_frames, cfg.ingest.backpressure, metrics,
