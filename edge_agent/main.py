@@ -162,7 +162,6 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
         Before anything starts: unreadable model/key file, unset password variable.
     """
     deps, metrics = deps or Deps(), metrics or Metrics()
-    tune_malloc()
     public_key = _trusted_key(cfg)
     package = _read(cfg.model.package, "model.package")
     frames = FrameQueue(cfg.ingest.queue_frames, cfg.ingest.backpressure, metrics,
@@ -180,7 +179,7 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
     processor = Processor(frames, {topics.raw(site, gw, k): p for k, p in pipelines.items()},
                           metrics)
     health = _Health(cfg, metrics, frames, outbox, slots, public_key, pipelines)
-    freeze_startup_heap()
+    _tune_process()
     try:
         worker.start()
         uplink.start()
@@ -204,6 +203,13 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
         log.info("event=agent_stopped %s", " ".join(
             f"{k}={v}" for k, v in metrics.snapshot().items() if isinstance(v, int)))
     return metrics.snapshot()
+
+
+def _tune_process() -> None:
+    """Before the frames flow: their buffers reuse heap memory (`tune_malloc`), and the
+    start-up objects leave the cyclic collector's reach (`freeze_startup_heap`)."""
+    tune_malloc()
+    freeze_startup_heap()
 
 
 def freeze_startup_heap() -> int:
