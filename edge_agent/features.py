@@ -45,10 +45,17 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import scipy.fft
+
+_dasfeat: ModuleType | None
+try:  # the das passes in C (built with the package); numpy's equivalent when it is missing
+    import edge_agent._dasfeat as _dasfeat
+except ImportError:  # pragma: no cover - a source tree without the built extension
+    _dasfeat = None
 
 PROFILES = ("das", "dts", "raw", "mv")
 #: bounds that keep every derived size an int a window buffer can hold (hostile specs:
@@ -255,6 +262,19 @@ def _median9(padded: np.ndarray, n: int) -> np.ndarray:
     return p[4]
 
 
+#: implementations of the das profile's per-sample passes (`FeatureExtractor._das_block`)
+KERNELS = ("c", "numpy")
+
+
+def available_kernels() -> tuple[str, ...]:
+    return KERNELS if _dasfeat is not None else ("numpy",)
+
+
+def default_kernel() -> str:
+    """The C kernel where the package was built with it (a gateway's install always is)."""
+    return available_kernels()[0]
+
+
 class FeatureExtractor:
     """Windows in, feature rows out: ``transform(window) -> (n_channels, spec.dim)`` float32.
 
@@ -272,16 +292,23 @@ class FeatureExtractor:
     buffers that stay in cache (an FFT along time over wide rows is memory-bound).
     """
 
-    def __init__(self, spec: FeatureSpec, threads: int = 1, block_channels: int = 128) -> None:
+    def __init__(self, spec: FeatureSpec, threads: int = 1, block_channels: int = 128,
+                 kernel: str | None = None) -> None:
         if threads < 1 or block_channels < 2:
             raise ValueError("threads must be >= 1 and block_channels >= 2")
+        if kernel not in (None, *KERNELS) or (kernel == "c" and _dasfeat is None):
+            raise ValueError(f"kernel must be one of {available_kernels()}, got {kernel!r}")
         self.spec, self.threads, self.block_channels = spec, threads, block_channels
+        self.kernel = kernel or default_kernel()
         n = self.segment_samples = spec.segment_samples
         self._taper = np.hanning(n).astype(np.float32)[:, None]
+        self._taper_row = np.ascontiguousarray(self._taper[:, 0])
         freqs = np.fft.rfftfreq(n, 1.0 / spec.sample_rate_hz)
         self._freqs = freqs.astype(np.float32)
         # the bins with lo <= f < hi
         self._band_bins = [slice(*np.searchsorted(freqs, band).tolist()) for band in spec.bands_hz]
+        self._band_edges = np.array([(b.start, b.stop) for b in self._band_bins],
+                                    np.float32).ravel()
         for (lo, hi), bins in zip(spec.bands_hz, self._band_bins, strict=True):
             if bins.stop <= bins.start:
                 raise FeatureSpecError(f"band ({lo}, {hi}) Hz holds no FFT bin at this window")
@@ -331,28 +358,31 @@ class FeatureExtractor:
             raise FeatureSpecError(
                 f"segment shape {x.shape}, expected ({self.segment_samples}, channels)")
         x = np.asarray(x, dtype=np.float32)
+        if x.strides[1] != x.itemsize:
+            x = np.ascontiguousarray(x)
         # sum-major while computing: each block writes whole contiguous rows (a strided
         # column per sum costs twice as much), transposed once at the end
         sums = np.empty((self.n_sums, x.shape[1]), dtype=np.float32)
-        mean = x.mean(axis=0, keepdims=True)  # on full rows: a block of columns reads slowly
+        # numpy: the mean on full rows (a block of columns reads slowly); C: per block
+        mean = x.mean(axis=0, keepdims=True) if self.kernel == "numpy" else None
         # blocks of block_channels to 2 * block_channels - 1 channels, never a single one (numpy
         # sums a single column in another order: the rows would move in the last digits)
         bounds = np.linspace(0, x.shape[1], max(1, x.shape[1] // self.block_channels) + 1)
         blocks = list(itertools.pairwise(bounds.round().astype(int).tolist()))
         if self.threads == 1 or len(blocks) == 1:
             for c0, c1 in blocks:
-                self._das_block(x[:, c0:c1], mean[:, c0:c1], sums[:, c0:c1])
+                self._das_block(x[:, c0:c1], _cols(mean, c0, c1), sums[:, c0:c1])
             return np.ascontiguousarray(sums.T)
         self._blocks_parallel(x, mean, sums, blocks)
         return np.ascontiguousarray(sums.T)
 
-    def _blocks_parallel(self, x: np.ndarray, mean: np.ndarray, sums: np.ndarray,
+    def _blocks_parallel(self, x: np.ndarray, mean: np.ndarray | None, sums: np.ndarray,
                          blocks: list[tuple[int, int]]) -> None:
         """`_das_block` over `blocks` in ``threads`` shares: the calling thread works one
         share itself, ``threads - 1`` pool threads the others (one hand-off per share)."""
         def share(k: int) -> None:
             for c0, c1 in blocks[k::n]:
-                self._das_block(x[:, c0:c1], mean[:, c0:c1], sums[:, c0:c1])
+                self._das_block(x[:, c0:c1], _cols(mean, c0, c1), sums[:, c0:c1])
 
         n = min(self.threads, len(blocks))
         if self._pool is None:
@@ -405,10 +435,37 @@ class FeatureExtractor:
                                     np.empty((self._freqs.size, w), np.float32))
         return buf[0][:, :w], buf[1][:, :w], buf[2][:, :w]
 
-    def _das_block(self, x: np.ndarray, mean: np.ndarray, out: np.ndarray) -> None:
+    def _das_block(self, x: np.ndarray, mean: np.ndarray | None, out: np.ndarray) -> None:
         """Sums of one block of channels (`x` time-major) into `out` (sum-major, one row per
         sum): band powers, p2 and p4 moments, total power, first spectral moment, mean log
-        power."""
+        power. The C kernel: one pass makes a mean-free, tapered channel-major copy (the
+        FFT along contiguous rows costs half the one along time-major columns) with p2 and
+        p4; one pass over each spectrum gives the power sums and ``power + eps`` for the
+        log, the one step left to numpy (its SIMD log)."""
+        if mean is not None:  # the numpy kernel
+            self._das_block_numpy(x, mean, out)
+            return
+        assert _dasfeat is not None
+        (n, w), nbins, nb = x.shape, self._freqs.size, len(self._band_bins)
+        xt, logp = self._scratch_c(n, w)
+        _dasfeat.prep(x, self._taper_row, xt, out[nb], out[nb + 1])
+        spec = scipy.fft.rfft(xt, axis=1, workers=1)
+        red = np.empty((nb + 2, w), np.float32)
+        _dasfeat.power(spec.view(np.float32), self._freqs, self._band_edges, red, logp, _EPS)
+        out[:nb] = red[:nb]
+        out[nb + 2:nb + 4] = red[nb:]
+        np.log(logp, out=logp)
+        np.divide(np.add.reduce(logp, axis=1), nbins - 1, out=out[nb + 4])
+
+    def _scratch_c(self, n: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        buf = getattr(self._bufs, "buf_c", None)
+        if buf is None or buf[0].shape[0] < w:
+            buf = self._bufs.buf_c = (np.empty((w, n), np.float32),
+                                      np.empty((w, self._freqs.size - 1), np.float32))
+        return buf[0][:w], buf[1][:w]
+
+    def _das_block_numpy(self, x: np.ndarray, mean: np.ndarray, out: np.ndarray) -> None:
+        """`_das_block` in numpy alone (time-major; the same sums to float32 rounding)."""
         (n, w), nbins, nb = x.shape, self._freqs.size, len(self._band_bins)
         xd, sq, power = self._scratch(n, w)
         np.subtract(x, mean, out=xd)
@@ -462,6 +519,10 @@ class FeatureExtractor:
         base_mean, base_var = self._update_baseline(x.mean(axis=0), x.var(axis=0))
         scale = np.sqrt(np.maximum(base_var, 1e-12)) + 1e-6 * np.abs(base_mean) + 1e-9
         return ((x - base_mean) / scale).T.astype(np.float32)
+
+
+def _cols(mean: np.ndarray | None, c0: int, c1: int) -> np.ndarray | None:
+    return None if mean is None else mean[:, c0:c1]
 
 
 def mv_row(window: np.ndarray, channels: int) -> np.ndarray:

@@ -31,6 +31,7 @@ from edge_agent.config import ConfigError, GatewayConfig, StreamConfig
 from edge_agent.detectors.stats import RobustZDetector
 from edge_agent.hot_swap import ModelSlot
 from edge_agent.labels import LabelBook
+from edge_agent.memory import tune_malloc
 from edge_agent.metrics import Metrics, rss_mb
 from edge_agent.mqtt_source import FrameQueue, MqttSource
 from edge_agent.normal_buffer import NormalBuffer
@@ -178,7 +179,7 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
     processor = Processor(frames, {topics.raw(site, gw, k): p for k, p in pipelines.items()},
                           metrics)
     health = _Health(cfg, metrics, frames, outbox, slots, public_key, pipelines)
-    freeze_startup_heap()
+    _tune_process()
     try:
         worker.start()
         uplink.start()
@@ -202,6 +203,13 @@ def run(cfg: GatewayConfig, stop: threading.Event, *, deps: Deps | None = None,
         log.info("event=agent_stopped %s", " ".join(
             f"{k}={v}" for k, v in metrics.snapshot().items() if isinstance(v, int)))
     return metrics.snapshot()
+
+
+def _tune_process() -> None:
+    """Before the frames flow: their buffers reuse heap memory (`tune_malloc`), and the
+    start-up objects leave the cyclic collector's reach (`freeze_startup_heap`)."""
+    tune_malloc()
+    freeze_startup_heap()
 
 
 def freeze_startup_heap() -> int:

@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt
 
 from edge_agent import topics
 from edge_agent.config import GatewayConfig
+from edge_agent.frame_client import FrameClient
 from edge_agent.metrics import Metrics
 from edge_agent.mqtt_client import make_client
 from edge_agent.types import RawMessage
@@ -150,7 +151,8 @@ class MqttSource:
         #: set once the broker has granted the subscriptions (cleared on disconnect)
         self.subscribed = threading.Event()
         self._client = make_client(cfg.broker, client_id or f"fw-{site}-{gw}-ingest",
-                                   username=cfg.broker.source_username)
+                                   username=cfg.broker.source_username,
+                                   client_class=FrameClient)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
@@ -189,5 +191,5 @@ class MqttSource:
 
     def _on_message(self, client: mqtt.Client, userdata: object,
                     msg: mqtt.MQTTMessage) -> None:
-        payload = cast(bytes, msg.payload)  # paho delivers bytes
+        payload = cast(memoryview, msg.payload)  # `FrameClient`: a view, not a copy
         self._out.offer(RawMessage(msg.topic, payload, time.time_ns()))

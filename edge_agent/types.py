@@ -22,7 +22,7 @@ class RawMessage(NamedTuple):
     """What the MQTT network thread enqueues: nothing parsed yet."""
 
     topic: str
-    payload: bytes
+    payload: bytes | memoryview  # a view of the received packet (`edge_agent.frame_client`)
     recv_ns: int  # time.time_ns() when the message was handed to us
 
 

@@ -117,7 +117,7 @@ class FrameValidator:
         self._rlog.warning(reason, "event=frame_dropped stream=%s reason=%s detail=%s",
                            self.stream.kind, reason, detail)
 
-    def accept(self, payload: bytes) -> Accepted | None:
+    def accept(self, payload: bytes | memoryview) -> Accepted | None:
         """Decode and validate one payload; None if it was dropped (and counted)."""
         try:
             frame = wire.parse(payload)

@@ -57,7 +57,7 @@ _HOP_S = 0.5
 #: capacity steps (x real time). They must reach past what the goal needs: the ratio cannot
 #: exceed the fastest step's rate over the bare peer's (bare paho receives ~60x real time
 #: here: the goal of 0.5 needs ~31x), and near the goal the ratio's resolution is the steps'.
-SPEEDS = (2, 4, 8, 16, 20, 24, 28, 32, 36, 40, 48, 56, 64)
+SPEEDS = (2, 4, 8, 16, 20, 24, 28, 30, 32, 36, 40, 48, 56, 64)
 QUICK_SPEEDS = (2, 8, 16, 24, 32, 40, 48)
 
 

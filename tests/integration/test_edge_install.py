@@ -25,7 +25,7 @@ FORBIDDEN = ("torch", "tensorflow", "flwr", "fastapi")
 GATEWAY_MODULES = ("edge_agent.config", "edge_agent.features", "edge_agent.wire")
 _NOT_SOURCE = shutil.ignore_patterns(
     ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-    ".ruff_cache", ".mypy_cache", ".fiberwatch", ".benchmarks", "runs", "tests", "*.pyc",
+    ".ruff_cache", ".mypy_cache", ".fiberwatch", ".benchmarks", "runs", "tests", "*.pyc", "*.so",
 )
 
 
@@ -101,6 +101,8 @@ def test_gateway_modules_import_from_the_venv(edge_venv: EdgeVenv, outside: Path
     code = (
         f"import {', '.join(GATEWAY_MODULES)}, sys\n"
         "import edge_agent\n"
+        "from edge_agent.features import default_kernel\n"
+        "assert default_kernel() == 'c', 'the C feature kernel was not built'\n"
         "print(edge_agent.__file__)\n"
         f"heavy = [m for m in {FORBIDDEN!r} if m in sys.modules]\n"
         "assert not heavy, heavy\n"
