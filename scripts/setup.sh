@@ -12,10 +12,14 @@ need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
+# the das feature kernel (edge_agent/_dasfeat.c) and tep-studio (the bench extra: public
+# process-fault data) are C extensions: a compiler and the Python headers build them
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+"${PYTHON:-python3}" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || need_apt+=(python3-dev)
 if [ "$EXTRAS" = dev ]; then
   command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
-  # tep-studio (the bench extra: public process-fault data) compiles a small C extension
-  command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
   # a second MQTT broker implementation (MQTT 3.1.1 via JetStream) for the ingestion test
   command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 fi
