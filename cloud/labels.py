@@ -141,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = parser()
     args = p.parse_args(argv)
-    if not args.every > 0:
-        p.error("--every must be > 0")
+    if not 0 < args.every <= 3600:  # nan and inf too
+        p.error("--every must be > 0 and <= 3600 (seconds)")
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     stop = threading.Event()
@@ -159,9 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.once:
             sys.stdout.write(f"published {len(publish_labels(store, client))} label(s)\n")
             return 0
-        log.info("event=labels_publisher_started every_s=%g connected=%s", args.every,
-                 client.is_connected())
-        run_publisher(store, client, stop, every_s=args.every)
+        if not stop.is_set():  # SIGTERM during the connection wait: nothing started
+            log.info("event=labels_publisher_started every_s=%g connected=%s", args.every,
+                     client.is_connected())
+            run_publisher(store, client, stop, every_s=args.every)
         return 0
     finally:
         client.loop_stop()
