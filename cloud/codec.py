@@ -36,6 +36,9 @@ _EVENT_FLOATS = ("dist_start_m", "dist_end_m", "peak_score", "mean_score", "thre
 _CLOUD_NAMESPACE = uuid.UUID("0c5e8f6a-3d2b-4e7c-9a41-7b2f6d1e8c35")
 HEALTH_FLOATS = ("uptime_s", "frames_per_s", "samples_per_s", "rss_mb")
 HEALTH_INTS = ("queue_depth", "gaps", "outbox_depth", "outbox_evicted")
+#: optional health ints (`edge_agent.summary.HEALTH_OPTIONAL_KEYS`): labelled false alarms
+#: muting flags on the gateway; fields only when the agent sends them
+HEALTH_OPTIONAL_INTS = ("fa_mutes_active", "fa_muted_windows", "fa_muted_groups")
 
 
 def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, Any], time_ns: int) -> str:
@@ -184,6 +187,7 @@ def health_fields(d: Mapping[str, Any], received_ns: int) -> dict[str, Any]:
     """Fields of a ``health``/``fleet`` point from a validated health message."""
     fields: dict[str, Any] = {k: float(d[k]) for k in HEALTH_FLOATS}
     fields.update({k: int(d[k]) for k in HEALTH_INTS})
+    fields.update({k: int(d[k]) for k in HEALTH_OPTIONAL_INTS if k in d})  # newer agents
     lat = d["latency_ms"]
     fields["latency_p50_ms"] = float(lat["p50"])
     fields["latency_p99_ms"] = float(lat["p99"])

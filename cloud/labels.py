@@ -110,47 +110,63 @@ def _stop_on_signals(stop: threading.Event) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import os
-
-    from cloud.influx import InfluxClient
-    from cloud.store import Store
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``fiberwatch cloud labels`` (also the systemd unit's,
+    deploy/systemd/fiberwatch-labels.service)."""
     from edge_agent.mqtt_args import add_broker_args
-    from edge_agent.mqtt_client import broker_from_args, make_client
 
-    p = argparse.ArgumentParser(prog="fiberwatch cloud labels", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="fiberwatch cloud labels", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Passwords come from FIBERWATCH_INFLUX_PASSWORD / FIBERWATCH_MQTT_PASSWORD "
+               "(or --mqtt-password-file).")
     p.add_argument("--influx-url", default="http://127.0.0.1:8086")
     p.add_argument("--influx-username")
     p.add_argument("--mqtt-host", default="127.0.0.1")
     p.add_argument("--mqtt-port", type=int, default=8883)
     p.add_argument("--once", action="store_true", help="publish every label once and exit")
-    p.add_argument("--every", type=float, default=2.0)
+    p.add_argument("--every", type=float, default=2.0,
+                   help="seconds between looks for new labels (default %(default)s)")
     p.add_argument("--log-level", default="WARNING")
     add_broker_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from cloud.influx import InfluxClient
+    from cloud.store import Store
+    from edge_agent.mqtt_client import broker_from_args, make_client
+
+    p = parser()
     args = p.parse_args(argv)
+    if not 0 < args.every <= 3600:  # nan and inf too
+        p.error("--every must be > 0 and <= 3600 (seconds)")
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    stop = threading.Event()
+    _stop_on_signals(stop)  # before the connection wait: SIGTERM ends that too
     store = Store(InfluxClient(args.influx_url, args.influx_username,
                                os.environ.get("FIBERWATCH_INFLUX_PASSWORD")))
     client = make_client(broker_from_args(args, args.mqtt_host, args.mqtt_port),
                          client_id=f"fiberwatch-labels-{os.getpid()}")
     client.loop_start()
     deadline = time.monotonic() + 30
-    while not client.is_connected() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    while not client.is_connected() and time.monotonic() < deadline and not stop.is_set():
+        stop.wait(0.1)
     try:
         if args.once:
             sys.stdout.write(f"published {len(publish_labels(store, client))} label(s)\n")
             return 0
-        stop = threading.Event()
-        _stop_on_signals(stop)
-        log.info("event=labels_publisher_started every_s=%g", args.every)
-        run_publisher(store, client, stop, every_s=args.every)
+        if not stop.is_set():  # SIGTERM during the connection wait: nothing started
+            log.info("event=labels_publisher_started every_s=%g connected=%s", args.every,
+                     client.is_connected())
+            run_publisher(store, client, stop, every_s=args.every)
         return 0
     finally:
         client.loop_stop()
         client.disconnect()
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

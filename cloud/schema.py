@@ -47,6 +47,9 @@ Measurements (tags first, then fields; ``time`` in ns):
     ``latency_p99_ms_das``, ``latency_p99_ms_dts``): only for the streams that scored a
     window since the gateway's previous heartbeat. ``latency_p99_ms`` mixes every stream's
     frames, so a gateway with a dts stream (5 s hop) shows that stream's wait there.
+    The optional ``fa_mutes_active``, ``fa_muted_windows`` and ``fa_muted_groups`` (integers:
+    labelled false alarms muting flags on the gateway, `edge_agent.fa_calibration`) as
+    fields of the same names, when the agent sends them.
     ``health`` is timed by ``t_ns``; ``fleet`` keeps one point per gateway at time 0,
     overwritten by each newer health message (and merged with the latest model state as
     ``model_status``), so the fleet view is one small query. Overwriting merges fields: a

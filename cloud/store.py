@@ -29,7 +29,7 @@ _FLEET_KEYS = ("site", "gateway", "last_seen_ns", "status", "model_version", "mo
                "frames_per_s", "samples_per_s", "outbox_depth", "drops_total", "gaps",
                "latency_p99_ms", "rss_mb")
 _FLEET_EXTRA = ("t_ns", "uptime_s", "queue_depth", "outbox_evicted", "latency_p50_ms",
-                "model_status", "model_state_ns")
+                "model_status", "model_state_ns", *codec.HEALTH_OPTIONAL_INTS)
 WINDOW_FIELDS = ("score", "energy", "threshold")
 MAX_EVENT_NS = 7 * 86400 * 10**9  # a search from `start` finds events begun this long before
 MAX_CELLS = 20_000_000  # grid rows x columns of one window (~0.5 GB as Python lists)
@@ -187,7 +187,9 @@ class Store:
 
         ``latency_p99_ms``/``latency_p50_ms`` cover all of a gateway's frames;
         ``latency_p99_ms_by_stream``/``latency_p50_ms_by_stream`` ({stream: ms}) each stream's
-        alone, ``{}`` if the gateway's agent does not report them.
+        alone, ``{}`` if the gateway's agent does not report them. ``fa_mutes_active``,
+        ``fa_muted_windows`` and ``fa_muted_groups`` (labelled false alarms muting flags,
+        `edge_agent.summary.HEALTH_OPTIONAL_KEYS`) are None from agents that do not report them.
         """
         q = f'SELECT * FROM {self._from(schema.RP_EVENTS, schema.FLEET)} GROUP BY "site","gateway"'
         out = []

@@ -15,6 +15,10 @@ The floor is recomputed when a label arrives (the book's ``revision``) or the mo
 round's model then learns the pattern and the floor follows it. The floor only ever mutes
 flags, it never adds one; an ``mv`` stream (one row per window) has no channel groups and
 no floor.
+
+What it does is counted (`FalseAlarmFloor` counters; the health heartbeat's ``fa_mutes_active``,
+``fa_muted_windows`` and ``fa_muted_groups``): how many channel groups have a floor now, and
+how many flagged windows and group-windows a floor has muted since the agent started.
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ class FalseAlarmFloor:
     """Per-group score floors from a `LabelBook`'s false-alarm labels of one stream.
 
     ``floor(detector, model_key)`` is cached per (model, label revision); None while there
-    is nothing labelled (the common case costs one tuple comparison)."""
+    is nothing labelled (the common case costs one tuple comparison).
+
+    Counters (written by the processing thread, read by the health loop: plain ints):
+    ``active_groups`` channel groups with a floor now (0 while None), ``muted_windows``
+    windows with at least one flag muted, ``muted_groups`` groups muted, summed over windows.
+    """
 
     def __init__(self, book: Any, stream: str, *, dim: int, first_channel: int,
                  channels: int, group_size: int, margin: float = MARGIN) -> None:
@@ -43,6 +52,7 @@ class FalseAlarmFloor:
         self.n_groups = -(-channels // group_size)
         self._key: tuple[Any, int] | None = None
         self._floor: np.ndarray | None = None
+        self.active_groups = self.muted_windows = self.muted_groups = 0
 
     def floor(self, detector: Any, model_key: Any) -> np.ndarray | None:
         """float ``(n_groups,)`` floors (0 where no false alarm is labelled), or None."""
@@ -50,15 +60,23 @@ class FalseAlarmFloor:
         if key != self._key:
             self._key = key
             self._floor = self._compute(detector)
+            self.active_groups = 0 if self._floor is None else int(np.count_nonzero(self._floor))
         return self._floor
 
     def mute(self, group_scores: np.ndarray, flagged: np.ndarray, detector: Any,
              model_key: Any) -> np.ndarray:
-        """``flagged`` without the groups scoring at or under their floor."""
-        if not flagged.any():
-            return flagged
+        """``flagged`` without the groups scoring at or under their floor (counted). The
+        floor is brought up to date on every window, flagged or not, so ``active_groups``
+        follows a new label or model at once."""
         floor = self.floor(detector, model_key)
-        return flagged if floor is None else flagged & (group_scores > floor)
+        if floor is None or not flagged.any():
+            return flagged
+        kept = flagged & (group_scores > floor)
+        muted = int(np.count_nonzero(flagged)) - int(np.count_nonzero(kept))
+        if muted:
+            self.muted_windows += 1
+            self.muted_groups += muted
+        return kept
 
     def _compute(self, detector: Any) -> np.ndarray | None:
         rows, channels = self.book.false_alarm_rows(self.stream, self.dim, max_rows=MAX_ROWS)

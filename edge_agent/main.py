@@ -319,6 +319,9 @@ class _Health:
             "outbox_spilled": self.outbox.spilled() if hasattr(self.outbox, "spilled") else 0,
             "model_trust": trust_health(self.public_key, states),
             "model_health": {k: p.model_health.take() for k, p in self.pipelines.items()},
+            "fa_mutes_active": sum(p.fa_mutes_active() for p in self.pipelines.values()),
+            "fa_muted_windows": snap["fa_muted_windows"],
+            "fa_muted_groups": snap["fa_muted_groups"],
         }
 
 

@@ -100,7 +100,8 @@ class Metrics:
 
     Attributes (read through `snapshot`): ``frames``, ``samples`` accepted into buffers,
     ``windows`` scored, ``samples_scored`` (new samples per scored window), ``gaps``
-    (frames missing), ``drops`` by reason, ``events``, latency histograms.
+    (frames missing), ``drops`` by reason, ``events``, ``fa_muted_windows`` and
+    ``fa_muted_groups`` (flags a labelled false alarm muted), latency histograms.
 
     Frame latency depends on the stream's hop (a frame waits for its window: up to 0.5 s on
     a das stream, 5 s on a dts one), so besides the histograms of every frame there is a
@@ -116,6 +117,9 @@ class Metrics:
         self.counters: dict[str, int] = {
             "frames": 0, "samples": 0, "windows": 0, "samples_scored": 0, "gaps": 0,
             "events": 0, "summaries": 0, "resets": 0,
+            # flagged windows / group-windows a labelled false alarm muted
+            # (`edge_agent.fa_calibration`)
+            "fa_muted_windows": 0, "fa_muted_groups": 0,
         }
         self.latency = LatencyHistogram()  # frame receive -> window scored, every frame
         self.latency_newest = LatencyHistogram()  # newest frame of a window -> scored

@@ -167,7 +167,7 @@ class StreamPipeline:
         gscores = group_max(scores, self.stream.group_size)
         flagged = thr.classify(gscores)
         if self._fa_floor is not None:
-            flagged = self._fa_floor.mute(gscores, flagged, det, model)
+            flagged = self._mute_false_alarms(self._fa_floor, gscores, flagged, det, model)
         s = Scored(w, rows, scores, gscores, thr.thresholds.copy(), flagged, *model, contrib)
         self._record_latency(w)
         if self.label_book is not None and rows.shape[0] == scores.shape[0] and flagged.any():
@@ -178,6 +178,21 @@ class StreamPipeline:
         self.metrics.add("windows")
         self.metrics.add("samples_scored", self.buffer.hop * w.n_channels)
         return s
+
+    def _mute_false_alarms(self, fa: FalseAlarmFloor, gscores: np.ndarray,
+                           flagged: np.ndarray, det: Any, model: Any) -> np.ndarray:
+        """`FalseAlarmFloor.mute`, and what it muted in the agent's metrics
+        (``fa_muted_windows``, ``fa_muted_groups``)."""
+        before = fa.muted_groups
+        kept = fa.mute(gscores, flagged, det, model)
+        if fa.muted_groups != before:
+            self.metrics.add("fa_muted_windows")
+            self.metrics.add("fa_muted_groups", fa.muted_groups - before)
+        return kept
+
+    def fa_mutes_active(self) -> int:
+        """Channel groups of this stream a labelled false alarm mutes now (its floor)."""
+        return 0 if self._fa_floor is None else self._fa_floor.active_groups
 
     def tick(self) -> None:
         """Periodic work (processing thread): summaries, events that saw no data."""

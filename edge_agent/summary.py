@@ -73,6 +73,11 @@ HEALTH_OPTIONAL_KEYS = (
     # "out_of_range_rate", "fallback_rate"}, ...]}: `edge_agent.model_health`, per model
     # version that scored since the previous heartbeat (rates and PSI may be null)
     "model_health",
+    # operator-labelled false alarms muting flags (`edge_agent.fa_calibration`), ints >= 0:
+    # channel groups with a false-alarm floor now (all streams), and since the agent started
+    # the flagged windows with at least one group muted and the groups muted (summed over
+    # windows)
+    "fa_mutes_active", "fa_muted_windows", "fa_muted_groups",
 )
 
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cloud import codec
 from edge_agent.events import Event
 from edge_agent.summary import FeatureSummary
 from federation.registry.store import STATES, TRANSITIONS
@@ -49,6 +50,7 @@ class MemoryStore:
         row.update(last_seen_ns=msg["t_ns"], drops_total=sum(msg["drops"].values()),
                    latency_p50_ms=msg["latency_ms"]["p50"],
                    latency_p99_ms=msg["latency_ms"]["p99"])
+        row.update({k: msg.get(k) for k in codec.HEALTH_OPTIONAL_INTS})  # None: older agents
         by_stream = msg.get("latency_ms_by_stream", {})  # optional (older agents)
         key = (msg["site"], msg["gateway"])
         with self._lock:

@@ -94,6 +94,8 @@ def sample_health(now_ns: int) -> list[dict[str, Any]]:
         "outbox_depth": 3 * i,
         "outbox_evicted": 0, "model_version": MODEL, "model_hash": MODEL_HASH,
         "rss_mb": 142.0 + 9 * i,
+        # gw-02: an operator labelled a recurring false alarm; its floor mutes 2 groups
+        "fa_mutes_active": 2 * i, "fa_muted_windows": 37 * i, "fa_muted_groups": 52 * i,
     } for i, gw in enumerate(GATEWAYS)]
 
 

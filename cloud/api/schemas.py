@@ -52,6 +52,16 @@ class FleetRow(BaseModel):
     latency_p99_ms_by_stream: dict[str, float] = Field(
         default_factory=dict, description='99th percentile per stream, e.g. {"das": 480, '
                                           '"dts": 4030} (ms); {} from older agents')
+    fa_mutes_active: int | None = Field(
+        None, description="channel groups (all streams) where an operator-labelled false alarm "
+                          "mutes flags now: they flag only above 1.25x the labelled pattern's "
+                          "score; null from agents that do not report it")
+    fa_muted_windows: int | None = Field(
+        None, description="scored windows with at least one flag muted by a labelled false "
+                          "alarm, since the agent started; null from older agents")
+    fa_muted_groups: int | None = Field(
+        None, description="channel-group flags muted by labelled false alarms since the agent "
+                          "started (a window muting 3 groups counts 3); null from older agents")
 
 
 class Fleet(BaseModel):

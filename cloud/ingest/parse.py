@@ -285,6 +285,8 @@ def _health(site: str, gateway: str, d: dict[str, Any]) -> dict[str, Any]:
         bad.append("latency_ms_by_stream")  # optional (older agents): checked when present
     if "model_health" in d and not model_health.valid(d["model_health"]):
         bad.append("model_health")  # optional: drift figures (`cloud.model_health`)
+    bad += [k for k in codec.HEALTH_OPTIONAL_INTS  # optional: checked when present
+            if k in d and not (_is_int(d[k]) and 0 <= d[k] < 2**63)]
     bad += [k for k in ("status", "model_version", "model_hash") if not isinstance(d[k], str)]
     if bad:
         raise Malformed("health:schema", f"bad value(s) for {', '.join(bad)}")

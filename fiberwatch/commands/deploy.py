@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from fiberwatch.cli import UsageError
 
@@ -83,4 +84,17 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     print(f"fiberwatch deploy {action}: wrote {args.out} for {len(spec.sites)} site(s), "
           f"{spec.gateway_count()} gateway(s)")
+    if action in ("creds", "all"):
+        print(service_logins(lay))
     return 0
+
+
+def service_logins(lay: Any) -> str:
+    """Where the cloud services' passwords go for their systemd units (docs/deploy.md);
+    ``lay``: the `fiberwatch.deploy.generate.Layout` written."""
+    from fiberwatch.deploy.spec import SERVICE_UNITS
+
+    lines = ["cloud service logins for the units in deploy/systemd/ (docs/deploy.md):"]
+    lines += [f"  {lay.client_dir(user) / 'password'} -> /etc/fiberwatch/mqtt/{user}.password"
+              f" ({unit})" for user, unit in SERVICE_UNITS.items()]
+    return "\n".join(lines)

@@ -33,6 +33,11 @@ from cloud.ingest.workers import worker_login
 from edge_agent.topics import check_name
 
 CLOUD_USERS = ("ingest", "rollout", "viewer", "alerting", "labels")
+#: cloud logins that a shipped systemd unit (deploy/systemd/) runs as: login -> unit. Each unit
+#: reads its password as the credential /etc/fiberwatch/mqtt/LOGIN.password
+#: (`fiberwatch deploy creds` names them)
+SERVICE_UNITS = {"alerting": "fiberwatch-alerting.service",
+                 "labels": "fiberwatch-labels.service"}
 MAX_INGEST_WORKERS = 64
 
 

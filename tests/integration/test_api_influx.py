@@ -44,7 +44,8 @@ def _health(received_ns: int) -> dict:
             "latency_ms_by_stream": {"das": {"p50": 3.0, "p99": 8.0},
                                      "dts": {"p50": 2512.0, "p99": 4030.0}},
             "outbox_depth": 0, "outbox_evicted": 0,
-            "model_version": "m1", "model_hash": "ef" * 32, "rss_mb": 120.0}
+            "model_version": "m1", "model_hash": "ef" * 32, "rss_mb": 120.0,
+            "fa_mutes_active": 2, "fa_muted_windows": 37, "fa_muted_groups": 52}
 
 
 def _populate(client: InfluxClient) -> None:
@@ -119,6 +120,7 @@ def test_window_csv_fleet_rounds_and_health(api: TestClient) -> None:
         "gw-1", "ok", 12.5, 2)
     assert gw["latency_p99_ms_by_stream"] == {"das": 8.0, "dts": 4030.0}
     assert gw["latency_p50_ms_by_stream"] == {"das": 3.0, "dts": 2512.0}
+    assert (gw["fa_mutes_active"], gw["fa_muted_windows"], gw["fa_muted_groups"]) == (2, 37, 52)
     rounds = api.get("/api/v1/rounds").json()["items"]
     assert [x["round"] for x in rounds] == [3, 2, 1]
     health = api.get("/api/v1/health", headers={"Authorization": ""})

@@ -170,6 +170,11 @@ def test_dashboard_shows_event_and_waterfall(  # type: ignore[no-untyped-def]
     _until(page, f"({_DATA_PIXELS})('waterfall') > 0.5")
     assert "#token" not in page.url  # the token leaves the address bar
     page.wait_for_selector("#fleet tbody tr")
+    # labelled false alarms muting flags, per gateway (`cloud.api.sample.sample_health`)
+    _until(page, "[...document.querySelectorAll('#fleet td.fa-mutes')]"
+                 ".map((td) => td.textContent).join() === '0,2'")
+    assert "37 window(s), 52 group flag(s) muted" in page.get_attribute(
+        "#fleet tbody tr:nth-child(2) td.fa-mutes", "title")
     page.wait_for_selector("#models tbody tr")
     page.wait_for_selector("#rounds tbody tr")
 

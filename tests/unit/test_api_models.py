@@ -136,6 +136,21 @@ def test_fleet_latency_per_stream_and_older_agents(store: MemoryStore) -> None:
     assert a["latency_p99_ms_by_stream"] == {"das": 450.0, "dts": 4030.0}
 
 
+def test_fleet_false_alarm_mutes_and_older_agents(store: MemoryStore) -> None:
+    store.add_health(health_dict(gateway="well-a", fa_mutes_active=2, fa_muted_windows=37,
+                                 fa_muted_groups=52))
+    store.add_health(health_dict(gateway="well-b"))  # an agent that does not count them
+    with _client(store) as c:
+        body = c.get("/api/v1/fleet").json()
+        schema = c.get("/openapi.json").json()["components"]["schemas"]["FleetRow"]
+    rows = {g["gateway"]: g for g in body["items"]}
+    keys = ("fa_mutes_active", "fa_muted_windows", "fa_muted_groups")
+    assert [rows["well-a"][k] for k in keys] == [2, 37, 52]
+    assert [rows["well-b"][k] for k in keys] == [None, None, None]
+    assert rows["well-a"]["latency_p99_ms"] == 3.0 and rows["well-a"]["status"] == "ok"
+    assert set(keys) <= set(schema["properties"])
+
+
 def test_health_is_open_and_reports_ingestion(client: TestClient, store: MemoryStore) -> None:
     r = client.get("/api/v1/health", headers={"Authorization": ""})
     assert r.status_code == 200

@@ -103,6 +103,15 @@ def test_health_latency_per_stream_fields() -> None:
     assert codec.latency_field("p99", "dts") == "latency_p99_ms_dts"
 
 
+def test_health_false_alarm_mute_fields() -> None:
+    mutes = {"fa_mutes_active": 2, "fa_muted_windows": 37, "fa_muted_groups": 52}
+    for line in codec.health_lines(health_dict(**mutes), T + 1):
+        f = fields_of(line)
+        assert "fa_mutes_active=2i" in f and "fa_muted_windows=37i" in f
+        assert "fa_muted_groups=52i" in f
+    assert "fa_mute" not in fields_of(codec.health_lines(health_dict(), T)[0])  # older agents
+
+
 def test_model_state_lines() -> None:
     d = {"model_version": "2", "model_hash": "h", "status": "canary", "t_ns": T}
     state, fleet = codec.model_state_lines("s1", "g1", d, received_ns=T + 3)

@@ -174,6 +174,14 @@ def test_health() -> None:
     assert "latency_ms_by_stream" not in r.data  # optional: older agents do not send it
 
 
+def test_health_with_false_alarm_mutes() -> None:
+    mutes = {"fa_mutes_active": 2, "fa_muted_windows": 37, "fa_muted_groups": 52}
+    r = parse(topics.health("s1", "g1"), json.dumps(health_dict(**mutes)).encode())
+    assert isinstance(r, HealthRecord) and {k: r.data[k] for k in mutes} == mutes
+    assert "fa_mutes_active" not in parse(topics.health("s1", "g1"),
+                                          json.dumps(health_dict()).encode()).data
+
+
 def test_health_with_latency_per_stream() -> None:
     by = {"das": {"p50": 120.0, "p99": 481}, "dts": {"p50": 2512.0, "p99": 4030.0}}
     r = parse(topics.health("s1", "g1"), json.dumps(health_dict(latency_ms_by_stream=by)).encode())
@@ -196,6 +204,12 @@ def test_health_with_latency_per_stream() -> None:
     ({"t_ns": 1.5}, None, "health:schema"),
     ({"schema": 3}, None, "health:schema"),
     ({"site": "s2"}, None, "health:topic_mismatch"),
+    ({"fa_mutes_active": -1}, None, "health:schema"),
+    ({"fa_muted_windows": "3"}, None, "health:schema"),
+    ({"fa_muted_groups": 1.5}, None, "health:schema"),
+    ({"fa_muted_groups": True}, None, "health:schema"),
+    ({"fa_muted_windows": 2**64}, None, "health:schema"),
+    ({"fa_mutes_active": None}, None, "health:schema"),
 ])
 def test_bad_health(over: dict[str, Any], drop: str | None, expected: str) -> None:
     d = health_dict(**over)

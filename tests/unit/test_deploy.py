@@ -11,7 +11,14 @@ import pytest
 
 from fiberwatch.cli import main
 from fiberwatch.deploy import acl, broker_conf, generate, passwd
-from fiberwatch.deploy.spec import Sizing, SpecError, load_spec, parse_spec
+from fiberwatch.deploy.spec import (
+    CLOUD_USERS,
+    SERVICE_UNITS,
+    Sizing,
+    SpecError,
+    load_spec,
+    parse_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "deploy" / "mosquitto"
@@ -101,6 +108,28 @@ def test_deploy_all_writes_private_files_and_keeps_secrets(tmp_path: Path) -> No
     assert lay.password("s1.a") == pw and lay.ca.cert.read_bytes() == ca
     assert main([*argv, "--rotate"]) == 0
     assert lay.password("s1.a") != pw and lay.ca.cert.read_bytes() != ca
+
+
+def test_deploy_creds_names_each_service_units_login(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Every cloud service with a shipped unit (alerting, labels): its login is written, the
+    command says where its password goes, and the unit reads it from there as that login."""
+    sites = tmp_path / "sites.toml"
+    sites.write_text('[[site]]\nname = "s1"\ngateways = ["a"]\n')
+    out = tmp_path / "out"
+    assert main(["deploy", "creds", "--sites", str(sites), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    lay = generate.Layout(out)
+    assert set(SERVICE_UNITS) == {"alerting", "labels"} <= set(CLOUD_USERS)
+    for user, unit in SERVICE_UNITS.items():
+        target = f"/etc/fiberwatch/mqtt/{user}.password"
+        assert f"{lay.client_dir(user) / 'password'} -> {target} ({unit})" in said
+        assert lay.password(user)
+        text = (ROOT / "deploy" / "systemd" / unit).read_text()
+        assert f"LoadCredential=mqtt.password:{target}\n" in text
+        assert f" --mqtt-username {user} " in text
+    users = [ln.split(":")[0] for ln in (out / "cloud" / "passwd").read_text().split()]
+    assert "labels" in users
 
 
 def test_deploy_broker_before_creds_is_a_usage_error(tmp_path: Path,

@@ -46,6 +46,29 @@ def test_health_carries_latency_per_stream_and_passes_the_cloud_check() -> None:
     assert fields["latency_p99_ms_dts"] == by["dts"]["p99"]
 
 
+def test_health_counts_false_alarm_mutes_and_the_cloud_stores_them() -> None:
+    """Active mutes: the streams' floors now; muted windows/groups: the agent's metrics."""
+    m = Metrics()
+    m.add("fa_muted_windows", 3)
+    m.add("fa_muted_groups", 5)
+    pipes = {"das": SimpleNamespace(model_health=SimpleNamespace(take=list),
+                                    fa_mutes_active=lambda: 2),
+             "dts": SimpleNamespace(model_health=SimpleNamespace(take=list),
+                                    fa_mutes_active=lambda: 1)}
+    h = _health(m)
+    h.pipelines = pipes
+    msg = h.build()
+    assert (msg["fa_mutes_active"], msg["fa_muted_windows"], msg["fa_muted_groups"]) == (3, 3, 5)
+    record = parse(topics.health("s1", "well-a"), json.dumps(msg).encode())
+    assert isinstance(record, HealthRecord)
+    fields = codec.health_fields(record.data, 1)
+    assert (fields["fa_mutes_active"], fields["fa_muted_windows"],
+            fields["fa_muted_groups"]) == (3, 3, 5)
+    quiet = _health(Metrics()).build()  # no label book: nothing muted, nothing active
+    assert (quiet["fa_mutes_active"], quiet["fa_muted_windows"],
+            quiet["fa_muted_groups"]) == (0, 0, 0)
+
+
 def test_a_quiet_interval_sends_an_empty_mapping() -> None:
     msg = _health(Metrics()).build()
     assert msg["latency_ms_by_stream"] == {} and msg["latency_ms"] == {"p50": 0.0, "p99": 0.0}

@@ -71,6 +71,32 @@ def test_the_floor_covers_the_labelled_groups_only_and_follows_labels_and_models
         assert three is not None and three[2] == 2 * 3.0 * MARGIN
 
 
+def test_mutes_are_counted_per_window_and_group(tmp_path: Path) -> None:
+    """``active_groups``: groups with a floor now, brought up to date on any window (flagged
+    or not); ``muted_windows``/``muted_groups``: only flags a floor removed."""
+    with LabelBook(tmp_path / "l.db") as book:
+        _journal(book, [8, 9], 5.0)
+        _journal(book, [16], 3.0)
+        fa = FalseAlarmFloor(book, "das", dim=DIM, first_channel=0, channels=32, group_size=8)
+        det, quiet, every = SumDetector(), np.zeros(4, bool), np.ones(4, bool)
+        fa.mute(np.full(4, 9.0), every, det, "m1")  # nothing labelled: nothing muted
+        assert (fa.active_groups, fa.muted_windows, fa.muted_groups) == (0, 0, 0)
+        book.add(_label("fa", (8, 15)))
+        fa.mute(np.zeros(4), quiet, det, "m1")  # no flag, yet the new label's floor is in force
+        assert (fa.active_groups, fa.muted_windows, fa.muted_groups) == (1, 0, 0)
+        low = np.array([9.0, 1.0, 1.0, 9.0])  # group 1 under its floor; 2 has none
+        assert fa.mute(low, every, det, "m1").tolist() == [True, False, True, True]
+        assert (fa.muted_windows, fa.muted_groups) == (1, 1)
+        fa.mute(np.full(4, 99.0), every, det, "m1")  # louder than the pattern: kept, not counted
+        assert (fa.muted_windows, fa.muted_groups) == (1, 1)
+        book.add(_label("fa2", (16, 23)))
+        out = fa.mute(np.array([9.0, 1.0, 1.0, 9.0]), every, det, "m1")
+        assert out.tolist() == [True, False, False, True] and fa.active_groups == 2
+        assert (fa.muted_windows, fa.muted_groups) == (2, 3)
+        fa.mute(low, np.array([False, True, False, False]), det, "m1")
+        assert (fa.muted_windows, fa.muted_groups) == (3, 4)
+
+
 def test_rows_of_another_feature_size_are_ignored(tmp_path: Path) -> None:
     with LabelBook(tmp_path / "l.db") as book:
         book.record_flagged("das", 100, 200, np.asarray([8]), np.ones((1, DIM + 1), np.float32))
@@ -111,10 +137,12 @@ def _flagged_groups(p, frames: list[bytes]) -> set[int]:  # type: ignore[no-unty
 
 def test_a_labelled_false_alarm_stops_flagging_in_the_pipeline(tmp_path: Path) -> None:
     book = LabelBook(tmp_path / "labels.db")
-    p, *_ = make(label_book=book)
+    p, _, _, metrics = make(label_book=book)
     stroke = (24, 31)  # group 3
     before = _flagged_groups(p, _frames(0, 320, [(*stroke, 300, 310, 4.0)], seed=1))
     assert 3 in before  # the pattern flags and is journaled
+    snap = metrics.snapshot()
+    assert (snap["fa_muted_windows"], snap["fa_muted_groups"], p.fa_mutes_active()) == (0, 0, 0)
     book.add(Label(id="fa", event_id="fa", site="s", gateway="g", stream="das", start_ns=T0,
                    end_ns=T0 + 320 * FRAME * 500_000, ch_start=24, ch_end=31,
                    label="false_alarm"))
@@ -122,6 +150,10 @@ def test_a_labelled_false_alarm_stops_flagging_in_the_pipeline(tmp_path: Path) -
         (*stroke, 330, 340, 4.0),  # the same pattern again: muted
         (48, 55, 350, 360, 4.0)], seed=2))  # the same on unlabelled channels: flags
     assert 3 not in after and 6 in after
+    snap = metrics.snapshot()  # the agent's metrics count what the floor muted
+    assert p.fa_mutes_active() == 1  # group 3 alone
+    # one group has a floor: each muted window muted that one group
+    assert snap["fa_muted_windows"] == snap["fa_muted_groups"] >= 1
     louder = _flagged_groups(p, _frames(380, 30, [(*stroke, 390, 400, 40.0)], seed=3))
     assert 3 in louder  # far louder than the labelled pattern: still an anomaly
     book.close()

@@ -177,3 +177,14 @@ def test_the_label_report_joins_the_last_rounds_point() -> None:
                              run_id="7", strategy="fedavg")
     assert lines == ["fl_round,run_id=7,strategy=fedavg label_fa_after=0i,label_fa_before=4i,"
                      "label_threshold_after=2.5 123"]  # same series and time: fields merge
+
+
+def test_the_publisher_refuses_a_poll_interval_that_is_not_positive(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from cloud.labels import main
+
+    for every in ("0", "-1", "nan", "inf"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--every", every])  # before any connection is tried
+        assert exc.value.code == 2
+        assert "--every must be > 0 and <= 3600" in capsys.readouterr().err

@@ -23,7 +23,7 @@ export function kindText(e) {
 export function renderFleet(table, summary, data) {
   const now = data.now_ns;
   fillTable(table, [["gateway"], ["last seen", "r"], ["model"], ["frames/s", "r"], ["p99 ms", "r"],
-    ["outbox", "r"], ["drops", "r"], ["gaps", "r"], ["RSS", "r"]], data.items.map((g) => {
+    ["outbox", "r"], ["drops", "r"], ["gaps", "r"], ["FA mutes", "r"], ["RSS", "r"]], data.items.map((g) => {
     const age = g.last_seen_ns ? (now - g.last_seen_ns) / 1e9 : null;
     return h("tr", {},
       h("td", { title: `${g.site}/${g.gateway}: ${g.status}` }, h("span", { class: `dot ${g.status}` }), g.gateway,
@@ -35,10 +35,21 @@ export function renderFleet(table, summary, data) {
       h("td", { class: "r" }, g.outbox_depth ?? "–"),
       h("td", { class: "r" }, g.drops_total ?? "–"),
       h("td", { class: "r" }, g.gaps ?? "–"),
+      faCell(g),
       h("td", { class: "r" }, g.rss_mb === undefined ? "–" : `${fmt.num(g.rss_mb)} MB`));
   }));
   const ok = data.items.filter((g) => g.status === "ok").length;
   summary.textContent = `${ok}/${data.items.length} ok`;
+}
+
+/** Labelled false alarms muting flags on the gateway (`edge_agent.fa_calibration`): the
+ * channel groups muted now; what was muted since the agent started in the tooltip. "–" from
+ * agents that do not report it. */
+function faCell(g) {
+  if (g.fa_mutes_active === null || g.fa_mutes_active === undefined) return h("td", { class: "r" }, "–");
+  const title = `${g.fa_mutes_active} channel group(s) muted by labelled false alarms; since the agent started `
+    + `${g.fa_muted_windows ?? 0} window(s), ${g.fa_muted_groups ?? 0} group flag(s) muted`;
+  return h("td", { class: "r fa-mutes", title }, String(g.fa_mutes_active));
 }
 
 /** The fleet's p99 cell. Frames wait for their window, so latency follows each stream's hop
