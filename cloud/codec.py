@@ -10,8 +10,6 @@ within a shard).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 import threading
@@ -20,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pybase64
 from influxdb.line_protocol import make_line
 
 from cloud import schema
@@ -67,7 +66,7 @@ def pack(values: Sequence[float] | np.ndarray, dtype: str) -> str:
             packed = a.astype(dtype)
     raw = packed.tobytes()
     raw += b"\0" * (-len(raw) % 3)
-    return binascii.b2a_base64(raw, newline=False).decode("ascii")
+    return pybase64.b64encode_as_string(raw)  # SIMD: ~0.5 us for 4 KB, binascii's ~4.4
 
 
 def unpack(strings: Sequence[str], n: int, dtype: str) -> np.ndarray:
@@ -86,7 +85,7 @@ def unpack(strings: Sequence[str], n: int, dtype: str) -> np.ndarray:
     expect = padded // 3 * 4
     if any(len(s) != expect for s in strings):
         raise ValueError(f"packed row is not {n} x {dtype}")
-    buf = base64.b64decode("".join(strings), validate=True)
+    buf = pybase64.b64decode("".join(strings), validate=True)
     rows = np.ndarray((len(strings), n), dtype=dtype, buffer=buf, strides=(padded, itemsize))
     if dtype == "<f2":  # a table look-up: faster than numpy's float16 conversion
         return F16_AS_F32[rows.view(np.uint16)]
