@@ -17,7 +17,8 @@ reason Success), one after the other in one buffer.
 
 `_packet_read` and `_handle_publish` take a fast path for the common packet: one already
 whole in the buffer is cut out of it at once (paho: a ``recv`` per header byte, the body
-appended to a ``bytearray``), and a PUBLISH at QoS 0/1 with a valid UTF-8 topic and no
+appended to a ``bytearray``; one cut by the end of the last read is completed by one
+more read first), and a PUBLISH at QoS 0/1 with a valid UTF-8 topic and no
 MQTT v5 properties becomes its `MQTTMessage` without paho's per-message ``Properties``
 object (~40 attribute look-ups), three copies of the payload by ``struct.unpack`` and the
 topic-filter trie walk (no ``message_callback_add`` here). The message, the callbacks'
@@ -101,11 +102,15 @@ class BufferedClient(mqtt.Client):
 
     def _packet_read(self) -> mqtt.MQTTErrorCode:
         """A packet already whole in the buffer, handled at once; else paho's reads."""
-        buf, off = self._rbuf, self._roff
-        end = _whole_packet(buf, off) if not self._in_packet["command"] else None
-        if end is None:
+        if self._in_packet["command"]:
+            return super()._packet_read()  # paho is midway through a packet
+        whole = _whole_packet(self._rbuf, self._roff)
+        if whole is None and self._fill():
+            whole = _whole_packet(self._rbuf, self._roff)
+        if whole is None:
             return super()._packet_read()
-        start, end = end
+        buf, off = self._rbuf, self._roff
+        start, end = whole
         self._roff = end
         ip = self._in_packet
         ip["command"], ip["packet"] = buf[off], buf[start:end]
@@ -121,6 +126,18 @@ class BufferedClient(mqtt.Client):
         with self._msgtime_mutex:
             self._last_bytes_received = mqtt.time_func()
         return rc
+
+    def _fill(self) -> bool:
+        """Append one socket read to the bytes left in the buffer (a packet cut by the end
+        of the last read); False if the socket had nothing (paho's path takes over)."""
+        try:
+            data = super()._sock_recv(CHUNK)
+        except OSError:  # BlockingIOError (nothing yet) and the rest: paho's path decides
+            return False
+        if not data:
+            return False  # closed: paho's own read sees it again and reports it
+        self._rbuf, self._roff = self._rbuf[self._roff:] + data, 0
+        return True
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         message = self._fast_message() if self._plain_delivery() else None
