@@ -15,7 +15,11 @@ Real Mosquitto and influxd in a temp dir; ingestion runs as its own process
     ~0.5 s of CPU after a 9,000-point phase, measured; without the wait that work was
     charged to whichever phase came next, always ingestion, since the peer went first in
     every pair), and the order alternates (peer first, then ingestion first, ...), so
-    neither side always writes into the shard the other has just grown.
+    neither side always writes into the shard the other has just grown. One unmeasured
+    phase of each kind comes first: a fresh influxd (new shards, a small Go heap) spent
+    ~0.14-0.18 ms of CPU per point in the first phases against ~0.09-0.12 later (measured),
+    and that fell on the peer, first in the first pair: the old first pair's ratio (0.64
+    against 0.39 and 0.35 after it) was that warm-up, not ingestion.
     Summaries are packed (schema 2, as gateways send them); one more run with JSON summaries
     (schema 1, gateways not yet upgraded) gives the CPU of the old format in the same run.
 (3) Scale-out (`_cloud_scale`): 1, 2 and 3 workers on one shared subscription, each
@@ -112,6 +116,8 @@ def _pairs(broker: Mosquitto, influx: InfluxClient, n_per_gw: int, pids: dict[st
            count: int) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[float]]:
     """`count` (ingestion, peer) pairs, each phase started once every process is idle (see
     `_settle`), the order alternating (`_ORDERS`); also how long each settling took."""
+    _ingest_rate(broker, influx, n_per_gw, pids, site="warmup")  # unmeasured: see the module
+    _peer_write(influx, n_per_gw, pids["influxd"], site="warmup-peer")
     pairs, settle = [], []
     for r in range(count):
         out: dict[str, dict[str, Any]] = {}
