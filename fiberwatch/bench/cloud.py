@@ -19,7 +19,7 @@ Real Mosquitto and influxd in a temp dir; ingestion runs as its own process
     phase of each kind comes first: a fresh influxd (new shards, a small Go heap) spent
     ~0.14-0.18 ms of CPU per point in the first phases against ~0.09-0.12 later (measured),
     and that fell on the peer, first in the first pair: the old first pair's ratio (0.64
-    against 0.39 and 0.35 after it) was that warm-up, not ingestion.
+    against 0.39 and 0.35 after it) came mostly from that warm-up.
     Summaries are packed (schema 2, as gateways send them); one more run with JSON summaries
     (schema 1, gateways not yet upgraded) gives the CPU of the old format in the same run.
 (3) Scale-out (`_cloud_scale`): 1, 2 and 3 workers on one shared subscription, each
