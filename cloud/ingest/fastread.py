@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -96,7 +96,9 @@ class BufferedClient(mqtt.Client):
         blob = b"".join([_PUBACK.pack(_PUBACK_TYPE, 2, m) for m in mids])
         self._packet_queue(_PUBACK_TYPE, blob, 0, 0)
 
-    def message_callback_add(self, sub: str, callback: Callable[..., object]) -> None:
+    def message_callback_add(self, sub: str,
+                             callback: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]
+                             ) -> None:
         self._filtered = True
         super().message_callback_add(sub, callback)
 
@@ -113,7 +115,8 @@ class BufferedClient(mqtt.Client):
         start, end = whole
         self._roff = end
         ip = self._in_packet
-        ip["command"], ip["packet"] = buf[off], buf[start:end]
+        # paho's decoders take bytes as well as the bytearray its own reads build
+        ip["command"], ip["packet"] = buf[off], cast(bytearray, buf[start:end])
         ip["have_remaining"], ip["remaining_length"], ip["to_process"] = 1, end - start, 0
         try:
             rc = self._packet_handle()
