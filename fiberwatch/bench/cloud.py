@@ -58,6 +58,7 @@ from fiberwatch.bench._cloud_common import (
     P95_GOAL_MS,
     RATIO_GOAL,
     S,
+    _all_stored,
     _count,
     _cpu_s,
     _summaries,
@@ -93,7 +94,8 @@ def _ingest_rate(broker: Mosquitto, influx: InfluxClient, n_per_gw: int,
             nbytes += len(payload)
             c.publish(topics.features(site, g, "das"), payload, qos=1)
     published = time.perf_counter() - t0
-    _wait(lambda: _count(influx, "raw", "features", site) >= total, 600, "summaries stored")
+    t_last = t_first + (n_per_gw - 1) * S
+    _wait(lambda: _all_stored(influx, site, t_last, total), 600, "summaries stored")
     seconds = time.perf_counter() - t0
     cpu = {f"{name}_cpu_ms_per_summary": round((_cpu_s(pid) - cpu0[name]) / total * 1000, 3)
            for name, pid in pids.items()}
