@@ -15,7 +15,11 @@ Real Mosquitto and influxd in a temp dir; ingestion runs as its own process
     ~0.5 s of CPU after a 9,000-point phase, measured; without the wait that work was
     charged to whichever phase came next, always ingestion, since the peer went first in
     every pair), and the order alternates (peer first, then ingestion first, ...), so
-    neither side always writes into the shard the other has just grown. One unmeasured
+    neither side always writes into the shard the other has just grown; and each phase
+    starts on empty raw and history shards (`_drop_shards`), not on one that every phase
+    before it grew (and that influxd compacts as it grows, during whichever phase): without
+    the drop a run's three pairs drifted down (0.61, 0.47, 0.42), with it they held
+    (0.36, 0.43, 0.40; both measured on a loaded 2-core machine). One unmeasured
     phase of each kind comes first: a fresh influxd (new shards, a small Go heap) spent
     ~0.14-0.18 ms of CPU per point in the first phases against ~0.09-0.12 later (measured),
     and that fell on the peer, first in the first pair: the old first pair's ratio (0.64
@@ -124,12 +128,22 @@ def _pairs(broker: Mosquitto, influx: InfluxClient, n_per_gw: int, pids: dict[st
     for r in range(count):
         out: dict[str, dict[str, Any]] = {}
         for what in _ORDERS[r % len(_ORDERS)]:
+            _drop_shards(influx)
             settle.append(_settle(pids))
             out[what] = (_peer_write(influx, n_per_gw, pids["influxd"], site=f"peer{r}")
                          if what == "peer" else
                          _ingest_rate(broker, influx, n_per_gw, pids, site=f"bench{r}"))
         pairs.append((out["ingest"], out["peer"]))
     return pairs, settle
+
+
+def _drop_shards(influx: InfluxClient) -> None:
+    """Drop the raw and history shards: the next phase writes into empty ones, as the one
+    before it did (not into a shard grown, and compacted, by all the phases before)."""
+    for row in influx.rows("SHOW SHARDS"):
+        if row["database"] == schema.DB and row["retention_policy"] in (schema.RP_RAW,
+                                                                         schema.RP_HISTORY):
+            influx.query(f"DROP SHARD {int(row['id'])}")
 
 
 def _settle(pids: dict[str, int | None], window_s: float = 0.5, idle_cpu_s: float = 0.02,
