@@ -10,8 +10,6 @@ within a shard).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 import threading
@@ -20,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pybase64
 from influxdb.line_protocol import make_line
 
 from cloud import schema
@@ -53,21 +52,37 @@ def pack(values: Sequence[float] | np.ndarray, dtype: str) -> str:
     Float16 values beyond its range are stored as +-65504 rather than inf; float32 ones
     overflow to inf; NaN stays NaN.
     """
-    a = np.asarray(values)
+    raw = _convert(np.asarray(values), dtype).tobytes()
+    raw += b"\0" * (-len(raw) % 3)
+    return pybase64.b64encode_as_string(raw)  # SIMD: ~0.5 us for 4 KB, binascii's ~4.4
+
+
+def pack_rows(rows: np.ndarray, dtype: str) -> list[str]:
+    """`pack` of each row of a 2-D array, the same texts, in one numpy pass and one base64
+    call: every row is padded to whole base64 quads, so the text of all rows end to end is
+    the rows' texts end to end (ingestion packs a whole batch of summaries at once)."""
+    packed = _convert(rows, dtype)
+    count, nbytes = packed.shape[0], packed.shape[1] * packed.itemsize
+    padded = nbytes + (-nbytes % 3)
+    buf = np.zeros((count, padded), dtype=np.uint8)
+    buf[:, :nbytes] = packed.view(np.uint8).reshape(count, nbytes)
+    text = pybase64.b64encode_as_string(buf.data)
+    w = padded // 3 * 4
+    return [text[i:i + w] for i in range(0, count * w, w)]
+
+
+def _convert(a: np.ndarray, dtype: str) -> np.ndarray:
+    """`a` as little-endian `dtype` per `pack` (element by element: whole batches alike)."""
     if a.dtype not in (np.float32, np.float64):  # float32 stays: a packed summary's arrays
         a = a.astype(np.float64)  # (converting float32 first changes no value)
     if dtype == "<f2":  # clipping first is the same as rounding and clipping on overflow
         in_range = a.size and -_F16_MAX <= a.min() and a.max() <= _F16_MAX  # (NaN: clip)
-        packed = (a if in_range else np.minimum(np.maximum(a, -_F16_MAX), _F16_MAX)
-                  ).astype(dtype)
-    elif a.dtype == np.dtype(dtype):
-        packed = a  # float32 into "<f4": the bytes as they are
-    else:
-        with np.errstate(over="ignore"):
-            packed = a.astype(dtype)
-    raw = packed.tobytes()
-    raw += b"\0" * (-len(raw) % 3)
-    return binascii.b2a_base64(raw, newline=False).decode("ascii")
+        return (a if in_range else np.minimum(np.maximum(a, -_F16_MAX), _F16_MAX)
+                ).astype(dtype)
+    if a.dtype == np.dtype(dtype):
+        return a  # float32 into "<f4": the bytes as they are
+    with np.errstate(over="ignore"):
+        return a.astype(dtype)
 
 
 def unpack(strings: Sequence[str], n: int, dtype: str) -> np.ndarray:
@@ -86,7 +101,7 @@ def unpack(strings: Sequence[str], n: int, dtype: str) -> np.ndarray:
     expect = padded // 3 * 4
     if any(len(s) != expect for s in strings):
         raise ValueError(f"packed row is not {n} x {dtype}")
-    buf = base64.b64decode("".join(strings), validate=True)
+    buf = pybase64.b64decode("".join(strings), validate=True)
     rows = np.ndarray((len(strings), n), dtype=dtype, buffer=buf, strides=(padded, itemsize))
     if dtype == "<f2":  # a table look-up: faster than numpy's float16 conversion
         return F16_AS_F32[rows.view(np.uint16)]
@@ -120,23 +135,28 @@ def cloud_event_id(site: str, gateway: str, gateway_event_id: str) -> str:
 def features_line(measurement: str, *, site: str, gateway: str, stream: str, t_ns: int,
                   ch_start: int, group_size: int, score: np.ndarray, energy: np.ndarray,
                   threshold: np.ndarray, model_version: str, flagged: int,
-                  count: int | None = None, threshold_text: str | None = None) -> str:
+                  count: int | None = None, threshold_text: str | None = None,
+                  packed: tuple[str, str, float] | None = None) -> str:
     """A ``features`` or ``features_10s`` point: the arrays packed per `DTYPES`.
 
     The hot path of ingestion, so it is formatted here rather than by ``make_line``; the
     line is the same, character for character (the tests compare both): fields in sorted
     order, integers with ``i``, floats by ``repr``, strings quoted and escaped (base64
-    needs no escaping). `threshold_text`: `threshold` already packed (`LastPacked`).
+    needs no escaping). `threshold_text`: `threshold` already packed (`LastPacked`);
+    `packed`: score and energy already packed (`pack_rows`) and the score's maximum.
     """
-    score_max = float(score.max())
     if threshold_text is None:
         threshold_text = pack(threshold, DTYPES["threshold"])
+    if packed is None:
+        packed = (pack(score, DTYPES["score"]), pack(energy, DTYPES["energy"]),
+                  float(score.max()))
+    score_text, energy_text, score_max = packed
     count_field = "" if count is None else f",count={int(count)}i"
     return (f"{_series_key(measurement, site, gateway, stream)} ch_start={int(ch_start)}i"
-            f'{count_field},energy="{pack(energy, DTYPES["energy"])}",'
+            f'{count_field},energy="{energy_text}",'
             f"flagged={int(flagged)}i,fmt={FORMAT}i,group_size={int(group_size)}i,"
             f"model_version={_string_field(model_version)},n={len(score)}i,"
-            f'score="{pack(score, DTYPES["score"])}",score_max={score_max!r},'
+            f'score="{score_text}",score_max={score_max!r},'
             f'threshold="{threshold_text}" {int(t_ns)}')
 
 

@@ -13,9 +13,8 @@ dtype. It accepts only what `FeatureSummary` accepts; anything it doubts goes th
 payload's site/gateway/stream match the topic, integer times and channel layout, schema
 version 1.
 
-A summary's line protocol is built here too (`FeaturesRecord.line`), on the MQTT thread:
-the writer thread then does little but write, so it neither delays InfluxDB's next batch
-nor takes the GIL from the MQTT thread between its many small socket reads.
+A summary's line protocol is built by the writer for a whole batch at once
+(`cloud.ingest.lines`): numpy calls per batch rather than a dozen per summary.
 """
 
 from __future__ import annotations
@@ -46,8 +45,6 @@ from edge_agent.summary import (
 _SUMMARY_REQUIRED = frozenset({"site", "gateway", "stream", "t_ns", "ch_start", "group_size",
                                "score", "energy", "threshold", "model_version"})
 _SUMMARY_ALLOWED = _SUMMARY_REQUIRED | {"flagged", "schema"}
-_THRESHOLDS = codec.LastPacked()  # a series' thresholds repeat until its model changes
-_THRESHOLD_DTYPE = codec.DTYPES["threshold"]
 _HEALTH_NUMBERS = ("uptime_s", "frames_per_s", "samples_per_s", "queue_depth", "gaps",
                    "outbox_depth", "outbox_evicted", "rss_mb")
 
@@ -82,15 +79,17 @@ class FeaturesRecord:
     threshold: np.ndarray
     model_version: str
     flagged: int  # how many groups were flagged
-    line: str = ""  # its raw-tier ``features`` line, built by `parse` (see `raw_line`)
 
     @property
     def nbytes(self) -> int:
-        return self.score.nbytes * 3 + len(self.line) + 200
+        """Its size while buffered: the arrays (views of the payload) and, once the writer
+        builds it, its line (~11 characters per group)."""
+        return self.score.nbytes * 3 + 11 * len(self.score) + 200
 
     def raw_line(self) -> str:
-        """The ``features`` point of this summary (the raw tier)."""
-        return self.line or codec.features_line(
+        """The ``features`` point of this summary (the raw tier; the writer builds a whole
+        batch's at once, `cloud.ingest.lines.raw_lines`, to the same text)."""
+        return codec.features_line(
             schema.FEATURES, site=self.site, gateway=self.gateway, stream=self.stream,
             t_ns=self.t_ns, ch_start=self.ch_start, group_size=self.group_size,
             score=self.score, energy=self.energy, threshold=self.threshold,
@@ -181,15 +180,8 @@ def _features(site: str, gateway: str, stream: str, payload: bytes) -> FeaturesR
     if not isinstance(mv, str) or not mv or len(mv) > 256:
         raise Malformed("features:schema", f"model_version must be a non-empty string, got {mv!r}")
     score, energy, threshold = arrays
-    flagged = d["n_flagged"]
-    line = codec.features_line(schema.FEATURES, site=site, gateway=gateway, stream=stream,
-                               t_ns=d["t_ns"], ch_start=d["ch_start"],
-                               group_size=d["group_size"], score=score, energy=energy,
-                               threshold=threshold, model_version=mv, flagged=flagged,
-                               threshold_text=_THRESHOLDS.pack((site, gateway, stream),
-                                                               threshold, _THRESHOLD_DTYPE))
     return FeaturesRecord(site, gateway, stream, d["t_ns"], d["ch_start"], d["group_size"],
-                          score, energy, threshold, mv, flagged, line)
+                          score, energy, threshold, mv, d["n_flagged"])
 
 
 def _packed(payload: bytes) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from cloud import codec, model_health, schema
@@ -23,6 +23,7 @@ from cloud.ingest.buffer import Backoff, Buffer, Item
 from cloud.ingest.config import IngestSettings
 from cloud.ingest.deadletter import DeadLetters
 from cloud.ingest.downsample import Downsampler
+from cloud.ingest.lines import raw_lines
 from cloud.ingest.parse import EventRecord, FeaturesRecord, HealthRecord, ModelStateRecord
 from cloud.ingest.spool import Spool
 from cloud.ingest.stats import IngestStats, RateLimitedLog
@@ -125,9 +126,11 @@ class Writer:
         """Write one batch and ack it; False if stopped before it was written (no acks)."""
         by_rp: dict[str, list[str]] = {rp: [] for rp in _RP_ORDER}
         by_rp[schema.RP_HISTORY].extend(extra_history or ())
+        features = [i.record for i in items if isinstance(i.record, FeaturesRecord)]
+        raw = iter(raw_lines(features))  # the whole batch's at once, in order
         for item in items:
             if item.record is not None:
-                for rp, line in self._lines(item):
+                for rp, line in self._lines(item, raw):
                     by_rp[rp].append(line)
         for rp in _RP_ORDER:
             if by_rp[rp] and not self._write(rp, by_rp[rp]):
@@ -148,12 +151,14 @@ class Writer:
             self.stats.batch_written(sum(i.record is not None for i in items), acked)
         return True
 
-    def _lines(self, item: Item) -> list[tuple[str, str]]:
+    def _lines(self, item: Item, raw: Iterator[str]) -> list[tuple[str, str]]:
+        """The (retention policy, line) pairs of one item; `raw` yields the batch's
+        ``features`` lines in order (`raw_lines`)."""
         r = item.record
         if isinstance(r, FeaturesRecord):
-            raw = r.raw_line()
             before = self._down.late
-            out = [(schema.RP_RAW, raw)] + [(schema.RP_HISTORY, h) for h in self._down.add(r)]
+            out = [(schema.RP_RAW, next(raw))] + [(schema.RP_HISTORY, h)
+                                                  for h in self._down.add(r)]
             if self._down.late > before:
                 self.stats.add("dropped", "late_history")
             return out

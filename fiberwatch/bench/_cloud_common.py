@@ -31,6 +31,18 @@ def _count(influx: InfluxClient, rp: str, meas: str, site: str) -> int:
     return int(rows[0]["count"]) if rows else 0
 
 
+def _all_stored(influx: InfluxClient, site: str, t_last_ns: int, total: int) -> bool:
+    """True once `total` summaries of `site` are stored. Asks first, cheaply, whether every
+    gateway's last summary (at `t_last_ns`) is there, and counts all of them only then:
+    the full count costs influxd ~1.2-1.5 ms of CPU per call at 9,000 points (the tail one
+    ~0.4 ms, measured), and polled every 50 ms it was charged to ingestion alone."""
+    rows = influx.rows(f'SELECT count("n") FROM "fiberwatch"."raw"."features" '
+                       f"WHERE \"site\" = '{site}' AND time >= {int(t_last_ns)}")
+    if not rows or int(rows[0]["count"]) < len(GATEWAYS):
+        return False
+    return _count(influx, "raw", "features", site) >= total
+
+
 def _summaries(rng: np.random.Generator, gateway: str, variants: int = 4,
                site: str = "bench", packed: bool = True) -> list[bytes]:
     """Pre-encoded payload templates holding the t_ns placeholder (values to 4 decimals):

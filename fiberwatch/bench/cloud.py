@@ -10,6 +10,20 @@ Real Mosquitto and influxd in a temp dir; ingestion runs as its own process
     point holding 1,024 groups x (score, energy, threshold). The peer writes the same lines
     (built by the same code) straight to the same influxd in 1,000-line batches from one
     thread. Goal: ingestion / peer >= 0.6.
+    Pairs are on equal footing: each phase starts only once influxd, Mosquitto and
+    ingestion are idle (`_settle`: influxd goes on snapshotting and compacting for up to
+    ~0.5 s of CPU after a 9,000-point phase, measured; without the wait that work was
+    charged to whichever phase came next, always ingestion, since the peer went first in
+    every pair), and the order alternates (peer first, then ingestion first, ...), so
+    neither side always writes into the shard the other has just grown; and each phase
+    starts on empty raw and history shards (`_drop_shards`), not on one that every phase
+    before it grew (and that influxd compacts as it grows, during whichever phase): without
+    the drop a run's three pairs drifted down (0.61, 0.47, 0.42), with it they held
+    (0.36, 0.43, 0.40; both measured on a loaded 2-core machine). One unmeasured
+    phase of each kind comes first: a fresh influxd (new shards, a small Go heap) spent
+    ~0.14-0.18 ms of CPU per point in the first phases against ~0.09-0.12 later (measured),
+    and that fell on the peer, first in the first pair: the old first pair's ratio (0.64
+    against 0.39 and 0.35 after it) came mostly from that warm-up.
     Summaries are packed (schema 2, as gateways send them); one more run with JSON summaries
     (schema 1, gateways not yet upgraded) gives the CPU of the old format in the same run.
 (3) Scale-out (`_cloud_scale`): 1, 2 and 3 workers on one shared subscription, each
@@ -48,6 +62,7 @@ from fiberwatch.bench._cloud_common import (
     P95_GOAL_MS,
     RATIO_GOAL,
     S,
+    _all_stored,
     _count,
     _cpu_s,
     _summaries,
@@ -83,7 +98,8 @@ def _ingest_rate(broker: Mosquitto, influx: InfluxClient, n_per_gw: int,
             nbytes += len(payload)
             c.publish(topics.features(site, g, "das"), payload, qos=1)
     published = time.perf_counter() - t0
-    _wait(lambda: _count(influx, "raw", "features", site) >= total, 600, "summaries stored")
+    t_last = t_first + (n_per_gw - 1) * S
+    _wait(lambda: _all_stored(influx, site, t_last, total), 600, "summaries stored")
     seconds = time.perf_counter() - t0
     cpu = {f"{name}_cpu_ms_per_summary": round((_cpu_s(pid) - cpu0[name]) / total * 1000, 3)
            for name, pid in pids.items()}
@@ -97,6 +113,51 @@ def _ingest_rate(broker: Mosquitto, influx: InfluxClient, n_per_gw: int,
             "seconds": round(seconds, 2), "summaries_per_s": round(rate, 1),
             "influx_points_per_s": round(rate, 1), "channel_values_per_s": round(rate * GROUPS * 3),
             "history_points": _count(influx, "history", "features_10s", site), **cpu}
+
+
+_ORDERS = (("peer", "ingest"), ("ingest", "peer"), ("peer", "ingest"))
+
+
+def _pairs(broker: Mosquitto, influx: InfluxClient, n_per_gw: int, pids: dict[str, int | None],
+           count: int) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], list[float]]:
+    """`count` (ingestion, peer) pairs, each phase started once every process is idle (see
+    `_settle`), the order alternating (`_ORDERS`); also how long each settling took."""
+    _ingest_rate(broker, influx, n_per_gw, pids, site="warmup")  # unmeasured: see the module
+    _peer_write(influx, n_per_gw, pids["influxd"], site="warmup-peer")
+    pairs, settle = [], []
+    for r in range(count):
+        out: dict[str, dict[str, Any]] = {}
+        for what in _ORDERS[r % len(_ORDERS)]:
+            _drop_shards(influx)
+            settle.append(_settle(pids))
+            out[what] = (_peer_write(influx, n_per_gw, pids["influxd"], site=f"peer{r}")
+                         if what == "peer" else
+                         _ingest_rate(broker, influx, n_per_gw, pids, site=f"bench{r}"))
+        pairs.append((out["ingest"], out["peer"]))
+    return pairs, settle
+
+
+def _drop_shards(influx: InfluxClient) -> None:
+    """Drop the raw and history shards: the next phase writes into empty ones, as the one
+    before it did (not into a shard grown, and compacted, by all the phases before)."""
+    for row in influx.rows("SHOW SHARDS"):
+        if row["database"] == schema.DB and row["retention_policy"] in (schema.RP_RAW,
+                                                                         schema.RP_HISTORY):
+            influx.query(f"DROP SHARD {int(row['id'])}")
+
+
+def _settle(pids: dict[str, int | None], window_s: float = 0.5, idle_cpu_s: float = 0.02,
+            timeout_s: float = 60.0) -> float:
+    """Wait until `pids` together used at most `idle_cpu_s` CPU in a `window_s` window
+    (influxd's snapshots and compactions of the previous phase have ended); returns the
+    seconds waited (`timeout_s` at most: then the phase starts anyway)."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        c0 = sum(_cpu_s(p) for p in pids.values())
+        time.sleep(window_s)
+        if sum(_cpu_s(p) for p in pids.values()) - c0 <= idle_cpu_s:
+            break
+    return round(time.perf_counter() - t0, 1)
 
 
 def _feature_lines(site: str, gateway: str, t_first: int, n: int, seed: int) -> list[str]:
@@ -179,11 +240,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
         try:
             _probe_ready(broker, influx)
             pids = {"ingest": proc.pid, "influxd": server.pid, "mosquitto": broker.pid}
-            pairs = []  # interleaved (ingestion, peer) pairs: one pair swings with load
-            for r in range(2 if quick else 3):
-                peer = _peer_write(influx, n_per_gw, server.pid, site=f"peer{r}")
-                pairs.append((_ingest_rate(broker, influx, n_per_gw, pids, site=f"bench{r}"),
-                              peer))
+            pairs, settle = _pairs(broker, influx, n_per_gw, pids, 2 if quick else 3)
             win = _window_latency(influx, 10 if quick else 20)
             extra: dict[str, Any] = {"ingest_json_v1": _ingest_rate(  # gateways not upgraded
                 broker, influx, n_per_gw, pids, site="json", packed=False)}
@@ -203,6 +260,7 @@ def run(quick: bool, out_dir: Path) -> dict[str, Any]:
     return {"benchmark": "cloud", "quick": quick, "ingest": ingest, "peer_raw_write": peer,
             "ratio_ingest_over_peer": round(ratio, 3), "ratio_goal": RATIO_GOAL,
             "ratios_per_pair": [round(r, 3) for r in ratios],
+            "pair_order": [list(o) for o in _ORDERS[:len(pairs)]], "settle_s": settle,
             "ratio_meets_goal": ratio >= RATIO_GOAL, "window": win, **extra,
             "ingest_exit_code": code,
             "ingest_final_counters": final[-1].split("event=ingest_stopped ", 1)[-1] if final

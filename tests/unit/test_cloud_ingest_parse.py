@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud import codec
+from cloud.ingest.lines import raw_lines
 from cloud.ingest.parse import (
     EventRecord,
     FeaturesRecord,
@@ -229,8 +230,31 @@ def test_model_state_and_other_topics() -> None:
     assert reason(topics.raw("s1", "g1", "das"), b"{}") == "topic"
 
 
-def test_summary_carries_its_raw_line() -> None:
+def test_a_batch_gets_the_lines_its_summaries_get_one_by_one() -> None:
+    """`raw_lines` (the writer's whole-batch builder) against `raw_line` (one summary,
+    `codec.features_line` packing each array itself): JSON and packed summaries, other
+    lengths, out-of-float16-range scores (clipped), thresholds repeated and changed."""
+    rng = np.random.default_rng(3)
+    payloads = []
+    for k in range(12):
+        n = (5, 5, 7)[k % 3]
+        score = (rng.gamma(2.0, 0.3, n) * (1e5 if k == 4 else 1)).astype(np.float32)
+        s = FeatureSummary(site="s1", gateway=f"g{k % 2}", stream="das", t_ns=T + k,
+                           ch_start=0, group_size=1, score=score.astype(float).tolist(),
+                           energy=rng.normal(-2, 9, n).tolist(),
+                           threshold=[0.5 + (k // 6)] * n, model_version="1.0.0", flagged=[1])
+        payloads.append((topics.features("s1", f"g{k % 2}", "das"),
+                         s.to_packed() if k % 4 else s.to_json()))
+    records = [parse(t, p) for t, p in payloads]
+    assert all(isinstance(r, FeaturesRecord) for r in records)
+    lines = raw_lines(records)  # type: ignore[arg-type]
+    assert lines == [r.raw_line() for r in records]  # type: ignore[union-attr]
+    assert len(set(lines)) == len(lines) and "score_max=65504" not in lines[4]
+    assert codec.unpack([lines[4].split('score="')[1].split('"')[0]], 5, "<f2").max() == 65504
+    assert raw_lines([]) == []
+
+
+def test_a_buffered_summary_counts_its_arrays_and_its_line_to_come() -> None:
     r = parse(FEATURES, json.dumps(summary_dict()).encode())
-    assert isinstance(r, FeaturesRecord) and r.line
-    assert r.line == dataclasses.replace(r, line="").raw_line()
-    assert r.nbytes > len(r.line)
+    assert isinstance(r, FeaturesRecord)
+    assert r.nbytes > r.score.nbytes * 3 + len(r.raw_line()) // 2

@@ -11,7 +11,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cloud.influx import InfluxClient, InfluxError, _parse_csv, quote_ident, quote_literal
+from cloud.influx import (
+    InfluxClient,
+    InfluxError,
+    _parse_csv,
+    body_pieces,
+    quote_ident,
+    quote_literal,
+)
 
 Reply = tuple[int, dict[str, str], bytes]
 Handler = Callable[[dict[str, Any]], Reply]
@@ -85,6 +92,25 @@ def test_write_posts_lines_with_db_rp_precision_auth_and_no_gzip(server: _Server
     assert req["body"] == b"m v=1 1\nm v=2 2"
     assert req["headers"]["accept-encoding"] == "identity"
     assert req["headers"]["authorization"] == "Basic dTpwdw=="
+
+
+def test_a_large_write_goes_in_pieces_as_one_plain_body(server: _Server) -> None:
+    lines = [f"m,k={i} v=\"{'x' * (3000 * (i % 7))}\" {i}" for i in range(200)] + ["m v=\"é\" 1"]
+    assert len(body_pieces(lines)) > 5
+    with InfluxClient(server.url) as client:
+        client.write("fw", lines)
+        client.write("fw", iter(lines[:3]))  # any iterable
+    big, small = server.requests
+    assert big["body"] == "\n".join(lines).encode()  # Content-Length says all of it
+    assert "transfer-encoding" not in big["headers"]
+    assert small["body"] == "\n".join(lines[:3]).encode()
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 9, 40])
+def test_body_pieces_end_to_end_are_the_joined_body(n: int) -> None:
+    lines = [chr(97 + i % 26) * (i * 997 % 20_000) for i in range(n)]
+    for size in (1, 1000, 64 << 10, 1 << 30):
+        assert b"".join(body_pieces(lines, size)) == "\n".join(lines).encode()
 
 
 @pytest.mark.parametrize(

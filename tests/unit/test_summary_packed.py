@@ -50,7 +50,7 @@ def test_cloud_reads_both_encodings_into_the_same_line() -> None:
     s = make(300)
     a, b = parse(TOPIC, s.to_packed()), parse(TOPIC, s.to_json())
     assert isinstance(a, FeaturesRecord) and isinstance(b, FeaturesRecord)
-    assert a.line == b.line and a.flagged == b.flagged == 3
+    assert a.raw_line() == b.raw_line() and a.flagged == b.flagged == 3
     np.testing.assert_array_equal(a.energy, b.energy)
 
 
