@@ -1,4 +1,5 @@
-"""The writer thread: records to lines, batches to InfluxDB, retries, then acknowledges.
+"""The writer: records to lines (writer thread), batches to InfluxDB, retries, then
+acknowledges (commit thread; the next batch is built meanwhile).
 
 A QoS1 message is acknowledged to the broker only after every line of its batch is in
 InfluxDB (or went to the dead letters: lines InfluxDB can never take), in the order
