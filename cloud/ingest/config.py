@@ -38,8 +38,9 @@ class IngestSettings:
     Batching: a batch closes at `batch_lines` lines, `batch_bytes` payload bytes,
     `linger_s` after its first message, or when nothing new came for `idle_s`.
     `batch_lines` is half of `receive_maximum`: while one batch is being written the
-    broker can still send the next one (QoS1 messages are acknowledged only once written,
-    so a batch as large as the window would leave the MQTT thread idle during each write).
+    broker can still send the next one, which the writer builds meanwhile (QoS1 messages
+    are acknowledged only once written, so a batch as large as the window would leave the
+    MQTT thread and the writer idle during each write).
     While InfluxDB is unreachable, QoS0 messages (features) are buffered up to
     `buffer_bytes` and dropped (counted) beyond it; QoS1 messages wait at the broker.
 

@@ -1,4 +1,5 @@
-"""The writer thread: records to lines, batches to InfluxDB, retries, then acknowledges.
+"""The writer: records to lines (writer thread), batches to InfluxDB, retries, then
+acknowledges (commit thread; the next batch is built meanwhile).
 
 A QoS1 message is acknowledged to the broker only after every line of its batch is in
 InfluxDB (or went to the dead letters: lines InfluxDB can never take), in the order
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from cloud import codec, model_health, schema
 from cloud.influx import InfluxError
@@ -40,8 +42,23 @@ class WriteClient(Protocol):
               timeout: float | None = None) -> None: ...
 
 
+class Built(NamedTuple):
+    """One batch turned into lines, ready to write: its items (to ack once written), its
+    lines per retention policy, and the old event points to delete once it is written."""
+
+    items: list[Item]
+    by_rp: dict[str, list[str]]
+    superseded: list[Version]
+
+
 class Writer:
-    """Consume `buffer` in batches on one thread until `stop` and the buffer is drained.
+    """Consume `buffer` in batches until `stop` and the buffer is drained.
+
+    Two threads overlap: the writer thread builds batch k+1 (`build`) while the commit
+    thread writes batch k and then acknowledges it (`commit`), so InfluxDB always has a
+    write in flight. Batches are committed one at a time, in order: a batch whose write
+    fails is retried before anything after it is written or acknowledged. At most one
+    built batch waits for the commit thread (and one more for its turn to be handed over).
 
     Parameters
     ----------
@@ -87,6 +104,7 @@ class Writer:
         self.spool = spool
         self._versions = Versions()
         self._superseded: list[Version] = []  # old points of re-sent events, to delete
+        self._new_superseded: list[Version] = []  # those of the batch being built
         self._status_at = -float("inf")
         self._status_seen = -1
 
@@ -104,17 +122,19 @@ class Writer:
 
     def run(self) -> None:
         s = self.s
+        handoff: queue.Queue[Built | None] = queue.Queue(maxsize=1)
         unwritten: list[Item] = []
-        while not self.stop_event.is_set():
+        committer = threading.Thread(target=self._commit_loop, args=(handoff, unwritten),
+                                     name="ingest-commit")
+        committer.start()
+        while not self.stop_event.is_set() and committer.is_alive():
             batch = self.buffer.get_batch(max_lines=s.batch_lines, max_bytes=s.batch_bytes,
                                           linger_s=s.linger_s, idle_s=s.idle_s, timeout=0.5)
-            if not self.process(batch, self._down.flush_idle()):
-                unwritten = batch  # stopped, and the drain time ran out on this batch
-                break
-            self.write_status()
-        rest = self.buffer.drain()
-        if unwritten or not self.process(rest, self._down.flush_all()):
-            unwritten += rest
+            _hand_over(handoff, self.build(batch, self._down.flush_idle()), committer)
+        _hand_over(handoff, self.build(self.buffer.drain(), self._down.flush_all()), committer)
+        _hand_over(handoff, None, committer)
+        committer.join()
+        if unwritten:
             qos0 = [i for i in unwritten if i.qos == 0 and i.record is not None]
             lost = sum(1 for i in qos0 if i.spool is None)  # the spooled ones come back
             self.stats.add("dropped", "shutdown", lost)
@@ -122,8 +142,25 @@ class Writer:
                         "qos1_left_at_broker=%d", len(unwritten), lost, len(qos0) - lost,
                         sum(1 for i in unwritten if i.qos > 0))
 
+    def _commit_loop(self, handoff: queue.Queue[Built | None], unwritten: list[Item]) -> None:
+        """The commit thread: commit the built batches in order until None. Once one was
+        not written (stopped, the drain time ran out), none after it is written or acked:
+        their items go to `unwritten`."""
+        failed = False
+        while (built := handoff.get()) is not None:
+            if not failed:
+                failed = not self.commit(built)
+            if failed:
+                unwritten.extend(built.items)
+            else:
+                self.write_status()
+
     def process(self, items: list[Item], extra_history: list[str] | None = None) -> bool:
         """Write one batch and ack it; False if stopped before it was written (no acks)."""
+        return self.commit(self.build(items, extra_history))
+
+    def build(self, items: list[Item], extra_history: list[str] | None = None) -> Built:
+        """The lines of one batch (`extra_history`: closed history buckets to add)."""
         by_rp: dict[str, list[str]] = {rp: [] for rp in _RP_ORDER}
         by_rp[schema.RP_HISTORY].extend(extra_history or ())
         features = [i.record for i in items if isinstance(i.record, FeaturesRecord)]
@@ -132,10 +169,17 @@ class Writer:
             if item.record is not None:
                 for rp, line in self._lines(item, raw):
                     by_rp[rp].append(line)
+        superseded, self._new_superseded = self._new_superseded, []
+        return Built(items, by_rp, superseded)
+
+    def commit(self, built: Built) -> bool:
+        """Write a built batch, then ack it; False if stopped before it was written."""
+        items, by_rp = built.items, built.by_rp
         for rp in _RP_ORDER:
             if by_rp[rp] and not self._write(rp, by_rp[rp]):
                 return False
             self.stats.add("lines", rp, len(by_rp[rp]))
+        self._superseded += built.superseded  # their new points are written now
         self._delete_superseded()
         mids = [item.mid for item in items if item.qos > 0]
         if self._ack_many is not None:
@@ -165,7 +209,7 @@ class Writer:
         if isinstance(r, EventRecord):
             old = self._versions.replace(r.event)
             if old is not None:  # same event, other tags or start: its old point goes
-                self._superseded.append(old)
+                self._new_superseded.append(old)
             return [(schema.RP_EVENTS, codec.event_line(r.event, item.received_ns,
                                                         r.gateway_event_id or None))]
         if isinstance(r, HealthRecord):
@@ -307,6 +351,18 @@ class Writer:
         self._wait(delay)
         self._interrupt.clear()
         return True
+
+
+def _hand_over(handoff: queue.Queue[Built | None], built: Built | None,
+               committer: threading.Thread) -> None:
+    """Put `built` in `handoff` once there is room, unless the commit thread has died (an
+    unexpected error: then this thread ends too, as the one writer thread did)."""
+    while committer.is_alive():
+        try:
+            handoff.put(built, timeout=0.5)
+            return
+        except queue.Full:
+            continue
 
 
 def _body_bytes(lines: list[str]) -> int:

@@ -182,6 +182,79 @@ def test_stop_during_an_outage_gives_up_after_drain_without_acking() -> None:
     assert w.stats.snapshot()["dropped"] == {"shutdown": 1}  # the QoS0 summary
 
 
+class GatedInflux(FakeInflux):
+    """Holds the first write until `release` is set; logs what it stores of the summaries
+    (their numbers, ``t_ns - T``) and fails, in one `log` with the acks (the ``ingest``
+    status point, in ``events``, is left out)."""
+
+    def __init__(self, errors: list[InfluxError] | None = None) -> None:
+        super().__init__(errors)
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.log: list[str] = []
+
+    def write(self, db: str, lines: list[str], rp: str | None = None, precision: str = "ns",
+              timeout: float | None = None) -> None:
+        self.entered.set()
+        self.release.wait(60)
+        try:
+            super().write(db, lines, rp, precision, timeout)
+        except InfluxError:
+            self.log.append(f"failed {rp}")
+            raise
+        if rp != schema.RP_EVENTS:
+            self.log.append(f"stored {rp} " + ",".join(str(int(ln.rsplit(" ", 1)[1]) - T)
+                                                       for ln in lines))
+
+
+def overlapped(client: GatedInflux, mids: list[int]) -> Writer:
+    """A started writer with two summaries a batch (QoS1, mid k timed T + k) queued, whose
+    first write is held by `client` until the second batch has been taken and built."""
+    w = Writer(client, Buffer(1 << 20), IngestStats(),
+               IngestSettings(batch_lines=2, linger_s=0.01, drain_s=0.5),
+               ack=lambda mid: client.log.append(f"ack {mid}"), wait=lambda s: None)
+    for mid in mids:
+        w.buffer.put(item(features(T + mid), mid=mid, qos=1))
+    w.start()
+    wait_until(client.entered.is_set, 30, "the first write is in flight")
+    wait_until(lambda: len(w.buffer) == 0, 30, "the next batch is taken while it is")
+    assert client.log == []  # nothing stored, so nothing acked
+    client.release.set()
+    wait_until(lambda: sum(e.startswith("ack") for e in client.log) == len(mids), 30, "acks")
+    w.stop(timeout=30)
+    return w
+
+
+def test_the_next_batch_is_built_during_a_write_and_acked_after_it() -> None:
+    client = GatedInflux()
+    overlapped(client, [1, 2, 3, 4, 5, 6])
+    assert client.log[:9] == ["stored raw 1,2", "ack 1", "ack 2", "stored raw 3,4", "ack 3",
+                              "ack 4", "stored raw 5,6", "ack 5", "ack 6"]
+
+
+def test_a_failed_write_in_flight_holds_back_every_later_batch() -> None:
+    client = GatedInflux(errors=[UNAVAILABLE, UNAVAILABLE])
+    w = overlapped(client, [1, 2, 3, 4])
+    assert client.log[:7] == ["failed raw", "failed raw", "stored raw 1,2", "ack 1", "ack 2",
+                              "stored raw 3,4", "ack 3"]
+    assert w.stats.snapshot()["write_retries"] == 2 and w.stats.snapshot()["acked"] == 4
+
+
+def test_stop_in_an_outage_acks_no_batch_built_behind_the_failed_one() -> None:
+    client = FakeInflux(forever=UNAVAILABLE)
+    acked: list[int] = []
+    w = Writer(client, Buffer(1 << 20), IngestStats(),
+               IngestSettings(batch_lines=1, drain_s=0.2, linger_s=0.01), ack=acked.append,
+               backoff=Backoff(0.05, 0.05, jitter=0.0))
+    for mid in range(1, 4):
+        w.buffer.put(item(features(T + 2 * mid), mid=mid, qos=1))
+        w.buffer.put(item(features(T + 2 * mid + 1)))
+    w.start()
+    wait_until(lambda: len(w.buffer) < 6 and client.attempts >= 2, 30, "failing the first")
+    w.stop(timeout=30)
+    assert w._thread is not None and not w._thread.is_alive()
+    assert acked == [] and w.stats.snapshot()["dropped"]["shutdown"] == 3
+
+
 def test_stale_health_does_not_overwrite_the_fleet_view() -> None:
     client = FakeInflux()
     w, _, _ = make_writer(client)
