@@ -405,7 +405,8 @@ class GroupThreshold:
         that strikes a zone of the fiber (a narrow surface disturbance near the wellhead:
         one in hours per group, the score of a leak): a group whose last quarter of an hour
         held none fits a light tail and alarms at the next one, while its neighbours, which
-        saw one, fitted a heavy tail. The neighbours are more samples of the same zone."""
+        saw one, fitted a heavy tail. The neighbours are more samples of the same zone. The
+        price: the zone takes its noisiest group's threshold (off by default)."""
         r = self.cfg.neighbour_groups
         fit, out = self.fitted, self.thresholds
         if r == 0:
