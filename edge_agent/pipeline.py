@@ -301,7 +301,12 @@ class StreamPipeline:
                                        s.window.t_end_ns, channels, s.rows[mask])
 
     def _learn(self, s: Scored, det: object, thr: GroupThreshold) -> None:
-        self._cooldown = np.where(s.flagged, thr.cfg.quarantine_windows + 1,
+        # a flagged group and its neighbours (an anomaly's fringe, below threshold next to
+        # it) learn no threshold scores for the next quarantine_windows windows either
+        hot = s.flagged.copy()
+        hot[1:] |= s.flagged[:-1]
+        hot[:-1] |= s.flagged[1:]
+        self._cooldown = np.where(hot, thr.cfg.quarantine_windows + 1,
                                   np.maximum(self._cooldown - 1, 0))
         exclude = s.flagged.copy()
         if s.window.nonfinite is not None:

@@ -7,7 +7,8 @@ the group's score exceeds with probability ``false_alarm_rate`` per window:
 1. peaks over threshold: take the top ``tail_fraction`` of the history (at least
    ``min_exceedances`` points) above the level ``u``; fit a generalised Pareto distribution
    to the excesses by probability-weighted moments (Hosking & Wallis 1987); accept the fit if
-   the shape is in (-0.5, 0.5) and a Kolmogorov-Smirnov test does not reject it at 5 %;
+   the shape is in (-0.5, 0.5) and a Kolmogorov-Smirnov test does not reject it at 5 %
+   (a tail heavier than that range is fitted with the shape 0.5, `_heavy_fit`);
    extrapolate to the target rate with the shape and scale raised by ``margin`` (0.5)
    standard errors. Without it, a short history overshoots the rate several times on
    average (the extrapolation error is skewed); with it, the realised rate stays near or
@@ -120,7 +121,9 @@ def calibrated_threshold(scores: np.ndarray, rate: float) -> float:
     k = math.ceil((n + 1) * (1 - rate))
     if k <= n:
         return float(s[k - 1])
-    t, method = fit_tail(s, rate)
+    # heavy_tail=False: a held-back set keeps the exponential fallback below for a tail the
+    # GPD fit rejects (the calibrated operating point the public-data evaluation measured)
+    t, method = fit_tail(s, rate, heavy_tail=False)
     if method == GPD:
         return t
     # an exponential tail over the top tenth (at least 10): unlike `fit_tail`'s empirical
@@ -142,7 +145,8 @@ def group_max(scores: np.ndarray, group_size: int) -> np.ndarray:
 
 
 def fit_tail(values: np.ndarray, rate: float, *, tail_fraction: float = 0.1,
-             min_exceedances: int = 20, margin: float = 0.5) -> tuple[float, int]:
+             min_exceedances: int = 20, margin: float = 0.5,
+             heavy_tail: bool = True) -> tuple[float, int]:
     """Threshold exceeded with probability `rate` by the distribution of `values`.
 
     Parameters
@@ -155,6 +159,13 @@ def fit_tail(values: np.ndarray, rate: float, *, tail_fraction: float = 0.1,
         Standard errors added to the fitted GPD shape (and scale) before extrapolating: a
         short history gives a wide estimate, and erring high keeps the false-alarm rate at
         or below the target; the margin shrinks as ``1/sqrt(exceedances)``.
+    heavy_tail : bool
+        A tail heavier than the GPD fit accepts (PWM shape >= `XI_MAX`) is extrapolated
+        with the shape `XI_MAX` (`_heavy_fit`; never below the `EMPIRICAL` fallback)
+        instead of falling back to that exponential tail, the lightest choice: at the fit's
+        edge the threshold dropped some 25x from one refit to the next (from the GPD's ~700
+        to the history's maximum, about 27, on the simulator's wellhead groups, where rare
+        surface disturbances make the tail heavy), and the next strong disturbance alarmed.
 
     Returns
     -------
@@ -179,6 +190,9 @@ def fit_tail(values: np.ndarray, rate: float, *, tail_fraction: float = 0.1,
     if 2 * k <= n and rate * n < k:
         u = x[n - k - 1]
         fit = _gpd_pwm(x[n - k:] - u)
+        heavy = fit is None and heavy_tail
+        if heavy:
+            fit = _heavy_fit(x[n - k:] - u)
         if fit is not None:
             xi, sigma = fit
             # asymptotic standard errors of the PWM estimators near xi = 0 (Hosking & Wallis)
@@ -187,8 +201,8 @@ def fit_tail(values: np.ndarray, rate: float, *, tail_fraction: float = 0.1,
             p = rate * n / k
             excess = sigma * math.log(1 / p) if abs(xi) < 1e-6 else sigma / xi * (p**-xi - 1)
             t = u + excess
-            if math.isfinite(t) and t >= u:
-                return float(t), GPD
+            if math.isfinite(t) and t >= u:  # a heavy fit: never below the fallback
+                return (max(float(t), _empirical(x, rate, margin)) if heavy else float(t)), GPD
     return _empirical(x, rate, margin), EMPIRICAL
 
 
@@ -214,6 +228,24 @@ def _gpd_pwm(y: np.ndarray) -> tuple[float, float] | None:
     if ks > 1.36 / math.sqrt(k):
         return None
     return float(xi), float(sigma)
+
+
+#: the heaviest GPD shape `_gpd_pwm` accepts (its PWM estimate's variance is finite below it)
+XI_MAX = 0.5
+
+
+def _heavy_fit(y: np.ndarray) -> tuple[float, float] | None:
+    """(`XI_MAX`, scale) for sorted excesses `y` whose PWM shape is `XI_MAX` or heavier, else
+    None. The scale matches the excesses' mean (a GPD's mean is ``sigma / (1 - xi)``): the
+    lightest tail the fit would still call heavy, so a threshold never falls below the
+    GPD's at the edge of its accepted range."""
+    k = y.size
+    a0 = float(y.mean())
+    pp = (np.arange(1, k + 1) - 0.35) / k
+    d = a0 - 2 * float(np.mean((1 - pp) * y))
+    if not a0 > 0 or (d > 0 and 2 - a0 / d < XI_MAX):
+        return None
+    return XI_MAX, a0 * (1 - XI_MAX)
 
 
 def _empirical(x: np.ndarray, rate: float, margin: float) -> float:
@@ -243,7 +275,11 @@ class GroupThreshold:
     Attributes
     ----------
     thresholds : numpy.ndarray
-        float64 ``(n_groups,)``; ``inf`` while a group warms up.
+        float64 ``(n_groups,)``, the thresholds in force; ``inf`` while a group warms up.
+        With ``cfg.neighbour_groups`` r > 0 a warm group's threshold is the largest
+        `fitted` of the warm groups within r of it (`_pool`).
+    fitted : numpy.ndarray
+        float64 ``(n_groups,)``: each group's own fit (floored); ``inf`` while warming up.
     method : numpy.ndarray
         int8 ``(n_groups,)``: `WARMUP`, `GPD` or `EMPIRICAL` (see `METHODS`).
     floor : float
@@ -263,6 +299,7 @@ class GroupThreshold:
         self._pos = np.zeros(n_groups, dtype=np.int64)
         self.count = np.zeros(n_groups, dtype=np.int64)
         self.thresholds = np.full(n_groups, np.inf)
+        self.fitted = np.full(n_groups, np.inf)
         self.method = np.full(n_groups, WARMUP, dtype=np.int8)
         self._tick = 0
         q = cfg.quarantine_windows  # a ring of scores waiting to be learned (see `learn`)
@@ -290,7 +327,7 @@ class GroupThreshold:
             log.info("event=threshold_floor model=%s floor=%.6g level=calibrated n=%d rate=%g",
                      getattr(detector, "version", "?"), floor, len(cal), cfg.false_alarm_rate)
             thr = cls(n_groups, cfg, floor=floor, refit_every=refit_every)
-            thr.thresholds[:] = floor
+            thr.thresholds[:] = thr.fitted[:] = floor
             thr.method[:] = CALIBRATED
             return thr
         return cls._for_quantiles(n_groups, cfg, detector, refit_every=refit_every)
@@ -355,8 +392,32 @@ class GroupThreshold:
             return  # a calibrated group keeps its floor, others stay at inf: no events
         t, m = fit_tail(self._hist[g, :n], self.cfg.false_alarm_rate,
                         tail_fraction=self.tail_fraction, min_exceedances=self.min_exceedances)
-        self.thresholds[g] = max(t, self.floor)
+        self.fitted[g] = max(t, self.floor)
         self.method[g] = m
+        self._pool(g)
+
+    def _pool(self, g: int) -> None:
+        """Set the thresholds in force of group `g`'s neighbours (within
+        ``cfg.neighbour_groups`` r) and its own after `g` was refitted: each warm group takes
+        the largest fit of the warm groups within r of it.
+
+        A group's history (``history_windows``) is too short for a rare normal transient
+        that strikes a zone of the fiber (a narrow surface disturbance near the wellhead:
+        one in hours per group, the score of a leak): a group whose last quarter of an hour
+        held none fits a light tail and alarms at the next one, while its neighbours, which
+        saw one, fitted a heavy tail. The neighbours are more samples of the same zone. The
+        price: the zone takes its noisiest group's threshold (off by default)."""
+        r = self.cfg.neighbour_groups
+        fit, out = self.fitted, self.thresholds
+        if r == 0:
+            out[g] = fit[g]
+            return
+        n = self.n_groups
+        for j in range(max(0, g - r), min(n, g + r + 1)):
+            if not math.isfinite(fit[j]):
+                continue  # warming up: no flag yet (inf), and no say over its neighbours
+            near = fit[max(0, j - r): j + r + 1]
+            out[j] = float(np.max(near[np.isfinite(near)]))
 
     def reported(self) -> np.ndarray:
         """Thresholds for summaries (finite: 0.0 while warming up)."""

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 #: seeds of the runs used to develop the features and the operating point (never evaluated)
-VALIDATION_SEEDS = (20_000, 20_001)
+VALIDATION_SEEDS = (20_000, 20_001, 20_002, 20_003)
 #: training runs (`federation.model.train.sim_training_rows`) and the family evaluation
 TRAIN_SEEDS, FAMILY_SEED = (0, 1), 1000
 

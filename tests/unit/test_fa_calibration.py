@@ -183,4 +183,9 @@ def test_the_falling_edge_of_a_flag_stays_out_of_the_threshold_history() -> None
     last = max(i for i, f in enumerate(flags) if f[3])
     assert all(learned[i][3] for i in range(last + 1, min(last + 1 + q, len(learned))))
     assert len(learned) > last + q and not learned[last + q + 1][3]  # then learned again
+    # its neighbours too (an anomaly's fringe, below threshold next to it)
+    assert all(learned[i][2] and learned[i][4] for i, f in enumerate(flags[:len(learned)])
+               if f[3])
+    assert all(learned[i][2] and learned[i][4]
+               for i in range(last + 1, min(last + 1 + q, len(learned))))
     assert not any(learned[i][0] for i in range(last + 1, len(learned)))  # other groups

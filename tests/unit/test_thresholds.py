@@ -86,6 +86,50 @@ def test_fit_tail_rejects_a_tail_the_gpd_does_not_fit() -> None:
     assert fit_tail(x, 1e-3)[1] == EMPIRICAL
 
 
+def test_a_tail_heavier_than_the_gpd_range_is_not_cut_to_the_history_maximum() -> None:
+    # GPD(xi=0.8) samples: the PWM shape lands above the accepted range; the exponential
+    # fallback sat at the history's maximum (a rate near 1/n, several times the target)
+    rng = np.random.default_rng(11)
+
+    def draw(n: int) -> np.ndarray:
+        return (rng.random(n) ** -0.8 - 1) / 0.8
+
+    big = np.sort(draw(4_000_000))
+    rate, new, old = 1e-4, [], []
+    for _ in range(40):
+        x = draw(2000)
+        t, method = fit_tail(x, rate)
+        assert method == GPD
+        t_old, _ = fit_tail(x, rate, heavy_tail=False)
+        assert t >= t_old
+        new.append(1 - np.searchsorted(big, t) / big.size)
+        old.append(1 - np.searchsorted(big, t_old) / big.size)
+    assert np.mean(old) > 2.5 * rate  # what the fallback did: about 1/n, not the rate
+    assert np.mean(new) < 0.7 * np.mean(old)
+
+
+def test_neighbouring_groups_share_the_largest_fit() -> None:
+    rng = np.random.default_rng(12)
+    scale = np.array([1.0, 1.0, 10.0, 1.0, 1.0, 1.0])
+    never = np.array([False] * 5 + [True])  # group 5 never learns: it stays warming up
+
+    def warmed(r: int) -> GroupThreshold:
+        thr = GroupThreshold(6, _cfg(warmup_windows=50, neighbour_groups=r), refit_every=1)
+        for _ in range(200):
+            thr.learn(rng.exponential(size=6) * scale, exclude=never)
+        return thr
+
+    own = warmed(0)
+    assert np.array_equal(own.thresholds[:5], own.fitted[:5])
+    thr = warmed(1)
+    f = thr.fitted
+    assert f[2] > 5 * max(f[0], f[1], f[3], f[4])
+    assert thr.thresholds[1] == thr.thresholds[3] == f[2] == thr.thresholds[2]
+    assert thr.thresholds[0] == max(f[0], f[1]) and thr.thresholds[4] == max(f[3], f[4])
+    assert np.isinf(thr.thresholds[5]) and np.isinf(f[5])  # no flag while warming up...
+    assert not thr.classify(np.full(6, 1e9))[5]  # ...and no say over group 4 above
+
+
 def test_no_flag_before_warmup_then_thresholds_exist() -> None:
     thr = GroupThreshold(4, _cfg(warmup_windows=50))
     rng = np.random.default_rng(4)
