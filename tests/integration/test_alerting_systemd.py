@@ -3,7 +3,6 @@ and that the command line it runs is one `fiberwatch cloud alerting` accepts."""
 
 from __future__ import annotations
 
-import configparser
 import shlex
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cloud.alerting.service import parser
+from tests.integration._systemd import env_example, service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -23,26 +23,11 @@ CONFIG = "/etc/fiberwatch/alerts.toml"
 
 
 def _service() -> dict[str, list[str]]:
-    """[Service] settings, each key with every value it is given (systemd allows repeats)."""
-    out: dict[str, list[str]] = {}
-    section = ""
-    for line in UNIT.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Service]" and line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            out.setdefault(key, []).append(value)
-    return out
+    return service_settings(UNIT)
 
 
 def _env_example() -> dict[str, str]:
-    parser_ = configparser.ConfigParser(interpolation=None)
-    parser_.optionxform = str  # type: ignore[assignment,method-assign]
-    lines = [ln for ln in ENV_EXAMPLE.read_text().splitlines()
-             if ln.strip() and not ln.lstrip().startswith("#")]
-    parser_.read_string("[env]\n" + "\n".join(lines))
-    return dict(parser_["env"])
+    return env_example(ENV_EXAMPLE)
 
 
 def test_the_unit_checks_the_config_then_runs_alerting_as_its_login() -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration._systemd import service_settings
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,17 +20,7 @@ VENV_BIN = "/opt/fiberwatch/bin/fiberwatch"
 
 
 def _service() -> dict[str, list[str]]:
-    """[Service] settings, each key with every value it is given (systemd allows repeats)."""
-    out: dict[str, list[str]] = {}
-    section = ""
-    for line in UNIT.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Service]" and line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            out.setdefault(key, []).append(value)
-    return out
+    return service_settings(UNIT)
 
 
 def test_one_instance_per_gateway_config() -> None:

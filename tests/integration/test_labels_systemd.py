@@ -5,7 +5,6 @@ delivers a stored label to its gateway's login and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import configparser
 import os
 import shlex
 import shutil
@@ -29,6 +28,7 @@ from fiberwatch.deploy.generate import Layout, write_single_broker
 from fiberwatch.deploy.spec import SERVICE_UNITS, gateway_user, parse_spec
 from fiberwatch.services import Influxd, Mosquitto
 from tests.integration._polling import wait_for
+from tests.integration._systemd import env_example, service_settings
 
 pytestmark = pytest.mark.integration
 
@@ -42,26 +42,11 @@ S = 10**9
 
 
 def _service() -> dict[str, list[str]]:
-    """[Service] settings, each key with every value it is given (systemd allows repeats)."""
-    out: dict[str, list[str]] = {}
-    section = ""
-    for line in UNIT.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("["):
-            section = line
-        elif section == "[Service]" and line and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            out.setdefault(key, []).append(value)
-    return out
+    return service_settings(UNIT)
 
 
 def _env_example() -> dict[str, str]:
-    parser_ = configparser.ConfigParser(interpolation=None)
-    parser_.optionxform = str  # type: ignore[assignment,method-assign]
-    lines = [ln for ln in ENV_EXAMPLE.read_text().splitlines()
-             if ln.strip() and not ln.lstrip().startswith("#")]
-    parser_.read_string("[env]\n" + "\n".join(lines))
-    return dict(parser_["env"])
+    return env_example(ENV_EXAMPLE)
 
 
 def _exec_start(env: dict[str, str]) -> list[str]:

@@ -15,14 +15,7 @@ from cloud.ingest.fastread import BufferedClient
 
 def _publish_qos1(topic: str, mid: int, payload: bytes) -> bytes:
     """An MQTT 3.1.1 QoS1 PUBLISH packet."""
-    body = struct.pack("!H", len(topic)) + topic.encode() + struct.pack("!H", mid) + payload
-    n, length = len(body), b""
-    while True:
-        n, digit = divmod(n, 128)
-        length += bytes([digit | (128 if n else 0)])
-        if not n:
-            break
-    return bytes([0x32]) + length + body
+    return _publish(topic.encode(), 1, mid, payload, None)
 
 
 @pytest.fixture
