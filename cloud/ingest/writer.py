@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple, Protocol
 
 from cloud import codec, model_health, schema
-from cloud.influx import InfluxError
+from cloud.influx import InfluxError, body_pieces
 from cloud.ingest.buffer import Backoff, Buffer, Item
 from cloud.ingest.config import IngestSettings
 from cloud.ingest.deadletter import DeadLetters
@@ -38,17 +38,20 @@ _RP_ORDER = (schema.RP_EVENTS, schema.RP_RAW, schema.RP_HISTORY)
 class WriteClient(Protocol):
     """``write`` (and, to delete superseded event points, ``query``)."""
 
-    def write(self, db: str, lines: list[str], rp: str | None = None, precision: str = "ns",
+    def write(self, db: str, lines: list[str] | bytes, rp: str | None = None, precision: str = "ns",
               timeout: float | None = None) -> None: ...
 
 
 class Built(NamedTuple):
     """One batch turned into lines, ready to write: its items (to ack once written), its
-    lines per retention policy, and the old event points to delete once it is written."""
+    lines per retention policy, those lines joined as write bodies (built on the writer
+    thread, so the commit thread only sends), and the old event points to delete once it
+    is written."""
 
     items: list[Item]
     by_rp: dict[str, list[str]]
     superseded: list[Version]
+    bodies: dict[str, bytes] | None = None
 
 
 class Writer:
@@ -170,13 +173,14 @@ class Writer:
                 for rp, line in self._lines(item, raw):
                     by_rp[rp].append(line)
         superseded, self._new_superseded = self._new_superseded, []
-        return Built(items, by_rp, superseded)
+        bodies = {rp: b"".join(body_pieces(lines)) for rp, lines in by_rp.items() if lines}
+        return Built(items, by_rp, superseded, bodies)
 
     def commit(self, built: Built) -> bool:
         """Write a built batch, then ack it; False if stopped before it was written."""
-        items, by_rp = built.items, built.by_rp
+        items, by_rp, bodies = built.items, built.by_rp, built.bodies or {}
         for rp in _RP_ORDER:
-            if by_rp[rp] and not self._write(rp, by_rp[rp]):
+            if by_rp[rp] and not self._write(rp, by_rp[rp], bodies.get(rp)):
                 return False
             self.stats.add("lines", rp, len(by_rp[rp]))
         self._superseded += built.superseded  # their new points are written now
@@ -271,9 +275,10 @@ class Writer:
             return
         self._status_seen = self.dead.count
 
-    def _write(self, rp: str, lines: list[str]) -> bool:
-        """Write `lines` in bodies of at most ``max_body_bytes``; a line InfluxDB can never
-        take goes to the dead letters. True when done, False if stopped first.
+    def _write(self, rp: str, lines: list[str], body: bytes | None = None) -> bool:
+        """Write `lines` (`body`: them joined, if built already) in bodies of at most
+        ``max_body_bytes``; a line InfluxDB can never take goes to the dead letters. True
+        when done, False if stopped first.
 
         A body that InfluxDB refuses as bad (400, 413) or breaks off (a broken pipe on a
         large body: influxd 1.x past its body limit) is split in halves until the lines
@@ -286,8 +291,9 @@ class Writer:
             if size > self.s.max_body_bytes and len(part) > 1:
                 parts += _halves(part)
                 continue
+            whole = body if part is lines else None  # the prebuilt body, until split
             verdict = ("dead:too_large" if size > self.s.max_body_bytes
-                       else self._send(rp, part, size))
+                       else self._send(rp, part, size, whole))
             if verdict == "stopped":
                 return False
             if verdict == "split":
@@ -300,12 +306,13 @@ class Writer:
         self.dead.add(reason, rp, line)
         self.stats.add("dropped", "dead_letter")
 
-    def _send(self, rp: str, part: list[str], size: int) -> str:
+    def _send(self, rp: str, part: list[str], size: int, body: bytes | None = None) -> str:
         """One body until written: ``ok``, ``split``, ``dead:<reason>`` or ``stopped``."""
         broken = 0
         while True:
             try:
-                self.client.write(self.s.db, part, rp=rp, timeout=self.s.write_timeout_s)
+                self.client.write(self.s.db, part if body is None else body, rp=rp,
+                                  timeout=self.s.write_timeout_s)
                 self._backoff.reset()
                 return "ok"
             except InfluxError as exc:

@@ -38,9 +38,10 @@ class LimitedInflux:
         self.written: list[str] = []
         self.attempts = 0
 
-    def write(self, db: str, lines: list[str], rp: str | None = None, precision: str = "ns",
-              timeout: float | None = None) -> None:
+    def write(self, db: str, lines: list[str] | bytes, rp: str | None = None,
+              precision: str = "ns", timeout: float | None = None) -> None:
         self.attempts += 1
+        lines = lines.decode().split("\n") if isinstance(lines, bytes) else lines
         if self.attempts > 10_000:
             raise AssertionError("the writer retries without end")
         if len("\n".join(lines).encode()) > self.limit:

@@ -20,6 +20,11 @@ from federation.processes import wait_until
 from tests.unit.test_cloud_ingest_parse import T, health_dict, make_event
 
 
+def as_lines(body: list[str] | bytes) -> list[str]:
+    """The lines of a write, as `InfluxClient.write` takes them: a list, or one joined body."""
+    return body.decode().split("\n") if isinstance(body, bytes) else list(body)
+
+
 class FakeInflux:
     """Records writes; fails with the queued errors first."""
 
@@ -29,9 +34,10 @@ class FakeInflux:
         self.writes: list[tuple[str, list[str]]] = []
         self.attempts = 0
 
-    def write(self, db: str, lines: list[str], rp: str | None = None, precision: str = "ns",
-              timeout: float | None = None) -> None:
+    def write(self, db: str, lines: list[str] | bytes, rp: str | None = None,
+              precision: str = "ns", timeout: float | None = None) -> None:
         self.attempts += 1
+        lines = as_lines(lines)
         if self.forever is not None:
             raise self.forever
         if self.errors:
@@ -127,6 +133,28 @@ def test_batch_written_per_retention_policy_then_acked_in_order() -> None:
     assert snap["acked"] == 3 and snap["messages_written"] == 3
 
 
+def test_bodies_are_built_with_the_batch_and_sent_whole_until_a_split() -> None:
+    """The writer thread joins each policy's lines (`build`), so the commit thread only
+    sends; once InfluxDB refuses a body, its halves go as lines."""
+    sent: list[object] = []
+
+    class Recording(FakeInflux):
+        def write(self, db: str, lines: list[str] | bytes, rp: str | None = None,
+                  precision: str = "ns", timeout: float | None = None) -> None:
+            sent.append(lines)
+            super().write(db, lines, rp, precision, timeout)
+
+    client = Recording(errors=[InfluxError("/write: HTTP 400: unable to parse", status=400)])
+    w, acked, _ = make_writer(client)
+    items = [item(features(T + k * 1_000_000_000), mid=k + 1, qos=1) for k in range(4)]
+    built = w.build(items)
+    assert built.bodies is not None
+    assert built.bodies[schema.RP_RAW] == "\n".join(built.by_rp[schema.RP_RAW]).encode()
+    assert w.commit(built) and acked == [1, 2, 3, 4]
+    assert sent[0] == built.bodies[schema.RP_RAW]  # refused whole, then split in halves
+    assert sent[1:3] == [built.by_rp[schema.RP_RAW][:2], built.by_rp[schema.RP_RAW][2:]]
+
+
 def test_outage_retries_with_backoff_and_acks_only_after_the_write() -> None:
     client = FakeInflux(errors=[UNAVAILABLE] * 4)
     w, acked, waits = make_writer(client)
@@ -192,10 +220,11 @@ class GatedInflux(FakeInflux):
         self.entered, self.release = threading.Event(), threading.Event()
         self.log: list[str] = []
 
-    def write(self, db: str, lines: list[str], rp: str | None = None, precision: str = "ns",
-              timeout: float | None = None) -> None:
+    def write(self, db: str, lines: list[str] | bytes, rp: str | None = None,
+              precision: str = "ns", timeout: float | None = None) -> None:
         self.entered.set()
         self.release.wait(60)
+        lines = as_lines(lines)
         try:
             super().write(db, lines, rp, precision, timeout)
         except InfluxError:
