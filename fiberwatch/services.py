@@ -125,7 +125,7 @@ class Mosquitto(_Service):
             f"persistence_location {self.workdir}/",
             "autosave_interval 1",
             "set_tcp_nodelay true",
-            "max_inflight_messages 1000",
+            "max_inflight_messages 2000",
             "max_queued_messages 100000",
             # QoS0 summaries wait for ingestion's persistent session while it restarts
             "queue_qos0_messages true",

@@ -63,7 +63,8 @@ class Buffer:
             return True
 
     def get_batch(self, *, max_lines: int, max_bytes: int, linger_s: float, idle_s: float,
-                  timeout: float) -> list[Item]:
+                  timeout: float, quick_s: float | None = None,
+                  busy: Callable[[], bool] = lambda: True) -> list[Item]:
         """Take a batch: wait up to `timeout` for a first item, then keep taking items
         until `max_lines` or `max_bytes` is reached, the oldest item has waited `linger_s`,
         or no new item came for `idle_s`. Returns [] if nothing came within `timeout`.
@@ -71,6 +72,11 @@ class Buffer:
         The linger counts from the oldest item's arrival, so items that piled up during
         the previous write go out at once: under load, batches grow with the backlog and
         the writer never idles.
+
+        While `busy()` is False (no write in flight or waiting), the linger is `quick_s`
+        instead: the first lines of a burst go out at once rather than after a full batch
+        or `linger_s`, and the batches behind them fill while those are written. `wake`
+        makes a waiting batch look at `busy()` again.
 
         While a batch fills, `put` does not wake this thread for every item (a thread
         switch per message costs the MQTT thread the GIL): the batch sleeps until the
@@ -82,9 +88,11 @@ class Buffer:
         with self._cond:
             if not self._cond.wait_for(lambda: self._items, timeout):
                 return batch
-            deadline = self._items[0][0] + linger_s
+            oldest = self._items[0][0]
             try:
                 while True:
+                    linger = linger_s if quick_s is None or busy() else min(linger_s, quick_s)
+                    deadline = oldest + linger
                     while self._items and lines < max_lines and nbytes < max_bytes:
                         item = self._items.popleft()[1]
                         self._bytes -= item.nbytes
@@ -101,6 +109,11 @@ class Buffer:
                     self._cond.wait(wait)
             finally:
                 self._wake_at = (1, 0)
+
+    def wake(self) -> None:
+        """Wake a waiting `get_batch` (the writer's `busy` state changed)."""
+        with self._cond:
+            self._cond.notify()
 
     def drain(self) -> list[Item]:
         """Everything left, at once."""

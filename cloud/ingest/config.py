@@ -36,11 +36,13 @@ class IngestSettings:
     from the group instead of holding its share (`cloud.ingest.mqtt.connections`).
 
     Batching: a batch closes at `batch_lines` lines, `batch_bytes` payload bytes,
-    `linger_s` after its first message, or when nothing new came for `idle_s`.
-    `batch_lines` is half of `receive_maximum`: while one batch is being written the
-    broker can still send the next one, which the writer builds meanwhile (QoS1 messages
-    are acknowledged only once written, so a batch as large as the window would leave the
-    MQTT thread and the writer idle during each write).
+    `linger_s` after its first message, or when nothing new came for `idle_s`; while no
+    write is in flight, `quick_linger_s` after its first message (the first lines of a
+    burst go out at once, and the next batches fill while they are written).
+    `batch_lines` is a quarter of `receive_maximum`: while `commit_threads` (2) batches
+    are being written the broker can still send the next ones, which the writer builds
+    meanwhile (QoS1 messages are acknowledged only once written, so a window of a batch or
+    two would leave the MQTT thread and the writer idle during each write).
     While InfluxDB is unreachable, QoS0 messages (features) are buffered up to
     `buffer_bytes` and dropped (counted) beyond it; QoS1 messages wait at the broker.
 
@@ -63,7 +65,7 @@ class IngestSettings:
     broker: BrokerConfig | None = None
     client_id: str | None = None
     session_expiry_s: int = 7 * 86400
-    receive_maximum: int = 1000
+    receive_maximum: int = 2000
     keepalive_s: int = 30
     mqtt_protocol: str = "5"  # "5", or "3.1.1" for brokers without MQTT v5 (NATS)
     share_group: str | None = None  # features via $share/{share_group}/... (see above)
@@ -80,6 +82,8 @@ class IngestSettings:
     batch_bytes: int = 16 << 20
     linger_s: float = 0.2
     idle_s: float = 0.02
+    quick_linger_s: float = 0.02  # the linger while no write is in flight (see above)
+    commit_threads: int = 2  # batches written at once (see `cloud.ingest.commits`)
     buffer_bytes: int = 256 << 20
     write_timeout_s: float = 30.0
     backoff_initial_s: float = 0.2
@@ -132,13 +136,14 @@ class IngestSettings:
             raise ValueError("a process that is not primary needs share_group (it would "
                              "write every summary a second time)")
         for name in ("batch_lines", "batch_bytes", "buffer_bytes", "receive_maximum",
+                     "commit_threads",
                      "history_step_s", "mqtt_port", "max_features_bytes", "max_message_bytes",
                      "max_body_bytes", "broken_split_bytes", "broken_attempts",
                      "dead_letter_file_bytes", "dead_letter_files", "dead_letter_record_bytes",
                      "spool_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("linger_s", "idle_s", "write_timeout_s", "backoff_initial_s",
+        for name in ("linger_s", "idle_s", "quick_linger_s", "write_timeout_s", "backoff_initial_s",
                      "backoff_max_s", "drain_s", "stats_interval_s", "status_interval_s",
                      "max_future_s"):
             if getattr(self, name) <= 0:

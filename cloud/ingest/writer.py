@@ -1,5 +1,5 @@
 """The writer: records to lines (writer thread), batches to InfluxDB, retries, then
-acknowledges (commit thread; the next batch is built meanwhile).
+acknowledges (commit threads, `cloud.ingest.commits`; the next batch is built meanwhile).
 
 A QoS1 message is acknowledged to the broker only after every line of its batch is in
 InfluxDB (or went to the dead letters: lines InfluxDB can never take), in the order
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from typing import NamedTuple, Protocol
 from cloud import codec, model_health, schema
 from cloud.influx import InfluxError, body_pieces
 from cloud.ingest.buffer import Backoff, Buffer, Item
+from cloud.ingest.commits import Commits
 from cloud.ingest.config import IngestSettings
 from cloud.ingest.deadletter import DeadLetters
 from cloud.ingest.downsample import Downsampler
@@ -57,11 +57,12 @@ class Built(NamedTuple):
 class Writer:
     """Consume `buffer` in batches until `stop` and the buffer is drained.
 
-    Two threads overlap: the writer thread builds batch k+1 (`build`) while the commit
-    thread writes batch k and then acknowledges it (`commit`), so InfluxDB always has a
-    write in flight. Batches are committed one at a time, in order: a batch whose write
-    fails is retried before anything after it is written or acknowledged. At most one
-    built batch waits for the commit thread (and one more for its turn to be handed over).
+    The writer thread builds the next batch (`build`: lines and write bodies) while
+    ``commit_threads`` commit threads write the ones before it (`cloud.ingest.commits`),
+    so InfluxDB always has writes in flight. Their ``events`` lines, acknowledgements and
+    spool commits go in the batches' order; a batch whose write fails is retried before
+    anything after it is acknowledged. At most one built batch waits for a commit thread
+    (and one more for its turn to be handed over).
 
     Parameters
     ----------
@@ -108,6 +109,8 @@ class Writer:
         self._versions = Versions()
         self._superseded: list[Version] = []  # old points of re-sent events, to delete
         self._new_superseded: list[Version] = []  # those of the batch being built
+        self._in_flight = 0  # built batches handed to the commit thread, not yet committed
+        self._flight_lock = threading.Lock()
         self._status_at = -float("inf")
         self._status_seen = -1
 
@@ -125,19 +128,16 @@ class Writer:
 
     def run(self) -> None:
         s = self.s
-        handoff: queue.Queue[Built | None] = queue.Queue(maxsize=1)
-        unwritten: list[Item] = []
-        committer = threading.Thread(target=self._commit_loop, args=(handoff, unwritten),
-                                     name="ingest-commit")
-        committer.start()
-        while not self.stop_event.is_set() and committer.is_alive():
+        commits = Commits(self, s.commit_threads, self._one_done)
+        commits.start()
+        while not self.stop_event.is_set() and commits.alive():
             batch = self.buffer.get_batch(max_lines=s.batch_lines, max_bytes=s.batch_bytes,
-                                          linger_s=s.linger_s, idle_s=s.idle_s, timeout=0.5)
-            _hand_over(handoff, self.build(batch, self._down.flush_idle()), committer)
-        _hand_over(handoff, self.build(self.buffer.drain(), self._down.flush_all()), committer)
-        _hand_over(handoff, None, committer)
-        committer.join()
-        if unwritten:
+                                          linger_s=s.linger_s, idle_s=s.idle_s, timeout=0.5,
+                                          quick_s=s.quick_linger_s, busy=self._busy)
+            self._submit(commits, self.build(batch, self._down.flush_idle()))
+        self._submit(commits, self.build(self.buffer.drain(), self._down.flush_all()))
+        commits.close()
+        if unwritten := commits.unwritten:
             qos0 = [i for i in unwritten if i.qos == 0 and i.record is not None]
             lost = sum(1 for i in qos0 if i.spool is None)  # the spooled ones come back
             self.stats.add("dropped", "shutdown", lost)
@@ -145,18 +145,20 @@ class Writer:
                         "qos1_left_at_broker=%d", len(unwritten), lost, len(qos0) - lost,
                         sum(1 for i in unwritten if i.qos > 0))
 
-    def _commit_loop(self, handoff: queue.Queue[Built | None], unwritten: list[Item]) -> None:
-        """The commit thread: commit the built batches in order until None. Once one was
-        not written (stopped, the drain time ran out), none after it is written or acked:
-        their items go to `unwritten`."""
-        failed = False
-        while (built := handoff.get()) is not None:
-            if not failed:
-                failed = not self.commit(built)
-            if failed:
-                unwritten.extend(built.items)
-            else:
-                self.write_status()
+    def _submit(self, commits: Commits, built: Built) -> None:
+        with self._flight_lock:
+            self._in_flight += 1
+        commits.submit(built)
+
+    def _one_done(self) -> None:
+        """A commit thread is done with a batch (written, or not)."""
+        with self._flight_lock:
+            self._in_flight -= 1
+        self.buffer.wake()  # a batch filling may close now if nothing else is in flight
+
+    def _busy(self) -> bool:
+        """Whether a built batch is being written or waits for a commit thread."""
+        return self._in_flight > 0
 
     def process(self, items: list[Item], extra_history: list[str] | None = None) -> bool:
         """Write one batch and ack it; False if stopped before it was written (no acks)."""
@@ -177,12 +179,34 @@ class Writer:
         return Built(items, by_rp, superseded, bodies)
 
     def commit(self, built: Built) -> bool:
-        """Write a built batch, then ack it; False if stopped before it was written."""
-        items, by_rp, bodies = built.items, built.by_rp, built.bodies or {}
-        for rp in _RP_ORDER:
-            if by_rp[rp] and not self._write(rp, by_rp[rp], bodies.get(rp)):
+        """Write a built batch, then ack it; False if stopped before it was written. (The
+        commit threads run the same steps, overlapping batches where allowed: `Commits`.)"""
+        if not (self.write_events(built) and self.write_stored(built)):
+            return False
+        self.finish(built)
+        return True
+
+    def write_events(self, built: Built) -> bool:
+        """The batch's ``events`` lines (whose order across batches matters)."""
+        return self._write_rps(built, (schema.RP_EVENTS,))
+
+    def write_stored(self, built: Built) -> bool:
+        """The batch's ``raw`` and ``history`` lines (each point written once: any order)."""
+        return self._write_rps(built, (schema.RP_RAW, schema.RP_HISTORY))
+
+    def _write_rps(self, built: Built, rps: tuple[str, ...]) -> bool:
+        bodies = built.bodies or {}
+        for rp in rps:
+            lines = built.by_rp[rp]
+            if lines and not self._write(rp, lines, bodies.get(rp)):
                 return False
-            self.stats.add("lines", rp, len(by_rp[rp]))
+            self.stats.add("lines", rp, len(lines))
+        return True
+
+    def finish(self, built: Built) -> None:
+        """After a batch is written: delete the event points it superseded, ack its QoS1
+        messages in order, commit its QoS0 ones in the spool, count it."""
+        items = built.items
         self._superseded += built.superseded  # their new points are written now
         self._delete_superseded()
         mids = [item.mid for item in items if item.qos > 0]
@@ -191,13 +215,11 @@ class Writer:
         else:
             for mid in mids:
                 self._ack(mid)
-        acked = len(mids)
         spooled = [i.spool for i in items if i.spool is not None]
         if spooled and self.spool is not None:
             self.spool.commit(max(spooled))
         if items:
-            self.stats.batch_written(sum(i.record is not None for i in items), acked)
-        return True
+            self.stats.batch_written(sum(i.record is not None for i in items), len(mids))
 
     def _lines(self, item: Item, raw: Iterator[str]) -> list[tuple[str, str]]:
         """The (retention policy, line) pairs of one item; `raw` yields the batch's
@@ -358,18 +380,6 @@ class Writer:
         self._wait(delay)
         self._interrupt.clear()
         return True
-
-
-def _hand_over(handoff: queue.Queue[Built | None], built: Built | None,
-               committer: threading.Thread) -> None:
-    """Put `built` in `handoff` once there is room, unless the commit thread has died (an
-    unexpected error: then this thread ends too, as the one writer thread did)."""
-    while committer.is_alive():
-        try:
-            handoff.put(built, timeout=0.5)
-            return
-        except queue.Full:
-            continue
 
 
 def _body_bytes(lines: list[str]) -> int:

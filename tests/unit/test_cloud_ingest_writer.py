@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -89,6 +91,27 @@ def test_batch_closes_at_max_lines_and_bytes() -> None:
     got = b.get_batch(max_lines=100, max_bytes=10**6, linger_s=5, idle_s=0.01, timeout=1)
     assert [i.mid for i in got] == [7, 8, 9]  # nothing more came within idle_s
     assert b.get_batch(max_lines=1, max_bytes=1, linger_s=1, idle_s=1, timeout=0.01) == []
+
+
+def test_a_batch_closes_after_the_quick_linger_once_no_write_is_in_flight() -> None:
+    """While a write is in flight the batch fills for `linger_s` (here far beyond the test's
+    wait); once none is and `wake` says so, it closes `quick_s` after its first item."""
+    b = Buffer(1000)
+    busy = threading.Event()
+    busy.set()
+    for i in range(3):
+        b.put(item(None, mid=i))
+    got: list[list[int]] = []
+    t = threading.Thread(target=lambda: got.append([i.mid for i in b.get_batch(
+        max_lines=100, max_bytes=10**6, linger_s=600, idle_s=600, timeout=1, quick_s=0.01,
+        busy=busy.is_set)]))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()  # a write is in flight: the batch keeps filling
+    busy.clear()
+    b.wake()
+    t.join(30)
+    assert not t.is_alive() and got == [[0, 1, 2]]
 
 
 def test_batch_waits_for_the_first_item() -> None:
@@ -235,11 +258,11 @@ class GatedInflux(FakeInflux):
                                                        for ln in lines))
 
 
-def overlapped(client: GatedInflux, mids: list[int]) -> Writer:
+def overlapped(client: GatedInflux, mids: list[int], threads: int = 1) -> Writer:
     """A started writer with two summaries a batch (QoS1, mid k timed T + k) queued, whose
     first write is held by `client` until the second batch has been taken and built."""
     w = Writer(client, Buffer(1 << 20), IngestStats(),
-               IngestSettings(batch_lines=2, linger_s=0.01, drain_s=0.5),
+               IngestSettings(batch_lines=2, linger_s=0.01, drain_s=0.5, commit_threads=threads),
                ack=lambda mid: client.log.append(f"ack {mid}"), wait=lambda s: None)
     for mid in mids:
         w.buffer.put(item(features(T + mid), mid=mid, qos=1))
@@ -266,6 +289,96 @@ def test_a_failed_write_in_flight_holds_back_every_later_batch() -> None:
     assert client.log[:7] == ["failed raw", "failed raw", "stored raw 1,2", "ack 1", "ack 2",
                               "stored raw 3,4", "ack 3"]
     assert w.stats.snapshot()["write_retries"] == 2 and w.stats.snapshot()["acked"] == 4
+
+
+def test_two_commit_threads_write_two_batches_at_once_and_ack_in_order() -> None:
+    client = GatedInflux()
+    in_flight, peak, lock = [0], [0], threading.Lock()
+    write = client.write
+
+    def counting(*a: Any, **kw: Any) -> None:
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+            if in_flight[0] == 2:
+                client.release.set()  # both held at once: let them go
+        try:
+            write(*a, **kw)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    client.write = counting  # type: ignore[method-assign]
+    client.entered = threading.Event()
+    w = Writer(client, Buffer(1 << 20), IngestStats(),
+               IngestSettings(batch_lines=2, linger_s=0.01, drain_s=0.5, commit_threads=2),
+               ack=lambda mid: client.log.append(f"ack {mid}"), wait=lambda s: None)
+    for mid in range(1, 9):
+        w.buffer.put(item(features(T + mid), mid=mid, qos=1))
+    w.start()
+    wait_until(lambda: sum(e.startswith("ack") for e in client.log) == 8, 30, "acks")
+    w.stop(timeout=30)
+    assert peak[0] == 2  # the second batch was written while the first still was
+    assert [e for e in client.log if e.startswith("ack")] == [f"ack {m}" for m in range(1, 9)]
+    stored = sorted(e for e in client.log if e.startswith("stored raw"))
+    assert stored == ["stored raw 1,2", "stored raw 3,4", "stored raw 5,6", "stored raw 7,8"]
+
+
+def test_events_keep_the_batches_order_though_batches_are_written_at_once() -> None:
+    """An event re-sent as it grows: the later version is written last even when the
+    earlier batch's write is slow (the other commit thread waits for its turn), while
+    summaries are stored in any order."""
+    client = FakeInflux()
+    write = client.write
+    first_events = threading.Event()
+
+    def slow_first(db: str, lines: list[str] | bytes, rp: str | None = None, **kw: Any) -> None:
+        if rp == schema.RP_EVENTS and not first_events.is_set():
+            first_events.set()
+            time.sleep(0.3)  # the other thread has batch 2 by now: it must wait anyway
+        write(db, lines, rp, **kw)
+
+    client.write = slow_first  # type: ignore[method-assign]
+    acked: list[int] = []
+    w = Writer(client, Buffer(1 << 20), IngestStats(),
+               IngestSettings(batch_lines=2, linger_s=0.01, drain_s=0.5, commit_threads=2),
+               ack=acked.append, wait=lambda s: None)
+    early = make_event()
+    grown = dataclasses.replace(early, peak_score=early.peak_score + 1.0)
+    for k, ev in ((1, early), (2, grown)):
+        w.buffer.put(item(EventRecord(ev), mid=2 * k - 1, qos=1))
+        w.buffer.put(item(features(T + k), mid=2 * k, qos=1))
+    w.start()
+    wait_until(lambda: len(acked) == 4, 30, "acks")
+    w.stop(timeout=30)
+    assert acked == [1, 2, 3, 4]
+    stored = [ln for rp, lines in client.writes if rp == schema.RP_EVENTS for ln in lines
+              if ln.startswith("event,")]
+    assert len(stored) == 2 and f"peak_score={grown.peak_score!r}" in stored[-1]
+
+
+def test_with_two_threads_a_failed_batch_holds_back_the_acks_of_one_written_meanwhile(
+) -> None:
+    client = FakeInflux()
+    write = client.write
+
+    def first_fails(db: str, lines: list[str] | bytes, rp: str | None = None, **kw: Any) -> None:
+        if rp == schema.RP_RAW and f" {T + 1}" in as_lines(lines)[0]:
+            raise UNAVAILABLE
+        write(db, lines, rp, **kw)
+
+    client.write = first_fails  # type: ignore[method-assign]
+    acked: list[int] = []
+    w = Writer(client, Buffer(1 << 20), IngestStats(),
+               IngestSettings(batch_lines=1, linger_s=0.01, drain_s=0.2, commit_threads=2),
+               ack=acked.append, backoff=Backoff(0.05, 0.05, jitter=0.0))
+    for k in (1, 2):
+        w.buffer.put(item(features(T + k), mid=k, qos=1))
+    w.start()
+    wait_until(lambda: any(rp == schema.RP_RAW for rp, _ in client.writes), 30, "batch 2")
+    w.stop(timeout=30)
+    assert acked == []  # batch 2 is stored, but batch 1 is not: neither is acknowledged
+    assert w.stats.snapshot()["write_retries"] >= 1
 
 
 def test_stop_in_an_outage_acks_no_batch_built_behind_the_failed_one() -> None:
