@@ -66,7 +66,7 @@ def common_lines(p: Placement, sizing: Sizing, queued: int) -> list[str]:
         f"# a day of QoS1 messages per offline client (health every "
         f"{sizing.health_interval_s:g} s + {sizing.events_per_gateway_day} events per gateway)",
         f"max_queued_messages {queued}",
-        "max_inflight_messages 1000",
+        "max_inflight_messages 2000",  # ingestion's Receive Maximum: four batches of 500
         "set_tcp_nodelay true",
         f"log_dest {p.log_dest}",
         "log_type error",
