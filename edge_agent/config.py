@@ -247,7 +247,36 @@ class EventConfig(_Strict):
     min_windows: int = Field(
         2, ge=1, le=10_000, description="raise (announce, emit) an event only once it holds "
         "flags in this many windows: a lone flagged window (one hop of one channel group) is "
-        "noise at the default false-alarm rate, anomalies last seconds (1 = every flag)")
+        "noise at the default false-alarm rate, anomalies last seconds (1 and on_delay_s = 0: "
+        "every flag)")
+    on_delay_s: float = Field(
+        2.0, ge=0, le=3600, description="alarm on-delay: raise an event only once it holds "
+        "flags in on_delay_s / hop_s + 1 windows (5 at das's 0.5 s hop, never fewer than "
+        "min_windows; `confirm_windows`), unless confirm_ratio raises it sooner. A noise "
+        "excursion of a group at its threshold lasts a window or two, an anomaly seconds "
+        "(docs/model/README.md); 0 = min_windows alone")
+    confirm_ratio: float | None = Field(
+        3.0, gt=1, le=1e6, description="a window whose peak score is at least this multiple "
+        "of its group's threshold raises its event at once, before the on-delay (a clear "
+        "anomaly is announced in its first window); 0 or None = always wait for the on-delay")
+
+    def confirm_windows(self, hop_ns: int) -> int:
+        """Flagged windows an event needs before it is raised (`on_delay_s`, `min_windows`),
+        for a stream whose windows are ``hop_ns`` apart.
+
+        >>> EventConfig().confirm_windows(500_000_000)  # das: 2 s at a 0.5 s hop
+        5
+        >>> EventConfig().confirm_windows(36_000_000_000)  # a slow process stream
+        2
+        >>> EventConfig(on_delay_s=0, min_windows=1).confirm_windows(500_000_000)
+        1
+        """
+        return max(self.min_windows, round(self.on_delay_s * 1e9 / max(hop_ns, 1)) + 1)
+
+    @field_validator("confirm_ratio", mode="before")
+    @classmethod
+    def _zero_is_off(cls, v: object) -> object:
+        return None if v == 0 else v  # TOML has no null: 0 turns the ratio off
 
     def merge_gap_hops(self, hop_ns: int) -> int:
         """The merge gap in hops of a stream: an open event closes at the first window that
