@@ -193,6 +193,14 @@ class ThresholdConfig(_Strict):
         "group's history counts for its neighbours. Fewer false alarms there, but the zone "
         "takes its noisiest group's threshold: on the simulator 1 removed the wellhead "
         "false alarms and missed 18 of 20 weak wellhead leaks (docs/model/README.md)")
+    heavy_tail_cap: float | None = Field(
+        2.0, ge=1, le=1e6,
+        description="a group whose score tail is heavier than the GPD fit accepts gets a "
+        "threshold of at most this many times the largest score in its history (never below "
+        "an exponential tail fitted to it; 1 = that exponential tail). Extrapolated with a "
+        "heavy shape from 2,000 windows to 1e-6 the threshold lands 20-1,000x above the "
+        "history and grows with every weak anomaly it lets through (on the simulator's "
+        "wellhead groups 800 to 33,000, where weak leaks score 100-300). 0 = uncapped")
     min_threshold: float = Field(0.0, ge=0, le=1e12,
                                  description="floor under every group threshold")
     floor_quantile: float | None = Field(
@@ -225,6 +233,11 @@ class ThresholdConfig(_Strict):
             self.warmup_windows, math.ceil(self.warmup_s / hop_s - 1e-9))
         return self.model_copy(update={"false_alarm_rate": rate, "warmup_windows": min(
             warm, max(self.warmup_windows, self.history_windows))})
+
+    @field_validator("heavy_tail_cap", mode="before")
+    @classmethod
+    def _cap_zero_is_off(cls, v: object) -> object:
+        return None if v == 0 else v  # TOML has no null: 0 = uncapped
 
     @field_validator("floor_quantile", mode="before")
     @classmethod
