@@ -193,6 +193,14 @@ class ThresholdConfig(_Strict):
         "group's history counts for its neighbours. Fewer false alarms there, but the zone "
         "takes its noisiest group's threshold: on the simulator 1 removed the wellhead "
         "false alarms and missed 18 of 20 weak wellhead leaks (docs/model/README.md)")
+    heavy_tail_cap: float | None = Field(
+        2.0, ge=1, le=1e6,
+        description="a group whose score tail is heavier than the GPD fit accepts gets a "
+        "threshold of at most this many times the largest score in its history (never below "
+        "an exponential tail fitted to it; 1 = that exponential tail). Extrapolated with a "
+        "heavy shape from 2,000 windows to 1e-6 the threshold lands 20-1,000x above the "
+        "history and grows with every weak anomaly it lets through (on the simulator's "
+        "wellhead groups 800 to 33,000, where weak leaks score 100-300). 0 = uncapped")
     min_threshold: float = Field(0.0, ge=0, le=1e12,
                                  description="floor under every group threshold")
     floor_quantile: float | None = Field(
@@ -226,6 +234,11 @@ class ThresholdConfig(_Strict):
         return self.model_copy(update={"false_alarm_rate": rate, "warmup_windows": min(
             warm, max(self.warmup_windows, self.history_windows))})
 
+    @field_validator("heavy_tail_cap", mode="before")
+    @classmethod
+    def _cap_zero_is_off(cls, v: object) -> object:
+        return None if v == 0 else v  # TOML has no null: 0 = uncapped
+
     @field_validator("floor_quantile", mode="before")
     @classmethod
     def _zero_is_off(cls, v: object) -> object:
@@ -247,7 +260,36 @@ class EventConfig(_Strict):
     min_windows: int = Field(
         2, ge=1, le=10_000, description="raise (announce, emit) an event only once it holds "
         "flags in this many windows: a lone flagged window (one hop of one channel group) is "
-        "noise at the default false-alarm rate, anomalies last seconds (1 = every flag)")
+        "noise at the default false-alarm rate, anomalies last seconds (1 and on_delay_s = 0: "
+        "every flag)")
+    on_delay_s: float = Field(
+        2.0, ge=0, le=3600, description="alarm on-delay: raise an event only once it holds "
+        "flags in on_delay_s / hop_s + 1 windows (5 at das's 0.5 s hop, never fewer than "
+        "min_windows; `confirm_windows`), unless confirm_ratio raises it sooner. A noise "
+        "excursion of a group at its threshold lasts a window or two, an anomaly seconds "
+        "(docs/model/README.md); 0 = min_windows alone")
+    confirm_ratio: float | None = Field(
+        3.0, gt=1, le=1e6, description="a window whose peak score is at least this multiple "
+        "of its group's threshold raises its event at once, before the on-delay (a clear "
+        "anomaly is announced in its first window); 0 or None = always wait for the on-delay")
+
+    def confirm_windows(self, hop_ns: int) -> int:
+        """Flagged windows an event needs before it is raised (`on_delay_s`, `min_windows`),
+        for a stream whose windows are ``hop_ns`` apart.
+
+        >>> EventConfig().confirm_windows(500_000_000)  # das: 2 s at a 0.5 s hop
+        5
+        >>> EventConfig().confirm_windows(36_000_000_000)  # a slow process stream
+        2
+        >>> EventConfig(on_delay_s=0, min_windows=1).confirm_windows(500_000_000)
+        1
+        """
+        return max(self.min_windows, round(self.on_delay_s * 1e9 / max(hop_ns, 1)) + 1)
+
+    @field_validator("confirm_ratio", mode="before")
+    @classmethod
+    def _zero_is_off(cls, v: object) -> object:
+        return None if v == 0 else v  # TOML has no null: 0 turns the ratio off
 
     def merge_gap_hops(self, hop_ns: int) -> int:
         """The merge gap in hops of a stream: an open event closes at the first window that

@@ -24,6 +24,13 @@ keep the oldest id), so the final emission replaces the announcements. An announ
 that merges into an older one is withdrawn at once: re-sent under its own id with
 ``merged_into`` naming the event it joined, so the cloud shows one event per anomaly.
 
+An event is *raised* (announced, emitted) only after the alarm on-delay
+(`EventConfig.confirm_windows`: flags in ``on_delay_s / hop + 1`` windows, 5 on das, never
+fewer than ``min_windows``), or at once when a window's peak is ``confirm_ratio`` times its
+threshold: a noise excursion of one group at its threshold lasts a window or two, an anomaly
+lasts seconds or scores far above it. An event that closes before it is raised is dropped.
+The onset stays the first flagged window's.
+
 The onset (``start_ns``) is the start of the newest hop of the first flagged window: the
 window before it was quiet, so most of the change lies in that hop.
 """
@@ -98,6 +105,7 @@ class EventBuilder:
         # of slack for timestamp jitter)
         self._quiet_ns = cfg.merge_gap_hops(hop_ns) * hop_ns - hop_ns // 2
         self._announce_ns = None if announce_s is None else int(announce_s * 1e9)
+        self._confirm_n = cfg.confirm_windows(hop_ns)  # the alarm on-delay, in windows
         self._withdrawn: list[Event] = []  # announced events merged into another, to send
 
     def update(self, s: Scored) -> list[Event]:
@@ -185,8 +193,13 @@ class EventBuilder:
 
     def _raised(self, e: _Open) -> bool:
         """An open event is raised (announced, emitted) once it holds flags in
-        ``min_windows`` windows: a lone flagged window is noise, not an event."""
-        return e.confirmed or len(e.windows) >= self.cfg.min_windows
+        `EventConfig.confirm_windows` windows (the alarm on-delay), or at once when its peak
+        is ``confirm_ratio`` x its threshold or more: a noise excursion at a group's
+        threshold lasts a window or two, an anomaly seconds or far above it."""
+        if e.confirmed or len(e.windows) >= self._confirm_n:
+            return True
+        r = self.cfg.confirm_ratio
+        return r is not None and e.threshold > 0 and e.peak >= r * e.threshold
 
     def _continue(self, e: _Open, now: int) -> _Open:
         return _Open(
@@ -199,7 +212,7 @@ class EventBuilder:
 
     def _emit_all(self, events: list[_Open]) -> list[Event]:
         # a continued segment that saw no flag after the split has nothing to report; an
-        # event that never reached ``min_windows`` flagged windows is dropped
+        # event that was never raised (`_raised`) is dropped
         return [self._emit(e) for e in events if e.score_n > 0 and self._raised(e)]
 
     def _emit(self, e: _Open) -> Event:

@@ -8,7 +8,8 @@ the group's score exceeds with probability ``false_alarm_rate`` per window:
    ``min_exceedances`` points) above the level ``u``; fit a generalised Pareto distribution
    to the excesses by probability-weighted moments (Hosking & Wallis 1987); accept the fit if
    the shape is in (-0.5, 0.5) and a Kolmogorov-Smirnov test does not reject it at 5 %
-   (a tail heavier than that range is fitted with the shape 0.5, `_heavy_fit`);
+   (a tail heavier than that range is fitted with the shape 0.5, `_heavy_fit`, and its
+   threshold capped at ``heavy_tail_cap`` x the history's maximum);
    extrapolate to the target rate with the shape and scale raised by ``margin`` (0.5)
    standard errors. Without it, a short history overshoots the rate several times on
    average (the extrapolation error is skewed); with it, the realised rate stays near or
@@ -146,7 +147,7 @@ def group_max(scores: np.ndarray, group_size: int) -> np.ndarray:
 
 def fit_tail(values: np.ndarray, rate: float, *, tail_fraction: float = 0.1,
              min_exceedances: int = 20, margin: float = 0.5,
-             heavy_tail: bool = True) -> tuple[float, int]:
+             heavy_tail: bool = True, heavy_cap: float | None = None) -> tuple[float, int]:
     """Threshold exceeded with probability `rate` by the distribution of `values`.
 
     Parameters
@@ -166,6 +167,9 @@ def fit_tail(values: np.ndarray, rate: float, *, tail_fraction: float = 0.1,
         edge the threshold dropped some 25x from one refit to the next (from the GPD's ~700
         to the history's maximum, about 27, on the simulator's wellhead groups, where rare
         surface disturbances make the tail heavy), and the next strong disturbance alarmed.
+    heavy_cap : float, optional
+        Such a threshold is at most ``heavy_cap`` x the largest value, never below that
+        fallback (`ThresholdConfig.heavy_tail_cap`; 1 = the fallback).
 
     Returns
     -------
@@ -193,17 +197,24 @@ def fit_tail(values: np.ndarray, rate: float, *, tail_fraction: float = 0.1,
         heavy = fit is None and heavy_tail
         if heavy:
             fit = _heavy_fit(x[n - k:] - u)
-        if fit is not None:
-            xi, sigma = fit
-            # asymptotic standard errors of the PWM estimators near xi = 0 (Hosking & Wallis)
-            xi += margin * 1.155 / math.sqrt(k)
-            sigma *= 1 + margin * 1.53 / math.sqrt(k)
-            p = rate * n / k
-            excess = sigma * math.log(1 / p) if abs(xi) < 1e-6 else sigma / xi * (p**-xi - 1)
-            t = u + excess
-            if math.isfinite(t) and t >= u:  # a heavy fit: never below the fallback
-                return (max(float(t), _empirical(x, rate, margin)) if heavy else float(t)), GPD
+        t = u + _gpd_excess(fit, k, rate * n / k, margin) if fit is not None else math.nan
+        if math.isfinite(t) and t >= u:
+            if not heavy:
+                return float(t), GPD
+            if heavy_cap is not None:
+                t = min(t, heavy_cap * x[-1])
+            return max(float(t), _empirical(x, rate, margin)), GPD  # never below the fallback
     return _empirical(x, rate, margin), EMPIRICAL
+
+
+def _gpd_excess(fit: tuple[float, float], k: int, p: float, margin: float) -> float:
+    """The excess over the level of a GPD ``fit`` (xi, sigma) from ``k`` exceedances at
+    tail probability ``p``, shape and scale raised by ``margin`` standard errors."""
+    xi, sigma = fit
+    # asymptotic standard errors of the PWM estimators near xi = 0 (Hosking & Wallis)
+    xi += margin * 1.155 / math.sqrt(k)
+    sigma *= 1 + margin * 1.53 / math.sqrt(k)
+    return sigma * math.log(1 / p) if abs(xi) < 1e-6 else sigma / xi * (p**-xi - 1)
 
 
 def _gpd_pwm(y: np.ndarray) -> tuple[float, float] | None:
@@ -391,7 +402,8 @@ class GroupThreshold:
         if n < max(self.cfg.warmup_windows, 2):
             return  # a calibrated group keeps its floor, others stay at inf: no events
         t, m = fit_tail(self._hist[g, :n], self.cfg.false_alarm_rate,
-                        tail_fraction=self.tail_fraction, min_exceedances=self.min_exceedances)
+                        tail_fraction=self.tail_fraction, min_exceedances=self.min_exceedances,
+                        heavy_cap=self.cfg.heavy_tail_cap)
         self.fitted[g] = max(t, self.floor)
         self.method[g] = m
         self._pool(g)

@@ -13,6 +13,8 @@ Metrics per family and detector (`event_metrics`):
 * recall = labels matched / labels; precision = events matching a label / events; F1;
 * false alarms = events matching no label, per 1,000 channel-hours of the run;
 * delay = end of the first flagged window of the earliest matching event - label start;
+* raised = when the gateway first announced a matching event (its first emission: after the
+  alarm on-delay, `edge_agent.config.EventConfig.on_delay_s`) - label start;
 * localisation = |event centre - label centre| (channels) of the matching event with the
   highest peak (fiber break: |event start - break point|);
 * row AUC: ROC AUC of the per-window, per-channel scores against the label grid.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -53,6 +55,7 @@ class DetectorRun:
     scores: np.ndarray  # (W, C) float32
     t_start_ns: np.ndarray  # (W,)
     t_end_ns: np.ndarray
+    raised_ns: dict[str, int] = field(default_factory=dict)  # event id -> first emission
 
 
 class _Grid:
@@ -64,9 +67,13 @@ class _Grid:
         self.scores.append(s.scores.copy())
         self.times.append((s.window.t_start_ns, s.window.t_end_ns))
 
-    def run(self, events: list[Event]) -> DetectorRun:
+    def run(self, events: list[Event], emitted: Iterable[Event] = ()) -> DetectorRun:
         t = np.asarray(self.times, np.int64).reshape(-1, 2)
-        return DetectorRun(events, np.asarray(self.scores, np.float32), t[:, 0], t[:, 1])
+        raised: dict[str, int] = {}
+        for e in emitted:  # in order: the first emission of an id is when it was raised
+            raised.setdefault(e.id, e.detected_ns)
+        return DetectorRun(events, np.asarray(self.scores, np.float32), t[:, 0], t[:, 1],
+                           raised)
 
 
 class SharedFeatures:
@@ -110,7 +117,7 @@ def score_run(warm: dict[str, OfflineScorer], frames: Iterable[bytes]) -> dict[s
     grids = {k: _Grid() for k in warm}
     scorers = {k: sc.fork(on_window=grids[k]) for k, sc in warm.items()}
     feed(scorers, frames)
-    return {k: grids[k].run(sc.finish()) for k, sc in scorers.items()}
+    return {k: grids[k].run(sc.finish(), sc.emitted) for k, sc in scorers.items()}
 
 
 def truth_grid(labels: list, run: DetectorRun, first_channel: int, n_channels: int) -> np.ndarray:
@@ -134,13 +141,16 @@ def event_metrics(run: DetectorRun, labels: list, *, n_channels: int, hop_ns: in
     tol_ns = round(tol_s * 1e9)
     evs = run.events
     matched = [any(_matches(e, lb, tol_ch, tol_ns) for lb in labels) for e in evs]
-    delays, locs = [], []
+    delays, locs, raised = [], [], []
     for lb in labels:
         hits = [e for e in evs if _matches(e, lb, tol_ch, tol_ns)]
         if not hits:
             continue
         first = min(hits, key=lambda e: e.start_ns)
         delays.append(max(0.0, (first.start_ns + hop_ns - lb.start_ns) / 1e9))
+        r = [run.raised_ns[e.id] for e in hits if e.id in run.raised_ns]
+        if r:
+            raised.append(max(0.0, (min(r) - lb.start_ns) / 1e9))
         best = max(hits, key=lambda e: e.peak_score)
         locs.append(abs(best.ch_start - lb.ch_start) if lb.kind == "fiber_break" else
                     abs((best.ch_start + best.ch_end) / 2 - (lb.ch_start + lb.ch_end) / 2))
@@ -157,6 +167,8 @@ def event_metrics(run: DetectorRun, labels: list, *, n_channels: int, hop_ns: in
         "channel_hours": ch_hours,
         "delay_s_median": float(np.median(delays)) if delays else float("nan"),
         "delay_s_p90": float(np.quantile(delays, 0.9)) if delays else float("nan"),
+        "raised_s_median": float(np.median(raised)) if raised else float("nan"),
+        "raised_s_p90": float(np.quantile(raised, 0.9)) if raised else float("nan"),
         "loc_err_ch_median": float(np.median(locs)) if locs else float("nan"),
         "loc_within_5ch": float(np.mean(np.asarray(locs) <= 5)) if locs else float("nan"),
     }
@@ -355,13 +367,15 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     """Markdown table: one row per family and detector, then pooled false alarms."""
     lines = ["| family | detector | recall | precision | F1 | FA/1000 ch-h (n) | delay s "
-             "(med) | loc err ch (med) | row AUC |", "|---|---|---|---|---|---|---|---|---|"]
+             "(med) | raised s (med) | loc err ch (med) | row AUC |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for fam, by_det in result["families"].items():
         for name, m in by_det.items():
             lines.append(
                 f"| {fam} | {name} | {m['recall']:.2f} ({m['detected']}/{m['labels']}) "
                 f"| {m['precision']:.2f} | {m['f1']:.2f} | {m['fa_per_1000_ch_h']:.1f} "
                 f"({m['false_alarms']}) | {m['delay_s_median']:.1f} "
+                f"| {m.get('raised_s_median', float('nan')):.1f} "
                 f"| {m['loc_err_ch_median']:.1f} | {m['row_auc']:.3f} |")
     lines += ["", "| detector | false alarms | channel-hours | FA/1000 ch-h (all runs) |",
               "|---|---|---|---|"]

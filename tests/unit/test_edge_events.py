@@ -29,6 +29,7 @@ def builder(**cfg) -> EventBuilder:
         return now[0]
 
     cfg.setdefault("min_windows", 1)  # these tests are about merging single flags
+    cfg.setdefault("on_delay_s", 0.0)
     b = EventBuilder(site="s", gateway="g", stream=STREAM, cfg=EventConfig(**cfg), hop_ns=HOP,
                      names=NAMES, clock_ns=clock)
     b.reference = np.zeros(DIM, np.float32)
@@ -245,7 +246,8 @@ def test_distinct_channels_stay_separate_while_an_event_cools() -> None:
 
 def test_announced_at_open_and_not_resent_while_only_cooling() -> None:
     now = [10**18]
-    b = EventBuilder(site="s", gateway="g", stream=STREAM, cfg=EventConfig(min_windows=1),
+    b = EventBuilder(site="s", gateway="g", stream=STREAM,
+                     cfg=EventConfig(min_windows=1, on_delay_s=0.0),
                      hop_ns=HOP,
                      names=NAMES, clock_ns=lambda: now[0], announce_s=2.0)
     b.reference = np.zeros(DIM, np.float32)
@@ -264,7 +266,8 @@ def test_announced_at_open_and_not_resent_while_only_cooling() -> None:
 def test_an_announced_event_that_merges_is_withdrawn_into_the_older_one() -> None:
     now = [10**18]
     b = EventBuilder(site="s", gateway="g", stream=STREAM,
-                     cfg=EventConfig(merge_gap_channels=2, min_windows=1),
+                     cfg=EventConfig(merge_gap_channels=2, min_windows=1,
+                                     on_delay_s=0.0),
                      hop_ns=HOP, names=NAMES, clock_ns=lambda: now[0], announce_s=2.0)
     b.reference = np.zeros(DIM, np.float32)
     sent: list[Event] = []
@@ -305,7 +308,7 @@ def test_optional_fields_are_checked() -> None:
 
 
 def test_a_lone_flagged_window_is_not_an_event_by_default() -> None:
-    b = builder(min_windows=2, merge_gap_s=1.0)  # the default: 2 windows
+    b = builder(min_windows=2, merge_gap_s=1.0)  # on_delay_s=0: min_windows alone
     assert EventConfig().min_windows == 2
     blip = {40: 9.0}
     assert run(b, [scored(0), scored(1, blip), scored(2), scored(3), scored(4), scored(5)]) == []
@@ -314,3 +317,55 @@ def test_a_lone_flagged_window_is_not_an_event_by_default() -> None:
     (e,) = [e for e in run(b, [scored(6, blip), scored(7), scored(8, blip), scored(9),
                                 scored(10), scored(11)]) + b.flush()]
     assert e.n_windows == 2 and (e.ch_start, e.ch_end) == (1040, 1040)
+
+
+def _default_builder(**cfg) -> tuple[EventBuilder, list[int]]:
+    """The gateway's default EventConfig (on-delay and confirm ratio), a stream clock."""
+    now = [0]
+    b = EventBuilder(site="s", gateway="g", stream=STREAM, cfg=EventConfig(**cfg), hop_ns=HOP,
+                     names=NAMES, clock_ns=lambda: now[0], announce_s=2.0)
+    b.reference = np.zeros(DIM, np.float32)
+    return b, now
+
+
+def _feed(b: EventBuilder, now: list[int], windows: list[Scored]) -> list[tuple[int, Event]]:
+    out = []
+    for s in windows:
+        now[0] = s.window.t_end_ns
+        out += [(s.window.index, e) for e in b.update(s)]
+    return out
+
+
+def test_the_default_on_delay_needs_five_flagged_windows_at_a_half_second_hop() -> None:
+    assert EventConfig().confirm_windows(HOP) == 5
+    near = {40: 8.0}  # 1.6 x the threshold (5.0): below the confirm ratio
+    b, now = _default_builder()
+    # four flagged windows (2 s of one group at its threshold) close without an event
+    assert _feed(b, now, [scored(k, near if k < 4 else None) for k in range(20)]) == []
+    assert b.flush() == [] and b.open == []
+    # five are one event, announced in the fifth window, with the first window's onset
+    sent = _feed(b, now, [scored(k, near if k < 25 else None) for k in range(20, 40)])
+    assert sent[0][0] == 24 and len({e.id for _, e in sent}) == 1
+    assert sent[-1][1].n_windows == 5 and sent[-1][1].start_ns == 20 * HOP + HOP
+
+
+def test_a_window_far_above_its_threshold_raises_its_event_at_once() -> None:
+    b, now = _default_builder()
+    sent = _feed(b, now, [scored(0, {40: 15.0})] + [scored(k) for k in range(1, 20)])
+    assert [k for k, _ in sent][:1] == [0]  # 3 x the threshold: announced in its window
+    assert sent[-1][1].n_windows == 1 and sent[-1][1].peak_score == 15.0
+    b, now = _default_builder()
+    assert _feed(b, now, [scored(0, {40: 14.9})] + [scored(k) for k in range(1, 20)]) == []
+    assert EventConfig(confirm_ratio=0).confirm_ratio is None  # 0 (TOML) = off
+    b, now = _default_builder(confirm_ratio=None)  # off: the on-delay alone
+    assert _feed(b, now, [scored(0, {40: 500.0})] + [scored(k) for k in range(1, 20)]) == []
+
+
+def test_the_on_delay_is_stream_time_and_never_below_min_windows() -> None:
+    assert EventConfig().confirm_windows(1_000_000_000) == 3  # an mv stream at 1 Hz
+    assert EventConfig().confirm_windows(36_000_000_000) == 2  # slower: min_windows
+    assert EventConfig(on_delay_s=0.0).confirm_windows(HOP) == 2
+    assert EventConfig(on_delay_s=1.0, min_windows=6).confirm_windows(HOP) == 6
+    b, now = _default_builder(on_delay_s=0.0, confirm_ratio=None)  # the previous default
+    sent = _feed(b, now, [scored(k, {40: 8.0} if k < 2 else None) for k in range(20)])
+    assert [k for k, _ in sent][:1] == [1] and sent[-1][1].n_windows == 2

@@ -56,6 +56,18 @@ def test_matching_recall_precision_delay_localisation() -> None:
     assert m["fa_per_1000_ch_h"] == pytest.approx(1 / m["channel_hours"] * 1000)
 
 
+def test_raised_is_the_first_emission_of_the_earliest_matching_event() -> None:
+    labels = [_label(100, 110, 45, 55), _label(300, 310, 10, 20)]
+    a, b, c = _ev(100.5, 104, 48, 54), _ev(101.0, 109, 40, 60), _ev(300.5, 305, 12, 14)
+    run = _run([a, b, c])
+    run.raised_ns = {a.id: T0 + 102 * S, b.id: T0 + 101 * S, c.id: T0 + 303 * S}
+    m = event_metrics(run, labels, n_channels=100, hop_ns=S // 2)
+    assert m["delay_s_median"] == pytest.approx(1.0)  # onsets: 1.0 and 1.0 (+ one hop)
+    assert m["raised_s_median"] == pytest.approx((1.0 + 3.0) / 2)  # b raised first, then c
+    assert math.isnan(event_metrics(_run([a]), labels[:1], n_channels=100,
+                                    hop_ns=S // 2)["raised_s_median"])  # no emissions known
+
+
 def test_far_away_or_late_events_do_not_match() -> None:
     labels = [_label(100, 110, 45, 55)]
     m = event_metrics(_run([_ev(101, 104, 70, 72), _ev(113, 115, 45, 55)]), labels,

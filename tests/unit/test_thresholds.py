@@ -108,6 +108,38 @@ def test_a_tail_heavier_than_the_gpd_range_is_not_cut_to_the_history_maximum() -
     assert np.mean(new) < 0.7 * np.mean(old)
 
 
+def test_heavy_cap_bounds_a_heavy_tail_to_a_multiple_of_the_history_maximum() -> None:
+    # the gateway's rate (1e-6) from a 2,000-window history of GPD(xi=0.8) scores: the heavy
+    # extrapolation lands far above the history; capped, at most cap x its maximum, never
+    # below the exponential fallback (cap 1 = that fallback)
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        x = 3.0 + (rng.random(2000) ** -0.8 - 1) / 0.8
+        free, m = fit_tail(x, 1e-6)
+        old, _ = fit_tail(x, 1e-6, heavy_tail=False)
+        capped, m2 = fit_tail(x, 1e-6, heavy_cap=2.0)
+        assert m == m2 == GPD and free > 2.0 * x.max() >= old
+        assert capped == pytest.approx(2.0 * x.max())
+        assert fit_tail(x, 1e-6, heavy_cap=1.0)[0] == pytest.approx(old)
+    light = rng.exponential(size=2000)  # a tail the GPD fit accepts: the cap does nothing
+    assert fit_tail(light, 1e-6, heavy_cap=1.0) == fit_tail(light, 1e-6)
+
+
+def test_group_thresholds_apply_the_configured_heavy_cap() -> None:
+    cap = ThresholdConfig().heavy_tail_cap
+    assert cap is not None and ThresholdConfig(heavy_tail_cap=0).heavy_tail_cap is None
+    rng = np.random.default_rng(6)
+    hist = 3.0 + (rng.random((2000, 1)) ** -0.8 - 1) / 0.8
+    thr = {}
+    for c in (cap, None):
+        g = GroupThreshold(1, _cfg(false_alarm_rate=1e-6, heavy_tail_cap=c), refit_every=1)
+        for row in hist:
+            g.learn(row.astype(np.float32))
+        thr[c] = float(g.thresholds[0])
+    assert thr[cap] == pytest.approx(cap * hist.max(), rel=1e-6)
+    assert thr[None] > 2 * thr[cap]
+
+
 def test_neighbouring_groups_share_the_largest_fit() -> None:
     rng = np.random.default_rng(12)
     scale = np.array([1.0, 1.0, 10.0, 1.0, 1.0, 1.0])
