@@ -38,10 +38,13 @@ T0 = 1_704_067_200 * 10**9
 
 
 def simulator(das_dtype: str) -> Simulator:
+    """30 s with a leak at 20 s, intensity 3: at 2 the agent (0.25 s hop, short warm-up)
+    flagged it for 1.5 s at 1.1x its threshold, under the default alarm on-delay (2 s:
+    `EventConfig.on_delay_s`), so no event was raised; at 3 it is flagged for all 8 s."""
     cfg = SimConfig(site=SITE, gateway=GW, channels=CH, seconds=SECONDS, start_ns=T0,
                     das_dtype=das_dtype, dts_interval_s=1.0, scenarios=(
                         parse_scenario(f"leak:onset={LEAK_ONSET},duration=8,"
-                                       f"channel={LEAK_CH},intensity=2"),))
+                                       f"channel={LEAK_CH},intensity=3"),))
     return Simulator(cfg, seed=3)
 
 
