@@ -234,15 +234,10 @@ class ThresholdConfig(_Strict):
         return self.model_copy(update={"false_alarm_rate": rate, "warmup_windows": min(
             warm, max(self.warmup_windows, self.history_windows))})
 
-    @field_validator("heavy_tail_cap", mode="before")
-    @classmethod
-    def _cap_zero_is_off(cls, v: object) -> object:
-        return None if v == 0 else v  # TOML has no null: 0 = uncapped
-
-    @field_validator("floor_quantile", mode="before")
+    @field_validator("heavy_tail_cap", "floor_quantile", mode="before")
     @classmethod
     def _zero_is_off(cls, v: object) -> object:
-        return None if v == 0 else v  # TOML has no null: 0 turns the quantile floor off
+        return None if v == 0 else v  # TOML has no null: 0 = uncapped, no quantile floor
 
 
 class EventConfig(_Strict):

@@ -51,7 +51,7 @@ class Built(NamedTuple):
     items: list[Item]
     by_rp: dict[str, list[str]]
     superseded: list[Version]
-    bodies: dict[str, bytes] | None = None
+    bodies: dict[str, bytes]
 
 
 class Writer:
@@ -195,10 +195,9 @@ class Writer:
         return self._write_rps(built, (schema.RP_RAW, schema.RP_HISTORY))
 
     def _write_rps(self, built: Built, rps: tuple[str, ...]) -> bool:
-        bodies = built.bodies or {}
         for rp in rps:
             lines = built.by_rp[rp]
-            if lines and not self._write(rp, lines, bodies.get(rp)):
+            if lines and not self._write(rp, lines, built.bodies.get(rp)):
                 return False
             self.stats.add("lines", rp, len(lines))
         return True
@@ -309,11 +308,11 @@ class Writer:
         parts = [lines]  # a stack: the first half is popped first, so the order holds
         while parts:
             part = parts.pop()
-            size = _body_bytes(part)
+            whole = body if part is lines else None  # the prebuilt body, until split
+            size = len(whole) if whole is not None else _body_bytes(part)
             if size > self.s.max_body_bytes and len(part) > 1:
                 parts += _halves(part)
                 continue
-            whole = body if part is lines else None  # the prebuilt body, until split
             verdict = ("dead:too_large" if size > self.s.max_body_bytes
                        else self._send(rp, part, size, whole))
             if verdict == "stopped":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -330,12 +329,16 @@ def test_events_keep_the_batches_order_though_batches_are_written_at_once() -> N
     summaries are stored in any order."""
     client = FakeInflux()
     write = client.write
-    first_events = threading.Event()
+    first_events, second_events = threading.Event(), threading.Event()
 
     def slow_first(db: str, lines: list[str] | bytes, rp: str | None = None, **kw: Any) -> None:
         if rp == schema.RP_EVENTS and not first_events.is_set():
             first_events.set()
-            time.sleep(0.3)  # the other thread has batch 2 by now: it must wait anyway
+            # the other thread has batch 2 by now: were its events written out of turn,
+            # they would be written here, before these
+            second_events.wait(0.5)
+        elif rp == schema.RP_EVENTS:
+            second_events.set()
         write(db, lines, rp, **kw)
 
     client.write = slow_first  # type: ignore[method-assign]
